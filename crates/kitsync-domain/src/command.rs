@@ -1,0 +1,293 @@
+//! The validated changes the worker applies. These are what travels on the queue, as JSON.
+//!
+//! Every command carries the tenant, the marketplace version of the change ([`KitTime`]: the
+//! `timeStamp`, or `currentSyncTime` for authSync) and whether it is test data.
+use crate::time::KitTime;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The five Kit callbacks, named as in their URL paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CallbackKind {
+    TenantSync,
+    ApplicationSync,
+    AuthSync,
+    SingleOrgSync,
+    AllOrgSync,
+}
+
+impl CallbackKind {
+    pub const ALL: [CallbackKind; 5] = [
+        CallbackKind::TenantSync,
+        CallbackKind::ApplicationSync,
+        CallbackKind::AuthSync,
+        CallbackKind::SingleOrgSync,
+        CallbackKind::AllOrgSync,
+    ];
+
+    /// The last segment of the callback's path, `/produceAPI/v2/{path}`.
+    #[must_use]
+    pub fn path(self) -> &'static str {
+        match self {
+            CallbackKind::TenantSync => "tenantSync",
+            CallbackKind::ApplicationSync => "applicationSync",
+            CallbackKind::AuthSync => "authSync",
+            CallbackKind::SingleOrgSync => "singleOrgSync",
+            CallbackKind::AllOrgSync => "allOrgSync",
+        }
+    }
+}
+
+impl fmt::Display for CallbackKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.path())
+    }
+}
+
+/// Upsert or delete: `flag` 1 (add) and 2 (modify) both upsert, since a modify may arrive
+/// before the add it modifies; `flag` 0 deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+/// authSync `flag`: 1 add, 2 modify, 0 delete, 3 cancel authorisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthOp {
+    Add,
+    Modify,
+    Delete,
+    Cancel,
+}
+
+impl AuthOp {
+    /// 0 and 3 both remove this app's authorisation; 1 and 2 both grant/update it.
+    #[must_use]
+    pub fn removes(self) -> bool {
+        matches!(self, AuthOp::Delete | AuthOp::Cancel)
+    }
+}
+
+/// A member's role in one app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A secret on its way to storage: after the ingress, the sealed (encrypted at rest) form.
+/// `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretText(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantChange {
+    pub tenant_id: String,
+    pub instance_id: Option<String>,
+    pub order_id: Option<String>,
+    pub tenant_code: String,
+    pub name: String,
+    pub domain_name: String,
+    pub op: Op,
+    pub test: bool,
+    pub version: KitTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppChange {
+    pub tenant_id: String,
+    pub instance_id: Option<String>,
+    pub app_id: String,
+    pub client_id: String,
+    /// Sealed by the ingress (see `kitsync-secrets`); the marketplace's RSA ciphertext before.
+    pub client_secret: SecretText,
+    pub op: Op,
+    pub test: bool,
+    pub version: KitTime,
+}
+
+/// One user of an authSync batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthUser {
+    pub user_name: String,
+    pub name: Option<String>,
+    pub org_code: Option<String>,
+    pub position: Option<String>,
+    pub employee_code: Option<String>,
+    pub employee_type: Option<i32>,
+    pub role: Role,
+    pub enabled: bool,
+    pub mobile: Option<String>,
+    pub email: Option<String>,
+    pub work_place: Option<String>,
+    pub entry_date: Option<String>,
+    /// Arbitrary tenant-configured attributes, kept as received (compact JSON text).
+    pub extension: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthChange {
+    pub tenant_id: String,
+    pub instance_id: Option<String>,
+    pub app_id: String,
+    pub op: AuthOp,
+    pub users: Vec<AuthUser>,
+    pub test: bool,
+    /// `currentSyncTime`: the version of every row this batch writes.
+    pub version: KitTime,
+    /// `timeStamp`, kept for the journal.
+    pub time_stamp: Option<KitTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgChange {
+    pub tenant_id: String,
+    pub instance_id: Option<String>,
+    pub org_code: String,
+    pub org_name: String,
+    /// `None` for a top-level department.
+    pub parent_code: Option<String>,
+    pub op: Op,
+    pub test: bool,
+    pub version: KitTime,
+}
+
+/// One department of a full snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgInfo {
+    pub org_code: String,
+    pub org_name: String,
+    pub parent_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FullOrgSnapshot {
+    pub tenant_id: String,
+    pub instance_id: Option<String>,
+    pub orgs: Vec<OrgInfo>,
+    pub test: bool,
+    pub version: KitTime,
+}
+
+/// A validated change, ready to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Command {
+    Tenant(TenantChange),
+    App(AppChange),
+    Auth(AuthChange),
+    Org(OrgChange),
+    FullOrg(FullOrgSnapshot),
+}
+
+impl Command {
+    #[must_use]
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            Command::Tenant(c) => &c.tenant_id,
+            Command::App(c) => &c.tenant_id,
+            Command::Auth(c) => &c.tenant_id,
+            Command::Org(c) => &c.tenant_id,
+            Command::FullOrg(c) => &c.tenant_id,
+        }
+    }
+
+    #[must_use]
+    pub fn version(&self) -> KitTime {
+        match self {
+            Command::Tenant(c) => c.version,
+            Command::App(c) => c.version,
+            Command::Auth(c) => c.version,
+            Command::Org(c) => c.version,
+            Command::FullOrg(c) => c.version,
+        }
+    }
+
+    #[must_use]
+    pub fn is_test(&self) -> bool {
+        match self {
+            Command::Tenant(c) => c.test,
+            Command::App(c) => c.test,
+            Command::Auth(c) => c.test,
+            Command::Org(c) => c.test,
+            Command::FullOrg(c) => c.test,
+        }
+    }
+
+    #[must_use]
+    pub fn kind(&self) -> CallbackKind {
+        match self {
+            Command::Tenant(_) => CallbackKind::TenantSync,
+            Command::App(_) => CallbackKind::ApplicationSync,
+            Command::Auth(_) => CallbackKind::AuthSync,
+            Command::Org(_) => CallbackKind::SingleOrgSync,
+            Command::FullOrg(_) => CallbackKind::AllOrgSync,
+        }
+    }
+
+    /// The instance id the change names, when it names one (empty ones are `None`).
+    #[must_use]
+    pub fn instance_id(&self) -> Option<&str> {
+        match self {
+            Command::Tenant(c) => c.instance_id.as_deref(),
+            Command::App(c) => c.instance_id.as_deref(),
+            Command::Auth(c) => c.instance_id.as_deref(),
+            Command::Org(c) => c.instance_id.as_deref(),
+            Command::FullOrg(c) => c.instance_id.as_deref(),
+        }
+    }
+}
+
+/// The queue message: one accepted callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedCallback {
+    /// Unique per accepted request (also the queue's message id).
+    pub message_id: String,
+    /// When the ingress accepted it (Unix ms).
+    pub received_at_ms: i64,
+    pub command: Command,
+}
+
+impl QueuedCallback {
+    /// # Errors
+    /// Only if serialisation fails, which it cannot for these types.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// # Errors
+    /// The bytes are not a `QueuedCallback` (a poison message).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}

@@ -1,0 +1,27 @@
+//! Pure types and rules of kitsync: no I/O, no async, no database or HTTP types.
+//!
+//! Layout, in the order data flows through it:
+//! - [`signing`]: the Kit request signature (`x-sign`, §2.2 of docs/kit-protocol.md), its
+//!   canonical JSON form, and the `Body-Sign` response header (§3).
+//! - [`time`]: the marketplace's `yyyyMMddHHmmssSSS` UTC+8 timestamps ([`KitTime`]).
+//! - [`parse`]: tolerant parsing and strict validation of the five callback bodies into
+//!   [`Command`]s, with errors that name the field at fault ([`FieldError`]).
+//! - [`command`]: the validated changes the worker applies; what travels on the queue.
+//! - [`decide`]: the version/tombstone rules that make applying order-insensitive, as pure
+//!   functions the store calls and the property tests exercise.
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod decide;
+pub mod error;
+pub mod parse;
+pub mod signing;
+pub mod time;
+
+pub use command::{
+    AppChange, AuthChange, AuthOp, AuthUser, CallbackKind, Command, FullOrgSnapshot, Op, OrgChange,
+    OrgInfo, QueuedCallback, Role, SecretText, TenantChange,
+};
+pub use decide::{Decision, Rank};
+pub use error::FieldError;
+pub use time::KitTime;

@@ -1,0 +1,160 @@
+//! Accepting an authenticated callback: seal secrets, claim the nonce, queue durably.
+use crate::error::KitError;
+use crate::extract::SignedKit;
+use crate::settings::KitSettings;
+use kitsync_domain::{CallbackKind, Command, QueuedCallback, SecretText};
+use kitsync_queue::{NonceClaim, NonceLedger, OutgoingMessage, Queue, QueueError};
+use kitsync_secrets::{RsaDecryptor, SealedKind, Sealer};
+use secrecy::ExposeSecret;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Everything the ingress needs, shared by every request.
+pub struct Acceptor {
+    settings: KitSettings,
+    queue: Queue,
+    nonces: NonceLedger,
+    decryptor: Option<Arc<RsaDecryptor>>,
+    sealer: Sealer,
+    clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    counters: HashMap<(CallbackKind, &'static str), AtomicU64>,
+}
+
+/// The result codes counted per endpoint.
+const CODES: [&str; 4] = ["000000", "000001", "000002", "000005"];
+
+impl Acceptor {
+    #[must_use]
+    pub fn new(
+        settings: KitSettings,
+        queue: Queue,
+        nonces: NonceLedger,
+        decryptor: Option<Arc<RsaDecryptor>>,
+        sealer: Sealer,
+    ) -> Self {
+        let counters = CallbackKind::ALL
+            .into_iter()
+            .flat_map(|k| CODES.into_iter().map(move |c| ((k, c), AtomicU64::new(0))))
+            .collect();
+        Self {
+            settings,
+            queue,
+            nonces,
+            decryptor,
+            sealer,
+            clock: Box::new(|| chrono::Utc::now().timestamp_millis()),
+            counters,
+        }
+    }
+
+    /// Replaces the clock (tests of the timestamp window).
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    #[must_use]
+    pub fn settings(&self) -> &KitSettings {
+        &self.settings
+    }
+
+    #[must_use]
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Counts one answered callback.
+    pub fn record(&self, kind: CallbackKind, code: &'static str) {
+        if let Some(c) = self.counters.get(&(kind, code)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Answered callbacks so far, by endpoint and result code.
+    #[must_use]
+    pub fn counts(&self) -> Vec<(CallbackKind, &'static str, u64)> {
+        let mut v: Vec<_> = self
+            .counters
+            .iter()
+            .map(|((k, c), n)| (*k, *c, n.load(Ordering::Relaxed)))
+            .collect();
+        v.sort_by_key(|(k, c, _)| (k.path(), *c));
+        v
+    }
+
+    /// Seals the secret, claims the nonce and queues the command; `Ok` only once durable.
+    ///
+    /// # Errors
+    /// [`KitError::Replayed`] for a reused nonce, [`KitError::BadSecret`] for an
+    /// undecryptable `clientSecret`, [`KitError::Unavailable`] when the queue or the nonce
+    /// ledger cannot take it (the nonce is then released, so a retry is not refused).
+    pub async fn accept(&self, kit: SignedKit) -> Result<(), KitError> {
+        let SignedKit {
+            mut command, nonce, ..
+        } = kit;
+        if let Command::App(app) = &mut command {
+            if !app.client_secret.0.is_empty() {
+                app.client_secret = self.seal_client_secret(&app.client_secret)?;
+            }
+        }
+        let now = self.now_ms();
+        match self.nonces.claim(&nonce, now).await.map_err(unavailable)? {
+            NonceClaim::Fresh => {}
+            NonceClaim::Replayed => return Err(KitError::Replayed),
+        }
+        let message_id = uuid::Uuid::now_v7().to_string();
+        let queued = QueuedCallback {
+            message_id: message_id.clone(),
+            received_at_ms: now,
+            command,
+        };
+        let body = queued
+            .to_bytes()
+            .map_err(|e| KitError::Internal(format!("serialising the command: {e}")))?;
+        if let Err(e) = self
+            .queue
+            .publish(OutgoingMessage { message_id, body })
+            .await
+        {
+            if let Err(release) = self.nonces.release(&nonce).await {
+                tracing::warn!(error = %release, "could not release the nonce of a refused callback");
+            }
+            return Err(unavailable(e));
+        }
+        Ok(())
+    }
+
+    fn seal_client_secret(&self, received: &SecretText) -> Result<SecretText, KitError> {
+        let sealed = match &self.decryptor {
+            Some(d) => {
+                let plain = d
+                    .decrypt(&received.0)
+                    .map_err(|e| KitError::BadSecret(secret_problem(&e)))?;
+                self.sealer.seal(SealedKind::Plain, plain.expose_secret())
+            }
+            None => self.sealer.seal(SealedKind::RsaCiphertext, &received.0),
+        };
+        sealed
+            .map(SecretText)
+            .map_err(|e| KitError::Internal(format!("sealing clientSecret: {e}")))
+    }
+}
+
+fn secret_problem(e: &kitsync_secrets::SecretsError) -> String {
+    use kitsync_secrets::SecretsError as E;
+    match e {
+        E::NotBase64(_) => "is not base64".into(),
+        E::Undecryptable => {
+            "cannot be decrypted with the configured RSA private key (tried OAEP SHA-256 and SHA-1)"
+                .into()
+        }
+        E::NotUtf8 => "decrypts to bytes that are not UTF-8".into(),
+        other => other.to_string(),
+    }
+}
+
+fn unavailable(e: QueueError) -> KitError {
+    KitError::Unavailable(e.to_string())
+}

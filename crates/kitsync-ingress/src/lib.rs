@@ -1,0 +1,44 @@
+//! The Kit callback ingress: five `POST {prefix}/produceAPI/v2/…` endpoints (axum).
+//!
+//! A request goes through, in order:
+//! 1. [`extract::SignedKit`] — reads the raw body (size-limited), checks `x-timestamp`
+//!    (±60 s) and `x-nonce`, verifies `x-sign` against every configured access key (raw body,
+//!    then canonical form), and only then parses and validates the body into a
+//!    [`kitsync_domain::Command`].
+//! 2. [`accept::Acceptor::accept`] — decrypts and seals `clientSecret`, durably claims the
+//!    nonce (replays are refused), publishes the command to the queue and waits for the
+//!    durable acknowledgement.
+//! 3. [`reply`] — maps the outcome to a result code (the one exhaustive mapping, [`KitError`])
+//!    and signs the body with `Body-Sign`. The HTTP status is always 200.
+//!
+//! Nothing unauthenticated or invalid reaches the queue; `000000` means durably queued.
+#![forbid(unsafe_code)]
+
+pub mod accept;
+pub mod error;
+pub mod extract;
+pub mod reply;
+pub mod settings;
+
+pub use accept::Acceptor;
+pub use error::KitError;
+pub use settings::KitSettings;
+
+use axum::routing::post;
+use axum::Router;
+use kitsync_domain::CallbackKind;
+use std::sync::Arc;
+
+/// The Kit callback routes, mounted under `settings.prefix`.
+pub fn router(acceptor: Arc<Acceptor>) -> Router {
+    let prefix = acceptor.settings().normalized_prefix();
+    let mut r = Router::new();
+    for kind in CallbackKind::ALL {
+        let path = format!("{prefix}/produceAPI/v2/{}", kind.path());
+        r = r.route(
+            &path,
+            post(move |state, req| reply::handle(state, kind, req)),
+        );
+    }
+    r.with_state(acceptor)
+}

@@ -1,0 +1,95 @@
+//! The response: HTTP 200, `{"resultCode","resultMsg"}`, signed with `Body-Sign`.
+use crate::accept::Acceptor;
+use crate::error::KitError;
+use crate::extract::{KitRejection, SignedKit};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kitsync_domain::{signing, CallbackKind};
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+
+/// A result body, signed or not.
+pub struct KitReply {
+    body: Vec<u8>,
+    body_sign: Option<String>,
+}
+
+impl KitReply {
+    fn body_for(code: &str, msg: &str) -> Vec<u8> {
+        serde_json::json!({ "resultCode": code, "resultMsg": msg })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// A reply with no `Body-Sign` (only when no key is configured at all).
+    #[must_use]
+    pub fn unsigned(error: &KitError) -> Self {
+        Self {
+            body: Self::body_for(error.result_code(), &error.result_msg()),
+            body_sign: None,
+        }
+    }
+
+    /// Success or failure, signed with access key `key_index` (or the first key).
+    #[must_use]
+    pub fn signed(
+        acceptor: &Acceptor,
+        result: Result<(), &KitError>,
+        key_index: Option<usize>,
+    ) -> Self {
+        let body = match result {
+            Ok(()) => Self::body_for("000000", "success"),
+            Err(e) => Self::body_for(e.result_code(), &e.result_msg()),
+        };
+        let keys = &acceptor.settings().access_keys;
+        let key = key_index.and_then(|i| keys.get(i)).or_else(|| keys.first());
+        let body_sign = key.map(|k| signing::body_sign(k.expose_secret().as_bytes(), &body));
+        Self { body, body_sign }
+    }
+}
+
+impl IntoResponse for KitReply {
+    fn into_response(self) -> Response {
+        let mut res = (StatusCode::OK, self.body).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=UTF-8"),
+        );
+        if let Some(sign) = self.body_sign.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            h.insert("Body-Sign", sign);
+        }
+        res
+    }
+}
+
+/// The one handler behind the five routes: extract → accept → reply.
+#[tracing::instrument(name = "kit_callback", skip_all, fields(kind = %kind, code))]
+pub async fn handle(
+    State(acceptor): State<Arc<Acceptor>>,
+    kind: CallbackKind,
+    req: Request,
+) -> Response {
+    let (result, key_index) = match SignedKit::from_request(req, &acceptor).await {
+        Ok(kit) => {
+            let key = kit.key_index;
+            (acceptor.accept(kit).await, Some(key))
+        }
+        Err(KitRejection { error, key_index }) => (Err(error), key_index),
+    };
+    let code = match &result {
+        Ok(()) => "000000",
+        Err(e) => e.result_code(),
+    };
+    tracing::Span::current().record("code", code);
+    match &result {
+        Ok(()) => tracing::debug!("accepted"),
+        Err(KitError::Unavailable(cause) | KitError::Internal(cause)) => {
+            tracing::error!(%cause, "callback not accepted");
+        }
+        Err(e) => tracing::warn!(reason = %e, "callback refused"),
+    }
+    acceptor.record(kind, code);
+    KitReply::signed(&acceptor, result.as_ref().map(|_| ()), key_index).into_response()
+}

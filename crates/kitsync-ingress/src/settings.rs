@@ -1,0 +1,96 @@
+//! `[kit]` settings: access keys, RSA key, route prefix, limits.
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct KitSettings {
+    /// Kit access keys (several during a rotation). From the environment, a comma-separated
+    /// list: `KITSYNC_KIT__ACCESS_KEYS=key1,key2`.
+    #[serde(deserialize_with = "string_or_list", serialize_with = "redacted_list")]
+    pub access_keys: Vec<SecretString>,
+    /// PKCS#8 PEM of the RSA private key whose public half was uploaded for `clientSecret`.
+    pub rsa_private_key_path: Option<PathBuf>,
+    /// Route prefix before `/produceAPI/v2/…` (e.g. `/isv/produce`); default empty.
+    pub prefix: String,
+    /// Largest accepted body, in bytes (a 10 000-department full sync is about 1 MiB).
+    pub body_limit_bytes: usize,
+    /// Accepted clock difference for `x-timestamp`, in seconds.
+    pub timestamp_window_secs: u64,
+}
+
+impl Default for KitSettings {
+    fn default() -> Self {
+        Self {
+            access_keys: Vec::new(),
+            rsa_private_key_path: None,
+            prefix: String::new(),
+            body_limit_bytes: 8 * 1024 * 1024,
+            timestamp_window_secs: 60,
+        }
+    }
+}
+
+impl KitSettings {
+    /// `prefix` with one leading slash and no trailing slash (`""` stays empty).
+    #[must_use]
+    pub fn normalized_prefix(&self) -> String {
+        let p = self.prefix.trim().trim_matches('/');
+        if p.is_empty() {
+            String::new()
+        } else {
+            format!("/{p}")
+        }
+    }
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Keys {
+        One(String),
+        Many(Vec<String>),
+    }
+    let keys = match Keys::deserialize(d)? {
+        Keys::One(s) => s.split(',').map(str::to_owned).collect::<Vec<_>>(),
+        Keys::Many(v) => v,
+    };
+    Ok(keys
+        .into_iter()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .map(SecretString::from)
+        .collect())
+}
+
+fn redacted_list<S: serde::Serializer>(keys: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(keys.len()))?;
+    for _ in keys {
+        seq.serialize_element("<redacted>")?;
+    }
+    seq.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn access_keys_from_a_comma_list_or_an_array() {
+        let s: KitSettings = serde_json::from_str(r#"{"access_keys":"a, b,,c"}"#).unwrap();
+        let keys: Vec<_> = s
+            .access_keys
+            .iter()
+            .map(|k| k.expose_secret().to_owned())
+            .collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        let s: KitSettings =
+            serde_json::from_str(r#"{"access_keys":["x"],"prefix":"isv/produce/"}"#).unwrap();
+        assert_eq!(s.access_keys.len(), 1);
+        assert_eq!(s.normalized_prefix(), "/isv/produce");
+        assert!(!serde_json::to_string(&s).unwrap().contains("\"x\""));
+    }
+}

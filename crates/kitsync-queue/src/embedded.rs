@@ -1,0 +1,481 @@
+//! The embedded queue: the `queue_messages` table of the application's own database.
+//!
+//! - Publishes are group-committed: concurrent callers hand their message to a writer task
+//!   that inserts whatever is pending (up to [`MAX_PUBLISH_BATCH`]) with one multi-row
+//!   `INSERT` — one statement, so one transaction — and only then answers each caller.
+//!   Under load this turns N commits into one; idle, it costs nothing extra.
+//! - Consumers lease rows (`lease_owner` = a random id per consumer, `lease_until`), ack by
+//!   deleting them, and fail by pushing `available_at` into the future. A consumer that dies
+//!   leaves its lease to expire, and the rows are claimed again.
+//! - In-process consumers are woken by a [`Notify`] after each commit; consumers in other
+//!   processes poll every `poll_interval_ms`.
+use crate::dead_letters::{truncate, NewDeadLetter};
+use crate::sql::{int, ms, now_ms, placeholders, stmt};
+use crate::{Delivery, FailOutcome, Handle, OutgoingMessage, QueueError, QueueSettings};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::time::Instant;
+
+/// Most messages inserted by one statement.
+const MAX_PUBLISH_BATCH: usize = 256;
+/// Most ids per `DELETE … IN (…)`.
+const MAX_IDS_PER_STATEMENT: usize = 500;
+/// `last_error` kept per retried row.
+const MAX_LAST_ERROR_BYTES: usize = 1024;
+
+struct PublishRequest {
+    message: OutgoingMessage,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    settings: QueueSettings,
+    publishes: mpsc::Sender<PublishRequest>,
+    new_work: Arc<Notify>,
+    closed: AtomicBool,
+}
+
+/// The table-backed queue; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    inner: Arc<Inner>,
+}
+
+impl EmbeddedQueue {
+    /// Checks that the table exists and starts the publish writer(s).
+    ///
+    /// # Errors
+    /// The database is unreachable or not migrated.
+    pub async fn connect(
+        settings: &QueueSettings,
+        db: DatabaseConnection,
+    ) -> Result<Self, QueueError> {
+        db.execute(stmt(
+            db.get_database_backend(),
+            "SELECT id FROM queue_messages WHERE 1 = 0",
+            vec![],
+        ))
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("embedded queue table: {e}")))?;
+        let (tx, rx) = mpsc::channel(MAX_PUBLISH_BATCH * 8);
+        let rx = Arc::new(Mutex::new(rx));
+        let new_work = Arc::new(Notify::new());
+        // SQLite has a single writer anyway; PostgreSQL gains from one batch committing
+        // while the next one gathers.
+        let writers = match db.get_database_backend() {
+            DbBackend::Sqlite => 1,
+            _ => 2,
+        };
+        for _ in 0..writers {
+            tokio::spawn(writer(db.clone(), Arc::clone(&rx), Arc::clone(&new_work)));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                settings: settings.clone(),
+                publishes: tx,
+                new_work,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    /// `Ok` once the row is committed.
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] when the database fails or the commit does not happen
+    /// within `publish_timeout_ms` (the row may still be committed later; downstream
+    /// idempotency absorbs the resulting duplicate).
+    pub async fn publish(&self, message: OutgoingMessage) -> Result<(), QueueError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(QueueError::Unavailable("the queue is closed".into()));
+        }
+        let (done, answer) = oneshot::channel();
+        let timeout = self.inner.settings.publish_timeout();
+        let outcome = tokio::time::timeout(timeout, async {
+            self.inner
+                .publishes
+                .send(PublishRequest { message, done })
+                .await
+                .map_err(|_| QueueError::Unavailable("the queue writer stopped".into()))?;
+            match answer.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(QueueError::Unavailable(e)),
+                Err(_) => Err(QueueError::Unavailable("the queue writer stopped".into())),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "the database did not commit the message within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// A consumer with its own lease identity.
+    #[must_use]
+    pub fn consumer(&self, consumer_tag: &str) -> EmbeddedConsumer {
+        EmbeddedConsumer {
+            queue: Arc::clone(&self.inner),
+            owner: format!("{consumer_tag}/{}", uuid::Uuid::new_v4().simple()),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Messages that could be claimed right now.
+    ///
+    /// # Errors
+    /// The database query failed.
+    pub async fn depth(&self) -> Result<u64, QueueError> {
+        let db = &self.inner.db;
+        let row = db
+            .query_one(stmt(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM queue_messages \
+                 WHERE available_at <= $1 AND (lease_until IS NULL OR lease_until < $1)",
+                vec![now_ms().into()],
+            ))
+            .await?;
+        let n: i64 = match row {
+            Some(r) => r.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// # Errors
+    /// [`QueueError::Unavailable`] when closed or the database does not answer.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(QueueError::Unavailable("the queue is closed".into()));
+        }
+        self.inner
+            .db
+            .ping()
+            .await
+            .map_err(|e| QueueError::Unavailable(format!("database: {e}")))
+    }
+
+    /// Refuses further publishes; publishes already handed to the writer still complete.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Gathers concurrent publishes and commits them together until every queue handle is gone.
+async fn writer(
+    db: DatabaseConnection,
+    requests: Arc<Mutex<mpsc::Receiver<PublishRequest>>>,
+    new_work: Arc<Notify>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = requests.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < MAX_PUBLISH_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+        }
+        // A caller that timed out has answered "unavailable" already: writing its message
+        // would only create a duplicate of the marketplace's retry.
+        batch.retain(|r| !r.done.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let result = insert_batch(&db, &batch).await;
+        if result.is_ok() {
+            new_work.notify_waiters();
+        }
+        for r in batch {
+            let _ = r.done.send(result.clone());
+        }
+    }
+}
+
+async fn insert_batch(db: &DatabaseConnection, batch: &[PublishRequest]) -> Result<(), String> {
+    let now = now_ms();
+    let mut values: Vec<Value> = Vec::with_capacity(batch.len() * 2 + 1);
+    values.push(now.into());
+    let mut rows = String::new();
+    for (i, r) in batch.iter().enumerate() {
+        if i > 0 {
+            rows.push(',');
+        }
+        let n = 2 + i * 2;
+        rows.push_str(&format!("(${n}, ${}, 0, $1, $1)", n + 1));
+        values.push(r.message.message_id.as_str().into());
+        values.push(r.message.body.clone().into());
+    }
+    // Publishing a message that is still queued is a no-op: same id, same message.
+    let sql = format!(
+        "INSERT INTO queue_messages (message_id, body, attempts, available_at, enqueued_at) \
+         VALUES {rows} ON CONFLICT (message_id) DO NOTHING"
+    );
+    db.execute(stmt(db.get_database_backend(), &sql, values))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("database: {e}"))
+}
+
+/// Leases rows of the embedded queue; see [`crate::Consumer`].
+pub struct EmbeddedConsumer {
+    queue: Arc<Inner>,
+    owner: String,
+    /// Claimed rows not yet returned, so a cancelled `next_batch` loses nothing.
+    pending: Vec<Delivery>,
+}
+
+impl EmbeddedConsumer {
+    pub(crate) async fn next_batch(
+        &mut self,
+        max: usize,
+        linger: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let max = max.max(1);
+        let poll = Duration::from_millis(self.queue.settings.poll_interval_ms.max(1));
+        while self.pending.is_empty() {
+            // Registered before the claim, so a commit between the claim and the wait
+            // still wakes us.
+            let woken = self.queue.new_work.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let got = self.claim(max).await?;
+            if !got.is_empty() {
+                self.pending = got;
+                break;
+            }
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+        if self.pending.len() < max && !linger.is_zero() {
+            let deadline = Instant::now() + linger;
+            loop {
+                let woken = self.queue.new_work.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let last = tokio::select! {
+                    () = &mut woken => false,
+                    () = tokio::time::sleep_until(deadline) => true,
+                };
+                let more = self.claim(max - self.pending.len()).await?;
+                self.pending.extend(more);
+                if last || self.pending.len() >= max || Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        Ok(std::mem::take(&mut self.pending))
+    }
+
+    async fn claim(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let db = &self.queue.db;
+        let backend = db.get_database_backend();
+        let now = now_ms();
+        let lease_until =
+            now.saturating_add(ms(Duration::from_millis(self.queue.settings.lease_ms)));
+        // PostgreSQL: concurrent consumers skip each other's rows instead of queueing on
+        // them. SQLite serialises writers, so the plain subquery is already exclusive.
+        let lock = match backend {
+            DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+            _ => "",
+        };
+        let sql = format!(
+            "UPDATE queue_messages SET lease_owner = $1, lease_until = $2 \
+             WHERE id IN (SELECT id FROM queue_messages \
+                 WHERE available_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+                 ORDER BY id LIMIT $4 {lock}) \
+             RETURNING id, message_id, body, attempts, enqueued_at"
+        );
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = db
+            .query_all(stmt(
+                backend,
+                &sql,
+                vec![
+                    self.owner.as_str().into(),
+                    lease_until.into(),
+                    now.into(),
+                    limit.into(),
+                ],
+            ))
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let attempts: i32 = row.try_get("", "attempts")?;
+            out.push(Delivery {
+                message_id: row.try_get("", "message_id")?,
+                body: row.try_get("", "body")?,
+                attempts: u32::try_from(attempts).unwrap_or(0),
+                enqueued_at: row.try_get("", "enqueued_at")?,
+                handle: Handle::Embedded {
+                    id: row.try_get("", "id")?,
+                },
+            });
+        }
+        // RETURNING gives no order guarantee; consumers expect the oldest first.
+        out.sort_by_key(|d| match d.handle {
+            Handle::Embedded { id } => id,
+            Handle::Amqp { .. } => 0,
+        });
+        Ok(out)
+    }
+
+    pub(crate) async fn ack(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
+        let ids = ids(deliveries)?;
+        let db = &self.queue.db;
+        let mut deleted = 0_u64;
+        for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+            let mut values: Vec<Value> = vec![self.owner.as_str().into()];
+            values.extend(chunk.iter().map(|id| Value::from(*id)));
+            let sql = format!(
+                "DELETE FROM queue_messages WHERE lease_owner = $1 AND id IN ({})",
+                placeholders(2, chunk.len(), 1)
+            );
+            deleted += db
+                .execute(stmt(db.get_database_backend(), &sql, values))
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+        }
+        lease_check(ids.len(), deleted)
+    }
+
+    pub(crate) async fn fail(&self, d: Delivery, error: &str) -> Result<FailOutcome, QueueError> {
+        let attempt = d.attempts.saturating_add(1);
+        if attempt >= self.queue.settings.attempts_cap() {
+            self.dead_letter_as(d, attempt, error).await?;
+            return Ok(FailOutcome::DeadLettered);
+        }
+        let [id] = ids(std::slice::from_ref(&d))?[..] else {
+            return Err(QueueError::ForeignDelivery);
+        };
+        let delay = self.queue.settings.retry_delay(attempt);
+        let db = &self.queue.db;
+        let done = db
+            .execute(stmt(
+                db.get_database_backend(),
+                "UPDATE queue_messages SET attempts = $1, available_at = $2, lease_owner = NULL, \
+                 lease_until = NULL, last_error = $3 WHERE id = $4 AND lease_owner = $5",
+                vec![
+                    int(attempt).into(),
+                    now_ms().saturating_add(ms(delay)).into(),
+                    truncate(error, MAX_LAST_ERROR_BYTES).into(),
+                    id.into(),
+                    self.owner.as_str().into(),
+                ],
+            ))
+            .await
+            .map_err(unavailable)?;
+        lease_check(1, done.rows_affected())?;
+        Ok(FailOutcome::Retried { attempt, delay })
+    }
+
+    pub(crate) async fn dead_letter(&self, d: Delivery, error: &str) -> Result<(), QueueError> {
+        let attempt = d.attempts.saturating_add(1);
+        self.dead_letter_as(d, attempt, error).await
+    }
+
+    /// Moves the row to `dead_letters` in one transaction: never both, never neither.
+    async fn dead_letter_as(
+        &self,
+        d: Delivery,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), QueueError> {
+        let [id] = ids(std::slice::from_ref(&d))?[..] else {
+            return Err(QueueError::ForeignDelivery);
+        };
+        let txn = self.queue.db.begin().await.map_err(unavailable)?;
+        let backend = txn.get_database_backend();
+        // Delete first: if the lease was lost, someone else owns the message now and the
+        // transaction is abandoned without writing a dead letter.
+        let gone = txn
+            .execute(stmt(
+                backend,
+                "DELETE FROM queue_messages WHERE id = $1 AND lease_owner = $2",
+                vec![id.into(), self.owner.as_str().into()],
+            ))
+            .await?
+            .rows_affected();
+        lease_check(1, gone)?;
+        NewDeadLetter {
+            message_id: &d.message_id,
+            body: &d.body,
+            attempts,
+            error,
+            source: "embedded",
+            enqueued_at: d.enqueued_at,
+        }
+        .save(&txn)
+        .await?;
+        txn.commit().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn release(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
+        let ids = ids(deliveries)?;
+        let db = &self.queue.db;
+        for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+            let mut values: Vec<Value> = vec![self.owner.as_str().into()];
+            values.extend(chunk.iter().map(|id| Value::from(*id)));
+            let sql = format!(
+                "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL \
+                 WHERE lease_owner = $1 AND id IN ({})",
+                placeholders(2, chunk.len(), 1)
+            );
+            db.execute(stmt(db.get_database_backend(), &sql, values))
+                .await
+                .map_err(unavailable)?;
+        }
+        self.queue.new_work.notify_waiters();
+        Ok(())
+    }
+}
+
+fn ids(deliveries: &[Delivery]) -> Result<Vec<i64>, QueueError> {
+    deliveries
+        .iter()
+        .map(|d| match d.handle {
+            Handle::Embedded { id } => Ok(id),
+            Handle::Amqp { .. } => Err(QueueError::ForeignDelivery),
+        })
+        .collect()
+}
+
+fn lease_check(expected: usize, done: u64) -> Result<(), QueueError> {
+    let lost = (expected as u64).saturating_sub(done);
+    if lost == 0 {
+        Ok(())
+    } else {
+        Err(QueueError::LeaseExpired(lost))
+    }
+}
+
+fn unavailable(e: sea_orm::DbErr) -> QueueError {
+    match e {
+        sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_) => {
+            QueueError::Unavailable(format!("database: {e}"))
+        }
+        other => QueueError::Database(other),
+    }
+}

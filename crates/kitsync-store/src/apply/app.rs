@@ -1,0 +1,138 @@
+//! applicationSync: upsert, or delete with a purge of the app's authorisations.
+use super::{flag, tombstone_action, upsert_action, Change, Cx, Tally, APPS};
+use crate::error::StoreError;
+use crate::model::Outcome;
+use kitsync_domain::decide::{fingerprint, Rank};
+use kitsync_domain::{AppChange, Op};
+
+pub(crate) fn app_fp(client_id: &str, client_secret: &str, test: bool) -> i64 {
+    fingerprint(&[Some(client_id), Some(client_secret), Some(flag(test))])
+}
+
+pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, StoreError> {
+    let t = c.tenant_id.as_str();
+    let a = c.app_id.as_str();
+    let v = c.version.millis();
+    let marks = cx.marks(t)?;
+    let mut tally = Tally::default();
+    match c.op {
+        Op::Upsert => {
+            let current = cx
+                .load_current(&APPS, &[("tenant_id", t)], Some(&[a]), &[])
+                .await?;
+            let rank = Rank::upsert(v, app_fp(&c.client_id, &c.client_secret.0, c.test));
+            let change = row(c, false, rank, cx.now);
+            cx.write_changes(
+                &APPS,
+                &[
+                    "client_id",
+                    "client_secret",
+                    "test",
+                    "deleted",
+                    "version",
+                    "fp",
+                    "updated_at",
+                ],
+                "app",
+                t,
+                marks.purged,
+                &current,
+                vec![change],
+                upsert_action,
+                &mut tally,
+            )
+            .await?;
+        }
+        Op::Delete => {
+            if v <= marks.purged {
+                return Ok(Outcome::Superseded);
+            }
+            let app_purge = cx.app_purge(t, a).await?;
+            if v < app_purge {
+                // A later delete of this app already purged everything this one would.
+                return Ok(Outcome::Superseded);
+            }
+            if v > app_purge {
+                tally.applied += cx
+                    .purge(
+                        "authorizations",
+                        "authorization",
+                        &[("tenant_id", t), ("app_id", a)],
+                        &[("app_id", "appId"), ("user_name", "userName")],
+                        "",
+                        t,
+                        v,
+                    )
+                    .await?;
+                tally.moved = true;
+            }
+            // The app row: a tombstone, unless a newer upsert (a re-add) is already there.
+            // Deleting an app never seen inserts the tombstone, so its purge cutoff is kept.
+            let current = cx
+                .load_current(&APPS, &[("tenant_id", t)], Some(&[a]), &[])
+                .await?;
+            let change = row(c, true, Rank::delete(v), cx.now);
+            cx.write_changes(
+                &APPS,
+                &["client_secret", "deleted", "version", "fp", "updated_at"],
+                "app",
+                t,
+                marks.purged,
+                &current,
+                vec![change],
+                tombstone_action,
+                &mut tally,
+            )
+            .await?;
+            if v > app_purge {
+                let mut sql = cx.sql();
+                sql.push("UPDATE apps SET purged_version = ")
+                    .bind(v)
+                    .push(" WHERE tenant_id = ")
+                    .bind(t)
+                    .push(" AND app_id = ")
+                    .bind(a)
+                    .push(" AND purged_version < ")
+                    .bind(v);
+                cx.exec(sql).await?;
+                cx.set_app_purge(t, a, v);
+            }
+        }
+    }
+    Ok(tally.outcome())
+}
+
+fn row(c: &AppChange, deleted: bool, rank: Rank, now: i64) -> Change {
+    let data = if deleted {
+        serde_json::json!({ "appId": c.app_id, "deleted": true })
+    } else {
+        // Never the secret.
+        serde_json::json!({ "appId": c.app_id, "clientId": c.client_id, "deleted": false })
+    }
+    .to_string();
+    // A tombstone drops the secret: a deleted app's credential has no reason to stay at rest.
+    let secret = if deleted {
+        String::new()
+    } else {
+        c.client_secret.0.clone()
+    };
+    Change {
+        key: c.app_id.clone(),
+        journal_key: c.app_id.clone(),
+        rank,
+        row: vec![
+            c.tenant_id.clone().into(),
+            c.app_id.clone().into(),
+            c.client_id.clone().into(),
+            secret.into(),
+            c.test.into(),
+            deleted.into(),
+            rank.version.into(),
+            rank.fp.into(),
+            (if deleted { rank.version } else { 0 }).into(),
+            now.into(),
+        ],
+        data,
+        test: c.test,
+    }
+}

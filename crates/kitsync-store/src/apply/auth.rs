@@ -1,0 +1,233 @@
+//! authSync: grant/update (authorisation + member profile) or remove (authorisation only).
+use super::{
+    flag, json, tombstone_action, upsert_action, Change, Cx, Tally, AUTHORIZATIONS, MEMBERS,
+    TOMBSTONE_SET,
+};
+use crate::error::StoreError;
+use crate::model::Outcome;
+use kitsync_domain::decide::{fingerprint, Rank};
+use kitsync_domain::{AuthChange, AuthUser};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// A member's profile fingerprint: every profile field and the test flag.
+pub(crate) fn member_fp(u: &AuthUser, test: bool) -> i64 {
+    let employee_type = u.employee_type.map(|n| n.to_string());
+    fingerprint(&[
+        u.name.as_deref(),
+        u.org_code.as_deref(),
+        u.position.as_deref(),
+        u.employee_code.as_deref(),
+        employee_type.as_deref(),
+        u.mobile.as_deref(),
+        u.email.as_deref(),
+        u.work_place.as_deref(),
+        u.entry_date.as_deref(),
+        u.extension.as_deref(),
+        Some(flag(test)),
+    ])
+}
+
+pub(crate) fn auth_fp(role: &str, enabled: bool, test: bool) -> i64 {
+    fingerprint(&[Some(role), Some(flag(enabled)), Some(flag(test))])
+}
+
+pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, StoreError> {
+    let t = c.tenant_id.as_str();
+    let a = c.app_id.as_str();
+    let v = c.version.millis();
+    let marks = cx.marks(t)?;
+    let auth_cutoff = marks.purged.max(cx.app_purge(t, a).await?);
+    let users = dedup(&c.users);
+    let keys: Vec<&str> = users.iter().map(|u| u.user_name.as_str()).collect();
+    let mut tally = Tally::default();
+
+    if !c.op.removes() {
+        // The member profile: one per tenant, the newest change from any app wins.
+        let current = cx
+            .load_current(&MEMBERS, &[("tenant_id", t)], Some(&keys), &[])
+            .await?;
+        let changes = users
+            .iter()
+            .map(|u| member_change(t, u, v, c.test, cx.now))
+            .collect();
+        cx.write_changes(
+            &MEMBERS,
+            &MEMBERS.columns[2..],
+            "member",
+            t,
+            marks.purged,
+            &current,
+            changes,
+            upsert_action,
+            &mut tally,
+        )
+        .await?;
+    }
+
+    let current = cx
+        .load_current(
+            &AUTHORIZATIONS,
+            &[("tenant_id", t), ("app_id", a)],
+            Some(&keys),
+            &[],
+        )
+        .await?;
+    let removes = c.op.removes();
+    let changes = users
+        .iter()
+        .map(|u| auth_change(t, a, u, v, c.test, removes, cx.now))
+        .collect();
+    let (set, action): (&[&str], super::ActionFn) = if removes {
+        (TOMBSTONE_SET, tombstone_action)
+    } else {
+        (&AUTHORIZATIONS.columns[3..], upsert_action)
+    };
+    cx.write_changes(
+        &AUTHORIZATIONS,
+        set,
+        "authorization",
+        t,
+        auth_cutoff,
+        &current,
+        changes,
+        action,
+        &mut tally,
+    )
+    .await?;
+    Ok(tally.outcome())
+}
+
+/// A user listed twice in one batch: the later entry wins (as the parser does).
+fn dedup(users: &[AuthUser]) -> Vec<&AuthUser> {
+    let mut at: HashMap<&str, usize> = HashMap::with_capacity(users.len());
+    let mut out: Vec<&AuthUser> = Vec::with_capacity(users.len());
+    for u in users {
+        match at.get(u.user_name.as_str()) {
+            Some(&i) => out[i] = u,
+            None => {
+                at.insert(u.user_name.as_str(), out.len());
+                out.push(u);
+            }
+        }
+    }
+    out
+}
+
+fn member_change(t: &str, u: &AuthUser, v: i64, test: bool, now: i64) -> Change {
+    let rank = Rank::upsert(v, member_fp(u, test));
+    Change {
+        key: u.user_name.clone(),
+        journal_key: u.user_name.clone(),
+        rank,
+        row: vec![
+            t.to_owned().into(),
+            u.user_name.clone().into(),
+            u.name.clone().into(),
+            u.org_code.clone().into(),
+            u.position.clone().into(),
+            u.employee_code.clone().into(),
+            u.employee_type.into(),
+            u.mobile.clone().into(),
+            u.email.clone().into(),
+            u.work_place.clone().into(),
+            u.entry_date.clone().into(),
+            u.extension.clone().into(),
+            test.into(),
+            false.into(),
+            rank.version.into(),
+            rank.fp.into(),
+            now.into(),
+        ],
+        data: json(&MemberData {
+            user_name: &u.user_name,
+            name: u.name.as_deref(),
+            org_code: u.org_code.as_deref(),
+            position: u.position.as_deref(),
+            employee_code: u.employee_code.as_deref(),
+            employee_type: u.employee_type,
+            mobile: u.mobile.as_deref(),
+            email: u.email.as_deref(),
+            work_place: u.work_place.as_deref(),
+            entry_date: u.entry_date.as_deref(),
+            extension: u.extension.as_deref(),
+            deleted: false,
+        }),
+        test,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn auth_change(
+    t: &str,
+    a: &str,
+    u: &AuthUser,
+    v: i64,
+    test: bool,
+    deleted: bool,
+    now: i64,
+) -> Change {
+    let role = u.role.as_str();
+    let rank = if deleted {
+        Rank::delete(v)
+    } else {
+        Rank::upsert(v, auth_fp(role, u.enabled, test))
+    };
+    let data = json(&AuthData {
+        app_id: a,
+        user_name: &u.user_name,
+        role: (!deleted).then_some(role),
+        enabled: (!deleted).then_some(u.enabled),
+        deleted,
+    });
+    Change {
+        key: u.user_name.clone(),
+        journal_key: format!("{a}:{}", u.user_name),
+        rank,
+        row: vec![
+            t.to_owned().into(),
+            a.to_owned().into(),
+            u.user_name.clone().into(),
+            role.into(),
+            u.enabled.into(),
+            test.into(),
+            deleted.into(),
+            rank.version.into(),
+            rank.fp.into(),
+            now.into(),
+        ],
+        data,
+        test,
+    }
+}
+
+/// Journal payload of a member profile.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberData<'a> {
+    user_name: &'a str,
+    name: Option<&'a str>,
+    org_code: Option<&'a str>,
+    position: Option<&'a str>,
+    employee_code: Option<&'a str>,
+    employee_type: Option<i32>,
+    mobile: Option<&'a str>,
+    email: Option<&'a str>,
+    work_place: Option<&'a str>,
+    entry_date: Option<&'a str>,
+    extension: Option<&'a str>,
+    deleted: bool,
+}
+
+/// Journal payload of an authorisation (a tombstone has no role).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthData<'a> {
+    app_id: &'a str,
+    user_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    deleted: bool,
+}

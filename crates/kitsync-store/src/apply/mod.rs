@@ -1,0 +1,809 @@
+//! The write path: one transaction per batch, set-based statements per entity.
+//!
+//! Per command and entity: (1) one `SELECT` of the current ranks of every key the command
+//! touches (chunks of 1 000 keys: an `IN` list on SQLite, a `VALUES` list probing the primary
+//! key on PostgreSQL), (2) the pure [`decide`] per row, (3) one multi-row
+//! `INSERT … ON CONFLICT DO UPDATE … WHERE (excluded.version, excluded.fp) > (t.version, t.fp)
+//! RETURNING key` per chunk — the `WHERE` is a safety net, the tenant lock already serialises
+//! writers — and (4) the journal rows of what was actually written, buffered and inserted
+//! multi-row at the end of the batch. Purges are set-based `UPDATE … RETURNING`.
+use crate::error::StoreError;
+use crate::model::Outcome;
+use crate::sql::{rows_per_statement, Sql, MAX_ROWS};
+use kitsync_domain::decide::{decide, Decision, Rank, DELETE_FP};
+use kitsync_domain::Command;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+mod app;
+mod auth;
+mod org;
+mod tenant;
+
+pub(crate) use org::{approve_plan, reject_plan};
+
+/// A tenant's cutoffs, as locked at the start of the transaction and moved by it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Marks {
+    /// Highest tenant-delete version: every change to the tenant's rows at or below it is
+    /// superseded.
+    pub purged: i64,
+    /// Highest applied full department snapshot.
+    pub snapshot: i64,
+}
+
+impl Marks {
+    /// Department changes strictly older than the last applied snapshot are superseded: in
+    /// timestamp order the snapshot would have overwritten or removed them. A change at the
+    /// snapshot's own version is still decided by rank, exactly as if it had arrived first
+    /// (the snapshot only removes departments older than itself), so ties converge too.
+    pub(crate) fn department_cutoff(self) -> i64 {
+        self.purged.max(self.snapshot.saturating_sub(1))
+    }
+}
+
+/// How the row decisions of one command add up to its [`Outcome`].
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub applied: u32,
+    pub duplicate: u32,
+    pub stale: u32,
+    pub superseded: u32,
+    /// A purge or snapshot cutoff moved.
+    pub moved: bool,
+}
+
+impl Tally {
+    pub(crate) fn note(&mut self, d: Decision) {
+        match d {
+            Decision::Apply => self.applied += 1,
+            Decision::Duplicate => self.duplicate += 1,
+            Decision::Stale => self.stale += 1,
+            Decision::Superseded => self.superseded += 1,
+        }
+    }
+
+    pub(crate) fn outcome(self) -> Outcome {
+        if self.applied > 0 || self.moved {
+            Outcome::Applied {
+                changed: self.applied,
+            }
+        } else if self.stale > 0 {
+            Outcome::Stale
+        } else if self.superseded > 0 {
+            Outcome::Superseded
+        } else {
+            Outcome::Duplicate
+        }
+    }
+}
+
+/// A directory table as the write path sees it.
+pub(crate) struct Table {
+    pub name: &'static str,
+    /// Insert columns, in row order.
+    pub columns: &'static [&'static str],
+    /// The primary key, for `ON CONFLICT`.
+    pub conflict: &'static str,
+    /// The key column that varies within one command's scope (returned by writes).
+    pub key: &'static str,
+}
+
+pub(crate) const TENANTS: Table = Table {
+    name: "tenants",
+    columns: &[
+        "tenant_id",
+        "tenant_code",
+        "name",
+        "domain_name",
+        "test",
+        "deleted",
+        "version",
+        "fp",
+        "updated_at",
+    ],
+    conflict: "tenant_id",
+    key: "tenant_id",
+};
+
+pub(crate) const APPS: Table = Table {
+    name: "apps",
+    columns: &[
+        "tenant_id",
+        "app_id",
+        "client_id",
+        "client_secret",
+        "test",
+        "deleted",
+        "version",
+        "fp",
+        "purged_version",
+        "updated_at",
+    ],
+    conflict: "tenant_id, app_id",
+    key: "app_id",
+};
+
+pub(crate) const DEPARTMENTS: Table = Table {
+    name: "departments",
+    columns: &[
+        "tenant_id",
+        "org_code",
+        "org_name",
+        "parent_code",
+        "test",
+        "deleted",
+        "version",
+        "fp",
+        "updated_at",
+    ],
+    conflict: "tenant_id, org_code",
+    key: "org_code",
+};
+
+pub(crate) const MEMBERS: Table = Table {
+    name: "members",
+    columns: &[
+        "tenant_id",
+        "user_name",
+        "name",
+        "org_code",
+        "position",
+        "employee_code",
+        "employee_type",
+        "mobile",
+        "email",
+        "work_place",
+        "entry_date",
+        "extension",
+        "test",
+        "deleted",
+        "version",
+        "fp",
+        "updated_at",
+    ],
+    conflict: "tenant_id, user_name",
+    key: "user_name",
+};
+
+pub(crate) const AUTHORIZATIONS: Table = Table {
+    name: "authorizations",
+    columns: &[
+        "tenant_id",
+        "app_id",
+        "user_name",
+        "role",
+        "enabled",
+        "test",
+        "deleted",
+        "version",
+        "fp",
+        "updated_at",
+    ],
+    conflict: "tenant_id, app_id, user_name",
+    key: "user_name",
+};
+
+/// What a tombstone rewrites on an existing row; its other fields keep the last upsert.
+pub(crate) const TOMBSTONE_SET: &[&str] = &["deleted", "version", "fp", "updated_at"];
+
+/// A stored row's rank, tombstone flag and the extra columns asked for.
+pub(crate) struct Current {
+    pub rank: Rank,
+    pub deleted: bool,
+    pub row: QueryResult,
+}
+
+/// One row a command wants to write.
+pub(crate) struct Change {
+    /// Value of the table's `key` column.
+    pub key: String,
+    pub journal_key: String,
+    pub rank: Rank,
+    /// Values for every insert column of the table, in order.
+    pub row: Vec<Value>,
+    /// The journal's JSON of the new state (see [`json`]).
+    pub data: String,
+    pub test: bool,
+}
+
+/// JSON text of a journal payload. The payloads are plain structs of strings, numbers and
+/// booleans, whose serialisation cannot fail; `null` keeps the column valid regardless.
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// The text of a string value (`None` for NULL or another type).
+pub(crate) fn text(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(Some(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// Journal action for a written change, given what was stored before.
+pub(crate) type ActionFn = fn(Option<&Current>, &Change) -> Result<&'static str, StoreError>;
+
+pub(crate) fn upsert_action(cur: Option<&Current>, _: &Change) -> Result<&'static str, StoreError> {
+    Ok(match cur {
+        Some(c) if !c.deleted => "updated",
+        _ => "created",
+    })
+}
+
+pub(crate) fn tombstone_action(
+    _: Option<&Current>,
+    _: &Change,
+) -> Result<&'static str, StoreError> {
+    Ok("deleted")
+}
+
+struct JournalRow {
+    tenant_id: String,
+    entity: &'static str,
+    key: String,
+    action: &'static str,
+    version: i64,
+    data: String,
+    test: bool,
+}
+
+/// The state of one apply transaction.
+pub(crate) struct Cx<'a> {
+    pub txn: &'a DatabaseTransaction,
+    pub backend: DbBackend,
+    pub now: i64,
+    pub mass_delete_share: f64,
+    marks: HashMap<String, Marks>,
+    app_purges: HashMap<(String, String), i64>,
+    journal: Vec<JournalRow>,
+}
+
+impl<'a> Cx<'a> {
+    pub(crate) fn new(txn: &'a DatabaseTransaction, mass_delete_share: f64) -> Self {
+        Cx {
+            txn,
+            backend: txn.get_database_backend(),
+            now: chrono::Utc::now().timestamp_millis(),
+            mass_delete_share,
+            marks: HashMap::new(),
+            app_purges: HashMap::new(),
+            journal: Vec::new(),
+        }
+    }
+
+    pub(crate) fn sql(&self) -> Sql {
+        Sql::new(self.backend)
+    }
+
+    pub(crate) async fn query(&self, sql: Sql) -> Result<Vec<QueryResult>, StoreError> {
+        Ok(self.txn.query_all(sql.build()).await?)
+    }
+
+    pub(crate) async fn exec(&self, sql: Sql) -> Result<u64, StoreError> {
+        Ok(self.txn.execute(sql.build()).await?.rows_affected())
+    }
+
+    /// Locks the tenants, in sorted order, with one upsert per chunk: the `DO UPDATE` row-locks
+    /// each `tenant_marks` row until commit (PostgreSQL), so concurrent workers never
+    /// interleave on a tenant and, locking in the same order, never deadlock. It also returns
+    /// the cutoffs. On SQLite the first write takes the database's write lock.
+    pub(crate) async fn lock(&mut self, tenants: &BTreeSet<&str>) -> Result<(), StoreError> {
+        let sorted: Vec<&str> = tenants.iter().copied().collect();
+        for chunk in sorted.chunks(MAX_ROWS) {
+            let mut sql = self.sql();
+            sql.push("INSERT INTO tenant_marks (tenant_id) VALUES ");
+            for (i, t) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_tuple([*t]);
+            }
+            sql.push(
+                " ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = excluded.tenant_id \
+                 RETURNING tenant_id, purged_version, org_snapshot_version",
+            );
+            for row in self.query(sql).await? {
+                let tenant: String = row.try_get_by_index(0)?;
+                let marks = Marks {
+                    purged: row.try_get_by_index(1)?,
+                    snapshot: row.try_get_by_index(2)?,
+                };
+                self.marks.insert(tenant, marks);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn marks(&self, tenant: &str) -> Result<Marks, StoreError> {
+        self.marks
+            .get(tenant)
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} was not locked")))
+    }
+
+    /// Raises the tenant's purge cutoff (the caller checked it is higher).
+    pub(crate) async fn set_purged(&mut self, tenant: &str, v: i64) -> Result<(), StoreError> {
+        let mut sql = self.sql();
+        sql.push("UPDATE tenant_marks SET purged_version = ")
+            .bind(v)
+            .push(" WHERE tenant_id = ")
+            .bind(tenant)
+            .push(" AND purged_version < ")
+            .bind(v);
+        self.exec(sql).await?;
+        if let Some(m) = self.marks.get_mut(tenant) {
+            m.purged = m.purged.max(v);
+        }
+        Ok(())
+    }
+
+    /// Raises the tenant's snapshot cutoff (the caller checked it is higher).
+    pub(crate) async fn set_snapshot(&mut self, tenant: &str, v: i64) -> Result<(), StoreError> {
+        let mut sql = self.sql();
+        sql.push("UPDATE tenant_marks SET org_snapshot_version = ")
+            .bind(v)
+            .push(" WHERE tenant_id = ")
+            .bind(tenant)
+            .push(" AND org_snapshot_version < ")
+            .bind(v);
+        self.exec(sql).await?;
+        if let Some(m) = self.marks.get_mut(tenant) {
+            m.snapshot = m.snapshot.max(v);
+        }
+        Ok(())
+    }
+
+    /// The app's purge cutoff (0 when the app has no row), cached for the transaction.
+    pub(crate) async fn app_purge(&mut self, tenant: &str, app: &str) -> Result<i64, StoreError> {
+        let k = (tenant.to_owned(), app.to_owned());
+        if let Some(v) = self.app_purges.get(&k) {
+            return Ok(*v);
+        }
+        let mut sql = self.sql();
+        sql.push("SELECT purged_version FROM apps WHERE tenant_id = ")
+            .bind(tenant)
+            .push(" AND app_id = ")
+            .bind(app);
+        let v = match self.query(sql).await?.first() {
+            Some(row) => row.try_get_by_index::<i64>(0)?,
+            None => 0,
+        };
+        self.app_purges.insert(k, v);
+        Ok(v)
+    }
+
+    pub(crate) fn set_app_purge(&mut self, tenant: &str, app: &str, v: i64) {
+        let e = self
+            .app_purges
+            .entry((tenant.to_owned(), app.to_owned()))
+            .or_insert(v);
+        *e = (*e).max(v);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn journal(
+        &mut self,
+        tenant: &str,
+        entity: &'static str,
+        key: String,
+        action: &'static str,
+        version: i64,
+        data: String,
+        test: bool,
+    ) {
+        self.journal.push(JournalRow {
+            tenant_id: tenant.to_owned(),
+            entity,
+            key,
+            action,
+            version,
+            data,
+            test,
+        });
+    }
+
+    /// Writes the buffered journal rows, in the order the changes were made.
+    pub(crate) async fn flush_journal(&mut self) -> Result<(), StoreError> {
+        let mut rows = std::mem::take(&mut self.journal).into_iter();
+        let per_statement = rows_per_statement(8);
+        loop {
+            let chunk: Vec<JournalRow> = rows.by_ref().take(per_statement).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let mut sql = self.sql();
+            sql.push(
+                "INSERT INTO journal (tenant_id, entity, entity_key, action, version, data, test, applied_at) VALUES ",
+            );
+            for (i, r) in chunk.into_iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_tuple::<_, Value>([
+                    r.tenant_id.into(),
+                    r.entity.into(),
+                    r.key.into(),
+                    r.action.into(),
+                    r.version.into(),
+                    r.data.into(),
+                    r.test.into(),
+                    self.now.into(),
+                ]);
+            }
+            self.exec(sql).await?;
+        }
+    }
+
+    /// Current ranks of `keys` (all rows of the scope when `None`) in `table`, restricted by
+    /// the `scope` equalities, with the `extra` columns (read back from index 4 on).
+    pub(crate) async fn load_current(
+        &self,
+        table: &Table,
+        scope: &[(&str, &str)],
+        keys: Option<&[&str]>,
+        extra: &[&str],
+    ) -> Result<HashMap<String, Current>, StoreError> {
+        let mut out = HashMap::new();
+        let all: [&[&str]; 1] = [&[]];
+        let chunks: Vec<&[&str]> = match keys {
+            Some([]) => return Ok(out),
+            Some(keys) => keys.chunks(MAX_ROWS).collect(),
+            None => all.to_vec(),
+        };
+        for chunk in chunks {
+            let sql = match keys {
+                Some(_) if self.backend == DbBackend::Postgres => {
+                    self.probe_keys_pg(table, scope, chunk, extra)
+                }
+                _ => self.select_keys(table, scope, keys.map(|_| chunk), extra),
+            };
+            for row in self.query(sql).await? {
+                let key: String = row.try_get_by_index(0)?;
+                let rank = Rank {
+                    version: row.try_get_by_index(1)?,
+                    fp: row.try_get_by_index(2)?,
+                };
+                let deleted: bool = row.try_get_by_index(3)?;
+                out.insert(key, Current { rank, deleted, row });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `SELECT key, version, fp, deleted, extra… FROM table WHERE scope [AND key IN (…)]`.
+    fn select_keys(
+        &self,
+        table: &Table,
+        scope: &[(&str, &str)],
+        keys: Option<&[&str]>,
+        extra: &[&str],
+    ) -> Sql {
+        let mut sql = self.sql();
+        sql.push("SELECT ")
+            .push(table.key)
+            .push(", version, fp, deleted");
+        for e in extra {
+            sql.push(", ").push(e);
+        }
+        sql.push(" FROM ").push(table.name).push(" WHERE TRUE");
+        for (col, v) in scope {
+            sql.push(" AND ").push(col).push(" = ").bind(*v);
+        }
+        if let Some(keys) = keys {
+            sql.push(" AND ").push(table.key).push(" IN (");
+            sql.bind_list(keys.iter().copied());
+            sql.push(")");
+        }
+        sql
+    }
+
+    /// The same lookup on PostgreSQL as one primary-key probe per key. A plain `IN` list is
+    /// planned from table statistics, and while a table grows quickly (the first big sync)
+    /// they lag behind: the planner then scans the whole tenant through another index for
+    /// every batch. A `LATERAL … LIMIT 1` equality on the full key can only be an index probe.
+    fn probe_keys_pg(
+        &self,
+        table: &Table,
+        scope: &[(&str, &str)],
+        keys: &[&str],
+        extra: &[&str],
+    ) -> Sql {
+        let mut sql = self.sql();
+        sql.push("SELECT k.wanted, t.version, t.fp, t.deleted");
+        for e in extra {
+            sql.push(", t.").push(e);
+        }
+        sql.push(" FROM (VALUES ");
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_tuple([*k]);
+        }
+        sql.push(") AS k(wanted) CROSS JOIN LATERAL (SELECT version, fp, deleted");
+        for e in extra {
+            sql.push(", ").push(e);
+        }
+        sql.push(" FROM ").push(table.name).push(" WHERE ");
+        for (col, v) in scope {
+            sql.push(col).push(" = ").bind(*v).push(" AND ");
+        }
+        sql.push(table.key).push(" = k.wanted LIMIT 1) AS t");
+        sql
+    }
+
+    /// Decides every change against the stored rows, writes the winners set-based (`update`
+    /// names the columns an existing row takes from the change), journals what was written
+    /// and tallies the decisions.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn write_changes(
+        &mut self,
+        table: &Table,
+        update: &[&str],
+        entity: &'static str,
+        tenant: &str,
+        cutoff: i64,
+        current: &HashMap<String, Current>,
+        changes: Vec<Change>,
+        action: ActionFn,
+        tally: &mut Tally,
+    ) -> Result<(), StoreError> {
+        let mut winners = Vec::with_capacity(changes.len());
+        for c in changes {
+            let cur = current.get(&c.key);
+            match decide(cur.map(|c| c.rank), c.rank, cutoff) {
+                Decision::Apply => winners.push(c),
+                d => tally.note(d),
+            }
+        }
+        if winners.is_empty() {
+            return Ok(());
+        }
+        let actions = winners
+            .iter()
+            .map(|c| action(current.get(&c.key), c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut written: HashSet<String> = HashSet::with_capacity(winners.len());
+        let per_statement = rows_per_statement(table.columns.len());
+        for chunk in winners.chunks_mut(per_statement) {
+            let mut sql = self.sql();
+            sql.push("INSERT INTO ")
+                .push(table.name)
+                .push(" (")
+                .push(&table.columns.join(", "))
+                .push(") VALUES ");
+            for (i, c) in chunk.iter_mut().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_tuple(std::mem::take(&mut c.row));
+            }
+            sql.push(" ON CONFLICT (")
+                .push(table.conflict)
+                .push(") DO UPDATE SET ");
+            for (i, col) in update.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push(col).push(" = excluded.").push(col);
+            }
+            sql.push(" WHERE (excluded.version, excluded.fp) > (")
+                .push(table.name)
+                .push(".version, ")
+                .push(table.name)
+                .push(".fp) RETURNING ")
+                .push(table.key);
+            for row in self.query(sql).await? {
+                written.insert(row.try_get_by_index::<String>(0)?);
+            }
+        }
+        for (c, act) in winners.into_iter().zip(actions) {
+            if !written.contains(&c.key) {
+                // Lost to a concurrent writer that bypassed the tenant lock: older after all.
+                tally.note(Decision::Stale);
+                continue;
+            }
+            tally.note(Decision::Apply);
+            self.journal(
+                tenant,
+                entity,
+                c.journal_key,
+                act,
+                c.rank.version,
+                c.data,
+                c.test,
+            );
+        }
+        Ok(())
+    }
+
+    /// Tombstones, set-based, every live row of `table` in the scope whose version is at or
+    /// below `version` (a purge), journaling each. `keys` are the columns that identify a row
+    /// within the scope (joined with `:` for the journal key). Returns how many rows.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn purge(
+        &mut self,
+        table: &str,
+        entity: &'static str,
+        scope: &[(&str, &str)],
+        keys: &[(&str, &str)],
+        extra_set: &str,
+        tenant: &str,
+        version: i64,
+    ) -> Result<u32, StoreError> {
+        let mut sql = self.sql();
+        sql.push("UPDATE ")
+            .push(table)
+            .push(" SET deleted = TRUE, version = ")
+            .bind(version)
+            .push(", fp = ")
+            .bind(DELETE_FP)
+            .push(", updated_at = ")
+            .bind(self.now)
+            .push(extra_set)
+            .push(" WHERE ");
+        for (col, v) in scope {
+            sql.push(col).push(" = ").bind(*v).push(" AND ");
+        }
+        sql.push("deleted = FALSE AND version <= ")
+            .bind(version)
+            .push(" RETURNING test");
+        for (col, _) in keys {
+            sql.push(", ").push(col);
+        }
+        let mut rows: Vec<(Vec<String>, bool)> = Vec::new();
+        for row in self.query(sql).await? {
+            let test: bool = row.try_get_by_index(0)?;
+            let mut k = Vec::with_capacity(keys.len());
+            for i in 0..keys.len() {
+                k.push(row.try_get_by_index::<String>(i + 1)?);
+            }
+            rows.push((k, test));
+        }
+        // RETURNING order is unspecified: journal in key order, for determinism.
+        rows.sort();
+        let n = rows.len() as u32;
+        for (k, test) in rows {
+            let mut data = serde_json::Map::new();
+            for ((_, field), v) in keys.iter().zip(&k) {
+                data.insert((*field).to_owned(), v.clone().into());
+            }
+            data.insert("deleted".into(), true.into());
+            self.journal(
+                tenant,
+                entity,
+                k.join(":"),
+                "deleted",
+                version,
+                serde_json::Value::Object(data).to_string(),
+                test,
+            );
+        }
+        Ok(n)
+    }
+
+    /// Records the batch's instance ids (a set per tenant), journaling the new ones.
+    async fn record_instances(&mut self, commands: &[Command]) -> Result<(), StoreError> {
+        // (tenant, instance) → (version, test) of the first command naming it.
+        let mut pairs: BTreeMap<(&str, &str), (i64, bool)> = BTreeMap::new();
+        for c in commands {
+            if let Some(i) = c.instance_id().filter(|i| !i.trim().is_empty()) {
+                pairs
+                    .entry((c.tenant_id(), i))
+                    .or_insert((c.version().millis(), c.is_test()));
+            }
+        }
+        let pairs: Vec<_> = pairs.into_iter().collect();
+        for chunk in pairs.chunks(rows_per_statement(3)) {
+            let mut sql = self.sql();
+            sql.push(
+                "INSERT INTO tenant_instances (tenant_id, instance_id, first_seen_at) VALUES ",
+            );
+            for (i, ((t, inst), _)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_tuple::<_, Value>([(*t).into(), (*inst).into(), self.now.into()]);
+            }
+            sql.push(
+                " ON CONFLICT (tenant_id, instance_id) DO NOTHING RETURNING tenant_id, instance_id",
+            );
+            let mut added: Vec<(String, String)> = Vec::new();
+            for row in self.query(sql).await? {
+                added.push((row.try_get_by_index(0)?, row.try_get_by_index(1)?));
+            }
+            added.sort();
+            for (t, inst) in added {
+                let (version, test) = chunk
+                    .iter()
+                    .find(|((ct, ci), _)| *ct == t && *ci == inst)
+                    .map(|(_, vt)| *vt)
+                    .unwrap_or((0, false));
+                let data = serde_json::json!({ "tenantId": t, "instanceId": inst });
+                self.journal(
+                    &t,
+                    "tenant",
+                    t.clone(),
+                    "instance_added",
+                    version,
+                    data.to_string(),
+                    test,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies the commands in one transaction (see [`crate::Store::apply_batch`]).
+pub(crate) async fn apply_batch(
+    txn: &DatabaseTransaction,
+    mass_delete_share: f64,
+    commands: &[Command],
+) -> Result<Vec<Outcome>, StoreError> {
+    let mut cx = Cx::new(txn, mass_delete_share);
+    let tenants: BTreeSet<&str> = commands.iter().map(Command::tenant_id).collect();
+    cx.lock(&tenants).await?;
+    cx.record_instances(commands).await?;
+    let mut outcomes = Vec::with_capacity(commands.len());
+    for c in commands {
+        let outcome = match c {
+            Command::Tenant(c) => tenant::apply(&mut cx, c).await?,
+            Command::App(c) => app::apply(&mut cx, c).await?,
+            Command::Auth(c) => auth::apply(&mut cx, c).await?,
+            Command::Org(c) => org::apply_incremental(&mut cx, c).await?,
+            Command::FullOrg(c) => org::apply_full(&mut cx, c, org::Mode::Callback).await?,
+        };
+        tracing::debug!(tenant = %c.tenant_id(), kind = %c.kind(), version = c.version().millis(), ?outcome, "applied");
+        outcomes.push(outcome);
+    }
+    cx.flush_journal().await?;
+    Ok(outcomes)
+}
+
+/// `"1"`/`"0"` for fingerprints.
+pub(crate) fn flag(b: bool) -> &'static str {
+    if b {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_add_up_to_outcomes() {
+        let mut t = Tally::default();
+        assert_eq!(t.outcome(), Outcome::Duplicate);
+        t.note(Decision::Superseded);
+        assert_eq!(t.outcome(), Outcome::Superseded);
+        t.note(Decision::Stale);
+        assert_eq!(t.outcome(), Outcome::Stale);
+        t.note(Decision::Apply);
+        assert_eq!(t.outcome(), Outcome::Applied { changed: 1 });
+        let moved = Tally {
+            moved: true,
+            ..Tally::default()
+        };
+        assert_eq!(moved.outcome(), Outcome::Applied { changed: 0 });
+    }
+
+    #[test]
+    fn department_cutoff_lets_ties_with_the_snapshot_through() {
+        let m = Marks {
+            purged: 5,
+            snapshot: 10,
+        };
+        assert_eq!(m.department_cutoff(), 9);
+        let m = Marks {
+            purged: 20,
+            snapshot: 10,
+        };
+        assert_eq!(m.department_cutoff(), 20);
+        assert_eq!(Marks::default().department_cutoff(), 0);
+    }
+}

@@ -1,0 +1,287 @@
+//! Reads for tests, the CLI and (later) the directory API. Live rows only, sorted in Rust so
+//! the order does not depend on the backend's collation.
+use crate::entity::{
+    apps, authorizations, departments, journal, members, org_plans, tenant_instances, tenants,
+};
+use crate::error::StoreError;
+use crate::model::{
+    AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
+    JournalEntry, MemberState, Plan, TenantState,
+};
+use kitsync_domain::SecretText;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(crate) async fn snapshot(
+    db: &DatabaseConnection,
+    t: &str,
+) -> Result<DirectoryState, StoreError> {
+    let tenant = tenants::Entity::find_by_id(t.to_owned())
+        .filter(tenants::Column::Deleted.eq(false))
+        .one(db)
+        .await?
+        .map(|m| TenantState {
+            tenant_code: m.tenant_code,
+            name: m.name,
+            domain_name: m.domain_name,
+            test: m.test,
+            version: m.version,
+        });
+    let mut instance_ids: Vec<String> = tenant_instances::Entity::find()
+        .filter(tenant_instances::Column::TenantId.eq(t))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.instance_id)
+        .collect();
+    instance_ids.sort();
+    let mut apps: Vec<AppState> = apps::Entity::find()
+        .filter(apps::Column::TenantId.eq(t))
+        .filter(apps::Column::Deleted.eq(false))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| AppState {
+            app_id: m.app_id,
+            client_id: m.client_id,
+            client_secret: SecretText(m.client_secret.0),
+            test: m.test,
+            version: m.version,
+        })
+        .collect();
+    apps.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+    let mut departments: Vec<DepartmentState> = departments::Entity::find()
+        .filter(departments::Column::TenantId.eq(t))
+        .filter(departments::Column::Deleted.eq(false))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| DepartmentState {
+            org_code: m.org_code,
+            org_name: m.org_name,
+            parent_code: m.parent_code,
+            test: m.test,
+            version: m.version,
+        })
+        .collect();
+    departments.sort_by(|a, b| a.org_code.cmp(&b.org_code));
+    let mut members: Vec<MemberState> = members::Entity::find()
+        .filter(members::Column::TenantId.eq(t))
+        .filter(members::Column::Deleted.eq(false))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| MemberState {
+            user_name: m.user_name,
+            name: m.name,
+            org_code: m.org_code,
+            position: m.position,
+            employee_code: m.employee_code,
+            employee_type: m.employee_type,
+            mobile: m.mobile,
+            email: m.email,
+            work_place: m.work_place,
+            entry_date: m.entry_date,
+            extension: m.extension,
+            test: m.test,
+            version: m.version,
+        })
+        .collect();
+    members.sort_by(|a, b| a.user_name.cmp(&b.user_name));
+    let mut authorizations: Vec<AuthorizationState> = authorizations::Entity::find()
+        .filter(authorizations::Column::TenantId.eq(t))
+        .filter(authorizations::Column::Deleted.eq(false))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| AuthorizationState {
+            app_id: m.app_id,
+            user_name: m.user_name,
+            role: m.role,
+            enabled: m.enabled,
+            test: m.test,
+            version: m.version,
+        })
+        .collect();
+    authorizations.sort_by(|a, b| (&a.app_id, &a.user_name).cmp(&(&b.app_id, &b.user_name)));
+    Ok(DirectoryState {
+        tenant,
+        instance_ids,
+        apps,
+        departments,
+        members,
+        authorizations,
+    })
+}
+
+pub(crate) async fn tenant_ids(db: &DatabaseConnection) -> Result<Vec<String>, StoreError> {
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all(Statement::from_string(
+            backend,
+            "SELECT tenant_id FROM tenant_marks UNION SELECT tenant_id FROM tenants",
+        ))
+        .await?;
+    let mut ids = BTreeSet::new();
+    for r in rows {
+        ids.insert(r.try_get_by_index::<String>(0)?);
+    }
+    Ok(ids.into_iter().collect())
+}
+
+pub(crate) async fn derived_groups(
+    db: &DatabaseConnection,
+    t: &str,
+) -> Result<Vec<DerivedGroup>, StoreError> {
+    let rows: Vec<(String, String, String)> = authorizations::Entity::find()
+        .select_only()
+        .column(authorizations::Column::AppId)
+        .column(authorizations::Column::Role)
+        .column(authorizations::Column::UserName)
+        .filter(authorizations::Column::TenantId.eq(t))
+        .filter(authorizations::Column::Deleted.eq(false))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (app, role, user) in rows {
+        groups.entry((app, role)).or_default().push(user);
+    }
+    Ok(groups
+        .into_iter()
+        .map(|((app_id, role), mut members)| {
+            members.sort();
+            DerivedGroup {
+                group_id: format!("{app_id}:{role}"),
+                display_name: format!("{app_id} {role}s"),
+                app_id,
+                role,
+                members,
+            }
+        })
+        .collect())
+}
+
+pub(crate) async fn journal_after(
+    db: &DatabaseConnection,
+    after_id: i64,
+    limit: u64,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    journal::Entity::find()
+        .filter(journal::Column::Id.gt(after_id))
+        .order_by_asc(journal::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let data = serde_json::from_str(&m.data)
+                .map_err(|e| StoreError::Corrupt(format!("journal {}: data: {e}", m.id)))?;
+            Ok(JournalEntry {
+                id: m.id,
+                tenant_id: m.tenant_id,
+                entity: m.entity,
+                entity_key: m.entity_key,
+                action: m.action,
+                version: m.version,
+                data,
+                test: m.test,
+                applied_at: m.applied_at,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn counts(db: &DatabaseConnection) -> Result<Counts, StoreError> {
+    let sql = "SELECT \
+        (SELECT COUNT(*) FROM tenants WHERE deleted = FALSE), \
+        (SELECT COUNT(*) FROM apps WHERE deleted = FALSE), \
+        (SELECT COUNT(*) FROM departments WHERE deleted = FALSE), \
+        (SELECT COUNT(*) FROM members WHERE deleted = FALSE), \
+        (SELECT COUNT(*) FROM authorizations WHERE deleted = FALSE), \
+        (SELECT COUNT(*) FROM journal), \
+        (SELECT COUNT(*) FROM org_plans WHERE status = 'held')";
+    let row = db
+        .query_one(Statement::from_string(db.get_database_backend(), sql))
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("counts returned no row".into()))?;
+    let n = |i: usize| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get_by_index::<i64>(i)?).unwrap_or(0))
+    };
+    Ok(Counts {
+        tenants: n(0)?,
+        apps: n(1)?,
+        departments: n(2)?,
+        members: n(3)?,
+        authorizations: n(4)?,
+        journal: n(5)?,
+        held_plans: n(6)?,
+    })
+}
+
+/// A plan without its (possibly large) snapshot.
+#[derive(FromQueryResult)]
+struct PlanRow {
+    id: i64,
+    tenant_id: String,
+    version: i64,
+    deletes: String,
+    delete_count: i32,
+    live_before: i32,
+    org_count: i32,
+    status: String,
+    created_at: i64,
+    decided_at: Option<i64>,
+    reason: Option<String>,
+}
+
+pub(crate) async fn list_plans(
+    db: &DatabaseConnection,
+    status: Option<&str>,
+) -> Result<Vec<Plan>, StoreError> {
+    use org_plans::Column as C;
+    let mut q = org_plans::Entity::find()
+        .select_only()
+        .columns([
+            C::Id,
+            C::TenantId,
+            C::Version,
+            C::Deletes,
+            C::DeleteCount,
+            C::LiveBefore,
+            C::OrgCount,
+            C::Status,
+            C::CreatedAt,
+            C::DecidedAt,
+            C::Reason,
+        ])
+        .order_by_asc(C::Id);
+    if let Some(s) = status {
+        q = q.filter(C::Status.eq(s));
+    }
+    q.into_model::<PlanRow>()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let deletes: Vec<String> = serde_json::from_str(&m.deletes)
+                .map_err(|e| StoreError::Corrupt(format!("plan {}: deletes: {e}", m.id)))?;
+            Ok(Plan {
+                id: m.id,
+                tenant_id: m.tenant_id,
+                version: m.version,
+                status: m.status,
+                org_count: m.org_count,
+                live_before: m.live_before,
+                delete_count: m.delete_count,
+                deletes,
+                created_at: m.created_at,
+                decided_at: m.decided_at,
+                reason: m.reason,
+            })
+        })
+        .collect()
+}

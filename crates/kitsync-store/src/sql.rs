@@ -1,0 +1,120 @@
+//! A tiny SQL text builder that numbers placeholders per backend (`$n` for PostgreSQL, `?` for
+//! SQLite), plus the chunking rule for multi-row statements.
+use sea_orm::{DbBackend, Statement, Value};
+use std::fmt::Write as _;
+
+/// Keys per `IN (...)` list or rows per multi-row statement, at most.
+pub(crate) const MAX_ROWS: usize = 1000;
+/// Bound parameters per statement, at most (SQLite's limit is 32 766).
+pub(crate) const MAX_PARAMS: usize = 30_000;
+
+/// Rows per multi-row statement for a table of `columns` columns.
+pub(crate) fn rows_per_statement(columns: usize) -> usize {
+    (MAX_PARAMS / columns.max(1)).clamp(1, MAX_ROWS)
+}
+
+pub(crate) struct Sql {
+    backend: DbBackend,
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    pub(crate) fn new(backend: DbBackend) -> Self {
+        Sql {
+            backend,
+            text: String::with_capacity(256),
+            values: Vec::new(),
+        }
+    }
+
+    /// Appends SQL text.
+    pub(crate) fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    /// Appends one placeholder bound to `v`.
+    pub(crate) fn bind(&mut self, v: impl Into<Value>) -> &mut Self {
+        self.values.push(v.into());
+        match self.backend {
+            DbBackend::Postgres => {
+                let _ = write!(self.text, "${}", self.values.len());
+            }
+            _ => self.text.push('?'),
+        }
+        self
+    }
+
+    /// Appends `(p, p, …)`, one placeholder per value.
+    pub(crate) fn bind_tuple<I, V>(&mut self, values: I) -> &mut Self
+    where
+        I: IntoIterator<Item = V>,
+        V: Into<Value>,
+    {
+        self.text.push('(');
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(v);
+        }
+        self.text.push(')');
+        self
+    }
+
+    /// Appends `p, p, …` (no parentheses).
+    pub(crate) fn bind_list<I, V>(&mut self, values: I) -> &mut Self
+    where
+        I: IntoIterator<Item = V>,
+        V: Into<Value>,
+    {
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(v);
+        }
+        self
+    }
+
+    pub(crate) fn build(self) -> Statement {
+        Statement::from_sql_and_values(self.backend, self.text, self.values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_placeholders_per_backend() {
+        let mut pg = Sql::new(DbBackend::Postgres);
+        pg.push("SELECT 1 WHERE a = ")
+            .bind(1_i64)
+            .push(" AND b IN (")
+            .bind_list(["x", "y"])
+            .push(") AND c = ")
+            .bind_tuple([true]);
+        assert_eq!(
+            pg.build().sql,
+            "SELECT 1 WHERE a = $1 AND b IN ($2, $3) AND c = ($4)"
+        );
+        let mut lite = Sql::new(DbBackend::Sqlite);
+        lite.push("x = ")
+            .bind(1_i64)
+            .push(", ")
+            .bind_tuple(["a", "b"]);
+        let st = lite.build();
+        assert_eq!(st.sql, "x = ?, (?, ?)");
+        assert_eq!(st.values.map(|v| v.0.len()), Some(3));
+    }
+
+    #[test]
+    fn chunks_stay_under_the_parameter_limit() {
+        assert_eq!(rows_per_statement(8), 1000);
+        assert_eq!(rows_per_statement(60), 500);
+        assert!(rows_per_statement(17) * 17 <= MAX_PARAMS);
+        assert_eq!(rows_per_statement(0), 1000);
+    }
+}

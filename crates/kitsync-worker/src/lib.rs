@@ -1,0 +1,359 @@
+//! The worker: consume batches from the queue, apply them to the store, ack after commit.
+//!
+//! - [`Worker::run`] runs `concurrency` consume loops until the shutdown signal; each loop
+//!   finishes the batch in hand before it stops (nothing acked is unapplied, nothing applied
+//!   is lost: an unacked message is simply delivered again and applies as a duplicate).
+//! - [`Worker::process_delivery`] handles one batch and is public so tests can drive it.
+//!
+//! Retry policy, in one place:
+//! - *Transient* store errors (database unreachable, deadlock, serialisation failure, SQLite
+//!   busy) are not the message's fault: the same batch is retried in-process with exponential
+//!   backoff (`backon`, 50 ms doubling to `transient_max_delay_ms`, with jitter) for as long as
+//!   it takes, without counting attempts; shutdown interrupts the wait and leaves the batch
+//!   unacked for redelivery.
+//! - Any other error fails the batch's transaction as a whole, so the batch is re-applied one
+//!   message per transaction to isolate the culprit: the good ones are acked, the bad one goes
+//!   to [`kitsync_queue::Consumer::fail`], which schedules a delayed retry (exponential per
+//!   attempt) and dead-letters it with its reason after `queue.max_attempts`.
+//! - A message that cannot even be decoded is dead-lettered at once: retrying cannot help.
+#![forbid(unsafe_code)]
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use kitsync_domain::{Command, QueuedCallback};
+use kitsync_queue::{Consumer, Delivery, FailOutcome, Queue, QueueError};
+use kitsync_store::{Outcome, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct WorkerSettings {
+    /// Consume loops per worker process.
+    pub concurrency: usize,
+    /// Messages applied per database transaction.
+    pub batch_size: usize,
+    /// How long to wait for a batch to fill once its first message arrived.
+    pub linger_ms: u64,
+    /// Cap of the in-process backoff while the database is unavailable.
+    pub transient_max_delay_ms: u64,
+    /// How often to move RabbitMQ dead-lettered messages into the dead-letter store.
+    pub dlx_drain_interval_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            batch_size: 64,
+            linger_ms: 5,
+            transient_max_delay_ms: 10_000,
+            dlx_drain_interval_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// Running totals, for logs, tests and `/metrics`.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub messages_acked: AtomicU64,
+    pub applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub stale: AtomicU64,
+    pub superseded: AtomicU64,
+    pub held: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub transient_errors: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+/// What one batch came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    pub acked: usize,
+    pub retried: usize,
+    pub dead_lettered: usize,
+    pub isolated: bool,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    store: Store,
+    queue: Queue,
+    settings: WorkerSettings,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    #[must_use]
+    pub fn new(store: Store, queue: Queue, settings: WorkerSettings) -> Self {
+        Self {
+            store,
+            queue,
+            settings,
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Runs the consume loops until `shutdown` turns true; in-flight batches finish first.
+    ///
+    /// # Errors
+    /// A consumer could not be created (the queue is unreachable at start).
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..self.settings.concurrency.max(1) {
+            let consumer = self
+                .queue
+                .consumer(&format!("kitsync-worker-{}-{i}", std::process::id()))
+                .await?;
+            let me = self.clone();
+            let rx = shutdown.clone();
+            tasks.spawn(async move { me.consume_loop(consumer, rx).await });
+        }
+        if self.queue.kind() == "amqp" {
+            let me = self.clone();
+            let rx = shutdown.clone();
+            tasks.spawn(async move { me.drain_dlx_loop(rx).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "worker task panicked");
+            }
+        }
+        Ok(())
+    }
+
+    async fn drain_dlx_loop(&self, mut shutdown: watch::Receiver<bool>) {
+        let every = Duration::from_secs(self.settings.dlx_drain_interval_secs.max(1));
+        loop {
+            match self.queue.drain_dlx().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    moved = n,
+                    "moved broker dead-lettered messages to the dead-letter store"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not drain the dead-letter exchange"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn consume_loop(&self, mut consumer: Consumer, mut shutdown: watch::Receiver<bool>) {
+        let linger = Duration::from_millis(self.settings.linger_ms);
+        let mut idle_backoff = self.transient_backoff();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let batch = tokio::select! {
+                b = consumer.next_batch(self.settings.batch_size.max(1), linger) => b,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            match batch {
+                Ok(batch) if batch.is_empty() => continue,
+                Ok(batch) => {
+                    idle_backoff = self.transient_backoff();
+                    match self.process_delivery(&consumer, batch, &shutdown).await {
+                        Ok(_) | Err(WorkerError::ShuttingDown) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "batch left unacked; it will be delivered again")
+                        }
+                    }
+                }
+                Err(e) => {
+                    let wait = idle_backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cannot receive from the queue");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn transient_backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_millis(
+                self.settings.transient_max_delay_ms.max(50),
+            ))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// Applies one batch: decode, apply in one transaction (retrying transient failures),
+    /// ack after commit; on a non-transient failure, isolate message by message.
+    ///
+    /// # Errors
+    /// [`WorkerError::ShuttingDown`] when shutdown interrupted a transient-retry wait (the
+    /// batch stays unacked), or a queue error while acking/failing.
+    #[tracing::instrument(skip_all, fields(size = batch.len()))]
+    pub async fn process_delivery(
+        &self,
+        consumer: &Consumer,
+        batch: Vec<Delivery>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<BatchReport, WorkerError> {
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        let mut report = BatchReport::default();
+        let mut decoded: Vec<(Delivery, Command)> = Vec::with_capacity(batch.len());
+        for d in batch {
+            match QueuedCallback::from_bytes(&d.body) {
+                Ok(q) => decoded.push((d, q.command)),
+                Err(e) => {
+                    tracing::error!(message_id = %d.message_id, error = %e, "undecodable message");
+                    consumer
+                        .dead_letter(d, &format!("undecodable message: {e}"))
+                        .await?;
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    report.dead_lettered += 1;
+                }
+            }
+        }
+        if decoded.is_empty() {
+            return Ok(report);
+        }
+        let commands: Vec<Command> = decoded.iter().map(|(_, c)| c.clone()).collect();
+        match self.apply_with_retry(&commands, shutdown).await {
+            Ok(outcomes) => {
+                self.count(&outcomes);
+                let deliveries: Vec<Delivery> = decoded.into_iter().map(|(d, _)| d).collect();
+                consumer.ack(&deliveries).await?;
+                self.stats
+                    .messages_acked
+                    .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
+                report.acked += deliveries.len();
+                Ok(report)
+            }
+            Err(WorkerError::Store(e)) if decoded.len() > 1 => {
+                tracing::warn!(error = %e, "batch failed; applying its messages one by one");
+                report.isolated = true;
+                for (d, c) in decoded {
+                    self.one_by_one(consumer, d, c, shutdown, &mut report)
+                        .await?;
+                }
+                Ok(report)
+            }
+            Err(WorkerError::Store(e)) => {
+                let (d, c) = decoded
+                    .into_iter()
+                    .next()
+                    .ok_or(WorkerError::ShuttingDown)?;
+                self.fail(consumer, d, &c, &e, &mut report).await?;
+                Ok(report)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn one_by_one(
+        &self,
+        consumer: &Consumer,
+        d: Delivery,
+        c: Command,
+        shutdown: &watch::Receiver<bool>,
+        report: &mut BatchReport,
+    ) -> Result<(), WorkerError> {
+        match self
+            .apply_with_retry(std::slice::from_ref(&c), shutdown)
+            .await
+        {
+            Ok(outcomes) => {
+                self.count(&outcomes);
+                consumer.ack(std::slice::from_ref(&d)).await?;
+                self.stats.messages_acked.fetch_add(1, Ordering::Relaxed);
+                report.acked += 1;
+                Ok(())
+            }
+            Err(WorkerError::Store(e)) => self.fail(consumer, d, &c, &e, report).await,
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn fail(
+        &self,
+        consumer: &Consumer,
+        d: Delivery,
+        c: &Command,
+        e: &StoreError,
+        report: &mut BatchReport,
+    ) -> Result<(), WorkerError> {
+        let reason = format!("{} for tenant {}: {e}", c.kind(), c.tenant_id());
+        let message_id = d.message_id.clone();
+        match consumer.fail(d, &reason).await? {
+            FailOutcome::Retried { attempt, delay } => {
+                tracing::warn!(%message_id, attempt, delay_ms = delay.as_millis() as u64, %reason, "message failed; will retry");
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                report.retried += 1;
+            }
+            FailOutcome::DeadLettered => {
+                tracing::error!(%message_id, %reason, "message dead-lettered");
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                report.dead_lettered += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies in one transaction; transient failures are retried with backoff until they
+    /// pass or shutdown is requested. Permanent failures are returned at once.
+    async fn apply_with_retry(
+        &self,
+        commands: &[Command],
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Vec<Outcome>, WorkerError> {
+        let mut backoff = self.transient_backoff();
+        let mut shutdown = shutdown.clone();
+        loop {
+            match self.store.apply_batch(commands).await {
+                Ok(outcomes) => return Ok(outcomes),
+                Err(e) if e.is_transient() => {
+                    self.stats.transient_errors.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "store unavailable; retrying the batch");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.wait_for(|s| *s) => return Err(WorkerError::ShuttingDown),
+                    }
+                }
+                Err(e) => return Err(WorkerError::Store(e)),
+            }
+        }
+    }
+
+    fn count(&self, outcomes: &[Outcome]) {
+        for o in outcomes {
+            let c = match o {
+                Outcome::Applied { .. } => &self.stats.applied,
+                Outcome::Duplicate => &self.stats.duplicates,
+                Outcome::Stale => &self.stats.stale,
+                Outcome::Superseded => &self.stats.superseded,
+                Outcome::Held { .. } => &self.stats.held,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

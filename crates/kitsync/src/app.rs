@@ -1,0 +1,315 @@
+//! Wiring: open the database and queue, build the ingress and workers, serve, shut down.
+use crate::settings::{redact_url, LogSettings, Settings};
+use anyhow::Context as _;
+use axum::routing::get;
+use axum::Router;
+use kitsync_ingress::Acceptor;
+use kitsync_queue::{NonceLedger, Queue};
+use kitsync_secrets::{RsaDecryptor, Sealer};
+use kitsync_store::Store;
+use kitsync_worker::Worker;
+use sea_orm::DatabaseConnection;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Digest;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Both,
+    Ingress,
+    Worker,
+}
+
+pub fn init_tracing(log: &LogSettings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr; stdout carries only what scripts read (the `listening on` line).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    // A second init (tests, bench) is harmless: keep the first subscriber.
+    let _ = if log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Opens the database (creating the SQLite file's directory) and applies migrations.
+///
+/// # Errors
+/// The database is unreachable or a migration fails.
+pub async fn open_db(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let url = settings.database.url.trim();
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = path.split('?').next().unwrap_or_default();
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!("creating the database directory {}", parent.display())
+                })?;
+            }
+        }
+    }
+    migrations::connect_and_migrate(url, settings.database.max_connections)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(url)))
+}
+
+/// # Errors
+/// RabbitMQ is unreachable or its topology cannot be declared.
+pub async fn open_queue(settings: &Settings, db: &DatabaseConnection) -> anyhow::Result<Queue> {
+    Queue::connect(&settings.queue, db.clone())
+        .await
+        .with_context(|| match &settings.queue.amqp_url {
+            Some(u) => format!("connecting to RabbitMQ at {}", redact_url(u)),
+            None => "opening the embedded queue".into(),
+        })
+}
+
+/// The master key: configured, or created once beside the database and reused.
+///
+/// # Errors
+/// The key file cannot be read or written, or the key is empty.
+pub fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
+    let key = match &settings.secrets.master_key {
+        Some(k) if !k.expose_secret().trim().is_empty() => k.clone(),
+        _ => {
+            let path = &settings.secrets.master_key_path;
+            match std::fs::read_to_string(path) {
+                Ok(k) => SecretString::from(k.trim().to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let k = Sealer::generate_master_key()?;
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    write_private_file(path, &k).with_context(|| {
+                        format!("writing a new master key to {}", path.display())
+                    })?;
+                    tracing::warn!(path = %path.display(), "no secrets.master_key configured: created one; back it up, sealed secrets need it");
+                    SecretString::from(k)
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("reading the master key {}", path.display()))
+                }
+            }
+        }
+    };
+    Ok(Sealer::from_master_key(&key)?)
+}
+
+fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+/// # Errors
+/// The key file is unreadable or not a PKCS#8 RSA key.
+pub fn decryptor(settings: &Settings) -> anyhow::Result<Option<Arc<RsaDecryptor>>> {
+    let Some(path) = &settings.kit.rsa_private_key_path else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the RSA private key {}", path.display()))?;
+    let d = RsaDecryptor::from_pem(&pem)
+        .with_context(|| format!("loading the RSA private key {}", path.display()))?;
+    Ok(Some(Arc::new(d)))
+}
+
+/// Short, non-reversible fingerprints of the configured access keys, for the startup log.
+fn key_fingerprints(settings: &Settings) -> Vec<String> {
+    settings
+        .kit
+        .access_keys
+        .iter()
+        .map(|k| hex::encode(&sha2::Sha256::digest(k.expose_secret().as_bytes())[..4]))
+        .collect()
+}
+
+/// Everything `serve`, `ingress` and `worker` run.
+pub struct Running {
+    pub addr: Option<std::net::SocketAddr>,
+    pub shutdown: watch::Sender<bool>,
+    pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the process's parts and returns once they are listening/consuming.
+///
+/// # Errors
+/// The database, queue, keys or listening address cannot be opened.
+pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
+    let db = open_db(&settings).await?;
+    let queue = open_queue(&settings, &db).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
+    let mut addr = None;
+
+    tracing::info!(
+        database = %redact_url(&settings.database.url),
+        queue = queue.kind(),
+        mode = ?mode,
+        "kitsync starting"
+    );
+
+    if mode != Mode::Worker {
+        let sealer = sealer(&settings)?;
+        let decryptor = decryptor(&settings)?;
+        let fps = key_fingerprints(&settings);
+        if fps.is_empty() {
+            tracing::warn!("no Kit access key configured (KITSYNC_KIT__ACCESS_KEYS): every callback will be refused with 000001");
+        } else {
+            tracing::info!(count = fps.len(), fingerprints = ?fps, "Kit access keys configured (SHA-256 prefixes)");
+        }
+        match &decryptor {
+            Some(d) => tracing::info!(bits = d.key_size_bits(), "RSA private key loaded for clientSecret"),
+            None => tracing::warn!("no RSA private key (KITSYNC_KIT__RSA_PRIVATE_KEY_PATH): clientSecrets are stored sealed but still RSA-encrypted"),
+        }
+        let window = Duration::from_secs(settings.kit.timestamp_window_secs.max(1));
+        let nonces = NonceLedger::new(db.clone(), window);
+        let acceptor = Arc::new(Acceptor::new(
+            settings.kit.clone(),
+            queue.clone(),
+            nonces,
+            decryptor,
+            sealer,
+        ));
+        let prefix = settings.kit.normalized_prefix();
+        let ready_db = db.clone();
+        let ready_queue = queue.clone();
+        let router = kitsync_ingress::router(acceptor)
+            .merge(health_routes(ready_db, ready_queue))
+            .layer(axum::extract::DefaultBodyLimit::disable());
+        let listener = tokio::net::TcpListener::bind(&settings.http.addr)
+            .await
+            .with_context(|| format!("listening on {}", settings.http.addr))?;
+        let local = listener.local_addr()?;
+        addr = Some(local);
+        // The one stdout line: scripts and the end-to-end tests read the bound address here.
+        println!("listening on http://{local}");
+        tracing::info!(addr = %local, callbacks = %format!("http://{local}{prefix}/produceAPI/v2/{{tenantSync,applicationSync,authSync,singleOrgSync,allOrgSync}}"), "listening");
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .context("HTTP server")
+        });
+    }
+
+    if mode != Mode::Ingress {
+        let store = Store::new(db.clone(), settings.store.clone());
+        let worker = Worker::new(store, queue.clone(), settings.worker.clone());
+        let rx = shutdown_rx.clone();
+        tracing::info!(
+            concurrency = settings.worker.concurrency,
+            batch = settings.worker.batch_size,
+            "worker consuming"
+        );
+        tasks.spawn(async move { worker.run(rx).await.context("worker") });
+    }
+
+    let done = tokio::spawn(async move {
+        let mut first_err = None;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "component stopped with an error");
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(anyhow::anyhow!("task failed: {e}"));
+                }
+            }
+        }
+        queue.close().await;
+        db.close().await.ok();
+        first_err.map_or(Ok(()), Err)
+    });
+    Ok(Running {
+        addr,
+        shutdown: shutdown_tx,
+        done,
+    })
+}
+
+fn health_routes(db: DatabaseConnection, queue: Queue) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let db = db.clone();
+                let queue = queue.clone();
+                async move {
+                    let db_ok = db.ping().await.is_ok();
+                    let q_ok = queue.ping().await.is_ok();
+                    let body = serde_json::json!({ "database": db_ok, "queue": q_ok });
+                    let status = if db_ok && q_ok {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, axum::Json(body))
+                }
+            }),
+        )
+}
+
+/// Runs until SIGINT/SIGTERM, then stops taking requests, finishes in-flight work and exits.
+///
+/// # Errors
+/// Startup failed, or a component stopped with an error.
+pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<()> {
+    let running = start(settings, mode).await?;
+    let shutdown = running.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: finishing in-flight work");
+        let _ = shutdown.send(true);
+    });
+    let r = running.done.await.context("joining the components")?;
+    tracing::info!("stopped");
+    r
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,68 @@
+//! Schema migrations for kitsync, plus the one place that opens a database connection.
+//!
+//! Migrations are append-only: one file per migration, listed in [`Migrator::migrations`].
+//! Every table is created for both PostgreSQL and SQLite (the embedded default).
+//!
+//! - `m20261122_000001_directory`: the directory (tenants, apps, departments, members,
+//!   authorisations, groups), the change journal and the held full-sync plans.
+//! - `m20261122_000002_intake`: the durable intake: embedded queue, dead letters, Kit nonces.
+//!
+//! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
+//! off) and [`testing`] gives each test its own fresh database.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_directory;
+mod m20261122_000002_intake;
+pub mod testing;
+
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use std::time::Duration;
+
+pub struct Migrator;
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_directory::Migration),
+            Box::new(m20261122_000002_intake::Migration),
+        ]
+    }
+}
+
+/// Opens a connection pool on `url` (`postgres://…` or `sqlite://path?mode=rwc`).
+///
+/// SQLite gets WAL journaling (readers never block the writer), a 10 s busy timeout and
+/// `synchronous=FULL`, so a committed row in the embedded queue survives a power cut.
+///
+/// # Errors
+/// Returns the driver error when the database cannot be reached or opened.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(2))
+        .acquire_timeout(Duration::from_secs(2))
+        .sqlx_logging(false);
+    opts.map_sqlx_sqlite_opts(|o| {
+        use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+        o.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .create_if_missing(true)
+    });
+    Database::connect(opts).await
+}
+
+/// Opens `url` and applies every pending migration.
+///
+/// # Errors
+/// Returns the driver error when the database cannot be reached or a migration fails.
+pub async fn connect_and_migrate(
+    url: &str,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
+    let db = connect(url, max_connections).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
