@@ -1,0 +1,1039 @@
+//! End-to-end scenarios: the real `kitsync` binary, a real database and queue.
+//!
+//! Every scenario runs on the embedded defaults (SQLite + the queue table) and, when
+//! `KITSYNC_TEST_DATABASE_URL` / `KITSYNC_TEST_AMQP_URL` are set, on PostgreSQL / RabbitMQ:
+//! the environment decides, the test is the same.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
+
+use kitsync_secrets::{SealedKind, Sealer, TestKeyPair};
+use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+use secrecy::{ExposeSecret as _, SecretString};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tests::payload::{self, time, User};
+use tests::{
+    amqp_url, now_ms, url_socket_addr, wait_until, Env, Kit, Reply, TcpProxy, ALL_ORG_SYNC,
+    APPLICATION_SYNC, AUTH_SYNC, SINGLE_ORG_SYNC, TENANT_SYNC,
+};
+
+/// Generous for a loaded 2-core machine, short enough that a stuck pipeline fails the test.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(45);
+
+fn assert_accepted(what: &str, r: &Reply, key: &str) {
+    assert_eq!(
+        (r.code.as_str(), r.msg.as_str()),
+        ("000000", "success"),
+        "{what}: {r:?}"
+    );
+    assert!(
+        r.body_sign_verifies(key),
+        "{what}: Body-Sign must be the base64 HMAC-SHA256 of the body under the access key: {r:?}"
+    );
+}
+
+/// The users holding a live authorisation in `tenant`, sorted (in Rust: collations differ).
+async fn users(env: &Env, tenant: &str) -> Vec<String> {
+    let mut v = env
+        .strings(&format!(
+            "SELECT user_name FROM authorizations WHERE tenant_id = '{tenant}' AND deleted = FALSE"
+        ))
+        .await;
+    v.sort();
+    v
+}
+
+/// Scenario 1: the five callbacks are accepted, signed, and applied; the client secret is
+/// decrypted with the RSA key and only ever stored sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_five_callbacks_apply() {
+    let kp = TestKeyPair::generate_3072().unwrap();
+    let mut env = Env::new("five").await;
+    let pem = env.dir().join("clientsecret-rsa.pem");
+    std::fs::write(&pem, kp.private_pem().unwrap()).unwrap();
+    env.rsa_key_path = Some(pem);
+    // Every component at debug level: the secret must not show up even there.
+    env.log_filter = "debug,lapin=info,hyper=info,hyper_util=info,h2=info,sqlx=info".into();
+    let server = env.start("serve").await;
+    let kit = server.kit();
+
+    let t = "tenant-five";
+    let sandbox = "tenant-five-sandbox";
+    let app = "app-five";
+    let secret = format!("plain-client-secret-{}", uuid::Uuid::new_v4().simple());
+    let ciphertext = kp.encrypt(&secret, true).unwrap();
+    let users = [
+        User::new("alice", "D1", "admin", true),
+        User::new("bob", "D2", "user", true),
+        User::new("carol", "D2", "user", false),
+    ];
+    let calls = [
+        (TENANT_SYNC, payload::tenant(t, "Acme Corp", 1, 0, &time(0))),
+        (
+            TENANT_SYNC,
+            payload::tenant(sandbox, "Sandbox Corp", 1, 1, &time(0)),
+        ),
+        (
+            APPLICATION_SYNC,
+            payload::app(t, app, "client-five", &ciphertext, &time(1_000)),
+        ),
+        (AUTH_SYNC, payload::auth(t, app, 1, &users, &time(2_000))),
+        (
+            ALL_ORG_SYNC,
+            payload::all_org(
+                t,
+                &[
+                    ("D1", "Head office", ""),
+                    ("D2", "Engineering", "D1"),
+                    ("D3", "Sales", "D1"),
+                ],
+                &time(3_000),
+            ),
+        ),
+        (
+            SINGLE_ORG_SYNC,
+            payload::single_org(t, "D4", "Research", "D2", 1, &time(4_000)),
+        ),
+    ];
+    for (kind, body) in &calls {
+        let r = kit.send(kind, body).await;
+        assert_accepted(kind, &r, env.key());
+        assert!(
+            !r.body_sign_verifies("some-other-key"),
+            "the Body-Sign check must be able to fail"
+        );
+    }
+
+    wait_until(
+        "the directory shows all five callbacks",
+        APPLY_TIMEOUT,
+        || async {
+            let s = env.snapshot(t).await;
+            let sb = env.snapshot(sandbox).await;
+            s.tenant.is_some()
+                && s.apps.len() == 1
+                && s.authorizations.len() == 3
+                && s.members.len() == 3
+                && s.departments.len() == 4
+                && sb.tenant.is_some()
+        },
+    )
+    .await;
+
+    let s = env.snapshot(t).await;
+    let tenant = s.tenant.as_ref().unwrap();
+    assert_eq!(tenant.name, "Acme Corp");
+    assert_eq!(tenant.tenant_code, "code-tenant-five");
+    assert_eq!(
+        tenant.domain_name.as_deref(),
+        Some("https://tenant-five.tenantaccount.example.com")
+    );
+    assert!(!tenant.test, "testFlag=0 is production data");
+    assert!(s.instance_ids.contains(&"inst-tenant-five".to_owned()));
+    let sb = env.snapshot(sandbox).await;
+    assert!(
+        sb.tenant.as_ref().unwrap().test,
+        "testFlag=1 is stored with test=true"
+    );
+
+    // The app: the secret was decrypted (the sealed value opens to the plaintext) and is
+    // stored sealed, neither as plaintext nor as the marketplace's ciphertext.
+    let a = &s.apps[0];
+    assert_eq!(
+        (a.app_id.as_str(), a.client_id.as_str()),
+        (app, "client-five")
+    );
+    let sealed = &a.client_secret.0;
+    assert!(
+        sealed.starts_with("v1:"),
+        "sealed secret, got {sealed:.12}…"
+    );
+    assert!(!sealed.contains(&secret) && !sealed.contains(&ciphertext));
+    let sealer = Sealer::from_master_key(&SecretString::from(env.master_key.clone())).unwrap();
+    let (kind, plain) = sealer.open(sealed).unwrap();
+    assert_eq!(
+        kind,
+        SealedKind::Plain,
+        "decrypted with the RSA key, then sealed"
+    );
+    assert_eq!(plain.expose_secret(), secret);
+
+    let auths: Vec<(&str, &str, &str, bool)> = s
+        .authorizations
+        .iter()
+        .map(|a| {
+            (
+                a.app_id.as_str(),
+                a.user_name.as_str(),
+                a.role.as_str(),
+                a.enabled,
+            )
+        })
+        .collect();
+    assert_eq!(
+        auths,
+        [
+            (app, "alice", "admin", true),
+            (app, "bob", "user", true),
+            (app, "carol", "user", false),
+        ]
+    );
+    let members: Vec<(&str, Option<&str>, Option<&str>)> = s
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.user_name.as_str(),
+                m.name.as_deref(),
+                m.org_code.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("alice", Some("Name of alice"), Some("D1")),
+            ("bob", Some("Name of bob"), Some("D2")),
+            ("carol", Some("Name of carol"), Some("D2")),
+        ]
+    );
+    let depts: Vec<(&str, &str, Option<&str>)> = s
+        .departments
+        .iter()
+        .map(|d| {
+            (
+                d.org_code.as_str(),
+                d.org_name.as_str(),
+                d.parent_code.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        depts,
+        [
+            ("D1", "Head office", None),
+            ("D2", "Engineering", Some("D1")),
+            ("D3", "Sales", Some("D1")),
+            ("D4", "Research", Some("D2")),
+        ]
+    );
+
+    // The plaintext is nowhere: not in any table, not in the server's logs (at debug level).
+    assert_secret_not_stored(&env, &secret).await;
+    let logs = server.logs();
+    assert!(
+        logs.contains("RSA private key loaded"),
+        "the server logged at the expected level"
+    );
+    assert!(
+        !logs.contains(&secret),
+        "the plaintext clientSecret appeared in the server's output"
+    );
+    assert!(
+        !logs.contains(env.key()),
+        "the access key appeared in the server's output"
+    );
+
+    drop(server);
+    env.finish().await;
+}
+
+/// No table holds `secret`; on SQLite not even a free page of the database files.
+async fn assert_secret_not_stored(env: &Env, secret: &str) {
+    if env.is_postgres() {
+        for table in [
+            "tenants",
+            "tenant_marks",
+            "tenant_instances",
+            "apps",
+            "departments",
+            "members",
+            "authorizations",
+            "journal",
+            "org_plans",
+            "kit_nonces",
+        ] {
+            let n = env
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM {table} t WHERE CAST(t AS TEXT) LIKE '%{secret}%'"
+                ))
+                .await;
+            assert_eq!(n, 0, "the plaintext clientSecret is stored in {table}");
+        }
+        for table in ["queue_messages", "dead_letters"] {
+            let n = env
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE position(convert_to('{secret}', 'UTF8') in body) > 0"
+                ))
+                .await;
+            assert_eq!(n, 0, "the plaintext clientSecret is queued in {table}");
+        }
+    } else {
+        let n = env
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM journal WHERE data LIKE '%{secret}%'"
+            ))
+            .await;
+        assert_eq!(n, 0, "the plaintext clientSecret is in the journal");
+        let path = env
+            .db
+            .url
+            .strip_prefix("sqlite://")
+            .and_then(|p| p.split('?').next())
+            .unwrap();
+        let dir = std::path::Path::new(path).parent().unwrap();
+        let mut scanned = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            scanned += bytes.len();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the plaintext clientSecret is in {}",
+                p.display()
+            );
+        }
+        assert!(scanned > 0, "scanned the SQLite files");
+    }
+}
+
+/// Scenario 2: what is not authentic, stale, incomplete or replayed is refused with the
+/// documented code and queues nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_queue_nothing() {
+    let env = Env::new("refusals").await;
+    let ingress = env.start("ingress").await;
+    let kit = ingress.kit();
+    let t = "tenant-refusals";
+    let app = "app-refusals";
+    let body =
+        |user: &str| payload::auth(t, app, 1, &[User::new(user, "D1", "user", true)], &time(0));
+
+    let good = kit.signed(&body("good-user"));
+    let r = kit.send_signed(AUTH_SYNC, &good).await.unwrap();
+    assert_accepted("the one valid callback", &r, env.key());
+
+    let mut cases: Vec<(&str, &str, &str, tests::Signed)> = Vec::new();
+    cases.push((
+        "signed with another key",
+        "000001",
+        "x-sign",
+        kit.with_key("not-the-access-key")
+            .signed(&body("refused-wrong-key")),
+    ));
+    let mut tampered = kit.signed(&body("refused-tampered"));
+    tampered.body = body("refused-tampered-other");
+    cases.push(("body changed after signing", "000001", "x-sign", tampered));
+    let mut unsigned = kit.signed(&body("refused-unsigned"));
+    unsigned.sign = None;
+    cases.push(("missing x-sign", "000001", "x-sign", unsigned));
+    cases.push((
+        "stale timestamp",
+        "000002",
+        "x-timestamp",
+        kit.signed_at(&body("refused-stale"), &tests::nonce(), now_ms() - 120_000),
+    ));
+    cases.push((
+        "timestamp from the future",
+        "000002",
+        "x-timestamp",
+        kit.signed_at(&body("refused-future"), &tests::nonce(), now_ms() + 120_000),
+    ));
+    let mut no_ts = kit.signed(&body("refused-no-timestamp"));
+    no_ts.timestamp = None;
+    cases.push(("missing x-timestamp", "000002", "x-timestamp", no_ts));
+    let mut no_nonce = kit.signed(&body("refused-no-nonce"));
+    no_nonce.nonce = None;
+    cases.push(("missing x-nonce", "000002", "x-nonce", no_nonce));
+    // Validly signed, but a mandatory field is missing.
+    let no_name = serde_json::json!({
+        "instanceId": "inst", "tenantId": t, "appId": app, "flag": 1, "testFlag": 0,
+        "currentSyncTime": time(0), "timeStamp": time(0),
+        "userList": [{"userName": "refused-no-name", "orgCode": "D1", "role": "user", "enable": "true"}],
+    })
+    .to_string();
+    cases.push((
+        "user without name",
+        "000002",
+        "userList[0].name",
+        kit.signed(&no_name),
+    ));
+    let no_app = serde_json::json!({
+        "instanceId": "inst", "tenantId": t, "flag": 1, "testFlag": 0,
+        "currentSyncTime": time(0), "timeStamp": time(0),
+        "userList": [User::new("refused-no-app", "D1", "user", true).json()],
+    })
+    .to_string();
+    cases.push(("missing appId", "000002", "appId", kit.signed(&no_app)));
+    // Replays: the accepted request again, and its nonce on a freshly signed other body.
+    cases.push(("replayed request", "000001", "x-nonce", good.clone()));
+    cases.push((
+        "replayed nonce, other body",
+        "000001",
+        "x-nonce",
+        kit.signed_at(
+            &body("refused-replayed-nonce"),
+            good.nonce.as_deref().unwrap(),
+            now_ms(),
+        ),
+    ));
+
+    for (what, code, names, req) in &cases {
+        let r = kit.send_signed(AUTH_SYNC, req).await.unwrap();
+        assert_eq!(r.code, *code, "{what}: {r:?}");
+        assert!(
+            r.msg.contains(names),
+            "{what}: resultMsg should name `{names}`: {:?}",
+            r.msg
+        );
+        assert!(
+            r.body_sign_verifies(env.key()),
+            "{what}: a refusal is signed too: {r:?}"
+        );
+    }
+
+    // Only the valid callback is queued, and nothing reached the directory (no worker runs).
+    if env.is_amqp() {
+        wait_until(
+            "the valid callback is visible in the queue",
+            Duration::from_secs(10),
+            || async { env.queued().await >= 1 },
+        )
+        .await;
+    }
+    assert_eq!(
+        env.queued().await,
+        1,
+        "only the accepted callback is queued"
+    );
+    assert_eq!(env.live_authorizations().await, 0);
+
+    // A worker applies exactly the valid one.
+    let worker = env.start("worker").await;
+    wait_until("the valid callback is applied", APPLY_TIMEOUT, || async {
+        env.live_authorizations().await >= 1
+    })
+    .await;
+    wait_until("the queue is drained", APPLY_TIMEOUT, || async {
+        env.queued().await == 0
+    })
+    .await;
+    assert_eq!(users(&env, t).await, ["good-user"]);
+    assert_eq!(env.scalar("SELECT COUNT(*) FROM members").await, 1);
+    assert_eq!(env.scalar("SELECT COUNT(*) FROM dead_letters").await, 0);
+
+    drop(worker);
+    drop(ingress);
+    env.finish().await;
+}
+
+/// Holds the embedded queue's database so that publishing cannot commit: an open write
+/// transaction on SQLite (one writer at a time), an exclusive lock on `queue_messages` on
+/// PostgreSQL.
+async fn block_embedded_queue(env: &Env) -> sea_orm::DatabaseTransaction {
+    let txn = env.conn().begin().await.unwrap();
+    let sql = if env.is_postgres() {
+        "LOCK TABLE queue_messages IN EXCLUSIVE MODE"
+    } else {
+        "INSERT INTO kit_nonces (nonce, seen_at) VALUES ('e2e-write-lock', 0)"
+    };
+    txn.execute_unprepared(sql).await.unwrap();
+    txn
+}
+
+/// Sends `n` callbacks while the queue is down; each must be answered 000005 (signed) within
+/// 2 s. Returns the requests (for retries) and records every deviation in `problems`.
+async fn during_outage(
+    env: &Env,
+    kit: &Kit,
+    what: &str,
+    body: impl Fn(&str) -> String,
+    n: usize,
+    problems: &mut Vec<String>,
+) -> Vec<tests::Signed> {
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let req = kit.signed(&body(&format!("{what}-{i}")));
+        let r = kit.send_signed(AUTH_SYNC, &req).await.unwrap();
+        if r.code != "000005" {
+            problems.push(format!("{what} {i}: expected 000005, got {r:?}"));
+        }
+        if r.elapsed >= Duration::from_secs(2) {
+            problems.push(format!(
+                "{what} {i}: 000005 must come within 2 s, took {:?} ({})",
+                r.elapsed, r.msg
+            ));
+        }
+        if !r.body_sign_verifies(env.key()) {
+            problems.push(format!("{what} {i}: Body-Sign does not verify: {r:?}"));
+        }
+        sent.push(req);
+    }
+    sent
+}
+
+/// Retries a new callback until it is accepted (the queue is back), for up to 20 s.
+async fn accepted_again(env: &Env, kit: &Kit, body: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let r = kit.send(AUTH_SYNC, body).await;
+        if r.ok() {
+            assert_accepted("after the outage", &r, env.key());
+            return;
+        }
+        assert!(
+            r.code == "000005" && std::time::Instant::now() < deadline,
+            "callbacks not accepted again within 20 s of the queue coming back \
+             ({attempts} attempts, last {r:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Scenario 3: when the queue cannot take a callback the answer is 000005 within 2 s, and
+/// the same process accepts callbacks again once the queue is back.
+///
+/// Outages: RabbitMQ behind a [`TcpProxy`] that drops every connection and refuses new ones,
+/// then one that stops forwarding (a hanging broker); the embedded queue with its database
+/// write-locked by the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_down_answers_000005_quickly_and_recovers() {
+    let mut env = Env::new("queue-down").await;
+    let proxy = match amqp_url() {
+        Some(url) => {
+            let proxy = TcpProxy::start(url_socket_addr(&url, 5672)).await;
+            env.server_amqp_url = Some(proxy.rewrite_url(&url));
+            Some(proxy)
+        }
+        None => None,
+    };
+    let ingress = env.start("ingress").await;
+    let kit = ingress.kit();
+    let t = "tenant-down";
+    let app = "app-down";
+    let body =
+        |user: &str| payload::auth(t, app, 1, &[User::new(user, "D1", "user", true)], &time(0));
+    let mut problems = Vec::new();
+    let mut expected = vec!["before-outage".to_owned()];
+
+    let r = kit.send(AUTH_SYNC, &body("before-outage")).await;
+    assert_accepted("before the outage", &r, env.key());
+
+    // The queue is down.
+    let lock = match &proxy {
+        Some(p) => {
+            p.cut();
+            None
+        }
+        None => Some(block_embedded_queue(&env).await),
+    };
+    let refused = during_outage(&env, &kit, "during-outage", body, 3, &mut problems).await;
+    match (&proxy, lock) {
+        (Some(p), _) => p.restore(),
+        (None, Some(txn)) => txn.rollback().await.unwrap(),
+        (None, None) => unreachable!(),
+    }
+    accepted_again(&env, &kit, &body("after-outage")).await;
+    let r = kit.send(AUTH_SYNC, &body("after-outage-2")).await;
+    assert_accepted("the next callback after the outage", &r, env.key());
+    expected.extend(["after-outage".to_owned(), "after-outage-2".to_owned()]);
+
+    // The marketplace retrying a callback answered 000005 as it was (same nonce) must not be
+    // refused as a replay (ARCHITECTURE.md: the nonce of a refused callback is released).
+    let r = kit.send_signed(AUTH_SYNC, &refused[0]).await.unwrap();
+    if r.ok() {
+        expected.push("during-outage-0".to_owned());
+    } else {
+        problems.push(format!(
+            "the unchanged retry of a callback answered 000005 was not accepted: {r:?}"
+        ));
+    }
+
+    // RabbitMQ hangs: connections stay open, nothing is forwarded.
+    if let Some(p) = &proxy {
+        p.freeze();
+        during_outage(&env, &kit, "broker-hangs", body, 2, &mut problems).await;
+        p.restore();
+        accepted_again(&env, &kit, &body("after-hang")).await;
+        expected.push("after-hang".to_owned());
+    }
+
+    // What was acknowledged is applied.
+    let worker = env.start("worker").await;
+    wait_until(
+        "the acknowledged callbacks are applied",
+        APPLY_TIMEOUT,
+        || async {
+            let applied = users(&env, t).await;
+            expected.iter().all(|u| applied.contains(u))
+        },
+    )
+    .await;
+
+    assert!(
+        problems.is_empty(),
+        "queue outage handling:\n{}\n----- ingress output -----\n{}",
+        problems.join("\n"),
+        ingress.logs()
+    );
+    drop(worker);
+    drop(ingress);
+    drop(proxy);
+    env.finish().await;
+}
+
+/// Scenario 4: a worker killed with SIGKILL while applying loses nothing and duplicates
+/// nothing: its unacknowledged messages are applied once by the next worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_loses_and_doubles_nothing() {
+    const CALLBACKS: usize = 300;
+    const SENDERS: usize = 16;
+    let mut env = Env::new("kill-worker").await;
+    // The embedded queue gives a dead worker's leases back after this long.
+    env.queue.lease_ms = 3_000;
+    let ingress = env.start("ingress").await;
+    let mut worker = env.start("worker").await;
+    let kit = ingress.kit();
+    let t = "tenant-kill";
+    let app = "app-kill";
+    let users_of =
+        |i: usize| -> Vec<String> { (0..1 + i % 3).map(|j| format!("user-{i:03}-{j}")).collect() };
+    let mut expected: Vec<String> = (0..CALLBACKS).flat_map(users_of).collect();
+    expected.sort();
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut senders = tokio::task::JoinSet::new();
+    for k in 0..SENDERS {
+        let kit = kit.clone();
+        let answered = Arc::clone(&answered);
+        senders.spawn(async move {
+            let mut replies = Vec::new();
+            for i in (k..CALLBACKS).step_by(SENDERS) {
+                let users: Vec<User> = users_of(i)
+                    .iter()
+                    .map(|u| User::new(u, "D1", "user", true))
+                    .collect();
+                let r = kit
+                    .send(
+                        AUTH_SYNC,
+                        &payload::auth(t, app, 1, &users, &time(i as i64)),
+                    )
+                    .await;
+                answered.fetch_add(1, Ordering::SeqCst);
+                replies.push((i, r));
+            }
+            replies
+        });
+    }
+
+    // Kill the worker twice while it is applying, with callbacks still coming in; each time a
+    // new worker takes over.
+    for (round, share) in [(1, 4), (2, 2)] {
+        let before = env.live_authorizations().await;
+        wait_until("the worker applies callbacks", APPLY_TIMEOUT, || async {
+            env.live_authorizations().await > before
+                && answered.load(Ordering::SeqCst) >= CALLBACKS / share
+        })
+        .await;
+        worker.kill9();
+        let at_kill = env.live_authorizations().await;
+        let held = if env.is_amqp() {
+            -1
+        } else {
+            env.scalar("SELECT COUNT(*) FROM queue_messages WHERE lease_owner IS NOT NULL")
+                .await
+        };
+        eprintln!(
+            "kill {round}: worker killed with {at_kill} of {} authorisations applied, {} callbacks answered, {held} messages leased (-1: RabbitMQ)",
+            expected.len(),
+            answered.load(Ordering::SeqCst)
+        );
+        assert!(
+            at_kill < expected.len() as i64,
+            "the worker was killed mid-stream ({at_kill} of {} applied)",
+            expected.len()
+        );
+        worker = env.start("worker").await;
+    }
+    let mut worker2 = worker;
+
+    while let Some(done) = senders.join_next().await {
+        for (i, r) in done.unwrap() {
+            assert_accepted(&format!("callback {i}"), &r, env.key());
+        }
+    }
+
+    wait_until(
+        "every authorisation is applied",
+        Duration::from_secs(90),
+        || async { env.live_authorizations().await >= expected.len() as i64 },
+    )
+    .await;
+    wait_until("the queue is empty", APPLY_TIMEOUT, || async {
+        env.queued().await == 0
+    })
+    .await;
+    // Stop the worker gracefully: on RabbitMQ anything it still held unacked would be back
+    // in the queue now.
+    let status = worker2.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "worker exit status {status}");
+
+    assert_eq!(
+        users(&env, t).await,
+        expected,
+        "exactly the sent authorisations"
+    );
+    let n = expected.len() as i64;
+    assert_eq!(
+        env.scalar("SELECT COUNT(*) FROM journal WHERE entity = 'authorization'")
+            .await,
+        n,
+        "one journal row per authorisation (no double applies)"
+    );
+    assert_eq!(
+        env.scalar(
+            "SELECT COUNT(DISTINCT entity_key) FROM journal WHERE entity = 'authorization' AND action = 'created'"
+        )
+        .await,
+        n,
+        "one creation per authorisation"
+    );
+    assert_eq!(
+        env.scalar("SELECT COUNT(*) FROM journal WHERE entity = 'member'")
+            .await,
+        n,
+        "one journal row per member"
+    );
+    assert_eq!(env.queued().await, 0, "nothing left in the queue");
+    assert_eq!(env.scalar("SELECT COUNT(*) FROM dead_letters").await, 0);
+
+    drop(ingress);
+    env.finish().await;
+}
+
+const POISON_USER: &str = "poison-user";
+
+async fn install_poison_trigger(env: &Env) {
+    if env.is_postgres() {
+        env.exec(&format!(
+            "CREATE FUNCTION e2e_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.user_name = '{POISON_USER}' THEN \
+             RAISE EXCEPTION 'e2e poison: insert refused by trigger'; END IF; RETURN NEW; END $$"
+        ))
+        .await;
+        env.exec(
+            "CREATE TRIGGER e2e_poison BEFORE INSERT ON authorizations \
+             FOR EACH ROW EXECUTE FUNCTION e2e_poison()",
+        )
+        .await;
+    } else {
+        env.exec(&format!(
+            "CREATE TRIGGER e2e_poison BEFORE INSERT ON authorizations FOR EACH ROW \
+             WHEN NEW.user_name = '{POISON_USER}' \
+             BEGIN SELECT RAISE(ABORT, 'e2e poison: insert refused by trigger'); END"
+        ))
+        .await;
+    }
+}
+
+async fn drop_poison_trigger(env: &Env) {
+    if env.is_postgres() {
+        env.exec("DROP TRIGGER e2e_poison ON authorizations").await;
+        env.exec("DROP FUNCTION e2e_poison()").await;
+    } else {
+        env.exec("DROP TRIGGER e2e_poison").await;
+    }
+}
+
+/// Scenario 5: a message that cannot be applied does not block the others, ends in the
+/// dead letters with its reason after `max_attempts`, and applies once replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_is_dead_lettered_and_replayed() {
+    let mut env = Env::new("poison").await;
+    env.queue.max_attempts = 3;
+    env.queue.retry_min_delay_ms = 200;
+    env.queue.retry_max_delay_ms = 400;
+    install_poison_trigger(&env).await;
+    let ingress = env.start("ingress").await;
+    let kit = ingress.kit();
+    let t = "tenant-poison";
+    let app = "app-poison";
+    let auth = |user: &str, v: i64| {
+        payload::auth(t, app, 1, &[User::new(user, "D1", "user", true)], &time(v))
+    };
+
+    // Queue the poison among good callbacks before any worker runs, so they share a batch.
+    let r = kit.send(AUTH_SYNC, &auth(POISON_USER, 0)).await;
+    assert_accepted("the poison callback", &r, env.key());
+    let good: Vec<String> = (0..5).map(|i| format!("good-{i}")).collect();
+    for (i, u) in good.iter().enumerate() {
+        let r = kit.send(AUTH_SYNC, &auth(u, i as i64 + 1)).await;
+        assert_accepted(u, &r, env.key());
+    }
+    let worker = env.start("worker").await;
+
+    wait_until("the good callbacks are applied", APPLY_TIMEOUT, || async {
+        env.live_authorizations().await >= 5
+    })
+    .await;
+    wait_until(
+        "the poison callback is dead-lettered",
+        APPLY_TIMEOUT,
+        || async { env.scalar("SELECT COUNT(*) FROM dead_letters").await >= 1 },
+    )
+    .await;
+    assert_eq!(users(&env, t).await, good);
+
+    let out = env.cli(&["deadletters", "list"]).await;
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "deadletters list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("kitsync deadletters list:\n{listed}");
+    let first = listed.lines().next().unwrap_or_default();
+    let id: i64 = first
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("a dead-letter id first: {listed}"));
+    assert_eq!(
+        env.scalar("SELECT id FROM dead_letters").await,
+        id,
+        "{listed}"
+    );
+    assert_eq!(
+        listed.lines().filter(|l| l.contains("pending")).count(),
+        1,
+        "exactly one pending dead letter: {listed}"
+    );
+    assert!(listed.contains("attempts=3"), "{listed}");
+    assert!(
+        listed.contains("e2e poison: insert refused by trigger"),
+        "the reason is listed: {listed}"
+    );
+
+    // Repair, replay, and the user appears.
+    drop_poison_trigger(&env).await;
+    let out = env.cli(&["deadletters", "replay", "--all"]).await;
+    let replayed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "deadletters replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(replayed.contains("replayed 1 dead letter"), "{replayed}");
+    wait_until(
+        "the replayed callback is applied",
+        APPLY_TIMEOUT,
+        || async { users(&env, t).await.iter().any(|u| u == POISON_USER) },
+    )
+    .await;
+    let mut all = good.clone();
+    all.push(POISON_USER.to_owned());
+    all.sort();
+    assert_eq!(users(&env, t).await, all);
+
+    let out = env.cli(&["deadletters", "list"]).await;
+    let pending = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(pending.contains("no dead letters"), "{pending}");
+    let out = env.cli(&["deadletters", "list", "--all"]).await;
+    let history = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(history.contains("replayed"), "{history}");
+    wait_until("the queue is drained", APPLY_TIMEOUT, || async {
+        env.queued().await == 0
+    })
+    .await;
+
+    drop(worker);
+    drop(ingress);
+    env.finish().await;
+}
+
+/// A user and what sending its callback came to.
+type Sent = (String, Result<Reply, String>);
+
+/// Scenario 6: SIGTERM stops the service promptly with exit code 0, and every callback it
+/// acknowledged is applied after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_graceful_and_loses_nothing() {
+    const CALLBACKS: usize = 400;
+    const SENDERS: usize = 8;
+    let mut env = Env::new("sigterm").await;
+    // Shorter than the default 60 s so that a stranded lease (see below) costs less time.
+    env.queue.lease_ms = 15_000;
+    let mut server = env.start("serve").await;
+    let kit = server.kit();
+    let t = "tenant-sigterm";
+    let app = "app-sigterm";
+
+    let answered_ok = Arc::new(AtomicUsize::new(0));
+    let results: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let mut senders = tokio::task::JoinSet::new();
+    for k in 0..SENDERS {
+        let kit: Kit = kit.clone();
+        let answered_ok = Arc::clone(&answered_ok);
+        let results = Arc::clone(&results);
+        senders.spawn(async move {
+            for i in (k..CALLBACKS).step_by(SENDERS) {
+                let user = format!("user-{i:03}");
+                let body = payload::auth(
+                    t,
+                    app,
+                    1,
+                    &[User::new(&user, "D1", "user", true)],
+                    &time(i as i64),
+                );
+                let r = kit.send_signed(AUTH_SYNC, &kit.signed(&body)).await;
+                if r.as_ref().is_ok_and(Reply::ok) {
+                    answered_ok.fetch_add(1, Ordering::SeqCst);
+                }
+                let failed = r.is_err();
+                results.lock().unwrap().push((user, r));
+                if failed {
+                    // The server is gone; the rest would fail the same way.
+                    break;
+                }
+            }
+        });
+    }
+    wait_until("some callbacks are accepted", APPLY_TIMEOUT, || async {
+        answered_ok.load(Ordering::SeqCst) >= 60
+    })
+    .await;
+    let status = server.terminate(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}\n{}",
+        server.logs()
+    );
+    while let Some(r) = senders.join_next().await {
+        r.unwrap();
+    }
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    let accepted: Vec<String> = results
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(Reply::ok))
+        .map(|(u, _)| u.clone())
+        .collect();
+    for (u, r) in &results {
+        if let Ok(r) = r {
+            assert!(
+                r.ok() || r.code == "000005",
+                "{u}: only 000000 or 000005 while shutting down: {r:?}"
+            );
+            assert!(r.body_sign_verifies(env.key()), "{u}: {r:?}");
+        }
+    }
+    assert!(
+        accepted.len() >= 60 && accepted.len() < CALLBACKS,
+        "SIGTERM came mid-stream ({} accepted)",
+        accepted.len()
+    );
+
+    // Embedded queue: rows still leased by the stopped process only come back when the
+    // lease expires, as if it had crashed. A graceful stop should leave none.
+    let stranded = if env.is_amqp() {
+        0
+    } else {
+        env.scalar(&format!(
+            "SELECT COUNT(*) FROM queue_messages WHERE lease_until > {}",
+            now_ms()
+        ))
+        .await
+    };
+    eprintln!(
+        "SIGTERM: {} of {CALLBACKS} callbacks acknowledged, {} applied before the restart, \
+         {} still queued, {stranded} of them leased by the stopped process",
+        accepted.len(),
+        users(&env, t).await.len(),
+        env.queued().await,
+    );
+    let restarted = env.start("serve").await;
+    // Wait out stranded leases too, so a failure says whether messages were delayed or lost.
+    let patience = if stranded > 0 {
+        APPLY_TIMEOUT + Duration::from_millis(env.queue.lease_ms)
+    } else {
+        APPLY_TIMEOUT
+    };
+    wait_until(
+        "every callback acknowledged before SIGTERM is applied",
+        patience,
+        || async {
+            let applied = users(&env, t).await;
+            accepted.iter().all(|u| applied.binary_search(u).is_ok())
+        },
+    )
+    .await;
+    assert_eq!(
+        stranded, 0,
+        "the gracefully stopped process left {stranded} queued messages leased: the restarted \
+         process could apply them only after queue.lease_ms ({} ms)",
+        env.queue.lease_ms
+    );
+
+    drop(restarted);
+    env.finish().await;
+}
+
+/// Scenario 7: during a key rotation both keys are accepted, and each answer is signed with
+/// the key that verified its request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_accepts_both_keys_and_signs_with_the_one_used() {
+    let mut env = Env::new("rotation").await;
+    let old_key = format!("rotation-old-{}", uuid::Uuid::new_v4().simple());
+    let new_key = format!("rotation-new-{}", uuid::Uuid::new_v4().simple());
+    env.access_keys = vec![old_key.clone(), new_key.clone()];
+    let server = env.start("serve").await;
+    let old = server.kit();
+    assert_eq!(old.key, old_key);
+    let new = old.with_key(&new_key);
+
+    let r = new
+        .send(
+            TENANT_SYNC,
+            &payload::tenant("tenant-new-key", "New", 1, 0, &time(0)),
+        )
+        .await;
+    assert_accepted("signed with the second key", &r, &new_key);
+    assert!(
+        !r.body_sign_verifies(&old_key),
+        "answer keyed with the second key"
+    );
+
+    let r = old
+        .send(
+            TENANT_SYNC,
+            &payload::tenant("tenant-old-key", "Old", 1, 0, &time(0)),
+        )
+        .await;
+    assert_accepted("signed with the first key", &r, &old_key);
+    assert!(!r.body_sign_verifies(&new_key));
+
+    let r = old
+        .with_key("retired-key")
+        .send(
+            TENANT_SYNC,
+            &payload::tenant("tenant-unknown-key", "Nope", 1, 0, &time(0)),
+        )
+        .await;
+    assert_eq!(r.code, "000001", "{r:?}");
+    assert!(
+        r.body_sign_verifies(&old_key),
+        "a request no key verified is answered with the first key: {r:?}"
+    );
+
+    wait_until("both tenants are applied", APPLY_TIMEOUT, || async {
+        env.snapshot("tenant-new-key").await.tenant.is_some()
+            && env.snapshot("tenant-old-key").await.tenant.is_some()
+    })
+    .await;
+    assert!(env.snapshot("tenant-unknown-key").await.tenant.is_none());
+    assert_eq!(env.scalar("SELECT COUNT(*) FROM tenants").await, 2);
+
+    drop(server);
+    env.finish().await;
+}
