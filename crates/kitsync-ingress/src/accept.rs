@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything the ingress needs, shared by every request.
 pub struct Acceptor {
@@ -100,7 +101,14 @@ impl Acceptor {
             }
         }
         let now = self.now_ms();
-        match self.nonces.claim(&nonce, now).await.map_err(unavailable)? {
+        // One deadline for everything that makes the callback durable, so the answer comes
+        // in time whichever step is slow.
+        let budget = Duration::from_millis(self.settings.accept_timeout_ms.max(1));
+        let deadline = tokio::time::Instant::now() + budget;
+        let claim = tokio::time::timeout_at(deadline, self.nonces.claim(&nonce, now))
+            .await
+            .map_err(|_| too_slow(budget, "recording the nonce"))?;
+        match claim.map_err(unavailable)? {
             NonceClaim::Fresh => {}
             NonceClaim::Replayed => return Err(KitError::Replayed),
         }
@@ -110,20 +118,37 @@ impl Acceptor {
             received_at_ms: now,
             command,
         };
-        let body = queued
-            .to_bytes()
-            .map_err(|e| KitError::Internal(format!("serialising the command: {e}")))?;
-        if let Err(e) = self
-            .queue
-            .publish(OutgoingMessage { message_id, body })
-            .await
-        {
-            if let Err(release) = self.nonces.release(&nonce).await {
-                tracing::warn!(error = %release, "could not release the nonce of a refused callback");
+        let body = match queued.to_bytes() {
+            Ok(body) => body,
+            Err(e) => {
+                self.forget_nonce(nonce);
+                return Err(KitError::Internal(format!("serialising the command: {e}")));
             }
-            return Err(unavailable(e));
-        }
-        Ok(())
+        };
+        let published = tokio::time::timeout_at(
+            deadline,
+            self.queue.publish(OutgoingMessage { message_id, body }),
+        )
+        .await;
+        let failure = match published {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => too_slow(budget, "queueing the callback"),
+        };
+        self.forget_nonce(nonce);
+        Err(failure)
+    }
+
+    /// Releases the nonce of a callback we could not queue, so the marketplace's retry is not
+    /// refused as a replay. In the background: the answer must not wait for a database that
+    /// is probably the reason we failed.
+    fn forget_nonce(&self, nonce: String) {
+        let nonces = self.nonces.clone();
+        tokio::spawn(async move {
+            if let Err(e) = nonces.release(&nonce).await {
+                tracing::warn!(error = %e, "could not release the nonce of a refused callback");
+            }
+        });
     }
 
     fn seal_client_secret(&self, received: &SecretText) -> Result<SecretText, KitError> {
@@ -153,6 +178,10 @@ fn secret_problem(e: &kitsync_secrets::SecretsError) -> String {
         E::NotUtf8 => "decrypts to bytes that are not UTF-8".into(),
         other => other.to_string(),
     }
+}
+
+fn too_slow(budget: Duration, step: &str) -> KitError {
+    KitError::Unavailable(format!("{step} took longer than {} ms", budget.as_millis()))
 }
 
 fn unavailable(e: QueueError) -> KitError {

@@ -18,6 +18,9 @@ pub struct KitSettings {
     pub body_limit_bytes: usize,
     /// Accepted clock difference for `x-timestamp`, in seconds.
     pub timestamp_window_secs: u64,
+    /// Time allowed to make a callback durable (nonce claim + publish) before answering
+    /// `000005`; well inside the marketplace's 5 s timeout.
+    pub accept_timeout_ms: u64,
 }
 
 impl Default for KitSettings {
@@ -28,6 +31,7 @@ impl Default for KitSettings {
             prefix: String::new(),
             body_limit_bytes: 8 * 1024 * 1024,
             timestamp_window_secs: 60,
+            accept_timeout_ms: 1_500,
         }
     }
 }

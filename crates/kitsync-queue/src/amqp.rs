@@ -825,6 +825,19 @@ impl AmqpConsumer {
         Ok(())
     }
 
+    /// Closes the consumer's channel: RabbitMQ requeues every unacked delivery at once.
+    pub(crate) async fn close(mut self) {
+        self.stream = None;
+        self.pending.clear();
+        if let Some(chan) = self.current.take() {
+            let _ = tokio::time::timeout(
+                self.queue.op_timeout(),
+                chan.channel.close(200, "consumer closed".into()),
+            )
+            .await;
+        }
+    }
+
     pub(crate) async fn release(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
         for (chan, tags) in by_channel(deliveries)? {
             chan.nack(tags, true).await?;

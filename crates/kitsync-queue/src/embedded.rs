@@ -432,6 +432,20 @@ impl EmbeddedConsumer {
         Ok(())
     }
 
+    pub(crate) async fn close(self) -> Result<(), QueueError> {
+        let db = &self.queue.db;
+        db.execute(stmt(
+            db.get_database_backend(),
+            "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner = $1",
+            vec![self.owner.as_str().into()],
+        ))
+        .await
+        .map_err(unavailable)?;
+        self.queue.new_work.notify_waiters();
+        Ok(())
+    }
+
     pub(crate) async fn release(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
         let ids = ids(deliveries)?;
         let db = &self.queue.db;

@@ -321,4 +321,21 @@ impl Consumer {
             ConsumerKind::Embedded(c) => c.release(deliveries).await,
         }
     }
+
+    /// Stops consuming and hands back everything this consumer holds but has not settled
+    /// (received-but-unreturned messages and leased rows), so another worker gets them at
+    /// once instead of after the lease (embedded) or the channel's death (RabbitMQ). Call it
+    /// on shutdown; dropping a consumer without it loses nothing, it only delays redelivery.
+    ///
+    /// # Errors
+    /// The database statement failed (embedded); the leases then simply expire.
+    pub async fn close(self) -> Result<(), QueueError> {
+        match self.0 {
+            ConsumerKind::Amqp(c) => {
+                c.close().await;
+                Ok(())
+            }
+            ConsumerKind::Embedded(c) => c.close().await,
+        }
+    }
 }

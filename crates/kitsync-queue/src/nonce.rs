@@ -171,13 +171,21 @@ async fn settle(
                 // Within a batch the first claim of a nonce is the one that was inserted;
                 // later ones are replays of it.
                 let mut fresh = fresh;
+                let mut orphans = Vec::new();
                 for r in batch {
                     let claim = if fresh.remove(&r.nonce) {
                         NonceClaim::Fresh
                     } else {
                         NonceClaim::Replayed
                     };
-                    let _ = r.done.send(Ok(claim));
+                    // The caller gave up waiting (and answered 000005): a nonce recorded for
+                    // it would make the marketplace's retry look like a replay. Forget it.
+                    if r.done.send(Ok(claim)).is_err() && claim == NonceClaim::Fresh {
+                        orphans.push(r.nonce);
+                    }
+                }
+                if !orphans.is_empty() {
+                    forget(&db, &orphans).await;
                 }
             }
             Err(e) => {
@@ -186,6 +194,21 @@ async fn settle(
                 }
             }
         }
+    }
+}
+
+/// Deletes nonces whose claimants stopped waiting. Best effort: if it fails, the retry of
+/// such a callback within the window is refused as a replay, which the log says.
+async fn forget(db: &DatabaseConnection, nonces: &[String]) {
+    let backend = db.get_database_backend();
+    let placeholders: Vec<String> = (1..=nonces.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "DELETE FROM kit_nonces WHERE nonce IN ({})",
+        placeholders.join(",")
+    );
+    let values: Vec<Value> = nonces.iter().map(|n| n.as_str().into()).collect();
+    if let Err(e) = db.execute(stmt(backend, &sql, values)).await {
+        tracing::warn!(error = %e, count = nonces.len(), "could not forget nonces of abandoned claims; their retries will be refused as replays");
     }
 }
 

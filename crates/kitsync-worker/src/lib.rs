@@ -159,7 +159,16 @@ impl Worker {
         }
     }
 
-    async fn consume_loop(&self, mut consumer: Consumer, mut shutdown: watch::Receiver<bool>) {
+    async fn consume_loop(&self, mut consumer: Consumer, shutdown: watch::Receiver<bool>) {
+        self.consume(&mut consumer, shutdown).await;
+        // Hand back whatever this loop still holds, so another worker (or this one after a
+        // restart) gets it now rather than when its lease expires.
+        if let Err(e) = consumer.close().await {
+            tracing::warn!(error = %e, "could not release leased messages on shutdown; they come back when their lease expires");
+        }
+    }
+
+    async fn consume(&self, consumer: &mut Consumer, mut shutdown: watch::Receiver<bool>) {
         let linger = Duration::from_millis(self.settings.linger_ms);
         let mut idle_backoff = self.transient_backoff();
         loop {
@@ -174,7 +183,7 @@ impl Worker {
                 Ok(batch) if batch.is_empty() => continue,
                 Ok(batch) => {
                     idle_backoff = self.transient_backoff();
-                    match self.process_delivery(&consumer, batch, &shutdown).await {
+                    match self.process_delivery(consumer, batch, &shutdown).await {
                         Ok(_) | Err(WorkerError::ShuttingDown) => {}
                         Err(e) => {
                             tracing::error!(error = %e, "batch left unacked; it will be delivered again")
@@ -251,9 +260,13 @@ impl Worker {
             Err(WorkerError::Store(e)) if decoded.len() > 1 => {
                 tracing::warn!(error = %e, "batch failed; applying its messages one by one");
                 report.isolated = true;
-                for (d, c) in decoded {
-                    self.one_by_one(consumer, d, c, shutdown, &mut report)
-                        .await?;
+                let mut rest = decoded.into_iter();
+                while let Some((d, c)) = rest.next() {
+                    if let Err(err) = self.one_by_one(consumer, d, c, shutdown, &mut report).await {
+                        let left: Vec<Delivery> = rest.map(|(d, _)| d).collect();
+                        self.release(consumer, &left).await;
+                        return Err(err);
+                    }
                 }
                 Ok(report)
             }
@@ -265,10 +278,24 @@ impl Worker {
                 self.fail(consumer, d, &c, &e, &mut report).await?;
                 Ok(report)
             }
-            Err(other) => Err(other),
+            Err(other) => {
+                let left: Vec<Delivery> = decoded.into_iter().map(|(d, _)| d).collect();
+                self.release(consumer, &left).await;
+                Err(other)
+            }
         }
     }
 
+    /// Hands unsettled deliveries back to the queue at once (instead of waiting for a lease to
+    /// expire or the channel to close). Best effort: if it fails, redelivery still happens.
+    async fn release(&self, consumer: &Consumer, left: &[Delivery]) {
+        if let Err(e) = consumer.release(left).await {
+            tracing::warn!(error = %e, count = left.len(), "could not release deliveries; they come back when their lease expires");
+        }
+    }
+
+    /// Applies one message in its own transaction; on shutdown or a queue error the message
+    /// is released, on a permanent failure it is failed (retry or dead letter).
     async fn one_by_one(
         &self,
         consumer: &Consumer,
@@ -289,7 +316,10 @@ impl Worker {
                 Ok(())
             }
             Err(WorkerError::Store(e)) => self.fail(consumer, d, &c, &e, report).await,
-            Err(other) => Err(other),
+            Err(other) => {
+                self.release(consumer, std::slice::from_ref(&d)).await;
+                Err(other)
+            }
         }
     }
 

@@ -1,0 +1,381 @@
+//! The worker's retry policy against the real queue and store: the embedded queue on SQLite by
+//! default, PostgreSQL with `KITSYNC_TEST_DATABASE_URL`, RabbitMQ with `KITSYNC_TEST_AMQP_URL`.
+//!
+//! - a poison message in a batch is isolated: the others are applied and acked, the culprit is
+//!   retried and finally dead-lettered with its reason;
+//! - an undecodable message is dead-lettered at once;
+//! - a database that is down is *not* the message's fault: the batch is retried without
+//!   counting attempts, and on shutdown it is released for immediate redelivery;
+//! - `run` applies everything with several consume loops and stops on the shutdown signal.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
+
+use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, QueuedCallback, Role};
+use kitsync_queue::{Consumer, Delivery, OutgoingMessage, Queue, QueueSettings};
+use kitsync_store::{Store, StoreSettings};
+use kitsync_worker::{Worker, WorkerSettings};
+use migrations::testing::{amqp_url, fresh_db, TestDb};
+use sea_orm::{ConnectionTrait, Statement};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+const TENANT: &str = "t-worker";
+const APP: &str = "app-1";
+
+struct Fixture {
+    db: TestDb,
+    queue: Queue,
+    store: Store,
+}
+
+async fn fixture() -> Fixture {
+    let db = fresh_db().await.expect("test database");
+    let settings = QueueSettings {
+        amqp_url: amqp_url(),
+        name: format!("kitsync.wtest.{}", uuid::Uuid::new_v4().simple()),
+        max_attempts: 3,
+        retry_min_delay_ms: 50,
+        retry_max_delay_ms: 200,
+        poll_interval_ms: 20,
+        lease_ms: 60_000,
+        ..QueueSettings::default()
+    };
+    let queue = Queue::connect(&settings, db.conn.clone())
+        .await
+        .expect("queue connects");
+    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    Fixture { db, queue, store }
+}
+
+impl Fixture {
+    async fn teardown(self) {
+        self.queue.delete_topology().await.expect("delete topology");
+        self.queue.close().await;
+        self.db.cleanup().await;
+    }
+
+    async fn publish(&self, id: &str, body: Vec<u8>) {
+        self.queue
+            .publish(OutgoingMessage {
+                message_id: id.to_owned(),
+                body,
+            })
+            .await
+            .expect("publish");
+    }
+
+    async fn publish_grant(&self, id: &str, version: i64, users: &[&str]) {
+        self.publish(id, callback(id, grant(version, users))).await;
+    }
+
+    /// Makes applying any change that writes the member `user` fail, non-transiently.
+    async fn poison_user(&self, user: &str) {
+        let db = &self.db.conn;
+        let backend = db.get_database_backend();
+        let sql: Vec<String> = if self.db.is_postgres() {
+            vec![
+                format!(
+                    "CREATE FUNCTION kitsync_test_poison() RETURNS trigger AS $$ BEGIN \
+                     IF NEW.user_name = '{user}' THEN RAISE EXCEPTION 'poisoned user {user}'; END IF; \
+                     RETURN NEW; END $$ LANGUAGE plpgsql"
+                ),
+                "CREATE TRIGGER kitsync_test_poison BEFORE INSERT OR UPDATE ON members \
+                 FOR EACH ROW EXECUTE FUNCTION kitsync_test_poison()"
+                    .to_owned(),
+            ]
+        } else {
+            vec![format!(
+                "CREATE TRIGGER kitsync_test_poison BEFORE INSERT ON members \
+                 WHEN NEW.user_name = '{user}' BEGIN SELECT RAISE(ABORT, 'poisoned user {user}'); END"
+            )]
+        };
+        for s in sql {
+            db.execute(Statement::from_string(backend, s))
+                .await
+                .expect("create poison trigger");
+        }
+    }
+
+    async fn authorised(&self) -> Vec<String> {
+        let state = self.store.snapshot(TENANT).await.expect("snapshot");
+        let mut names: Vec<String> = state
+            .authorizations
+            .into_iter()
+            .map(|a| a.user_name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn batch(&self, consumer: &mut Consumer, want: usize) -> Vec<Delivery> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < want {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {want} messages delivered",
+                got.len()
+            );
+            // `next_batch` waits for a first message; bound the wait so a missing message
+            // fails the test instead of hanging it.
+            if let Ok(batch) = tokio::time::timeout(
+                Duration::from_millis(500),
+                consumer.next_batch(want - got.len(), Duration::from_millis(50)),
+            )
+            .await
+            {
+                got.extend(batch.expect("next_batch"));
+            }
+        }
+        got
+    }
+}
+
+fn user(name: &str) -> AuthUser {
+    AuthUser {
+        user_name: name.into(),
+        name: Some(format!("User {name}")),
+        org_code: None,
+        position: None,
+        employee_code: None,
+        employee_type: None,
+        role: Role::User,
+        enabled: true,
+        mobile: None,
+        email: None,
+        work_place: None,
+        entry_date: None,
+        extension: None,
+    }
+}
+
+fn grant(version: i64, users: &[&str]) -> Command {
+    Command::Auth(AuthChange {
+        tenant_id: TENANT.into(),
+        instance_id: Some("inst-1".into()),
+        app_id: APP.into(),
+        op: AuthOp::Add,
+        users: users.iter().map(|u| user(u)).collect(),
+        test: false,
+        version: KitTime(version),
+        time_stamp: None,
+    })
+}
+
+fn callback(id: &str, command: Command) -> Vec<u8> {
+    QueuedCallback {
+        message_id: id.to_owned(),
+        received_at_ms: 1_700_000_000_000,
+        command,
+    }
+    .to_bytes()
+    .expect("serialise")
+}
+
+fn worker(store: Store, queue: Queue) -> Worker {
+    Worker::new(
+        store,
+        queue,
+        WorkerSettings {
+            concurrency: 2,
+            batch_size: 16,
+            linger_ms: 5,
+            transient_max_delay_ms: 100,
+            dlx_drain_interval_secs: 1,
+        },
+    )
+}
+
+#[tokio::test]
+async fn poison_is_isolated_retried_then_dead_lettered() {
+    let f = fixture().await;
+    f.poison_user("mallory").await;
+    f.publish_grant("m1", 1, &["alice"]).await;
+    f.publish_grant("m2", 2, &["mallory"]).await;
+    f.publish_grant("m3", 3, &["bob", "carol"]).await;
+
+    let w = worker(f.store.clone(), f.queue.clone());
+    let (_tx, rx) = watch::channel(false);
+    let mut consumer = f.queue.consumer("poison-test").await.unwrap();
+
+    // First delivery: the batch fails as a whole, is isolated, the good two are acked.
+    let batch = f.batch(&mut consumer, 3).await;
+    let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
+    assert!(report.isolated);
+    assert_eq!(
+        (report.acked, report.retried, report.dead_lettered),
+        (2, 1, 0)
+    );
+    assert_eq!(f.authorised().await, ["alice", "bob", "carol"]);
+
+    // The culprit comes back (after its retry delay) until max_attempts, then dead letters.
+    let mut dead = 0;
+    for _ in 0..2 {
+        let batch = f.batch(&mut consumer, 1).await;
+        assert_eq!(batch[0].message_id, "m2");
+        let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
+        assert!(!report.isolated, "a single message needs no isolation");
+        dead += report.dead_lettered;
+    }
+    assert_eq!(dead, 1, "dead-lettered on the last attempt");
+    let letters = f.queue.dead_letters().list(false, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].message_id, "m2");
+    assert_eq!(letters[0].attempts, 3);
+    assert!(
+        letters[0].error.contains("poisoned user mallory"),
+        "reason kept: {}",
+        letters[0].error
+    );
+    assert!(
+        letters[0].error.contains("authSync"),
+        "{}",
+        letters[0].error
+    );
+    assert_eq!(w.stats().dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(f.queue.depth().await.unwrap(), 0);
+    drop(consumer);
+    f.teardown().await;
+}
+
+#[tokio::test]
+async fn undecodable_message_is_dead_lettered_at_once() {
+    let f = fixture().await;
+    f.publish("junk", b"{not json".to_vec()).await;
+    f.publish_grant("ok", 1, &["alice"]).await;
+    let w = worker(f.store.clone(), f.queue.clone());
+    let (_tx, rx) = watch::channel(false);
+    let mut consumer = f.queue.consumer("junk-test").await.unwrap();
+    let batch = f.batch(&mut consumer, 2).await;
+    let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
+    assert_eq!((report.acked, report.dead_lettered), (1, 1));
+    let letters = f.queue.dead_letters().list(false, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].attempts, 1, "never retried");
+    assert!(
+        letters[0].error.starts_with("undecodable message"),
+        "{}",
+        letters[0].error
+    );
+    assert_eq!(f.authorised().await, ["alice"]);
+    drop(consumer);
+    f.teardown().await;
+}
+
+#[tokio::test]
+async fn database_outage_is_retried_uncounted_and_released_on_shutdown() {
+    let f = fixture().await;
+    f.publish_grant("m1", 1, &["alice"]).await;
+    f.publish_grant("m2", 2, &["bob"]).await;
+
+    // The worker's store has its own pool, closed: every apply fails as "unavailable".
+    let broken = migrations::connect(&f.db.url, 1).await.unwrap();
+    broken.clone().close().await.unwrap();
+    let w = worker(
+        Store::new(broken, StoreSettings::default()),
+        f.queue.clone(),
+    );
+    let (tx, rx) = watch::channel(false);
+    let mut consumer = f.queue.consumer("outage-test").await.unwrap();
+    let batch = f.batch(&mut consumer, 2).await;
+
+    let stats = w.stats();
+    let shutdown = tokio::spawn(async move {
+        // Let it retry a few times, then ask it to stop.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.transient_errors.load(Ordering::Relaxed) < 3 {
+            assert!(Instant::now() < deadline, "no transient retries seen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tx.send(true).unwrap();
+    });
+    let started = Instant::now();
+    let result = w.process_delivery(&consumer, batch, &rx).await;
+    shutdown.await.unwrap();
+    assert!(
+        matches!(result, Err(kitsync_worker::WorkerError::ShuttingDown)),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(w.stats().retried.load(Ordering::Relaxed), 0);
+    assert_eq!(w.stats().dead_lettered.load(Ordering::Relaxed), 0);
+
+    // Released, not failed: they come back at once (not after the 60 s lease, nor when the
+    // channel dies), as first attempts, and a healthy worker applies them.
+    let good = worker(f.store.clone(), f.queue.clone());
+    let started = Instant::now();
+    let batch = f.batch(&mut consumer, 2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "released messages come back without waiting for the lease"
+    );
+    assert!(batch.iter().all(|d| d.attempts == 0), "{batch:?}");
+    let (_tx2, rx2) = watch::channel(false);
+    let report = good.process_delivery(&consumer, batch, &rx2).await.unwrap();
+    assert_eq!(report.acked, 2);
+    assert_eq!(f.authorised().await, ["alice", "bob"]);
+    drop(consumer);
+    f.teardown().await;
+}
+
+#[tokio::test]
+async fn run_applies_everything_and_stops_on_shutdown() {
+    let f = fixture().await;
+    let mut expected = Vec::new();
+    for i in 0..120 {
+        let name = format!("user{i:03}");
+        f.publish_grant(&format!("m{i}"), 1000 + i, &[&name]).await;
+        expected.push(name);
+    }
+    let w = worker(f.store.clone(), f.queue.clone());
+    let stats = w.stats();
+    let (tx, rx) = watch::channel(false);
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run(rx).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.messages_acked.load(Ordering::Relaxed) < 120 {
+        assert!(
+            Instant::now() < deadline,
+            "acked {} of 120",
+            stats.messages_acked.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("run stops on shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.authorised().await, expected);
+    assert!(
+        stats.batches.load(Ordering::Relaxed) < 120,
+        "messages are applied in batches"
+    );
+    assert_eq!(f.queue.depth().await.unwrap(), 0);
+    f.teardown().await;
+}
+
+#[tokio::test]
+async fn closing_a_consumer_hands_its_messages_back_at_once() {
+    let f = fixture().await;
+    for i in 0..5 {
+        f.publish_grant(&format!("m{i}"), 1 + i, &[&format!("u{i}")])
+            .await;
+    }
+    let mut first = f.queue.consumer("close-test-1").await.unwrap();
+    let held = f.batch(&mut first, 5).await;
+    drop(held); // received, never settled
+    first.close().await.unwrap();
+    let mut second = f.queue.consumer("close-test-2").await.unwrap();
+    let started = Instant::now();
+    let batch = f.batch(&mut second, 5).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    second.ack(&batch).await.unwrap();
+    drop(second);
+    assert_eq!(f.queue.depth().await.unwrap(), 0);
+    f.teardown().await;
+}
