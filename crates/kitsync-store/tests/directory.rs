@@ -91,8 +91,39 @@ async fn outcomes_and_counts_of_a_simple_history() {
         ),
         (1, 1, 2, 2, 2)
     );
-    // 8 rows + the instance id.
-    assert_eq!(c.journal, 9);
+    // Tenant, app, one row per member (profile and authorisation together), two
+    // departments, and the instance id.
+    assert_eq!(c.journal, 7);
+    let members: Vec<_> = s
+        .journal_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.entity == "member")
+        .collect();
+    assert_eq!(members.len(), 2);
+    assert_eq!(
+        (members[0].entity_key.as_str(), members[0].action.as_str()),
+        ("u1", "authorized")
+    );
+    assert_eq!(members[0].data["appId"], "a");
+    assert_eq!(members[0].data["authorization"]["role"], "user");
+    assert_eq!(members[0].data["authorization"]["enabled"], true);
+    assert!(members[0].data["profile"]["name"].is_string());
+
+    // A newer removal journals `deauthorized`, without a profile.
+    s.apply(&revoke("t", "a", 13, &["u1"])).await.unwrap();
+    let last = s.journal_after(0, 100).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (
+            last.entity.as_str(),
+            last.entity_key.as_str(),
+            last.action.as_str()
+        ),
+        ("member", "u1", "deauthorized")
+    );
+    assert_eq!(last.data["authorization"]["deleted"], true);
+    assert!(last.data["profile"].is_null());
     let state = s.snapshot("t").await.unwrap();
     assert_eq!(state.instance_ids, vec!["inst-t".to_string()]);
     let t = state.tenant.unwrap();

@@ -22,26 +22,26 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
                 .await?;
             let rank = Rank::upsert(v, app_fp(&c.client_id, &c.client_secret.0, c.test));
             let change = row(c, false, rank, cx.now);
-            cx.write_changes(
-                &APPS,
-                &[
-                    "client_id",
-                    "client_secret",
-                    "test",
-                    "deleted",
-                    "version",
-                    "fp",
-                    "updated_at",
-                ],
-                "app",
-                t,
-                marks.purged,
-                &current,
-                vec![change],
-                upsert_action,
-                &mut tally,
-            )
-            .await?;
+            let written = cx
+                .write_changes(
+                    &APPS,
+                    &[
+                        "client_id",
+                        "client_secret",
+                        "test",
+                        "deleted",
+                        "version",
+                        "fp",
+                        "updated_at",
+                    ],
+                    marks.purged,
+                    &current,
+                    vec![change],
+                    upsert_action,
+                    &mut tally,
+                )
+                .await?;
+            cx.journal_written("app", t, written);
         }
         Op::Delete => {
             if v <= marks.purged {
@@ -72,18 +72,18 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
                 .load_current(&APPS, &[("tenant_id", t)], Some(&[a]), &[])
                 .await?;
             let change = row(c, true, Rank::delete(v), cx.now);
-            cx.write_changes(
-                &APPS,
-                &["client_secret", "deleted", "version", "fp", "updated_at"],
-                "app",
-                t,
-                marks.purged,
-                &current,
-                vec![change],
-                tombstone_action,
-                &mut tally,
-            )
-            .await?;
+            let written = cx
+                .write_changes(
+                    &APPS,
+                    &["client_secret", "deleted", "version", "fp", "updated_at"],
+                    marks.purged,
+                    &current,
+                    vec![change],
+                    tombstone_action,
+                    &mut tally,
+                )
+                .await?;
+            cx.journal_written("app", t, written);
             if v > app_purge {
                 let mut sql = cx.sql();
                 sql.push("UPDATE apps SET purged_version = ")

@@ -1,7 +1,13 @@
 //! authSync: grant/update (authorisation + member profile) or remove (authorisation only).
+//!
+//! Journal: one `member` row per user the callback changed, `authorized` (the app's
+//! authorisation was created, or re-created after a removal), `deauthorized` (removed) or
+//! `modified` (role, enabled or profile), with data
+//! `{"userName","appId","authorization":{"role","enabled"}|{"deleted":true}|null,"profile":{…}|null}`
+//! — `null` where that part was not written (older than what is stored, or unchanged).
 use super::{
-    flag, json, tombstone_action, upsert_action, Change, Cx, Tally, AUTHORIZATIONS, MEMBERS,
-    TOMBSTONE_SET,
+    flag, json, tombstone_action, upsert_action, Change, Cx, Tally, Written, AUTHORIZATIONS,
+    MEMBERS, TOMBSTONE_SET,
 };
 use crate::error::StoreError;
 use crate::model::Outcome;
@@ -42,8 +48,9 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
     let keys: Vec<&str> = users.iter().map(|u| u.user_name.as_str()).collect();
     let mut tally = Tally::default();
 
+    // The member profile: one per tenant, the newest change from any app wins.
+    let mut profiles: HashMap<String, Written> = HashMap::new();
     if !c.op.removes() {
-        // The member profile: one per tenant, the newest change from any app wins.
         let current = cx
             .load_current(&MEMBERS, &[("tenant_id", t)], Some(&keys), &[])
             .await?;
@@ -51,18 +58,21 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
             .iter()
             .map(|u| member_change(t, u, v, c.test, cx.now))
             .collect();
-        cx.write_changes(
-            &MEMBERS,
-            &MEMBERS.columns[2..],
-            "member",
-            t,
-            marks.purged,
-            &current,
-            changes,
-            upsert_action,
-            &mut tally,
-        )
-        .await?;
+        let written = cx
+            .write_changes(
+                &MEMBERS,
+                &MEMBERS.columns[2..],
+                marks.purged,
+                &current,
+                changes,
+                upsert_action,
+                &mut tally,
+            )
+            .await?;
+        profiles = written
+            .into_iter()
+            .map(|w| (w.change.key.clone(), w))
+            .collect();
     }
 
     let current = cx
@@ -83,18 +93,41 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
     } else {
         (&AUTHORIZATIONS.columns[3..], upsert_action)
     };
-    cx.write_changes(
-        &AUTHORIZATIONS,
-        set,
-        "authorization",
-        t,
-        auth_cutoff,
-        &current,
-        changes,
-        action,
-        &mut tally,
-    )
-    .await?;
+    let written = cx
+        .write_changes(
+            &AUTHORIZATIONS,
+            set,
+            auth_cutoff,
+            &current,
+            changes,
+            action,
+            &mut tally,
+        )
+        .await?;
+    let mut grants: HashMap<String, Written> = written
+        .into_iter()
+        .map(|w| (w.change.key.clone(), w))
+        .collect();
+
+    // One journal row per user whose profile or authorisation this callback changed.
+    for u in users {
+        let (profile, grant) = (profiles.remove(&u.user_name), grants.remove(&u.user_name));
+        let action = match grant.as_ref().map(|g| g.action) {
+            Some("created") => "authorized",
+            Some("deleted") => "deauthorized",
+            Some(_) => "modified",
+            None if profile.is_some() => "modified",
+            None => continue,
+        };
+        let data = format!(
+            r#"{{"userName":{},"appId":{},"authorization":{},"profile":{}}}"#,
+            json(&u.user_name),
+            json(&a),
+            grant.as_ref().map_or("null", |g| g.change.data.as_str()),
+            profile.as_ref().map_or("null", |p| p.change.data.as_str()),
+        );
+        cx.journal(t, "member", u.user_name.clone(), action, v, data, c.test);
+    }
     Ok(tally.outcome())
 }
 
@@ -140,7 +173,6 @@ fn member_change(t: &str, u: &AuthUser, v: i64, test: bool, now: i64) -> Change 
             now.into(),
         ],
         data: json(&MemberData {
-            user_name: &u.user_name,
             name: u.name.as_deref(),
             org_code: u.org_code.as_deref(),
             position: u.position.as_deref(),
@@ -151,7 +183,6 @@ fn member_change(t: &str, u: &AuthUser, v: i64, test: bool, now: i64) -> Change 
             work_place: u.work_place.as_deref(),
             entry_date: u.entry_date.as_deref(),
             extension: u.extension.as_deref(),
-            deleted: false,
         }),
         test,
     }
@@ -173,13 +204,14 @@ fn auth_change(
     } else {
         Rank::upsert(v, auth_fp(role, u.enabled, test))
     };
-    let data = json(&AuthData {
-        app_id: a,
-        user_name: &u.user_name,
-        role: (!deleted).then_some(role),
-        enabled: (!deleted).then_some(u.enabled),
-        deleted,
-    });
+    let data = if deleted {
+        r#"{"deleted":true}"#.to_owned()
+    } else {
+        json(&AuthData {
+            role,
+            enabled: u.enabled,
+        })
+    };
     Change {
         key: u.user_name.clone(),
         journal_key: format!("{a}:{}", u.user_name),
@@ -201,11 +233,10 @@ fn auth_change(
     }
 }
 
-/// Journal payload of a member profile.
+/// The profile in a member's journal payload.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct MemberData<'a> {
-    user_name: &'a str,
     name: Option<&'a str>,
     org_code: Option<&'a str>,
     position: Option<&'a str>,
@@ -216,18 +247,11 @@ struct MemberData<'a> {
     work_place: Option<&'a str>,
     entry_date: Option<&'a str>,
     extension: Option<&'a str>,
-    deleted: bool,
 }
 
-/// Journal payload of an authorisation (a tombstone has no role).
+/// The authorisation in a member's journal payload (a removal is `{"deleted":true}`).
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct AuthData<'a> {
-    app_id: &'a str,
-    user_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    enabled: Option<bool>,
-    deleted: bool,
+    role: &'a str,
+    enabled: bool,
 }

@@ -207,6 +207,12 @@ pub(crate) struct Change {
     pub test: bool,
 }
 
+/// A change [`Cx::write_changes`] wrote, and what it did to the row (`created`, …).
+pub(crate) struct Written {
+    pub change: Change,
+    pub action: &'static str,
+}
+
 /// JSON text of a journal payload. The payloads are plain structs of strings, numbers and
 /// booleans, whose serialisation cannot fail; `null` keeps the column valid regardless.
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
@@ -534,21 +540,19 @@ impl<'a> Cx<'a> {
     }
 
     /// Decides every change against the stored rows, writes the winners set-based (`update`
-    /// names the columns an existing row takes from the change), journals what was written
-    /// and tallies the decisions.
+    /// names the columns an existing row takes from the change), tallies the decisions and
+    /// returns what was written, with its journal action (see [`Cx::journal_written`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn write_changes(
         &mut self,
         table: &Table,
         update: &[&str],
-        entity: &'static str,
-        tenant: &str,
         cutoff: i64,
         current: &HashMap<String, Current>,
         changes: Vec<Change>,
         action: ActionFn,
         tally: &mut Tally,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Written>, StoreError> {
         let mut winners = Vec::with_capacity(changes.len());
         for c in changes {
             let cur = current.get(&c.key);
@@ -558,7 +562,7 @@ impl<'a> Cx<'a> {
             }
         }
         if winners.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let actions = winners
             .iter()
@@ -598,24 +602,37 @@ impl<'a> Cx<'a> {
                 written.insert(row.try_get_by_index::<String>(0)?);
             }
         }
-        for (c, act) in winners.into_iter().zip(actions) {
+        let mut out = Vec::with_capacity(written.len());
+        for (c, action) in winners.into_iter().zip(actions) {
             if !written.contains(&c.key) {
                 // Lost to a concurrent writer that bypassed the tenant lock: older after all.
                 tally.note(Decision::Stale);
                 continue;
             }
             tally.note(Decision::Apply);
+            out.push(Written { change: c, action });
+        }
+        Ok(out)
+    }
+
+    /// Journals written changes, one row each, in the order they were made.
+    pub(crate) fn journal_written(
+        &mut self,
+        entity: &'static str,
+        tenant: &str,
+        written: Vec<Written>,
+    ) {
+        for Written { change: c, action } in written {
             self.journal(
                 tenant,
                 entity,
                 c.journal_key,
-                act,
+                action,
                 c.rank.version,
                 c.data,
                 c.test,
             );
         }
-        Ok(())
     }
 
     /// Tombstones, set-based, every live row of `table` in the scope whose version is at or

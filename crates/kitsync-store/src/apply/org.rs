@@ -46,33 +46,33 @@ pub(super) async fn apply_incremental(
     match c.op {
         Op::Upsert => {
             let change = upsert_change(t, &info, v, c.test, cx.now);
-            cx.write_changes(
-                &DEPARTMENTS,
-                UPSERT_SET,
-                "department",
-                t,
-                cutoff,
-                &current,
-                vec![change],
-                department_action,
-                &mut tally,
-            )
-            .await?;
+            let written = cx
+                .write_changes(
+                    &DEPARTMENTS,
+                    UPSERT_SET,
+                    cutoff,
+                    &current,
+                    vec![change],
+                    department_action,
+                    &mut tally,
+                )
+                .await?;
+            cx.journal_written("department", t, written);
         }
         Op::Delete => {
             let change = tombstone_change(t, &info, v, c.test, cx.now);
-            cx.write_changes(
-                &DEPARTMENTS,
-                TOMBSTONE_SET,
-                "department",
-                t,
-                cutoff,
-                &current,
-                vec![change],
-                tombstone_action,
-                &mut tally,
-            )
-            .await?;
+            let written = cx
+                .write_changes(
+                    &DEPARTMENTS,
+                    TOMBSTONE_SET,
+                    cutoff,
+                    &current,
+                    vec![change],
+                    tombstone_action,
+                    &mut tally,
+                )
+                .await?;
+            cx.journal_written("department", t, written);
         }
     }
     Ok(tally.outcome())
@@ -142,18 +142,18 @@ pub(super) async fn apply_full(
         .iter()
         .map(|o| upsert_change(t, o, v, snapshot.test, cx.now))
         .collect();
-    cx.write_changes(
-        &DEPARTMENTS,
-        UPSERT_SET,
-        "department",
-        t,
-        cutoff,
-        &current,
-        upserts,
-        department_action,
-        &mut tally,
-    )
-    .await?;
+    let written = cx
+        .write_changes(
+            &DEPARTMENTS,
+            UPSERT_SET,
+            cutoff,
+            &current,
+            upserts,
+            department_action,
+            &mut tally,
+        )
+        .await?;
+    cx.journal_written("department", t, written);
     // The snapshot removes what is older than itself, so its tombstones rank just below it,
     // at `v - 1`: an incremental change stamped exactly `v` then wins whether it arrived
     // before the snapshot (kept: not older) or after (written over the tombstone). Ranks still
@@ -168,18 +168,18 @@ pub(super) async fn apply_full(
         };
         deletes.push(tombstone_change(t, &info, v - 1, snapshot.test, cx.now));
     }
-    cx.write_changes(
-        &DEPARTMENTS,
-        TOMBSTONE_SET,
-        "department",
-        t,
-        i64::MIN,
-        &current,
-        deletes,
-        tombstone_action,
-        &mut tally,
-    )
-    .await?;
+    let written = cx
+        .write_changes(
+            &DEPARTMENTS,
+            TOMBSTONE_SET,
+            i64::MIN,
+            &current,
+            deletes,
+            tombstone_action,
+            &mut tally,
+        )
+        .await?;
+    cx.journal_written("department", t, written);
     if v > marks.snapshot {
         cx.set_snapshot(t, v).await?;
         tally.moved = true;

@@ -20,18 +20,18 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &TenantChange) -> Result<Outcome, 
             let current = cx.load_current(&TENANTS, &[], Some(&[t]), &[]).await?;
             let fp = tenant_fp(&c.tenant_code, &c.name, domain, c.test);
             let change = row(c, domain, false, Rank::upsert(v, fp), cx.now);
-            cx.write_changes(
-                &TENANTS,
-                &TENANTS.columns[1..],
-                "tenant",
-                t,
-                marks.purged,
-                &current,
-                vec![change],
-                upsert_action,
-                &mut tally,
-            )
-            .await?;
+            let written = cx
+                .write_changes(
+                    &TENANTS,
+                    &TENANTS.columns[1..],
+                    marks.purged,
+                    &current,
+                    vec![change],
+                    upsert_action,
+                    &mut tally,
+                )
+                .await?;
+            cx.journal_written("tenant", t, written);
         }
         Op::Delete => {
             if v < marks.purged {
@@ -47,18 +47,18 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &TenantChange) -> Result<Outcome, 
             // only names the tenant, so an existing row keeps its other fields.
             let current = cx.load_current(&TENANTS, &[], Some(&[t]), &[]).await?;
             let change = row(c, domain, true, Rank::delete(v), cx.now);
-            cx.write_changes(
-                &TENANTS,
-                TOMBSTONE_SET,
-                "tenant",
-                t,
-                i64::MIN,
-                &current,
-                vec![change],
-                tombstone_action,
-                &mut tally,
-            )
-            .await?;
+            let written = cx
+                .write_changes(
+                    &TENANTS,
+                    TOMBSTONE_SET,
+                    i64::MIN,
+                    &current,
+                    vec![change],
+                    tombstone_action,
+                    &mut tally,
+                )
+                .await?;
+            cx.journal_written("tenant", t, written);
         }
     }
     Ok(tally.outcome())
