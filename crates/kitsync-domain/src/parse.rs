@@ -12,6 +12,7 @@ use crate::command::*;
 use crate::error::FieldError;
 use crate::time::KitTime;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 type Obj = Map<String, Value>;
 
@@ -90,11 +91,13 @@ fn auth(o: &Obj) -> Result<AuthChange, FieldError> {
     let mut users: Vec<AuthUser> = Vec::with_capacity(list.len());
     let mut seen = std::collections::HashMap::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
-        let path = format!("userList[{i}]");
         let Value::Object(u) = item else {
-            return Err(FieldError::new(path, "must be an object"));
+            return Err(FieldError::new(
+                format!("userList[{i}]"),
+                "must be an object",
+            ));
         };
-        let user = auth_user(u, op.removes()).map_err(|e| e.within(&path))?;
+        let user = auth_user(u, op.removes()).map_err(|e| e.within(&format!("userList[{i}]")))?;
         // A user listed twice in one batch: the later entry wins.
         match seen.get(&user.user_name) {
             Some(&at) => users[at] = user,
@@ -118,9 +121,9 @@ fn auth(o: &Obj) -> Result<AuthChange, FieldError> {
 
 fn auth_user(u: &Obj, removing: bool) -> Result<AuthUser, FieldError> {
     let ext = get(u, &["extension"]).filter(|v| !v.is_null());
-    let ext_obj: Option<Obj> = match ext {
-        Some(Value::Object(m)) => Some(m.clone()),
-        Some(Value::String(s)) => serde_json::from_str::<Obj>(s).ok(),
+    let ext_obj: Option<Cow<'_, Obj>> = match ext {
+        Some(Value::Object(m)) => Some(Cow::Borrowed(m)),
+        Some(Value::String(s)) => serde_json::from_str::<Obj>(s).ok().map(Cow::Owned),
         _ => None,
     };
     let from_ext = |name: &str| ext_obj.as_ref().and_then(|m| get(m, &[name]).cloned());
@@ -229,9 +232,11 @@ fn full_org(o: &Obj) -> Result<FullOrgSnapshot, FieldError> {
     let mut orgs: Vec<OrgInfo> = Vec::with_capacity(list.len());
     let mut seen = std::collections::HashMap::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
-        let path = format!("orgInfoList[{i}]");
         let Value::Object(d) = item else {
-            return Err(FieldError::new(path, "must be an object"));
+            return Err(FieldError::new(
+                format!("orgInfoList[{i}]"),
+                "must be an object",
+            ));
         };
         let info = (|| {
             Ok::<_, FieldError>(OrgInfo {
@@ -240,7 +245,7 @@ fn full_org(o: &Obj) -> Result<FullOrgSnapshot, FieldError> {
                 parent_code: opt_str(d, &["parentCode"], 64)?,
             })
         })()
-        .map_err(|e| e.within(&path))?;
+        .map_err(|e| e.within(&format!("orgInfoList[{i}]")))?;
         match seen.get(&info.org_code) {
             Some(&at) => orgs[at] = info,
             None => {
@@ -431,17 +436,17 @@ fn kit_time(o: &Obj, name: &str) -> Result<KitTime, FieldError> {
 
 /// A list sent as an array, as a JSON string holding an array, or as a string holding an
 /// array written with unquoted keys.
-fn list_field(o: &Obj, names: &[&str]) -> Result<Option<Vec<Value>>, FieldError> {
+fn list_field<'a>(o: &'a Obj, names: &[&str]) -> Result<Option<Cow<'a, [Value]>>, FieldError> {
     let field = names.first().copied().unwrap_or_default();
     match get(o, names) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a.clone())),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(Vec::new())),
+        Some(Value::Array(a)) => Ok(Some(Cow::Borrowed(a.as_slice()))),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(Cow::Owned(Vec::new()))),
         Some(Value::String(s)) => {
             let parsed = serde_json::from_str::<Value>(s)
                 .or_else(|_| serde_json::from_str::<Value>(&quote_bare_keys(s)));
             match parsed {
-                Ok(Value::Array(a)) => Ok(Some(a)),
+                Ok(Value::Array(a)) => Ok(Some(Cow::Owned(a))),
                 Ok(_) => Err(FieldError::new(
                     field,
                     "must be an array (or a string holding one)",
