@@ -32,7 +32,7 @@ impl MigratorTrait for Migrator {
 
 /// Opens a connection pool on `url` (`postgres://…` or `sqlite://path?mode=rwc`).
 ///
-/// SQLite gets WAL journaling (readers never block the writer), a 10 s busy timeout and
+/// Connections are not pinged before each use (see below). SQLite gets WAL journaling (readers never block the writer), a 10 s busy timeout and
 /// `synchronous=FULL`, so a committed row in the embedded queue survives a power cut.
 ///
 /// # Errors
@@ -43,6 +43,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .min_connections(1)
         .connect_timeout(Duration::from_secs(2))
         .acquire_timeout(Duration::from_secs(2))
+        // No ping before every checkout: it is a round trip per statement on the callback
+        // path, and a dead connection fails the statement anyway (the caller's error path
+        // handles it, and the pool drops the connection).
+        .test_before_acquire(false)
         .sqlx_logging(false);
     opts.map_sqlx_sqlite_opts(|o| {
         use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
