@@ -75,20 +75,20 @@ pub async fn run(settings: Settings, command: BenchCmd) -> anyhow::Result<()> {
 }
 
 /// A throwaway SQLite database unless one is configured; a queue name of its own.
-fn bench_settings(mut s: Settings) -> anyhow::Result<(Settings, Option<tempfile::TempDir>)> {
-    let mut tmp = None;
+fn bench_settings(mut s: Settings) -> anyhow::Result<(Settings, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
     if std::env::var("KITSYNC_DATABASE__URL").is_err() && s.database.url.starts_with("sqlite") {
-        let dir = tempfile::tempdir()?;
         s.database.url = format!(
             "sqlite://{}?mode=rwc",
             dir.path().join("bench.sqlite").display()
         );
-        s.secrets.master_key_path = dir.path().join("master.key");
-        tmp = Some(dir);
     }
+    // The benchmarks seal no real secret: never create or read the operator's master key.
+    s.secrets.master_key_path = dir.path().join("master.key");
+    s.secrets.master_key = None;
     s.queue.name = format!("kitsync.bench.{}", uuid::Uuid::new_v4().simple());
     s.http.addr = "127.0.0.1:0".into();
-    Ok((s, tmp))
+    Ok((s, dir))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
