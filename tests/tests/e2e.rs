@@ -1031,3 +1031,93 @@ async fn key_rotation_accepts_both_keys_and_signs_with_the_one_used() {
     drop(server);
     env.finish().await;
 }
+
+/// Scenario: `ingress` and `worker` scaled out as separate processes, two of each, sharing
+/// one database and queue. Callbacks sent to either ingress are all applied exactly once,
+/// and a request accepted by one ingress is refused as a replay by the other (the nonce
+/// ledger is shared, not per process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ingresses_and_two_workers_share_the_work() {
+    const CALLBACKS: usize = 120;
+    let env = Env::new("scale-out").await;
+    let ingress_a = env.start("ingress").await;
+    let ingress_b = env.start("ingress").await;
+    let mut worker_1 = env.start("worker").await;
+    let mut worker_2 = env.start("worker").await;
+    let (kit_a, kit_b) = (ingress_a.kit(), ingress_b.kit());
+    let tenants = ["tenant-so-1", "tenant-so-2", "tenant-so-3"];
+
+    // A request accepted by A is a replay for B.
+    let first = kit_a.signed(&payload::auth(
+        tenants[0],
+        "app-so",
+        1,
+        &[User::new("first-user", "D1", "user", true)],
+        &time(0),
+    ));
+    assert_accepted(
+        "first request via A",
+        &kit_a.send_signed(AUTH_SYNC, &first).await.unwrap(),
+        env.key(),
+    );
+    let replay = kit_b.send_signed(AUTH_SYNC, &first).await.unwrap();
+    assert_eq!(replay.code, "000001", "replay via B: {replay:?}");
+    assert!(
+        replay.msg.contains("nonce"),
+        "replay via B names the nonce: {replay:?}"
+    );
+
+    let mut senders = tokio::task::JoinSet::new();
+    for k in 0..8 {
+        let kit = if k % 2 == 0 {
+            kit_a.clone()
+        } else {
+            kit_b.clone()
+        };
+        senders.spawn(async move {
+            let mut replies = Vec::new();
+            for i in (k..CALLBACKS).step_by(8) {
+                let t = tenants[i % tenants.len()];
+                let users = [User::new(&format!("user-{i:03}"), "D1", "user", true)];
+                let body = payload::auth(t, "app-so", 1, &users, &time(1 + i as i64));
+                replies.push((i, kit.send(AUTH_SYNC, &body).await));
+            }
+            replies
+        });
+    }
+    while let Some(done) = senders.join_next().await {
+        for (i, r) in done.unwrap() {
+            assert_accepted(&format!("callback {i}"), &r, env.key());
+        }
+    }
+
+    let expected = CALLBACKS as i64 + 1;
+    wait_until("every authorisation is applied", APPLY_TIMEOUT, || async {
+        env.live_authorizations().await >= expected
+    })
+    .await;
+    wait_until("the queue is empty", APPLY_TIMEOUT, || async {
+        env.queued().await == 0
+    })
+    .await;
+    assert_eq!(env.live_authorizations().await, expected);
+    assert_eq!(
+        env.scalar(
+            "SELECT COUNT(*) FROM journal WHERE entity = 'member' AND action = 'authorized'"
+        )
+        .await,
+        expected,
+        "each authorisation applied once, whichever worker took it"
+    );
+    for t in tenants {
+        assert!(!users(&env, t).await.is_empty(), "{t} has members");
+    }
+    assert_eq!(env.scalar("SELECT COUNT(*) FROM dead_letters").await, 0);
+
+    for w in [&mut worker_1, &mut worker_2] {
+        let status = w.terminate(Duration::from_secs(15)).await;
+        assert!(status.success(), "worker exit status {status}");
+    }
+    drop((ingress_a, ingress_b));
+    env.finish().await;
+}
