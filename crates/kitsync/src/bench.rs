@@ -181,16 +181,23 @@ async fn ingest(mut settings: Settings, a: IngestArgs) -> anyhow::Result<()> {
     // Alternating rounds, so both sides see the same broker and machine state; medians.
     let mut rates = Vec::new();
     let mut handler_rates = Vec::new();
+    let mut nonce_rates = Vec::new();
     let mut lat = Vec::new();
     let mut errors = 0;
     let _ = drive(&client, &raw.uri, key, concurrency, &warmup).await?;
+    let _ = drive(&client, &raw.nonce_uri, key, concurrency, &warmup).await?;
     let _ = drive(&client, &uri, key, concurrency, &warmup).await?;
     for _ in 0..a.rounds.max(1) {
-        let started = Instant::now();
-        let (_, raw_errors) = drive(&client, &raw.uri, key, concurrency, &bodies).await?;
-        handler_rates.push(a.requests as f64 / started.elapsed().as_secs_f64());
-        if raw_errors > 0 {
-            anyhow::bail!("the raw handler failed {raw_errors} requests");
+        for (target, out) in [
+            (&raw.uri, &mut handler_rates),
+            (&raw.nonce_uri, &mut nonce_rates),
+        ] {
+            let started = Instant::now();
+            let (_, raw_errors) = drive(&client, target, key, concurrency, &bodies).await?;
+            out.push(a.requests as f64 / started.elapsed().as_secs_f64());
+            if raw_errors > 0 {
+                anyhow::bail!("the raw handler ({target}) failed {raw_errors} requests");
+            }
         }
         let started = Instant::now();
         let (l, e) = drive(&client, &uri, key, concurrency, &bodies).await?;
@@ -207,6 +214,7 @@ async fn ingest(mut settings: Settings, a: IngestArgs) -> anyhow::Result<()> {
     lat.sort();
     let rate = median(&mut rates);
     let handler_rate = median(&mut handler_rates);
+    let nonce_rate = median(&mut nonce_rates);
 
     println!(
         "kitsync bench ingest: {concurrency} concurrent callers, {} rounds of {} callbacks of {body_len} B, queue {}",
@@ -228,11 +236,19 @@ async fn ingest(mut settings: Settings, a: IngestArgs) -> anyhow::Result<()> {
         list(&handler_rates)
     );
     println!(
+        "  raw handler + nonce    {nonce_rate:>10.0}   (median; rounds {}; the same, after a one-row committed INSERT of the nonce)",
+        list(&nonce_rates)
+    );
+    println!(
         "  raw queue msgs/s       {raw_rate:>10.0}   ({raw_label}, same concurrency, no HTTP)"
     );
     println!(
         "  ratio to raw handler   {:>10.2}   (target ≥ 0.60, p99 < 50 ms)",
         rate / handler_rate
+    );
+    println!(
+        "  ratio to raw + nonce   {:>10.2}   (kitsync next to the least a durable replay check costs)",
+        rate / nonce_rate
     );
     println!(
         "  ratio to raw queue     {:>10.2}   (the queue alone)",
@@ -384,6 +400,9 @@ impl RawSink {
 struct RawHandlerState {
     key: String,
     sink: RawSink,
+    /// The nonce table of the `/raw-nonce` route and its one-row insert.
+    nonces: (String, String),
+    db: DatabaseConnection,
 }
 
 /// The raw handler: an axum route that checks the Kit HMAC and durably queues the raw body
@@ -393,12 +412,49 @@ async fn raw_handler_route(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> &'static str {
+    raw_handle(&state, &headers, body, false).await
+}
+
+/// The raw handler plus the least a replay check must do: one committed
+/// `INSERT … ON CONFLICT DO NOTHING` of the nonce per request, before queueing.
+async fn raw_nonce_route(
+    axum::extract::State(state): axum::extract::State<Arc<RawHandlerState>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> &'static str {
+    raw_handle(&state, &headers, body, true).await
+}
+
+async fn raw_handle(
+    state: &RawHandlerState,
+    headers: &axum::http::HeaderMap,
+    body: Bytes,
+    nonce: bool,
+) -> &'static str {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     let keys = [state.key.as_bytes()];
     if kitsync_domain::signing::verify(&keys, h("x-nonce"), h("x-timestamp"), &body, h("x-sign"))
         .is_err()
     {
         return r#"{"resultCode":"000001","resultMsg":"bad signature"}"#;
+    }
+    if nonce {
+        let fresh = state
+            .db
+            .query_all(Statement::from_sql_and_values(
+                state.db.get_database_backend(),
+                &state.nonces.1,
+                [
+                    h("x-nonce").into(),
+                    chrono::Utc::now().timestamp_millis().into(),
+                ],
+            ))
+            .await;
+        match fresh {
+            Ok(rows) if rows.len() == 1 => {}
+            Ok(_) => return r#"{"resultCode":"000001","resultMsg":"replayed"}"#,
+            Err(_) => return r#"{"resultCode":"000005","resultMsg":"unavailable"}"#,
+        }
     }
     match state.sink.put(body).await {
         Ok(()) => r#"{"resultCode":"000000","resultMsg":"success"}"#,
@@ -409,6 +465,7 @@ async fn raw_handler_route(
 /// The raw handler-with-confirm server (product.md §5), on a port of its own.
 struct RawHandler {
     uri: String,
+    nonce_uri: String,
     name: String,
     state: Arc<RawHandlerState>,
     conn: Option<lapin::Connection>,
@@ -476,15 +533,36 @@ impl RawHandler {
                 }
             }
         };
+        let backend = db.get_database_backend();
+        let nonce_table = format!("{}_nonces", name.replace('.', "_"));
+        for sql in [
+            format!("CREATE TABLE {nonce_table} (nonce TEXT NOT NULL PRIMARY KEY, seen_at BIGINT NOT NULL)"),
+            format!("CREATE INDEX {nonce_table}_seen_at ON {nonce_table} (seen_at)"),
+        ] {
+            db.execute(Statement::from_string(backend, sql)).await?;
+        }
+        let nonce_insert = match backend {
+            sea_orm::DatabaseBackend::Postgres => format!(
+                "INSERT INTO {nonce_table} (nonce, seen_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING nonce"
+            ),
+            _ => format!(
+                "INSERT INTO {nonce_table} (nonce, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING nonce"
+            ),
+        };
         let state = Arc::new(RawHandlerState {
             key: key.to_owned(),
             sink,
+            nonces: (nonce_table, nonce_insert),
+            db: db.clone(),
         });
         let router = axum::Router::new()
             .route("/raw", axum::routing::post(raw_handler_route))
+            .route("/raw-nonce", axum::routing::post(raw_nonce_route))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let uri = format!("http://{}/raw", listener.local_addr()?);
+        let base = format!("http://{}", listener.local_addr()?);
+        let uri = format!("{base}/raw");
+        let nonce_uri = format!("{base}/raw-nonce");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -495,6 +573,7 @@ impl RawHandler {
         });
         Ok(Self {
             uri,
+            nonce_uri,
             name,
             state,
             conn,
@@ -506,6 +585,11 @@ impl RawHandler {
     async fn stop(self, db: &DatabaseConnection) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         let _ = self.server.await;
+        db.execute(Statement::from_string(
+            db.get_database_backend(),
+            format!("DROP TABLE {}", self.state.nonces.0),
+        ))
+        .await?;
         match (&self.state.sink, self.conn) {
             (RawSink::Amqp { channels, .. }, Some(c)) => {
                 channels[0]
