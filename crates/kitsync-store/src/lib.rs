@@ -25,10 +25,11 @@
 //! on different machines never interleave on a tenant and never deadlock. On SQLite the
 //! database has one writer at a time anyway.
 //!
-//! Journal order: `journal.id` follows commit order per tenant (the tenant lock orders the
-//! transactions that touch it). Across tenants on PostgreSQL, a sequence value taken by one
-//! transaction may commit after a higher one taken by another, so a change feed must not treat
-//! `id > cursor` as complete without a watermark.
+//! Journal order: `journal.id` follows commit order across all writers. Each transaction
+//! writes its journal rows last, under a transaction-scoped lock on PostgreSQL (SQLite has one
+//! writer anyway), so a reader that has seen id N never later sees a smaller id appear, and
+//! `id > cursor` polling misses nothing (`tests/journal.rs`). The price: the journal write
+//! and commit of concurrent transactions take turns.
 //!
 //! Decisions beyond the domain rules:
 //! - Purges tombstone live rows with `version <= V` (the cutoff is inclusive too), so a child

@@ -22,6 +22,9 @@ mod tenant;
 
 pub(crate) use org::{approve_plan, reject_plan};
 
+/// The PostgreSQL advisory lock key that orders journal writers ("kitsjrnl").
+const JOURNAL_LOCK: i64 = 0x6b69_7473_6a72_6e6c;
+
 /// A tenant's cutoffs, as locked at the start of the transaction and moved by it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Marks {
@@ -409,8 +412,23 @@ impl<'a> Cx<'a> {
         });
     }
 
-    /// Writes the buffered journal rows, in the order the changes were made.
+    /// Writes the buffered journal rows, in the order the changes were made. Must be the
+    /// transaction's last write: on PostgreSQL it first takes the journal lock, held until
+    /// commit, so journal ids are handed out in commit order across all writers — a reader
+    /// that has seen id N never later sees a smaller one appear (a sequence alone hands ids out
+    /// in the order the inserts run, and interleaves concurrent inserts). SQLite has one
+    /// writer at a time already.
     pub(crate) async fn flush_journal(&mut self) -> Result<(), StoreError> {
+        if self.journal.is_empty() {
+            return Ok(());
+        }
+        if self.backend == DbBackend::Postgres {
+            let mut sql = self.sql();
+            sql.push("SELECT pg_advisory_xact_lock(")
+                .bind(JOURNAL_LOCK)
+                .push(")");
+            self.query(sql).await?;
+        }
         let mut rows = std::mem::take(&mut self.journal).into_iter();
         let per_statement = rows_per_statement(8);
         loop {
