@@ -7,6 +7,7 @@
 //!   authorisations, groups), the change journal and the held full-sync plans.
 //! - `m20261122_000002_intake`: the durable intake: embedded queue, dead letters, Kit nonces.
 //! - `m20261129_000003_churn`: sooner autovacuum for the high-churn intake tables (PostgreSQL).
+//! - `m20261129_000004_api_tokens`: bearer tokens of the read and activity APIs.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and [`testing`] gives each test its own fresh database.
@@ -15,6 +16,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_directory;
 mod m20261122_000002_intake;
 pub mod m20261129_000003_churn;
+mod m20261129_000004_api_tokens;
 pub mod testing;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
@@ -29,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_directory::Migration),
             Box::new(m20261122_000002_intake::Migration),
             Box::new(m20261129_000003_churn::Migration),
+            Box::new(m20261129_000004_api_tokens::Migration),
         ]
     }
 }

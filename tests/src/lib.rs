@@ -800,6 +800,34 @@ impl Kit {
         }
     }
 
+    /// `GET {path}` on the same server's API, with an optional bearer token: the HTTP status
+    /// and the JSON body (`null` when the body is not JSON).
+    ///
+    /// # Panics
+    /// The request fails at the HTTP level.
+    pub async fn api_get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut b = hyper::Request::get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let req = b.body(Full::new(Bytes::new())).expect("request");
+        let res = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .expect("API answer within 30 s")
+            .expect("API request");
+        let status = res.status().as_u16();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .expect("API body")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// Signs and sends `body` to `POST /produceAPI/v2/{kind}`.
     ///
     /// # Panics

@@ -1121,3 +1121,140 @@ async fn two_ingresses_and_two_workers_share_the_work() {
     drop((ingress_a, ingress_b));
     env.finish().await;
 }
+
+/// Scenario: the directory API on the running binary. Tokens come from `kitsync token create`
+/// (printed once), the tenant arrives through a signed tenantSync, and a tenant-bound token
+/// sees only its tenant; `token revoke` takes effect on the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_from_the_cli_guard_the_directory() {
+    let env = Env::new("api-tokens").await;
+    let server = env.start("serve").await;
+    let kit = server.kit();
+    for t in ["tenant-api-1", "tenant-api-2"] {
+        let r = kit
+            .send(
+                TENANT_SYNC,
+                &payload::tenant(t, &format!("Name {t}"), 1, 0, &time(0)),
+            )
+            .await;
+        assert_accepted(t, &r, env.key());
+    }
+    let create = |args: Vec<String>| {
+        let env = &env;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = env.cli(&args).await;
+            assert!(
+                out.status.success(),
+                "token create: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+            assert!(token.starts_with("kst_"), "printed token: {token:?}");
+            token
+        }
+    };
+    let all = create(
+        [
+            "token",
+            "create",
+            "--name",
+            "reader",
+            "--scope",
+            "directory:read",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let bound = create(
+        [
+            "token",
+            "create",
+            "--name",
+            "app",
+            "--scope",
+            "directory:read",
+            "--tenant",
+            "tenant-api-1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+
+    wait_until("both tenants are applied", APPLY_TIMEOUT, || async {
+        kit.api_get("/api/v1/tenants/tenant-api-2", Some(&all))
+            .await
+            .0
+            == 200
+    })
+    .await;
+    let (status, body) = kit
+        .api_get("/api/v1/tenants/tenant-api-1", Some(&all))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "Name tenant-api-1");
+    assert_eq!(body["tenantId"], "tenant-api-1");
+
+    let (status, body) = kit.api_get("/api/v1/tenants/tenant-api-1", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+    assert_eq!(
+        kit.api_get("/api/v1/tenants/tenant-api-1", Some(&bound))
+            .await
+            .0,
+        200
+    );
+    let (status, body) = kit
+        .api_get("/api/v1/tenants/tenant-api-2", Some(&bound))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+
+    // Bad scope names are refused by the CLI, naming the scope.
+    let out = env
+        .cli(&[
+            "token",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "directory:write",
+        ])
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`directory:write` is not a scope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Revocation: `token list` shows the id, `token revoke` ends it.
+    let out = env.cli(&["token", "list"]).await;
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert!(!listed.contains(&all), "token list never prints secrets");
+    let id = all
+        .trim_start_matches("kst_")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(listed.contains(&id), "{listed}");
+    assert!(env.cli(&["token", "revoke", &id]).await.status.success());
+    assert_eq!(
+        kit.api_get("/api/v1/tenants/tenant-api-1", Some(&all))
+            .await
+            .0,
+        401
+    );
+
+    drop(server);
+    env.finish().await;
+}

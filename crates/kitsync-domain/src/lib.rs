@@ -9,12 +9,14 @@
 //! - [`command`]: the validated changes the worker applies; what travels on the queue.
 //! - [`decide`]: the version/tombstone rules that make applying order-insensitive, as pure
 //!   functions the store calls and the property tests exercise.
+//! - [`scope`]: what an API token may do ([`Scope`]).
 #![forbid(unsafe_code)]
 
 pub mod command;
 pub mod decide;
 pub mod error;
 pub mod parse;
+pub mod scope;
 pub mod signing;
 pub mod time;
 
@@ -24,4 +26,5 @@ pub use command::{
 };
 pub use decide::{Decision, Rank};
 pub use error::FieldError;
+pub use scope::Scope;
 pub use time::KitTime;

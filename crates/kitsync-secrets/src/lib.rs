@@ -8,6 +8,8 @@
 //!   A secret that arrived while no private key was configured is sealed as received, marked
 //!   `rsa:` inside the seal, so it can be decrypted later once a key is configured.
 //!
+//! - [`token`]: API bearer tokens, stored as the hash of their secret.
+//!
 //! Built on `aws-lc-rs` (constant-time RSA decryption; the `rsa` crate carries
 //! RUSTSEC-2023-0071). Nothing here logs or `Debug`-prints key material or plaintext.
 #![forbid(unsafe_code)]
@@ -22,6 +24,8 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use std::fmt;
+
+pub mod token;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {

@@ -55,12 +55,14 @@ mod error;
 mod model;
 mod read;
 mod sql;
+mod tokens;
 
 pub use error::StoreError;
 pub use model::{
     AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
-    JournalEntry, MemberState, Outcome, Plan, StoreSettings, TenantState,
+    JournalEntry, MemberState, Outcome, Plan, StoreSettings, TenantState, TenantView,
 };
+pub use tokens::ApiToken;
 
 use kitsync_domain::Command;
 use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
@@ -169,6 +171,14 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("plan {id}")))
     }
 
+    /// One live tenant with its instance ids (`None` when unknown or deleted).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn tenant(&self, tenant_id: &str) -> Result<Option<TenantView>, StoreError> {
+        read::tenant(&self.db, tenant_id).await
+    }
+
     /// The live directory of one tenant (tombstones absent), deterministically ordered.
     ///
     /// # Errors
@@ -212,6 +222,44 @@ impl Store {
     /// [`StoreError::Database`] when the database fails.
     pub async fn counts(&self) -> Result<Counts, StoreError> {
         read::counts(&self.db).await
+    }
+
+    /// Issues an API token; the returned secret is shown once and never stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] without scopes; [`StoreError::Database`] when the insert fails.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        scopes: &[kitsync_domain::Scope],
+        tenant_id: Option<&str>,
+    ) -> Result<(ApiToken, secrecy::SecretString), StoreError> {
+        tokens::create(&self.db, name, scopes, tenant_id).await
+    }
+
+    /// Every token issued, revoked ones included, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        tokens::list(&self.db).await
+    }
+
+    /// Revokes token `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id, [`StoreError::Conflict`] when already revoked.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
+        tokens::revoke(&self.db, id).await
+    }
+
+    /// The live token a bearer string is, or `None` (unknown, malformed, revoked, wrong
+    /// secret: the caller cannot tell which).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn authenticate(&self, bearer: &str) -> Result<Option<ApiToken>, StoreError> {
+        tokens::authenticate(&self.db, bearer).await
     }
 
     /// Checks the database answers.

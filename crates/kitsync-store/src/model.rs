@@ -86,6 +86,19 @@ pub struct TenantState {
     pub version: i64,
 }
 
+/// A live tenant as the directory API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    pub tenant_id: String,
+    pub tenant_code: String,
+    pub name: String,
+    pub domain_name: Option<String>,
+    pub test: bool,
+    /// Sorted.
+    pub instance_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppState {

@@ -6,7 +6,7 @@ use crate::entity::{
 use crate::error::StoreError;
 use crate::model::{
     AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
-    JournalEntry, MemberState, Plan, TenantState,
+    JournalEntry, MemberState, Plan, TenantState, TenantView,
 };
 use kitsync_domain::SecretText;
 use sea_orm::{
@@ -14,6 +14,41 @@ use sea_orm::{
     QueryOrder, QuerySelect, Statement,
 };
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A tenant's instance ids, sorted.
+async fn instance_ids(db: &DatabaseConnection, t: &str) -> Result<Vec<String>, StoreError> {
+    let mut ids: Vec<String> = tenant_instances::Entity::find()
+        .filter(tenant_instances::Column::TenantId.eq(t))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.instance_id)
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+pub(crate) async fn tenant(
+    db: &DatabaseConnection,
+    t: &str,
+) -> Result<Option<TenantView>, StoreError> {
+    let Some(m) = tenants::Entity::find_by_id(t.to_owned())
+        .filter(tenants::Column::Deleted.eq(false))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let instance_ids = instance_ids(db, t).await?;
+    Ok(Some(TenantView {
+        tenant_id: m.tenant_id,
+        tenant_code: m.tenant_code,
+        name: m.name,
+        domain_name: m.domain_name,
+        test: m.test,
+        instance_ids,
+    }))
+}
 
 pub(crate) async fn snapshot(
     db: &DatabaseConnection,
@@ -30,14 +65,7 @@ pub(crate) async fn snapshot(
             test: m.test,
             version: m.version,
         });
-    let mut instance_ids: Vec<String> = tenant_instances::Entity::find()
-        .filter(tenant_instances::Column::TenantId.eq(t))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| m.instance_id)
-        .collect();
-    instance_ids.sort();
+    let instance_ids = instance_ids(db, t).await?;
     let mut apps: Vec<AppState> = apps::Entity::find()
         .filter(apps::Column::TenantId.eq(t))
         .filter(apps::Column::Deleted.eq(false))

@@ -193,7 +193,9 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         let prefix = settings.kit.normalized_prefix();
         let ready_db = db.clone();
         let ready_queue = queue.clone();
+        let api = kitsync_api::router(Store::new(db.clone(), settings.store.clone()));
         let router = kitsync_ingress::router(acceptor)
+            .merge(api)
             .merge(health_routes(ready_db, ready_queue))
             .layer(axum::extract::DefaultBodyLimit::disable());
         let listener = tokio::net::TcpListener::bind(&settings.http.addr)

@@ -56,6 +56,11 @@ enum Cmd {
         #[command(subcommand)]
         command: PlanCmd,
     },
+    /// Bearer tokens of the directory, activity and statistics APIs.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
     /// Benchmarks (programs, not tests): each prints its figure next to a raw baseline.
     Bench {
         #[command(subcommand)]
@@ -85,6 +90,26 @@ enum DeadLetterCmd {
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Issue a token and print it (once: only its hash is stored).
+    Create {
+        /// What the token is for (shown by `list`).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: directory:read, activity:write, stats:read, admin.
+        #[arg(long)]
+        scope: String,
+        /// Bind the token to one tenant; it then sees nothing else.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List tokens (never their secrets), as JSON lines.
+    List,
+    /// Revoke a token by id (the part after `kst_`, as shown by `list`).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,8 +157,47 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
         Cmd::Config { .. } => Ok(()),
         Cmd::Deadletters { command } => deadletters(settings, command).await,
         Cmd::Plans { command } => plans(settings, command).await,
+        Cmd::Token { command } => token(settings, command).await,
         Cmd::Bench { command } => bench::run(settings, command).await,
     }
+}
+
+async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
+    let db = app::open_db(&settings).await?;
+    let store = kitsync_store::Store::new(db, settings.store.clone());
+    match command {
+        TokenCmd::Create {
+            name,
+            scope,
+            tenant,
+        } => {
+            let scopes = kitsync_domain::Scope::parse_list(&scope)?;
+            let (t, secret) = store
+                .create_token(&name, &scopes, tenant.as_deref())
+                .await?;
+            eprintln!(
+                "token {} ({}) for {}; shown once, keep it:",
+                t.id,
+                scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                t.tenant_id.as_deref().unwrap_or("every tenant")
+            );
+            println!("{}", secrecy::ExposeSecret::expose_secret(&secret));
+        }
+        TokenCmd::List => {
+            for t in store.list_tokens().await? {
+                println!("{}", serde_json::to_string(&t)?);
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            store.revoke_token(&id).await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
 }
 
 async fn deadletters(settings: Settings, command: DeadLetterCmd) -> anyhow::Result<()> {

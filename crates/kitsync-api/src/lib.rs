@@ -1,0 +1,34 @@
+//! The HTTP API the ISV's own apps and dashboards call (`/api/v1/…`, product.md §1), as an
+//! axum router over [`kitsync_store::Store`].
+//!
+//! - [`auth`]: the bearer-token extractor ([`auth::Caller`]) and the scope/tenant checks:
+//!   no or a bad token is 401, a token without the scope or bound to another tenant is 403.
+//! - [`error`]: the one mapping from failures to HTTP statuses and JSON error bodies
+//!   `{"code","message"}`, where the message names the parameter at fault.
+//! - [`directory`]: the directory read endpoints.
+//!
+//! Handlers are thin: extract, call one store query, map the result.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod directory;
+pub mod error;
+
+pub use error::ApiError;
+
+use axum::routing::get;
+use axum::Router;
+use kitsync_store::Store;
+use std::sync::Arc;
+
+/// What every handler shares.
+pub struct ApiState {
+    pub store: Store,
+}
+
+/// The `/api/v1` routes.
+pub fn router(store: Store) -> Router {
+    Router::new()
+        .route("/api/v1/tenants/{tenant_id}", get(directory::tenant))
+        .with_state(Arc::new(ApiState { store }))
+}

@@ -1,0 +1,132 @@
+//! The API router against a real store (SQLite, or PostgreSQL with
+//! `KITSYNC_TEST_DATABASE_URL`): authentication, scopes, tenant binding, error bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use kitsync_domain::{Command, KitTime, Op, Scope, TenantChange};
+use kitsync_store::{Store, StoreSettings};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn tenant(t: &str, test: bool, v: i64) -> Command {
+    Command::Tenant(TenantChange {
+        tenant_id: t.into(),
+        instance_id: Some(format!("inst-{t}")),
+        order_id: None,
+        tenant_code: format!("code-{t}"),
+        name: format!("Tenant {t}"),
+        domain_name: format!("https://{t}.example.com"),
+        op: Op::Upsert,
+        test,
+        version: KitTime(v),
+    })
+}
+
+async fn get(app: &axum::Router, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::get(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
+    let db = migrations::testing::fresh_db().await.unwrap();
+    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    store.apply(&tenant("t1", false, 10)).await.unwrap();
+    store.apply(&tenant("t2", false, 10)).await.unwrap();
+    store.apply(&tenant("sandbox", true, 10)).await.unwrap();
+    let app = kitsync_api::router(store.clone());
+    let (_, reader) = store
+        .create_token("reader", &[Scope::DirectoryRead], None)
+        .await
+        .unwrap();
+    let (_, bound) = store
+        .create_token("t1 app", &[Scope::DirectoryRead], Some("t1"))
+        .await
+        .unwrap();
+    let (_, stats) = store
+        .create_token("dashboard", &[Scope::StatsRead], None)
+        .await
+        .unwrap();
+    let (revoked_token, revoked) = store
+        .create_token("old", &[Scope::Admin], None)
+        .await
+        .unwrap();
+    store.revoke_token(&revoked_token.id).await.unwrap();
+
+    // 401: no token, a malformed one, a revoked one.
+    for token in [None, Some("nonsense"), Some(revoked.expose_secret())] {
+        let (status, body) = get(&app, "/api/v1/tenants/t1", token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}: {body}");
+        assert_eq!(body["code"], "unauthorized");
+        assert!(body["message"].as_str().unwrap().contains("token") || token.is_none());
+    }
+
+    // 403: the wrong scope, or another tenant than the token's.
+    let (status, body) = get(&app, "/api/v1/tenants/t1", Some(stats.expose_secret())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("directory:read"),
+        "{body}"
+    );
+    let (status, body) = get(&app, "/api/v1/tenants/t2", Some(bound.expose_secret())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("bound to tenant t1"),
+        "{body}"
+    );
+
+    // 200 with the documented shape, for an unbound token and for the bound one.
+    for token in [reader.expose_secret(), bound.expose_secret()] {
+        let (status, body) = get(&app, "/api/v1/tenants/t1", Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "tenantId": "t1", "tenantCode": "code-t1", "name": "Tenant t1",
+                "domainName": "https://t1.example.com", "test": false, "instanceIds": ["inst-t1"],
+            })
+        );
+    }
+
+    // 404: unknown; a test tenant unless asked for; 400 for a bad includeTest.
+    let r = reader.expose_secret();
+    let (status, body) = get(&app, "/api/v1/tenants/nope", Some(r)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, _) = get(&app, "/api/v1/tenants/sandbox", Some(r)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = get(&app, "/api/v1/tenants/sandbox?includeTest=true", Some(r)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["test"], true);
+    let (status, body) = get(&app, "/api/v1/tenants/t1?includeTest=yes", Some(r)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("includeTest:"),
+        "{body}"
+    );
+    db.cleanup().await;
+}
