@@ -1,11 +1,13 @@
 //! Directory reads (product.md §1, "Shapes that clients … rely on").
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::page::{Page, PageQuery};
 use crate::ApiState;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use kitsync_domain::Scope;
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// `?includeTest=true` shows test tenants' data (hidden otherwise).
@@ -64,5 +66,290 @@ pub async fn tenant(
             instance_ids: t.instance_ids,
         })),
         _ => Err(ApiError::NotFound(format!("tenant {tenant_id} not found"))),
+    }
+}
+
+/// 404 unless the tenant is live (and not test data, unless asked for).
+async fn visible_tenant(
+    state: &ApiState,
+    tenant_id: &str,
+    include_test: bool,
+) -> Result<(), ApiError> {
+    match state.store.tenant(tenant_id).await? {
+        Some(t) if include_test || !t.test => Ok(()),
+        _ => Err(ApiError::NotFound(format!("tenant {tenant_id} not found"))),
+    }
+}
+
+/// `?view=list|tree`, `?includeTest=`, `?cursor=&limit=`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DepartmentQuery {
+    #[serde(default)]
+    view: Option<String>,
+    #[serde(flatten)]
+    test: TestFilter,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DepartmentItem {
+    org_code: String,
+    org_name: String,
+    parent_code: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DepartmentNode {
+    org_code: String,
+    org_name: String,
+    /// Shown at the root although it names a parent: that parent is unknown (or the
+    /// parents form a cycle).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    orphan: bool,
+    children: Vec<DepartmentNode>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum DepartmentsBody {
+    List(Page<DepartmentItem>),
+    Tree(Page<DepartmentNode>),
+}
+
+/// `GET /api/v1/tenants/{tenantId}/departments` (`?view=tree` for the nested form, which is
+/// one page holding every root).
+///
+/// # Errors
+/// 401/403 per [`Caller`]; 404 for an unknown tenant; 400 naming `view`, `limit`, `cursor`
+/// or `includeTest`.
+pub async fn departments(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(tenant_id): Path<String>,
+    Query(q): Query<DepartmentQuery>,
+) -> Result<Json<DepartmentsBody>, ApiError> {
+    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
+    let include_test = q.test.include_test()?;
+    let tree = match q.view.as_deref() {
+        None | Some("") | Some("list") => false,
+        Some("tree") => true,
+        Some(other) => {
+            return Err(ApiError::bad_param(
+                "view",
+                format!("must be `list` or `tree`, got `{other}`"),
+            ))
+        }
+    };
+    let limit = q.page.limit()?;
+    let after = q.page.after("dept")?;
+    visible_tenant(&state, &tenant_id, include_test).await?;
+    if tree {
+        let all = state
+            .store
+            .departments(&tenant_id, None, None, include_test)
+            .await?;
+        return Ok(Json(DepartmentsBody::Tree(Page {
+            items: build_tree(all),
+            next_cursor: None,
+        })));
+    }
+    let rows = state
+        .store
+        .departments(&tenant_id, after.as_deref(), Some(limit + 1), include_test)
+        .await?;
+    let items = rows
+        .into_iter()
+        .map(|d| DepartmentItem {
+            org_code: d.org_code,
+            org_name: d.org_name,
+            parent_code: d.parent_code.filter(|p| !p.is_empty()),
+        })
+        .collect();
+    Ok(Json(DepartmentsBody::List(Page::from_rows(
+        items,
+        limit,
+        "dept",
+        |d: &DepartmentItem| d.org_code.as_str(),
+    ))))
+}
+
+/// Deeper than this, a subtree continues at the root (flagged as an orphan): a chain of
+/// parents is the marketplace's to choose, and the JSON must stay shallow enough to write.
+pub const MAX_TREE_DEPTH: usize = 128;
+
+/// Nests departments (in `org_code` order) under their parents. A department whose parent is
+/// unknown is an orphan at the root; so is the first department (in `org_code` order) of a
+/// parent cycle, and a subtree deeper than [`MAX_TREE_DEPTH`]: nothing disappears from the
+/// tree. Iterative, whatever the depth.
+fn build_tree(all: Vec<kitsync_store::DepartmentState>) -> Vec<DepartmentNode> {
+    let n = all.len();
+    let index: HashMap<&str, usize> = all
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.org_code.as_str(), i))
+        .collect();
+    let mut kids: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut pending: VecDeque<(usize, bool)> = VecDeque::new();
+    for (i, d) in all.iter().enumerate() {
+        let parent = d
+            .parent_code
+            .as_deref()
+            .filter(|p| !p.is_empty() && *p != d.org_code);
+        match parent.map(|p| index.get(p)) {
+            None => pending.push_back((i, false)),
+            Some(None) => pending.push_back((i, true)),
+            Some(Some(&p)) => kids[p].push(i),
+        }
+    }
+    // Place every department once: depth-first from each root, in order.
+    let mut placed = vec![false; n];
+    let mut parent_of: Vec<Option<usize>> = vec![None; n];
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    let mut roots: Vec<(usize, bool)> = Vec::new();
+    let mut next_unplaced = 0;
+    loop {
+        let (root, orphan) = match pending.pop_front() {
+            Some(r) => r,
+            None => {
+                // Only departments in parent cycles are left.
+                while next_unplaced < n && placed[next_unplaced] {
+                    next_unplaced += 1;
+                }
+                if next_unplaced == n {
+                    break;
+                }
+                (next_unplaced, true)
+            }
+        };
+        if placed[root] {
+            continue;
+        }
+        placed[root] = true;
+        roots.push((root, orphan));
+        order.push(root);
+        let mut stack = vec![(root, 1_usize)];
+        while let Some((u, depth)) = stack.pop() {
+            for &c in kids[u].iter().rev() {
+                if placed[c] {
+                    continue;
+                }
+                if depth >= MAX_TREE_DEPTH {
+                    pending.push_back((c, true));
+                    continue;
+                }
+                placed[c] = true;
+                parent_of[c] = Some(u);
+                order.push(c);
+                stack.push((c, depth + 1));
+            }
+        }
+    }
+    // Build bottom-up: every department comes after its parent in `order`, and siblings in
+    // reverse, so attaching in reverse order keeps them in `org_code` order.
+    let mut nodes: Vec<Option<DepartmentNode>> = all
+        .into_iter()
+        .map(|d| {
+            Some(DepartmentNode {
+                org_code: d.org_code,
+                org_name: d.org_name,
+                orphan: false,
+                children: Vec::new(),
+            })
+        })
+        .collect();
+    for &u in order.iter().rev() {
+        if let Some(p) = parent_of[u] {
+            if let Some(node) = nodes[u].take() {
+                if let Some(parent) = nodes[p].as_mut() {
+                    parent.children.push(node);
+                }
+            }
+        }
+    }
+    roots
+        .into_iter()
+        .filter_map(|(r, orphan)| {
+            nodes[r].take().map(|mut node| {
+                node.orphan = orphan;
+                node
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kitsync_store::DepartmentState;
+
+    fn d(code: &str, parent: Option<&str>) -> DepartmentState {
+        DepartmentState {
+            org_code: code.into(),
+            org_name: format!("Dept {code}"),
+            parent_code: parent.map(Into::into),
+            test: false,
+            version: 1,
+        }
+    }
+
+    fn shape(nodes: &[DepartmentNode]) -> String {
+        nodes
+            .iter()
+            .map(|n| {
+                let mark = if n.orphan { "!" } else { "" };
+                if n.children.is_empty() {
+                    format!("{mark}{}", n.org_code)
+                } else {
+                    format!("{mark}{}({})", n.org_code, shape(&n.children))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn nests_in_order_with_orphans_and_cycles_at_the_root() {
+        let all = vec![
+            d("a", None),
+            d("b", Some("a")),
+            d("c", Some("a")),
+            d("d", Some("b")),
+            d("e", Some("gone")),
+            d("f", Some("g")),
+            d("g", Some("f")),
+            d("h", Some("h")),
+        ];
+        assert_eq!(shape(&build_tree(all)), "a(b(d) c) !e h !f(g)");
+    }
+
+    #[test]
+    fn a_very_deep_chain_neither_overflows_nor_loses_departments() {
+        let n = 20_000;
+        let all: Vec<_> = (0..n)
+            .map(|i| {
+                let code = format!("{i:05}");
+                let parent = (i > 0).then(|| format!("{:05}", i - 1));
+                d(&code, parent.as_deref())
+            })
+            .collect();
+        let tree = build_tree(all);
+        fn count(nodes: &[DepartmentNode], depth: usize, max: &mut usize) -> usize {
+            if !nodes.is_empty() {
+                *max = (*max).max(depth);
+            }
+            nodes
+                .iter()
+                .map(|n| 1 + count(&n.children, depth + 1, max))
+                .sum()
+        }
+        let mut max = 0;
+        assert_eq!(count(&tree, 1, &mut max), n);
+        assert!(max <= MAX_TREE_DEPTH, "depth {max}");
+        assert!(tree.len() > 1 && tree[1..].iter().all(|r| r.orphan));
+        assert!(serde_json::to_string(&tree).is_ok());
     }
 }

@@ -5,6 +5,7 @@
 //!   no or a bad token is 401, a token without the scope or bound to another tenant is 403.
 //! - [`error`]: the one mapping from failures to HTTP statuses and JSON error bodies
 //!   `{"code","message"}`, where the message names the parameter at fault.
+//! - [`page`]: cursor pagination (`?cursor=&limit=` → `{"items","nextCursor"}`).
 //! - [`directory`]: the directory read endpoints.
 //!
 //! Handlers are thin: extract, call one store query, map the result.
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod directory;
 pub mod error;
+pub mod page;
 
 pub use error::ApiError;
 
@@ -30,5 +32,9 @@ pub struct ApiState {
 pub fn router(store: Store) -> Router {
     Router::new()
         .route("/api/v1/tenants/{tenant_id}", get(directory::tenant))
+        .route(
+            "/api/v1/tenants/{tenant_id}/departments",
+            get(directory::departments),
+        )
         .with_state(Arc::new(ApiState { store }))
 }

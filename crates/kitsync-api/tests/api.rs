@@ -130,3 +130,112 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
     );
     db.cleanup().await;
 }
+
+fn departments(t: &str, codes: &[(&str, Option<&str>)], v: i64) -> Command {
+    Command::FullOrg(kitsync_domain::FullOrgSnapshot {
+        tenant_id: t.into(),
+        instance_id: None,
+        orgs: codes
+            .iter()
+            .map(|(c, p)| kitsync_domain::OrgInfo {
+                org_code: (*c).into(),
+                org_name: format!("Dept {c}"),
+                parent_code: p.map(Into::into),
+            })
+            .collect(),
+        test: false,
+        version: KitTime(v),
+    })
+}
+
+#[tokio::test]
+async fn departments_page_through_every_row_and_nest_as_a_tree() {
+    let db = migrations::testing::fresh_db().await.unwrap();
+    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    store.apply(&tenant("t1", false, 10)).await.unwrap();
+    let mut codes: Vec<(String, Option<String>)> = vec![("root".into(), None)];
+    for i in 0..11 {
+        codes.push((format!("d{i:02}"), Some("root".into())));
+    }
+    codes.push(("lost".into(), Some("nowhere".into())));
+    let refs: Vec<(&str, Option<&str>)> = codes
+        .iter()
+        .map(|(c, p)| (c.as_str(), p.as_deref()))
+        .collect();
+    store.apply(&departments("t1", &refs, 11)).await.unwrap();
+    let app = kitsync_api::router(store.clone());
+    let (_, token) = store
+        .create_token("reader", &[Scope::DirectoryRead], None)
+        .await
+        .unwrap();
+    let token = token.expose_secret();
+
+    // Pages of 5: every department exactly once, in order, and then no cursor.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/tenants/t1/departments?limit=5&cursor={c}"),
+            None => "/api/v1/tenants/t1/departments?limit=5".to_owned(),
+        };
+        let (status, body) = get(&app, &path, Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let items = body["items"].as_array().unwrap();
+        assert!(items.len() <= 5);
+        for it in items {
+            seen.push(it["orgCode"].as_str().unwrap().to_owned());
+        }
+        match body["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = codes.iter().map(|(c, _)| c.clone()).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    let (_, body) = get(&app, "/api/v1/tenants/t1/departments?limit=1", Some(token)).await;
+    assert_eq!(
+        body["items"][0],
+        serde_json::json!({"orgCode": "d00", "orgName": "Dept d00", "parentCode": "root"})
+    );
+
+    // The tree: root with its 11 children, and the orphan at the root, flagged.
+    let (status, body) = get(
+        &app,
+        "/api/v1/tenants/t1/departments?view=tree",
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let roots = body["items"].as_array().unwrap();
+    assert_eq!(roots.len(), 2, "{body}");
+    assert_eq!(roots[0]["orgCode"], "lost");
+    assert_eq!(roots[0]["orphan"], true);
+    assert_eq!(roots[1]["orgCode"], "root");
+    assert!(roots[1].get("orphan").is_none());
+    assert_eq!(roots[1]["children"].as_array().unwrap().len(), 11);
+    assert!(body["nextCursor"].is_null());
+
+    // Bad parameters name themselves; unknown tenants are 404.
+    for (query, param) in [
+        ("view=graph", "view:"),
+        ("limit=0", "limit:"),
+        ("limit=5000", "limit:"),
+        ("cursor=bm90LWEtY3Vyc29y", "cursor:"),
+    ] {
+        let (status, body) = get(
+            &app,
+            &format!("/api/v1/tenants/t1/departments?{query}"),
+            Some(token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with(param),
+            "{body}"
+        );
+    }
+    let (status, _) = get(&app, "/api/v1/tenants/nope/departments", Some(token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    db.cleanup().await;
+}

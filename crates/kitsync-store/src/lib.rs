@@ -179,6 +179,22 @@ impl Store {
         read::tenant(&self.db, tenant_id).await
     }
 
+    /// A page of a tenant's live departments in `org_code` order, after `after` (keyset
+    /// pagination: stable while others write); `limit: None` reads them all. Test rows only
+    /// with `include_test`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn departments(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: Option<u64>,
+        include_test: bool,
+    ) -> Result<Vec<DepartmentState>, StoreError> {
+        read::departments(&self.db, tenant_id, after, limit, include_test).await
+    }
+
     /// The live directory of one tenant (tombstones absent), deterministically ordered.
     ///
     /// # Errors

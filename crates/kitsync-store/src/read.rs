@@ -50,6 +50,42 @@ pub(crate) async fn tenant(
     }))
 }
 
+/// Live departments of a tenant in `org_code` order after `after`, at most `limit`
+/// (all when `None`); test rows only when `include_test`. A primary-key range scan.
+pub(crate) async fn departments(
+    db: &DatabaseConnection,
+    t: &str,
+    after: Option<&str>,
+    limit: Option<u64>,
+    include_test: bool,
+) -> Result<Vec<DepartmentState>, StoreError> {
+    let mut q = departments::Entity::find()
+        .filter(departments::Column::TenantId.eq(t))
+        .filter(departments::Column::Deleted.eq(false));
+    if !include_test {
+        q = q.filter(departments::Column::Test.eq(false));
+    }
+    if let Some(after) = after {
+        q = q.filter(departments::Column::OrgCode.gt(after));
+    }
+    let q = q.order_by_asc(departments::Column::OrgCode);
+    let q = match limit {
+        Some(n) => q.limit(n),
+        None => q,
+    };
+    Ok(q.all(db)
+        .await?
+        .into_iter()
+        .map(|m| DepartmentState {
+            org_code: m.org_code,
+            org_name: m.org_name,
+            parent_code: m.parent_code,
+            test: m.test,
+            version: m.version,
+        })
+        .collect())
+}
+
 pub(crate) async fn snapshot(
     db: &DatabaseConnection,
     t: &str,
