@@ -6,6 +6,7 @@ use crate::ApiState;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use kitsync_domain::Scope;
+use kitsync_store::{MemberApp, MemberFilter, MemberView};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -351,5 +352,160 @@ mod tests {
         assert!(max <= MAX_TREE_DEPTH, "depth {max}");
         assert!(tree.len() > 1 && tree[1..].iter().all(|r| r.orphan));
         assert!(serde_json::to_string(&tree).is_ok());
+    }
+}
+
+/// `?orgCode=&appId=&role=&enabled=&q=&includeTest=&cursor=&limit=`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberQuery {
+    #[serde(default)]
+    org_code: Option<String>,
+    #[serde(default)]
+    app_id: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    enabled: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(flatten)]
+    test: TestFilter,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+impl MemberQuery {
+    fn filter(self) -> Result<(MemberFilter, PageQuery), ApiError> {
+        let role = match non_empty(self.role) {
+            None => None,
+            Some(r) if r == "user" || r == "admin" => Some(r),
+            Some(other) => {
+                return Err(ApiError::bad_param(
+                    "role",
+                    format!("must be `user` or `admin`, got `{other}`"),
+                ))
+            }
+        };
+        let enabled = match self.enabled.as_deref() {
+            None | Some("") => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(ApiError::bad_param(
+                    "enabled",
+                    format!("must be `true` or `false`, got `{other}`"),
+                ))
+            }
+        };
+        let q = non_empty(self.q);
+        if q.as_ref().is_some_and(|q| q.chars().count() > 64) {
+            return Err(ApiError::bad_param("q", "is longer than 64 characters"));
+        }
+        Ok((
+            MemberFilter {
+                org_code: non_empty(self.org_code),
+                app_id: non_empty(self.app_id),
+                role,
+                enabled,
+                prefix: q,
+                include_test: self.test.include_test()?,
+            },
+            self.page,
+        ))
+    }
+}
+
+/// A member as the directory shows it (product.md §1).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberBody {
+    user_name: String,
+    name: Option<String>,
+    org_code: Option<String>,
+    position: Option<String>,
+    employee_code: Option<String>,
+    employee_type: Option<i32>,
+    email: Option<String>,
+    mobile: Option<String>,
+    work_place: Option<String>,
+    extension: Option<String>,
+    apps: Vec<MemberApp>,
+}
+
+impl From<MemberView> for MemberBody {
+    fn from(v: MemberView) -> Self {
+        let p = v.profile;
+        MemberBody {
+            user_name: p.user_name,
+            name: p.name,
+            org_code: p.org_code,
+            position: p.position,
+            employee_code: p.employee_code,
+            employee_type: p.employee_type,
+            email: p.email,
+            mobile: p.mobile,
+            work_place: p.work_place,
+            extension: p.extension,
+            apps: v.apps,
+        }
+    }
+}
+
+/// `GET /api/v1/tenants/{tenantId}/members`: the members at least one app authorises.
+///
+/// # Errors
+/// 401/403 per [`Caller`]; 404 for an unknown tenant; 400 naming `role`, `enabled`, `q`,
+/// `limit`, `cursor` or `includeTest`.
+pub async fn members(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(tenant_id): Path<String>,
+    Query(q): Query<MemberQuery>,
+) -> Result<Json<Page<MemberBody>>, ApiError> {
+    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
+    let (filter, page) = q.filter()?;
+    let limit = page.limit()?;
+    let after = page.after("member")?;
+    visible_tenant(&state, &tenant_id, filter.include_test).await?;
+    let rows = state
+        .store
+        .members(&tenant_id, &filter, after.as_deref(), limit + 1)
+        .await?;
+    let items = rows.into_iter().map(MemberBody::from).collect();
+    Ok(Json(Page::from_rows(
+        items,
+        limit,
+        "member",
+        |m: &MemberBody| m.user_name.as_str(),
+    )))
+}
+
+/// `GET /api/v1/tenants/{tenantId}/members/{userName}`.
+///
+/// # Errors
+/// 401/403 per [`Caller`]; 404 for an unknown tenant, or a member no app authorises.
+pub async fn member(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path((tenant_id, user_name)): Path<(String, String)>,
+    Query(filter): Query<TestFilter>,
+) -> Result<Json<MemberBody>, ApiError> {
+    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
+    let include_test = filter.include_test()?;
+    visible_tenant(&state, &tenant_id, include_test).await?;
+    match state
+        .store
+        .member(&tenant_id, &user_name, include_test)
+        .await?
+    {
+        Some(m) => Ok(Json(m.into())),
+        None => Err(ApiError::NotFound(format!(
+            "member {user_name} not found in tenant {tenant_id} (or no app authorises it)"
+        ))),
     }
 }

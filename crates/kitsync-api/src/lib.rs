@@ -36,5 +36,13 @@ pub fn router(store: Store) -> Router {
             "/api/v1/tenants/{tenant_id}/departments",
             get(directory::departments),
         )
+        .route(
+            "/api/v1/tenants/{tenant_id}/members",
+            get(directory::members),
+        )
+        .route(
+            "/api/v1/tenants/{tenant_id}/members/{user_name}",
+            get(directory::member),
+        )
         .with_state(Arc::new(ApiState { store }))
 }

@@ -239,3 +239,164 @@ async fn departments_page_through_every_row_and_nest_as_a_tree() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     db.cleanup().await;
 }
+
+fn auth(
+    t: &str,
+    app: &str,
+    op: kitsync_domain::AuthOp,
+    v: i64,
+    users: &[(&str, &str, bool, &str)],
+) -> Command {
+    Command::Auth(kitsync_domain::AuthChange {
+        tenant_id: t.into(),
+        instance_id: None,
+        app_id: app.into(),
+        op,
+        users: users
+            .iter()
+            .map(|(name, org, enabled, role)| kitsync_domain::AuthUser {
+                user_name: (*name).into(),
+                name: Some(format!("Name {name}")),
+                org_code: Some((*org).into()),
+                position: Some("Engineer".into()),
+                employee_code: None,
+                employee_type: Some(1),
+                role: if *role == "admin" {
+                    kitsync_domain::Role::Admin
+                } else {
+                    kitsync_domain::Role::User
+                },
+                enabled: *enabled,
+                mobile: None,
+                email: Some(format!("{name}@example.com")),
+                work_place: None,
+                entry_date: None,
+                extension: None,
+            })
+            .collect(),
+        test: false,
+        version: KitTime(v),
+        time_stamp: None,
+    })
+}
+
+async fn names(app: &axum::Router, query: &str, token: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/api/v1/tenants/t1/members?limit=4{query}{cursor}");
+        let (status, body) = get(app, &path, Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        for m in body["items"].as_array().unwrap() {
+            out.push(m["userName"].as_str().unwrap().to_owned());
+        }
+        match body["nextCursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn members_filter_page_and_show_every_app() {
+    use kitsync_domain::AuthOp;
+    let db = migrations::testing::fresh_db().await.unwrap();
+    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    store.apply(&tenant("t1", false, 10)).await.unwrap();
+    let a1: Vec<(String, &str, bool, &str)> = (0..10)
+        .map(|i| {
+            (
+                format!("u{i:02}"),
+                if i < 4 { "D1" } else { "D2" },
+                true,
+                if i == 0 { "admin" } else { "user" },
+            )
+        })
+        .collect();
+    let a1: Vec<(&str, &str, bool, &str)> = a1
+        .iter()
+        .map(|(n, o, e, r)| (n.as_str(), *o, *e, *r))
+        .collect();
+    store
+        .apply(&auth("t1", "a1", AuthOp::Add, 11, &a1))
+        .await
+        .unwrap();
+    store
+        .apply(&auth(
+            "t1",
+            "a2",
+            AuthOp::Add,
+            12,
+            &[("u01", "D1", false, "admin"), ("zed", "D3", true, "user")],
+        ))
+        .await
+        .unwrap();
+    // u09 loses its only app: no longer listed.
+    store
+        .apply(&auth(
+            "t1",
+            "a1",
+            AuthOp::Delete,
+            13,
+            &[("u09", "D2", true, "user")],
+        ))
+        .await
+        .unwrap();
+    let app = kitsync_api::router(store.clone());
+    let (_, token) = store
+        .create_token("reader", &[Scope::DirectoryRead], None)
+        .await
+        .unwrap();
+    let token = token.expose_secret();
+
+    let everyone: Vec<String> = (0..9)
+        .map(|i| format!("u{i:02}"))
+        .chain(["zed".to_owned()])
+        .collect();
+    assert_eq!(names(&app, "", token).await, everyone);
+    assert_eq!(
+        names(&app, "&orgCode=D1", token).await,
+        ["u00", "u01", "u02", "u03"]
+    );
+    assert_eq!(names(&app, "&appId=a2", token).await, ["u01", "zed"]);
+    assert_eq!(names(&app, "&role=admin", token).await, ["u00", "u01"]);
+    assert_eq!(names(&app, "&appId=a1&role=admin", token).await, ["u00"]);
+    assert_eq!(names(&app, "&enabled=false", token).await, ["u01"]);
+    assert_eq!(names(&app, "&q=u0", token).await, &everyone[..9]);
+    assert_eq!(names(&app, "&q=Name%20z", token).await, ["zed"]);
+    assert!(names(&app, "&orgCode=D9", token).await.is_empty());
+
+    let (status, body) = get(&app, "/api/v1/tenants/t1/members/u01", Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "Name u01");
+    assert_eq!(body["orgCode"], "D1");
+    assert_eq!(body["email"], "u01@example.com");
+    assert_eq!(
+        body["apps"],
+        serde_json::json!([
+            {"appId": "a1", "role": "user", "enabled": true},
+            {"appId": "a2", "role": "admin", "enabled": false},
+        ])
+    );
+    let (status, _) = get(&app, "/api/v1/tenants/t1/members/u09", Some(token)).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "an unauthorised member is not shown"
+    );
+
+    for (query, param) in [("role=owner", "role:"), ("enabled=yes", "enabled:")] {
+        let (status, body) = get(
+            &app,
+            &format!("/api/v1/tenants/t1/members?{query}"),
+            Some(token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with(param),
+            "{body}"
+        );
+    }
+    db.cleanup().await;
+}

@@ -52,12 +52,14 @@
 mod apply;
 pub mod entity;
 mod error;
+mod members;
 mod model;
 mod read;
 mod sql;
 mod tokens;
 
 pub use error::StoreError;
+pub use members::{MemberApp, MemberFilter, MemberView};
 pub use model::{
     AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
     JournalEntry, MemberState, Outcome, Plan, StoreSettings, TenantState, TenantView,
@@ -193,6 +195,34 @@ impl Store {
         include_test: bool,
     ) -> Result<Vec<DepartmentState>, StoreError> {
         read::departments(&self.db, tenant_id, after, limit, include_test).await
+    }
+
+    /// A keyset page (after `after`, at most `limit`) of the tenant's members that at least
+    /// one app authorises and that match `filter`, in `userName` order, each with its apps.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn members(
+        &self,
+        tenant_id: &str,
+        filter: &MemberFilter,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<MemberView>, StoreError> {
+        members::page(&self.db, tenant_id, filter, after, limit).await
+    }
+
+    /// One member, if live and authorised by at least one app.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn member(
+        &self,
+        tenant_id: &str,
+        user_name: &str,
+        include_test: bool,
+    ) -> Result<Option<MemberView>, StoreError> {
+        members::one(&self.db, tenant_id, user_name, include_test).await
     }
 
     /// The live directory of one tenant (tombstones absent), deterministically ordered.

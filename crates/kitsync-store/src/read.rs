@@ -15,6 +15,25 @@ use sea_orm::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A stored member row as the store hands it out.
+pub(crate) fn member_state(m: members::Model) -> MemberState {
+    MemberState {
+        user_name: m.user_name,
+        name: m.name,
+        org_code: m.org_code,
+        position: m.position,
+        employee_code: m.employee_code,
+        employee_type: m.employee_type,
+        mobile: m.mobile,
+        email: m.email,
+        work_place: m.work_place,
+        entry_date: m.entry_date,
+        extension: m.extension,
+        test: m.test,
+        version: m.version,
+    }
+}
+
 /// A tenant's instance ids, sorted.
 async fn instance_ids(db: &DatabaseConnection, t: &str) -> Result<Vec<String>, StoreError> {
     let mut ids: Vec<String> = tenant_instances::Entity::find()
@@ -138,21 +157,7 @@ pub(crate) async fn snapshot(
         .all(db)
         .await?
         .into_iter()
-        .map(|m| MemberState {
-            user_name: m.user_name,
-            name: m.name,
-            org_code: m.org_code,
-            position: m.position,
-            employee_code: m.employee_code,
-            employee_type: m.employee_type,
-            mobile: m.mobile,
-            email: m.email,
-            work_place: m.work_place,
-            entry_date: m.entry_date,
-            extension: m.extension,
-            test: m.test,
-            version: m.version,
-        })
+        .map(member_state)
         .collect();
     members.sort_by(|a, b| a.user_name.cmp(&b.user_name));
     let mut authorizations: Vec<AuthorizationState> = authorizations::Entity::find()
