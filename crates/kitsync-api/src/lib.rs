@@ -44,5 +44,11 @@ pub fn router(store: Store) -> Router {
             "/api/v1/tenants/{tenant_id}/members/{user_name}",
             get(directory::member),
         )
+        .route("/api/v1/tenants/{tenant_id}/apps", get(directory::apps))
+        .route(
+            "/api/v1/tenants/{tenant_id}/apps/{app_id}/authorizations",
+            get(directory::authorizations),
+        )
+        .route("/api/v1/tenants/{tenant_id}/groups", get(directory::groups))
         .with_state(Arc::new(ApiState { store }))
 }

@@ -400,3 +400,124 @@ async fn members_filter_page_and_show_every_app() {
     }
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn apps_authorizations_and_groups() {
+    use kitsync_domain::AuthOp;
+    let db = migrations::testing::fresh_db().await.unwrap();
+    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    store.apply(&tenant("t1", false, 10)).await.unwrap();
+    store
+        .apply(&Command::App(kitsync_domain::AppChange {
+            tenant_id: "t1".into(),
+            instance_id: None,
+            app_id: "a1".into(),
+            client_id: "client-a1".into(),
+            client_secret: kitsync_domain::SecretText("v1:sealed-never-shown".into()),
+            op: Op::Upsert,
+            test: false,
+            version: KitTime(10),
+        }))
+        .await
+        .unwrap();
+    store
+        .apply(&auth(
+            "t1",
+            "a1",
+            AuthOp::Add,
+            11,
+            &[
+                ("ann", "D1", true, "admin"),
+                ("bob", "D1", true, "user"),
+                ("cy", "D2", false, "user"),
+            ],
+        ))
+        .await
+        .unwrap();
+    // Authorisations of an app whose applicationSync has not arrived yet.
+    store
+        .apply(&auth(
+            "t1",
+            "a2",
+            AuthOp::Add,
+            12,
+            &[("bob", "D1", true, "user")],
+        ))
+        .await
+        .unwrap();
+    let app = kitsync_api::router(store.clone());
+    let (_, token) = store
+        .create_token("reader", &[Scope::DirectoryRead], None)
+        .await
+        .unwrap();
+    let token = token.expose_secret();
+
+    let (status, body) = get(&app, "/api/v1/tenants/t1/apps", Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"items": [{"appId": "a1", "clientId": "client-a1"}], "nextCursor": null})
+    );
+    assert!(!body.to_string().contains("sealed"), "never the secret");
+
+    let (status, body) = get(
+        &app,
+        "/api/v1/tenants/t1/apps/a1/authorizations?limit=2",
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["items"],
+        serde_json::json!([
+            {"userName": "ann", "role": "admin", "enabled": true},
+            {"userName": "bob", "role": "user", "enabled": true},
+        ])
+    );
+    let next = body["nextCursor"].as_str().unwrap().to_owned();
+    let (_, body) = get(
+        &app,
+        &format!("/api/v1/tenants/t1/apps/a1/authorizations?limit=2&cursor={next}"),
+        Some(token),
+    )
+    .await;
+    assert_eq!(body["items"][0]["userName"], "cy");
+    assert!(body["nextCursor"].is_null());
+    let (status, body) = get(
+        &app,
+        "/api/v1/tenants/t1/apps/a2/authorizations",
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"][0]["userName"], "bob");
+    let (status, _) = get(
+        &app,
+        "/api/v1/tenants/t1/apps/nope/authorizations",
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = get(&app, "/api/v1/tenants/t1/groups", Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["items"],
+        serde_json::json!([
+            {"groupId": "a1:admin", "displayName": "a1 admins", "members": ["ann"]},
+            {"groupId": "a1:user", "displayName": "a1 users", "members": ["bob", "cy"]},
+            {"groupId": "a2:user", "displayName": "a2 users", "members": ["bob"]},
+        ])
+    );
+    let (_, body) = get(&app, "/api/v1/tenants/t1/groups?limit=1", Some(token)).await;
+    let next = body["nextCursor"].as_str().unwrap().to_owned();
+    let (_, body) = get(
+        &app,
+        &format!("/api/v1/tenants/t1/groups?limit=5&cursor={next}"),
+        Some(token),
+    )
+    .await;
+    assert_eq!(body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(body["items"][0]["groupId"], "a1:user");
+    db.cleanup().await;
+}

@@ -225,6 +225,46 @@ impl Store {
         members::one(&self.db, tenant_id, user_name, include_test).await
     }
 
+    /// A keyset page of the tenant's live apps (secrets stay sealed; callers never show them).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn apps(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: u64,
+        include_test: bool,
+    ) -> Result<Vec<AppState>, StoreError> {
+        read::apps_page(&self.db, tenant_id, after, limit, include_test).await
+    }
+
+    /// A keyset page of one app's live authorisations, in `userName` order.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn authorizations(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+        after: Option<&str>,
+        limit: u64,
+        include_test: bool,
+    ) -> Result<Vec<AuthorizationState>, StoreError> {
+        read::authorizations_page(&self.db, tenant_id, app_id, after, limit, include_test).await
+    }
+
+    /// The groups the ISV created through SCIM: (id, display name, sorted members), by id.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn isv_groups(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<(String, String, Vec<String>)>, StoreError> {
+        read::isv_groups(&self.db, tenant_id).await
+    }
+
     /// The live directory of one tenant (tombstones absent), deterministically ordered.
     ///
     /// # Errors

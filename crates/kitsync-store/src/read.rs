@@ -1,7 +1,8 @@
 //! Reads for tests, the CLI and (later) the directory API. Live rows only, sorted in Rust so
 //! the order does not depend on the backend's collation.
 use crate::entity::{
-    apps, authorizations, departments, journal, members, org_plans, tenant_instances, tenants,
+    apps, authorizations, departments, group_members, groups, journal, members, org_plans,
+    tenant_instances, tenants,
 };
 use crate::error::StoreError;
 use crate::model::{
@@ -199,6 +200,102 @@ pub(crate) async fn tenant_ids(db: &DatabaseConnection) -> Result<Vec<String>, S
         ids.insert(r.try_get_by_index::<String>(0)?);
     }
     Ok(ids.into_iter().collect())
+}
+
+/// Live apps of a tenant in `app_id` order after `after`, at most `limit`.
+pub(crate) async fn apps_page(
+    db: &DatabaseConnection,
+    t: &str,
+    after: Option<&str>,
+    limit: u64,
+    include_test: bool,
+) -> Result<Vec<AppState>, StoreError> {
+    let mut q = apps::Entity::find()
+        .filter(apps::Column::TenantId.eq(t))
+        .filter(apps::Column::Deleted.eq(false));
+    if !include_test {
+        q = q.filter(apps::Column::Test.eq(false));
+    }
+    if let Some(after) = after {
+        q = q.filter(apps::Column::AppId.gt(after));
+    }
+    Ok(q.order_by_asc(apps::Column::AppId)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| AppState {
+            app_id: m.app_id,
+            client_id: m.client_id,
+            client_secret: SecretText(m.client_secret.0),
+            test: m.test,
+            version: m.version,
+        })
+        .collect())
+}
+
+/// Live authorisations of one app in `user_name` order after `after`, at most `limit` (a
+/// primary-key range scan).
+pub(crate) async fn authorizations_page(
+    db: &DatabaseConnection,
+    t: &str,
+    app: &str,
+    after: Option<&str>,
+    limit: u64,
+    include_test: bool,
+) -> Result<Vec<AuthorizationState>, StoreError> {
+    let mut q = authorizations::Entity::find()
+        .filter(authorizations::Column::TenantId.eq(t))
+        .filter(authorizations::Column::AppId.eq(app))
+        .filter(authorizations::Column::Deleted.eq(false));
+    if !include_test {
+        q = q.filter(authorizations::Column::Test.eq(false));
+    }
+    if let Some(after) = after {
+        q = q.filter(authorizations::Column::UserName.gt(after));
+    }
+    Ok(q.order_by_asc(authorizations::Column::UserName)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| AuthorizationState {
+            app_id: m.app_id,
+            user_name: m.user_name,
+            role: m.role,
+            enabled: m.enabled,
+            test: m.test,
+            version: m.version,
+        })
+        .collect())
+}
+
+/// The groups the ISV created (SCIM) with their members, sorted by id.
+pub(crate) async fn isv_groups(
+    db: &DatabaseConnection,
+    t: &str,
+) -> Result<Vec<(String, String, Vec<String>)>, StoreError> {
+    let groups = groups::Entity::find()
+        .filter(groups::Column::TenantId.eq(t))
+        .order_by_asc(groups::Column::GroupId)
+        .all(db)
+        .await?;
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in group_members::Entity::find()
+        .filter(group_members::Column::TenantId.eq(t))
+        .all(db)
+        .await?
+    {
+        members.entry(m.group_id).or_default().push(m.user_name);
+    }
+    Ok(groups
+        .into_iter()
+        .map(|g| {
+            let mut users = members.remove(&g.group_id).unwrap_or_default();
+            users.sort();
+            (g.group_id, g.display_name, users)
+        })
+        .collect())
 }
 
 pub(crate) async fn derived_groups(
