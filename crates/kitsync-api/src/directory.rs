@@ -20,7 +20,9 @@ pub struct TestFilter {
 }
 
 impl TestFilter {
-    fn include_test(&self) -> Result<bool, ApiError> {
+    /// # Errors
+    /// 400 naming `includeTest` unless it is `true` or `false`.
+    pub fn include_test(&self) -> Result<bool, ApiError> {
         match self.include_test.as_deref() {
             None | Some("false") => Ok(false),
             Some("true") => Ok(true),

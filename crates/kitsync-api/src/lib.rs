@@ -7,6 +7,7 @@
 //!   `{"code","message"}`, where the message names the parameter at fault.
 //! - [`page`]: cursor pagination (`?cursor=&limit=` → `{"items","nextCursor"}`).
 //! - [`directory`]: the directory read endpoints.
+//! - [`events`]: the change feed over the journal.
 //!
 //! Handlers are thin: extract, call one store query, map the result.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod page;
 
 pub use error::ApiError;
@@ -50,5 +52,6 @@ pub fn router(store: Store) -> Router {
             get(directory::authorizations),
         )
         .route("/api/v1/tenants/{tenant_id}/groups", get(directory::groups))
+        .route("/api/v1/events", get(events::events))
         .with_state(Arc::new(ApiState { store }))
 }

@@ -64,6 +64,7 @@ pub use model::{
     AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
     JournalEntry, MemberState, Outcome, Plan, StoreSettings, TenantState, TenantView,
 };
+pub use read::JournalFilter;
 pub use tokens::ApiToken;
 
 use kitsync_domain::Command;
@@ -288,6 +289,21 @@ impl Store {
     /// [`StoreError::Database`] when the database fails.
     pub async fn derived_groups(&self, tenant_id: &str) -> Result<Vec<DerivedGroup>, StoreError> {
         read::derived_groups(&self.db, tenant_id).await
+    }
+
+    /// Up to `limit` journal entries with id above `after_id` that match `filter`, in id
+    /// order, which is commit order (see "Journal order" above): polling from the last id seen
+    /// misses nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable entry.
+    pub async fn journal_page(
+        &self,
+        after_id: i64,
+        filter: &JournalFilter,
+        limit: u64,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        read::journal_page(&self.db, after_id, filter, limit).await
     }
 
     /// Up to `limit` journal entries with id above `after_id`, in id order.

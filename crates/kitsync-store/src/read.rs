@@ -331,14 +331,50 @@ pub(crate) async fn derived_groups(
         .collect())
 }
 
+/// Which journal rows a change-feed page reads.
+#[derive(Debug, Clone, Default)]
+pub struct JournalFilter {
+    /// Only this tenant's rows (the `(tenant_id, id)` index).
+    pub tenant_id: Option<String>,
+    /// Only these entities (`member`, `department`, …).
+    pub entities: Option<Vec<String>>,
+    pub include_test: bool,
+}
+
 pub(crate) async fn journal_after(
     db: &DatabaseConnection,
     after_id: i64,
     limit: u64,
 ) -> Result<Vec<JournalEntry>, StoreError> {
-    journal::Entity::find()
-        .filter(journal::Column::Id.gt(after_id))
-        .order_by_asc(journal::Column::Id)
+    journal_page(
+        db,
+        after_id,
+        &JournalFilter {
+            include_test: true,
+            ..JournalFilter::default()
+        },
+        limit,
+    )
+    .await
+}
+
+pub(crate) async fn journal_page(
+    db: &DatabaseConnection,
+    after_id: i64,
+    filter: &JournalFilter,
+    limit: u64,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    let mut q = journal::Entity::find().filter(journal::Column::Id.gt(after_id));
+    if let Some(t) = &filter.tenant_id {
+        q = q.filter(journal::Column::TenantId.eq(t.as_str()));
+    }
+    if let Some(entities) = &filter.entities {
+        q = q.filter(journal::Column::Entity.is_in(entities.iter().cloned()));
+    }
+    if !filter.include_test {
+        q = q.filter(journal::Column::Test.eq(false));
+    }
+    q.order_by_asc(journal::Column::Id)
         .limit(limit)
         .all(db)
         .await?
