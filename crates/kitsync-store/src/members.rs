@@ -1,8 +1,10 @@
 //! Member reads for the directory API: keyset pages of the members that at least one app
 //! authorises, filtered by department, app, role, enabled flag or a name prefix, each with
-//! all of its live authorisations. Every filter is served by an index (the primary keys of
-//! `members` and `authorizations`, `members_org_user`, `members_name`,
-//! `authorizations_user`), so a page costs a range scan, not a tenant scan.
+//! all of its live authorisations. The filters are served by indexes (the primary keys of
+//! `members` and `authorizations`, `members_org_user`, `authorizations_user`), so a page is a
+//! range scan; only a `q` prefix that matches a `name` but few `userName`s walks the tenant's
+//! members in `userName` order until the page is full (see migration
+//! `m20261129_000005_directory_reads` for why there is no name index).
 use crate::entity::members;
 use crate::error::StoreError;
 use crate::model::MemberState;
@@ -54,8 +56,35 @@ pub(crate) async fn page(
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<MemberView>, StoreError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("SELECT m.user_name FROM members m WHERE m.tenant_id = ")
+    let backend = db.get_database_backend();
+    let pg = backend == sea_orm::DbBackend::Postgres;
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT m.user_name FROM members m");
+    // "Some app authorises it" as a probe per member, never a join over the tenant's
+    // authorisations: on PostgreSQL a LATERAL … LIMIT 1 (an EXISTS may be planned as a hash
+    // semi-join over the whole tenant when statistics lag behind a bulk sync); SQLite, which
+    // has no LATERAL, always runs a correlated EXISTS as an index probe per row.
+    let authorised = |sql: &mut Sql| {
+        sql.push(
+            "SELECT 1 FROM authorizations a WHERE a.tenant_id = m.tenant_id \
+             AND a.user_name = m.user_name AND a.deleted = FALSE",
+        );
+        if let Some(app) = &filter.app_id {
+            sql.push(" AND a.app_id = ").bind(app.as_str());
+        }
+        if let Some(role) = &filter.role {
+            sql.push(" AND a.role = ").bind(role.as_str());
+        }
+        if let Some(enabled) = filter.enabled {
+            sql.push(" AND a.enabled = ").bind(enabled);
+        }
+    };
+    if pg {
+        sql.push(" CROSS JOIN LATERAL (");
+        authorised(&mut sql);
+        sql.push(" LIMIT 1) AS authorised");
+    }
+    sql.push(" WHERE m.tenant_id = ")
         .bind(tenant)
         .push(" AND m.deleted = FALSE");
     if !filter.include_test {
@@ -78,20 +107,12 @@ pub(crate) async fn page(
             .bind(prefix_end(p))
             .push("))");
     }
-    sql.push(
-        " AND EXISTS (SELECT 1 FROM authorizations a WHERE a.tenant_id = m.tenant_id \
-         AND a.user_name = m.user_name AND a.deleted = FALSE",
-    );
-    if let Some(app) = &filter.app_id {
-        sql.push(" AND a.app_id = ").bind(app.as_str());
+    if !pg {
+        sql.push(" AND EXISTS (");
+        authorised(&mut sql);
+        sql.push(")");
     }
-    if let Some(role) = &filter.role {
-        sql.push(" AND a.role = ").bind(role.as_str());
-    }
-    if let Some(enabled) = filter.enabled {
-        sql.push(" AND a.enabled = ").bind(enabled);
-    }
-    sql.push(") ORDER BY m.user_name LIMIT ")
+    sql.push(" ORDER BY m.user_name LIMIT ")
         .bind(i64::try_from(limit).unwrap_or(i64::MAX));
     let names: Vec<String> = db
         .query_all(sql.build())
@@ -142,7 +163,10 @@ async fn load(
         .bind(tenant)
         .push(" AND deleted = FALSE AND user_name IN (")
         .bind_list(names.iter().map(String::as_str))
-        .push(") ORDER BY user_name, app_id");
+        // No ORDER BY: asked to sort by (user_name, app_id), SQLite walks the primary key
+        // (tenant_id, app_id, user_name) over the whole tenant instead of probing
+        // authorizations_user per name. The few apps per member are sorted below.
+        .push(")");
     let mut apps: HashMap<String, Vec<MemberApp>> = HashMap::new();
     for row in db.query_all(sql.build()).await? {
         let user: String = row.try_get_by_index(0)?;
@@ -151,6 +175,9 @@ async fn load(
             role: row.try_get_by_index(2)?,
             enabled: row.try_get_by_index(3)?,
         });
+    }
+    for list in apps.values_mut() {
+        list.sort_by(|a, b| a.app_id.cmp(&b.app_id));
     }
     Ok(names
         .iter()

@@ -34,6 +34,8 @@ pub enum BenchCmd {
     Ingest(IngestArgs),
     /// Applying a 100 000-member tenant, next to a raw batched upsert of the same rows.
     Apply(ApplyArgs),
+    /// Directory API reads on a 100 000-member tenant, next to a trivial route.
+    Read(crate::bench_read::ReadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +73,7 @@ pub async fn run(settings: Settings, command: BenchCmd) -> anyhow::Result<()> {
     match command {
         BenchCmd::Ingest(a) => ingest(settings, a).await,
         BenchCmd::Apply(a) => apply(settings, a).await,
+        BenchCmd::Read(a) => crate::bench_read::run(settings, a).await,
     }
 }
 

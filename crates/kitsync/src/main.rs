@@ -5,6 +5,7 @@
 
 mod app;
 mod bench;
+mod bench_read;
 mod settings;
 
 use anyhow::Context as _;
