@@ -521,3 +521,52 @@ async fn apps_authorizations_and_groups() {
     assert_eq!(body["items"][0]["groupId"], "a1:user");
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_token_for_one_tenant_sees_no_other_by_any_path() {
+    let db = migrations::testing::fresh_db().await.unwrap();
+    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    for t in ["t1", "t2"] {
+        store.apply(&tenant(t, false, 10)).await.unwrap();
+    }
+    let app = kitsync_api::router(store.clone());
+    let (_, bound) = store
+        .create_token("t1 app", &[Scope::Admin], Some("t1"))
+        .await
+        .unwrap();
+    let bound = bound.expose_secret();
+    let paths = |t: &str| {
+        vec![
+            format!("/api/v1/tenants/{t}"),
+            format!("/api/v1/tenants/{t}/departments"),
+            format!("/api/v1/tenants/{t}/departments?view=tree"),
+            format!("/api/v1/tenants/{t}/members"),
+            format!("/api/v1/tenants/{t}/members/someone"),
+            format!("/api/v1/tenants/{t}/apps"),
+            format!("/api/v1/tenants/{t}/apps/a1/authorizations"),
+            format!("/api/v1/tenants/{t}/groups"),
+            format!("/api/v1/events?tenantId={t}"),
+        ]
+    };
+    for path in paths("t2") {
+        let (status, body) = get(&app, &path, Some(bound)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["code"], "forbidden", "{path}");
+        let (status, body) = get(&app, &path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+    }
+    // The same paths for its own tenant pass the access check (some answer 404: nothing
+    // there), and the unfiltered feed is refused: it would show every tenant.
+    for path in paths("t1") {
+        let (status, body) = get(&app, &path, Some(bound)).await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+            "{path}: {status} {body}"
+        );
+    }
+    assert_eq!(
+        get(&app, "/api/v1/events", Some(bound)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    db.cleanup().await;
+}
