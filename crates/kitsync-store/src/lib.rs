@@ -17,7 +17,11 @@
 //!   500-user authSync or a 10 000-department full sync is a handful of statements.
 //!   `apply/{tenant,app,org,auth}.rs` hold the per-callback rules; `org.rs` also holds the
 //!   mass-deletion guard's plans.
-//! - `read`: [`Store::snapshot`], [`Store::derived_groups`], [`Store::journal_after`], ….
+//! - `read`: [`Store::snapshot`], [`Store::derived_groups`], [`Store::journal_after`], and the
+//!   directory API's keyset pages ([`Store::departments`], [`Store::apps`],
+//!   [`Store::journal_page`], …).
+//! - `members`: member pages with their filters ([`Store::members`], [`Store::member`]).
+//! - `tokens`: API bearer tokens ([`Store::create_token`], [`Store::authenticate`]).
 //! - `sql`: placeholder numbering per backend (`$n` / `?`) and statement chunking.
 //!
 //! Concurrency: each transaction first upserts the `tenant_marks` rows of its tenants in
