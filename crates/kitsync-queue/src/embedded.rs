@@ -129,6 +129,7 @@ impl EmbeddedQueue {
             queue: Arc::clone(&self.inner),
             owner: format!("{consumer_tag}/{}", uuid::Uuid::new_v4().simple()),
             pending: Vec::new(),
+            claiming: None,
         }
     }
 
@@ -240,6 +241,10 @@ pub struct EmbeddedConsumer {
     owner: String,
     /// Claimed rows not yet returned, so a cancelled `next_batch` loses nothing.
     pending: Vec<Delivery>,
+    /// The claim statement in flight, if any. It runs as its own task: a `next_batch` that
+    /// is dropped mid-claim (shutdown) does not stop the database from committing the
+    /// leases, so [`EmbeddedConsumer::close`] waits for it before clearing them.
+    claiming: Option<tokio::task::JoinHandle<Result<Vec<Delivery>, QueueError>>>,
 }
 
 impl EmbeddedConsumer {
@@ -253,7 +258,8 @@ impl EmbeddedConsumer {
         while self.pending.is_empty() {
             // Registered before the claim, so a commit between the claim and the wait
             // still wakes us.
-            let woken = self.queue.new_work.notified();
+            let queue = Arc::clone(&self.queue);
+            let woken = queue.new_work.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let got = self.claim(max).await?;
@@ -269,7 +275,8 @@ impl EmbeddedConsumer {
         if self.pending.len() < max && !linger.is_zero() {
             let deadline = Instant::now() + linger;
             loop {
-                let woken = self.queue.new_work.notified();
+                let queue = Arc::clone(&self.queue);
+                let woken = queue.new_work.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
                 let last = tokio::select! {
@@ -286,60 +293,69 @@ impl EmbeddedConsumer {
         Ok(std::mem::take(&mut self.pending))
     }
 
-    async fn claim(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
-        let db = &self.queue.db;
-        let backend = db.get_database_backend();
-        let now = now_ms();
-        let lease_until =
-            now.saturating_add(ms(Duration::from_millis(self.queue.settings.lease_ms)));
-        // PostgreSQL: concurrent consumers skip each other's rows instead of queueing on
-        // them. SQLite serialises writers, so the plain subquery is already exclusive.
-        let lock = match backend {
-            DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
-            _ => "",
-        };
-        let sql = format!(
-            "UPDATE queue_messages SET lease_owner = $1, lease_until = $2 \
-             WHERE id IN (SELECT id FROM queue_messages \
-                 WHERE available_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
-                 ORDER BY id LIMIT $4 {lock}) \
-             RETURNING id, message_id, body, attempts, enqueued_at"
-        );
-        let limit = i64::try_from(max).unwrap_or(i64::MAX);
-        let rows = db
-            .query_all(stmt(
-                backend,
-                &sql,
-                vec![
-                    self.owner.as_str().into(),
-                    lease_until.into(),
-                    now.into(),
-                    limit.into(),
-                ],
-            ))
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let attempts: i32 = row.try_get("", "attempts")?;
-            out.push(Delivery {
-                message_id: row.try_get("", "message_id")?,
-                body: row.try_get("", "body")?,
-                attempts: u32::try_from(attempts).unwrap_or(0),
-                enqueued_at: row.try_get("", "enqueued_at")?,
-                handle: Handle::Embedded {
-                    id: row.try_get("", "id")?,
-                },
-            });
-        }
-        // RETURNING gives no order guarantee; consumers expect the oldest first.
-        out.sort_by_key(|d| match d.handle {
-            Handle::Embedded { id } => id,
-            Handle::Amqp { .. } => 0,
-        });
-        Ok(out)
+    /// Claims up to `max` rows (see the `claiming` field for why in a task of its own).
+    async fn claim(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let (queue, owner) = (Arc::clone(&self.queue), self.owner.clone());
+        let claiming =
+            self.claiming.insert(tokio::spawn(
+                async move { claim(&queue, &owner, max).await },
+            ));
+        let claimed = claiming.await;
+        self.claiming = None;
+        claimed.map_err(|e| QueueError::Unavailable(format!("the claim task failed: {e}")))?
     }
+}
 
+/// Leases up to `max` available rows to `owner`, oldest first.
+async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
+    let db = &queue.db;
+    let backend = db.get_database_backend();
+    let now = now_ms();
+    let lease_until = now.saturating_add(ms(Duration::from_millis(queue.settings.lease_ms)));
+    // PostgreSQL: concurrent consumers skip each other's rows instead of queueing on
+    // them. SQLite serialises writers, so the plain subquery is already exclusive.
+    let lock = match backend {
+        DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+        _ => "",
+    };
+    let sql = format!(
+        "UPDATE queue_messages SET lease_owner = $1, lease_until = $2 \
+         WHERE id IN (SELECT id FROM queue_messages \
+             WHERE available_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+             ORDER BY id LIMIT $4 {lock}) \
+         RETURNING id, message_id, body, attempts, enqueued_at"
+    );
+    let limit = i64::try_from(max).unwrap_or(i64::MAX);
+    let rows = db
+        .query_all(stmt(
+            backend,
+            &sql,
+            vec![owner.into(), lease_until.into(), now.into(), limit.into()],
+        ))
+        .await
+        .map_err(unavailable)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let attempts: i32 = row.try_get("", "attempts")?;
+        out.push(Delivery {
+            message_id: row.try_get("", "message_id")?,
+            body: row.try_get("", "body")?,
+            attempts: u32::try_from(attempts).unwrap_or(0),
+            enqueued_at: row.try_get("", "enqueued_at")?,
+            handle: Handle::Embedded {
+                id: row.try_get("", "id")?,
+            },
+        });
+    }
+    // RETURNING gives no order guarantee; consumers expect the oldest first.
+    out.sort_by_key(|d| match d.handle {
+        Handle::Embedded { id } => id,
+        Handle::Amqp { .. } => 0,
+    });
+    Ok(out)
+}
+
+impl EmbeddedConsumer {
     pub(crate) async fn ack(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
         let ids = ids(deliveries)?;
         let db = &self.queue.db;
@@ -432,7 +448,11 @@ impl EmbeddedConsumer {
         Ok(())
     }
 
-    pub(crate) async fn close(self) -> Result<(), QueueError> {
+    pub(crate) async fn close(mut self) -> Result<(), QueueError> {
+        // A claim cut short by shutdown still commits its leases: let it finish first.
+        if let Some(claiming) = self.claiming.take() {
+            let _ = claiming.await;
+        }
         let db = &self.queue.db;
         db.execute(stmt(
             db.get_database_backend(),
