@@ -8,7 +8,7 @@
 use crate::auth::Caller;
 use crate::directory::TestFilter;
 use crate::error::ApiError;
-use crate::page::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::page::PageQuery;
 use crate::ApiState;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -129,19 +129,12 @@ pub async fn events(
             )
         })?,
     };
-    let limit = match q.limit.as_deref() {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_param(
-                    "limit",
-                    format!("must be a whole number from 1 to {MAX_LIMIT}, got `{raw}`"),
-                )
-            })?,
-    };
+    // The feed's cursor is `after`, but its page size is every list's `limit`.
+    let limit = PageQuery {
+        cursor: None,
+        limit: q.limit,
+    }
+    .limit()?;
     let types: Option<Vec<String>> = match q.types.as_deref().filter(|t| !t.is_empty()) {
         None => None,
         Some(list) => {
