@@ -9,6 +9,7 @@
 //! - `m20261129_000003_churn`: sooner autovacuum for the high-churn intake tables (PostgreSQL).
 //! - `m20261129_000004_api_tokens`: bearer tokens of the read and activity APIs.
 //! - `m20261129_000005_directory_reads`: member indexes for the directory API's pages.
+//! - `m20261129_000006_scim_groups`: version, `externalId` and unique names of SCIM groups.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and [`testing`] gives each test its own fresh database.
@@ -19,6 +20,7 @@ mod m20261122_000002_intake;
 pub mod m20261129_000003_churn;
 mod m20261129_000004_api_tokens;
 mod m20261129_000005_directory_reads;
+mod m20261129_000006_scim_groups;
 pub mod testing;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
@@ -35,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_churn::Migration),
             Box::new(m20261129_000004_api_tokens::Migration),
             Box::new(m20261129_000005_directory_reads::Migration),
+            Box::new(m20261129_000006_scim_groups::Migration),
         ]
     }
 }

@@ -730,6 +730,28 @@ impl Reply {
     }
 }
 
+/// An API answer.
+#[derive(Debug, Clone)]
+pub struct ApiReply {
+    pub status: u16,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// `null` when the body is not JSON.
+    pub body: serde_json::Value,
+    pub raw: Vec<u8>,
+}
+
+impl ApiReply {
+    /// The first value of a header.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// A marketplace: signs callbacks with one access key and sends them to a server.
 #[derive(Clone)]
 pub struct Kit {
@@ -800,32 +822,72 @@ impl Kit {
         }
     }
 
+    /// The server's base URL (`http://127.0.0.1:port`).
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// `GET {path}` on the same server's API, with an optional bearer token: the HTTP status
     /// and the JSON body (`null` when the body is not JSON).
     ///
     /// # Panics
     /// The request fails at the HTTP level.
     pub async fn api_get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-        let mut b = hyper::Request::get(format!("{}{path}", self.base));
+        let r = self.api("GET", path, token, &[], None).await;
+        (r.status, r.body)
+    }
+
+    /// Any request on the same server's API: method, path, optional bearer token, extra
+    /// headers and an optional JSON body (sent as `application/json`).
+    ///
+    /// # Panics
+    /// The request fails at the HTTP level or takes over 30 s.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> ApiReply {
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
-        let req = b.body(Full::new(Bytes::new())).expect("request");
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b
+            .body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))
+            .expect("request");
         let res = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
             .expect("API answer within 30 s")
             .expect("API request");
         let status = res.status().as_u16();
-        let body = res
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let raw = res
             .into_body()
             .collect()
             .await
             .expect("API body")
             .to_bytes();
-        (
+        ApiReply {
             status,
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        )
+            headers,
+            body: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
+            raw: raw.to_vec(),
+        }
     }
 
     /// Signs and sends `body` to `POST /produceAPI/v2/{kind}`.

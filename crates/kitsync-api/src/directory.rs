@@ -658,13 +658,23 @@ pub async fn groups(
             display_name: g.display_name,
             members: g.members,
         })
-        .chain(state.store.isv_groups(&tenant_id).await?.into_iter().map(
-            |(group_id, display_name, members)| GroupItem {
-                group_id,
-                display_name,
-                members,
-            },
-        ))
+        .chain(
+            state
+                .store
+                .isv_groups(&tenant_id)
+                .await?
+                .into_iter()
+                .map(|g| GroupItem {
+                    group_id: g.group_id,
+                    display_name: g.display_name,
+                    members: g
+                        .members
+                        .into_iter()
+                        .filter(kitsync_store::GroupMember::is_user)
+                        .map(|m| m.value)
+                        .collect(),
+                }),
+        )
         .filter(|g| after.as_deref().is_none_or(|a| g.group_id.as_str() > a))
         .collect();
     all.sort_by(|a, b| a.group_id.cmp(&b.group_id));

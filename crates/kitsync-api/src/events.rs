@@ -36,6 +36,8 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     ("app.created", "app"),
     ("app.updated", "app"),
     ("app.deleted", "app"),
+    ("group.created", "group"),
+    ("group.updated", "group"),
     ("group.deleted", "group"),
 ];
 

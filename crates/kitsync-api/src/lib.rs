@@ -8,6 +8,7 @@
 //! - [`page`]: cursor pagination (`?cursor=&limit=` → `{"items","nextCursor"}`).
 //! - [`directory`]: the directory read endpoints.
 //! - [`events`]: the change feed over the journal.
+//! - [`scim`]: SCIM 2.0 at `/scim/v2/{tenantId}/` (Users read-only, Groups CRUD).
 //!
 //! Handlers are thin: extract, call one store query, map the result.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod directory;
 pub mod error;
 pub mod events;
 pub mod page;
+pub mod scim;
 
 pub use error::ApiError;
 
@@ -30,8 +32,9 @@ pub struct ApiState {
     pub store: Store,
 }
 
-/// The `/api/v1` routes.
+/// The `/api/v1` and `/scim/v2` routes.
 pub fn router(store: Store) -> Router {
+    let state = Arc::new(ApiState { store });
     Router::new()
         .route("/api/v1/tenants/{tenant_id}", get(directory::tenant))
         .route(
@@ -53,5 +56,6 @@ pub fn router(store: Store) -> Router {
         )
         .route("/api/v1/tenants/{tenant_id}/groups", get(directory::groups))
         .route("/api/v1/events", get(events::events))
-        .with_state(Arc::new(ApiState { store }))
+        .with_state(state.clone())
+        .merge(scim::router(state))
 }

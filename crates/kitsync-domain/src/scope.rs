@@ -1,19 +1,22 @@
-//! What an API token may do (product.md §1): read the directory, write activity, read
-//! statistics, or administer (which includes the other three).
+//! What an API token may do (product.md §1): read the directory, write the ISV's own groups
+//! (SCIM), write activity, read statistics, or administer (which includes the others).
 use crate::error::FieldError;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     DirectoryRead,
+    /// Write the ISV's own groups (SCIM Groups); the marketplace's data stays read-only.
+    DirectoryWrite,
     ActivityWrite,
     StatsRead,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 5] = [
         Scope::DirectoryRead,
+        Scope::DirectoryWrite,
         Scope::ActivityWrite,
         Scope::StatsRead,
         Scope::Admin,
@@ -23,6 +26,7 @@ impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::DirectoryRead => "directory:read",
+            Scope::DirectoryWrite => "directory:write",
             Scope::ActivityWrite => "activity:write",
             Scope::StatsRead => "stats:read",
             Scope::Admin => "admin",

@@ -213,6 +213,10 @@ pub mod groups {
         pub source: String,
         pub created_at: i64,
         pub updated_at: i64,
+        /// Raised by every write: the SCIM ETag (`W/"{version}"`).
+        pub version: i64,
+        /// The SCIM client's own id for the group.
+        pub external_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -231,8 +235,13 @@ pub mod group_members {
         pub tenant_id: String,
         #[sea_orm(primary_key, auto_increment = false)]
         pub group_id: String,
+        /// The member's id: a user name, or a group id when `member_type` is `Group`.
         #[sea_orm(primary_key, auto_increment = false)]
         pub user_name: String,
+        /// SCIM `type` as the client gave it (`User`, `Group`), if it did.
+        pub member_type: Option<String>,
+        /// Order within the group, as written.
+        pub position: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -21,6 +21,8 @@
 //!   directory API's keyset pages ([`Store::departments`], [`Store::apps`],
 //!   [`Store::journal_page`], …).
 //! - `members`: member pages with their filters ([`Store::members`], [`Store::member`]).
+//! - `groups`: the ISV's SCIM groups ([`Store::create_group`], …); `members` also compiles
+//!   SCIM user filters ([`MemberCond`], [`Store::query_members`]).
 //! - `tokens`: API bearer tokens ([`Store::create_token`], [`Store::authenticate`]).
 //! - `sql`: placeholder numbering per backend (`$n` / `?`) and statement chunking.
 //!
@@ -56,6 +58,7 @@
 mod apply;
 pub mod entity;
 mod error;
+mod groups;
 mod members;
 mod model;
 mod read;
@@ -63,7 +66,8 @@ mod sql;
 mod tokens;
 
 pub use error::StoreError;
-pub use members::{MemberApp, MemberFilter, MemberView};
+pub use groups::{GroupMember, GroupWrite, GroupWriteError, IsvGroup};
+pub use members::{CmpOp, MemberApp, MemberCond, MemberField, MemberFilter, MemberView};
 pub use model::{
     AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
     JournalEntry, MemberState, Outcome, Plan, StoreSettings, TenantState, TenantView,
@@ -259,15 +263,116 @@ impl Store {
         read::authorizations_page(&self.db, tenant_id, app_id, after, limit, include_test).await
     }
 
-    /// The groups the ISV created through SCIM: (id, display name, sorted members), by id.
+    /// The groups the ISV created through SCIM, by id, each with its members in order.
     ///
     /// # Errors
     /// [`StoreError::Database`] when the database fails.
-    pub async fn isv_groups(
+    pub async fn isv_groups(&self, tenant_id: &str) -> Result<Vec<IsvGroup>, StoreError> {
+        groups::list(&self.db, tenant_id).await
+    }
+
+    /// One ISV group.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn isv_group(
         &self,
         tenant_id: &str,
-    ) -> Result<Vec<(String, String, Vec<String>)>, StoreError> {
-        read::isv_groups(&self.db, tenant_id).await
+        group_id: &str,
+    ) -> Result<Option<IsvGroup>, StoreError> {
+        groups::one(&self.db, tenant_id, group_id).await
+    }
+
+    /// Creates an ISV group with the id the caller chose (a fresh UUID for SCIM).
+    ///
+    /// # Errors
+    /// [`GroupWriteError`]: the tenant is not live, the name is empty or taken, a member's
+    /// value is empty, or the database failed.
+    pub async fn create_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        new: &GroupWrite,
+    ) -> Result<IsvGroup, GroupWriteError> {
+        groups::write(&self.db, tenant_id, groups::Write::Create { group_id, new })
+            .await?
+            .ok_or_else(|| GroupWriteError::GroupNotFound(group_id.to_owned()))
+    }
+
+    /// Replaces an ISV group's name, external id and members; when `if_version` is given the
+    /// group must still be at that version.
+    ///
+    /// # Errors
+    /// As [`Store::create_group`], plus [`GroupWriteError::GroupNotFound`] and
+    /// [`GroupWriteError::VersionMismatch`].
+    pub async fn replace_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        new: &GroupWrite,
+        if_version: Option<i64>,
+    ) -> Result<IsvGroup, GroupWriteError> {
+        groups::write(
+            &self.db,
+            tenant_id,
+            groups::Write::Replace {
+                group_id,
+                new,
+                if_version,
+            },
+        )
+        .await?
+        .ok_or_else(|| GroupWriteError::GroupNotFound(group_id.to_owned()))
+    }
+
+    /// Deletes an ISV group (at `if_version`, when given).
+    ///
+    /// # Errors
+    /// [`GroupWriteError::TenantNotFound`], [`GroupWriteError::GroupNotFound`],
+    /// [`GroupWriteError::VersionMismatch`], or the database failed.
+    pub async fn delete_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        if_version: Option<i64>,
+    ) -> Result<(), GroupWriteError> {
+        groups::write(
+            &self.db,
+            tenant_id,
+            groups::Write::Delete {
+                group_id,
+                if_version,
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Listed members (some app authorises them, test data included) that satisfy `cond`,
+    /// in `userName` order from `offset`, with how many satisfy it in all.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn query_members(
+        &self,
+        tenant_id: &str,
+        cond: &MemberCond,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<MemberView>), StoreError> {
+        members::query(&self.db, tenant_id, cond, offset, limit).await
+    }
+
+    /// The ISV groups each of `users` is in: `(userName, groupId, displayName)`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn group_memberships(
+        &self,
+        tenant_id: &str,
+        users: &[String],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        groups::memberships(&self.db, tenant_id, users).await
     }
 
     /// The live directory of one tenant (tombstones absent), deterministically ordered.

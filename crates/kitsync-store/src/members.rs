@@ -188,3 +188,227 @@ async fn load(
         })
         .collect())
 }
+
+/// A member column a [`MemberCond`] can test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberField {
+    UserName,
+    Name,
+    OrgCode,
+    Position,
+    EmployeeCode,
+    Email,
+    Mobile,
+    WorkPlace,
+}
+
+impl MemberField {
+    fn column(self) -> &'static str {
+        match self {
+            MemberField::UserName => "m.user_name",
+            MemberField::Name => "m.name",
+            MemberField::OrgCode => "m.org_code",
+            MemberField::Position => "m.position",
+            MemberField::EmployeeCode => "m.employee_code",
+            MemberField::Email => "m.email",
+            MemberField::Mobile => "m.mobile",
+            MemberField::WorkPlace => "m.work_place",
+        }
+    }
+}
+
+/// A string comparison (SCIM's operators, RFC 7644 §3.4.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Co,
+    Sw,
+    Ew,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+/// A condition on a member, compiled to SQL by [`crate::Store::query_members`]. String
+/// comparisons are exact, or case-insensitive when `ignore_case` (both sides lowered: Unicode
+/// case on PostgreSQL, ASCII case on SQLite); an absent (NULL) field satisfies `Ne` and the
+/// negation of anything else, never a comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberCond {
+    /// Always true or always false (e.g. a test of a constant sub-attribute like an email's
+    /// `type`).
+    Const(bool),
+    And(Box<MemberCond>, Box<MemberCond>),
+    Or(Box<MemberCond>, Box<MemberCond>),
+    Not(Box<MemberCond>),
+    /// The field is set and not empty.
+    Present(MemberField),
+    Cmp {
+        field: MemberField,
+        op: CmpOp,
+        value: String,
+        ignore_case: bool,
+    },
+    /// Some app's authorisation of the member is enabled (SCIM `active`), or none is.
+    Active(bool),
+    /// The member is in this role group (`{appId}:{role}`) or ISV group.
+    InGroup(String),
+}
+
+impl MemberCond {
+    fn to_sql(&self, sql: &mut Sql, pg: bool) {
+        match self {
+            MemberCond::Const(true) => {
+                sql.push("1 = 1");
+            }
+            MemberCond::Const(false) => {
+                sql.push("1 = 0");
+            }
+            MemberCond::And(a, b) | MemberCond::Or(a, b) => {
+                sql.push("(");
+                a.to_sql(sql, pg);
+                sql.push(if matches!(self, MemberCond::And(..)) {
+                    " AND "
+                } else {
+                    " OR "
+                });
+                b.to_sql(sql, pg);
+                sql.push(")");
+            }
+            MemberCond::Not(c) => {
+                // NOT over a comparison of a NULL column is NULL, i.e. false: the coalesce
+                // makes "not (title eq x)" true for a member without a title, as SCIM wants.
+                sql.push("NOT COALESCE((");
+                c.to_sql(sql, pg);
+                sql.push("), FALSE)");
+            }
+            MemberCond::Present(f) => {
+                let c = f.column();
+                sql.push(&format!("({c} IS NOT NULL AND {c} <> '')"));
+            }
+            MemberCond::Active(want) => {
+                sql.push(if *want { "EXISTS (" } else { "NOT EXISTS (" })
+                    .push(
+                        "SELECT 1 FROM authorizations ae WHERE ae.tenant_id = m.tenant_id \
+                     AND ae.user_name = m.user_name AND ae.deleted = FALSE AND ae.enabled = TRUE)",
+                    );
+            }
+            MemberCond::InGroup(group) => {
+                sql.push("(EXISTS (SELECT 1 FROM group_members gm WHERE gm.tenant_id = m.tenant_id AND gm.user_name = m.user_name AND (gm.member_type IS NULL OR lower(gm.member_type) = 'user') AND gm.group_id = ")
+                    .bind(group.as_str())
+                    .push(") OR EXISTS (SELECT 1 FROM authorizations ag WHERE ag.tenant_id = m.tenant_id AND ag.user_name = m.user_name AND ag.deleted = FALSE AND ")
+                    .push("(ag.app_id || ':' || ag.role) = ")
+                    .bind(group.as_str())
+                    .push("))");
+            }
+            MemberCond::Cmp {
+                field,
+                op,
+                value,
+                ignore_case,
+            } => {
+                let col = if *ignore_case {
+                    format!("lower({})", field.column())
+                } else {
+                    field.column().to_owned()
+                };
+                let value = if *ignore_case {
+                    value.to_lowercase()
+                } else {
+                    value.clone()
+                };
+                let simple = |sql: &mut Sql, o: &str| {
+                    sql.push(&format!("{col} {o} ")).bind(value.clone());
+                };
+                match op {
+                    CmpOp::Eq => simple(sql, "="),
+                    CmpOp::Gt => simple(sql, ">"),
+                    CmpOp::Ge => simple(sql, ">="),
+                    CmpOp::Lt => simple(sql, "<"),
+                    CmpOp::Le => simple(sql, "<="),
+                    CmpOp::Ne => {
+                        sql.push(&format!("({} IS NULL OR {col} <> ", field.column()))
+                            .bind(value.clone())
+                            .push(")");
+                    }
+                    CmpOp::Co => {
+                        sql.push(if pg { "strpos(" } else { "instr(" })
+                            .push(&col)
+                            .push(", ")
+                            .bind(value.clone())
+                            .push(") > 0");
+                    }
+                    CmpOp::Sw => {
+                        sql.push(&format!("({col} >= "))
+                            .bind(value.clone())
+                            .push(&format!(" AND {col} < "))
+                            .bind(prefix_end(&value))
+                            .push(")");
+                    }
+                    CmpOp::Ew => {
+                        let n = i32::try_from(value.chars().count()).unwrap_or(i32::MAX);
+                        if pg {
+                            sql.push(&format!("right({col}, ")).bind(n);
+                        } else {
+                            sql.push(&format!("substr({col}, -")).bind(n);
+                        }
+                        sql.push(") = ").bind(value.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Listed members matching `cond`, in `userName` order from `offset`, and how many match
+/// in all (SCIM's `totalResults`).
+pub(crate) async fn query(
+    db: &DatabaseConnection,
+    tenant: &str,
+    cond: &MemberCond,
+    offset: u64,
+    limit: u64,
+) -> Result<(u64, Vec<MemberView>), StoreError> {
+    let backend = db.get_database_backend();
+    let pg = backend == sea_orm::DbBackend::Postgres;
+    let matching = |sql: &mut Sql| {
+        sql.push(" FROM members m WHERE m.tenant_id = ")
+            .bind(tenant)
+            .push(
+                " AND m.deleted = FALSE AND EXISTS (SELECT 1 FROM authorizations a \
+                 WHERE a.tenant_id = m.tenant_id AND a.user_name = m.user_name \
+                 AND a.deleted = FALSE) AND ",
+            );
+        cond.to_sql(sql, pg);
+    };
+    let mut count = Sql::new(backend);
+    count.push("SELECT COUNT(*)");
+    matching(&mut count);
+    let total: i64 = match db.query_one(count.build()).await? {
+        Some(row) => row.try_get_by_index(0)?,
+        None => 0,
+    };
+    let mut names = Sql::new(backend);
+    names.push("SELECT m.user_name");
+    matching(&mut names);
+    names
+        .push(" ORDER BY m.user_name LIMIT ")
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .push(" OFFSET ")
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX));
+    let names: Vec<String> = if limit == 0 {
+        Vec::new()
+    } else {
+        db.query_all(names.build())
+            .await?
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0))
+            .collect::<Result<_, _>>()?
+    };
+    Ok((
+        u64::try_from(total).unwrap_or(0),
+        load(db, tenant, &names, true).await?,
+    ))
+}

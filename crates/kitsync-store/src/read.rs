@@ -1,8 +1,7 @@
 //! Reads for tests, the CLI and (later) the directory API. Live rows only, sorted in Rust so
 //! the order does not depend on the backend's collation.
 use crate::entity::{
-    apps, authorizations, departments, group_members, groups, journal, members, org_plans,
-    tenant_instances, tenants,
+    apps, authorizations, departments, journal, members, org_plans, tenant_instances, tenants,
 };
 use crate::error::StoreError;
 use crate::model::{
@@ -266,34 +265,6 @@ pub(crate) async fn authorizations_page(
             enabled: m.enabled,
             test: m.test,
             version: m.version,
-        })
-        .collect())
-}
-
-/// The groups the ISV created (SCIM) with their members, sorted by id.
-pub(crate) async fn isv_groups(
-    db: &DatabaseConnection,
-    t: &str,
-) -> Result<Vec<(String, String, Vec<String>)>, StoreError> {
-    let groups = groups::Entity::find()
-        .filter(groups::Column::TenantId.eq(t))
-        .order_by_asc(groups::Column::GroupId)
-        .all(db)
-        .await?;
-    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in group_members::Entity::find()
-        .filter(group_members::Column::TenantId.eq(t))
-        .all(db)
-        .await?
-    {
-        members.entry(m.group_id).or_default().push(m.user_name);
-    }
-    Ok(groups
-        .into_iter()
-        .map(|g| {
-            let mut users = members.remove(&g.group_id).unwrap_or_default();
-            users.sort();
-            (g.group_id, g.display_name, users)
         })
         .collect())
 }

@@ -739,6 +739,8 @@ async fn tenant_delete_removes_isv_groups_created_before_it() {
             source: Set("scim".into()),
             created_at: Set(created),
             updated_at: Set(created),
+            version: Set(1),
+            external_id: Set(None),
         })
         .exec(s.db())
         .await
@@ -747,6 +749,8 @@ async fn tenant_delete_removes_isv_groups_created_before_it() {
             tenant_id: Set("t".into()),
             group_id: Set(id.into()),
             user_name: Set("u1".into()),
+            member_type: Set(None),
+            position: Set(0),
         })
         .exec(s.db())
         .await

@@ -1,0 +1,651 @@
+//! SCIM Groups: the per-app role groups (derived from the authorisations, read-only, id
+//! `{appId}:{role}`) and the ISV's own groups (full CRUD, PATCH, ETag `W/"{version}"`).
+//!
+//! Members come back exactly as written (`value`, and `$ref`/`type` when a `type` was given),
+//! in the order written, with no server-added `display`: SCIM clients compare what they
+//! wrote with what they read.
+use super::error::ScimError;
+use super::filter::{AttrPath, Filter};
+use super::schema::{group_case_exact, GROUP, PATCH_OP};
+use super::{admit, encode_segment, json_body, ListParams, Projection, RawQuery, Shared};
+use crate::auth::Caller;
+use crate::ApiError;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kitsync_domain::Scope;
+use kitsync_store::{DerivedGroup, GroupMember, GroupWrite, GroupWriteError, IsvGroup};
+use serde_json::{json, Map, Value};
+
+fn member_json(base: &str, m: &GroupMember) -> Value {
+    match m.kind.as_deref() {
+        Some(kind) => {
+            let endpoint = if kind.eq_ignore_ascii_case("group") {
+                "Groups"
+            } else {
+                "Users"
+            };
+            json!({
+                "value": m.value,
+                "$ref": format!("{base}/{endpoint}/{}", encode_segment(&m.value)),
+                "type": kind,
+            })
+        }
+        None => json!({ "value": m.value }),
+    }
+}
+
+fn location(base: &str, id: &str) -> String {
+    format!("{base}/Groups/{}", encode_segment(id))
+}
+
+pub(crate) fn isv_json(base: &str, g: &IsvGroup) -> Value {
+    let mut o = Map::new();
+    o.insert("schemas".into(), json!([GROUP]));
+    o.insert("id".into(), json!(g.group_id));
+    if let Some(e) = &g.external_id {
+        o.insert("externalId".into(), json!(e));
+    }
+    o.insert("displayName".into(), json!(g.display_name));
+    o.insert(
+        "members".into(),
+        Value::Array(g.members.iter().map(|m| member_json(base, m)).collect()),
+    );
+    let mut meta = json!({
+        "resourceType": "Group",
+        "location": location(base, &g.group_id),
+        "version": format!("W/\"{}\"", g.version),
+    });
+    if let Some(t) = super::rfc3339(g.created_at) {
+        meta["created"] = json!(t);
+    }
+    if let Some(t) = super::rfc3339(g.updated_at) {
+        meta["lastModified"] = json!(t);
+    }
+    o.insert("meta".into(), meta);
+    Value::Object(o)
+}
+
+pub(crate) fn derived_json(base: &str, g: &DerivedGroup) -> Value {
+    let mut o = Map::new();
+    o.insert("schemas".into(), json!([GROUP]));
+    o.insert("id".into(), json!(g.group_id));
+    o.insert("displayName".into(), json!(g.display_name));
+    o.insert(
+        "members".into(),
+        Value::Array(
+            g.members
+                .iter()
+                .map(|u| {
+                    json!({
+                        "value": u,
+                        "$ref": format!("{base}/Users/{}", encode_segment(u)),
+                        "type": "User",
+                    })
+                })
+                .collect(),
+        ),
+    );
+    let etag = super::content_etag(&Value::Object(o.clone()));
+    o.insert(
+        "meta".into(),
+        json!({
+            "resourceType": "Group",
+            "location": location(base, &g.group_id),
+            "version": etag,
+        }),
+    );
+    Value::Object(o)
+}
+
+/// Every group of the tenant (role groups and ISV groups), by id.
+async fn all(state: &Shared, base: &str, tenant: &str) -> Result<Vec<Value>, ScimError> {
+    let mut out: Vec<(String, Value)> = state
+        .store
+        .derived_groups(tenant)
+        .await?
+        .iter()
+        .map(|g| (g.group_id.clone(), derived_json(base, g)))
+        .collect();
+    out.extend(
+        state
+            .store
+            .isv_groups(tenant)
+            .await?
+            .iter()
+            .map(|g| (g.group_id.clone(), isv_json(base, g))),
+    );
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out.into_iter().map(|(_, v)| v).collect())
+}
+
+async fn page(
+    state: &Shared,
+    base: &str,
+    tenant: &str,
+    params: ListParams,
+) -> Result<Response, ScimError> {
+    let matching: Vec<Value> = all(state, base, tenant)
+        .await?
+        .into_iter()
+        .filter(|g| {
+            params
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.matches(g, &group_case_exact))
+        })
+        .collect();
+    let total = matching.len() as u64;
+    let resources = matching
+        .into_iter()
+        .skip(usize::try_from(params.start_index - 1).unwrap_or(usize::MAX))
+        .take(usize::try_from(params.count).unwrap_or(usize::MAX))
+        .map(|g| params.projection.apply(g))
+        .collect();
+    Ok(super::list_response(total, params.start_index, resources))
+}
+
+/// `GET /Groups`.
+pub(crate) async fn list(
+    State(state): State<Shared>,
+    caller: Result<Caller, ApiError>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    query: Result<RawQuery, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ScimError> {
+    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
+    let query = query.map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
+    let params = ListParams::from_query(&query.0)?;
+    page(&state, &base, &tenant, params).await
+}
+
+/// `POST /Groups/.search`.
+pub(crate) async fn search(
+    State(state): State<Shared>,
+    caller: Result<Caller, ApiError>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
+    let params = ListParams::from_search(&json_body(&body)?)?;
+    page(&state, &base, &tenant, params).await
+}
+
+/// One group, ISV or derived.
+enum Found {
+    Isv(IsvGroup),
+    Derived(DerivedGroup),
+}
+
+async fn find(state: &Shared, tenant: &str, id: &str) -> Result<Found, ScimError> {
+    if let Some(g) = state.store.isv_group(tenant, id).await? {
+        return Ok(Found::Isv(g));
+    }
+    if id.contains(':') {
+        if let Some(g) = state
+            .store
+            .derived_groups(tenant)
+            .await?
+            .into_iter()
+            .find(|g| g.group_id == id)
+        {
+            return Ok(Found::Derived(g));
+        }
+    }
+    Err(ScimError::not_found(format!("Group {id} not found")))
+}
+
+/// `GET /Groups/{id}`.
+pub(crate) async fn get(
+    State(state): State<Shared>,
+    caller: Result<Caller, ApiError>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    query: Result<RawQuery, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ScimError> {
+    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
+    let query = query.map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
+    let projection = Projection::from_query(&query.0)?;
+    let full = match find(&state, &tenant, &id).await? {
+        Found::Isv(g) => isv_json(&base, &g),
+        Found::Derived(g) => derived_json(&base, &g),
+    };
+    if super::not_modified(
+        &headers,
+        full["meta"]["version"].as_str().unwrap_or_default(),
+    ) {
+        return Ok(super::get_response(&headers, &full));
+    }
+    let shown = projection.apply(full.clone());
+    let mut res = super::resource_response(StatusCode::OK, &full);
+    *res.body_mut() = axum::body::Body::from(shown.to_string());
+    Ok(res)
+}
+
+/// The group's new state from a POST or PUT body.
+fn group_write(body: &Value) -> Result<GroupWrite, ScimError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ScimError::bad("invalidSyntax", "a Group must be a JSON object"))?;
+    let schemas: Vec<&str> = obj
+        .get("schemas")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !schemas.iter().any(|s| s.eq_ignore_ascii_case(GROUP)) {
+        return Err(ScimError::bad(
+            "invalidSyntax",
+            format!("`schemas` must include {GROUP}"),
+        ));
+    }
+    let get = |name: &str| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    let display_name = match get("displayName") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => {
+            return Err(ScimError::bad(
+                "invalidValue",
+                "displayName is required (a non-empty string)",
+            ))
+        }
+    };
+    let mut w = GroupWrite {
+        display_name,
+        external_id: external_id(get("externalId"))?,
+        members: Vec::new(),
+    };
+    if let Some(m) = get("members") {
+        add_members(&mut w, m)?;
+    }
+    Ok(w)
+}
+
+fn external_id(v: Option<&Value>) -> Result<Option<String>, ScimError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ScimError::bad(
+            "invalidValue",
+            "externalId must be a string",
+        )),
+    }
+}
+
+/// Parses members (an array, or one member object) and appends those not already there.
+fn add_members(w: &mut GroupWrite, v: &Value) -> Result<(), ScimError> {
+    for m in parse_members(v)? {
+        if !w.members.iter().any(|x| x.value == m.value) {
+            w.members.push(m);
+        }
+    }
+    Ok(())
+}
+
+fn parse_members(v: &Value) -> Result<Vec<GroupMember>, ScimError> {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(_) => vec![v],
+        Value::Null => Vec::new(),
+        _ => {
+            return Err(ScimError::bad(
+                "invalidValue",
+                "members must be an array of {\"value\": …} objects",
+            ))
+        }
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let value = item
+                .get("value")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    ScimError::bad(
+                        "invalidValue",
+                        "every member needs a non-empty string `value`",
+                    )
+                })?;
+            let kind = match item.get("type") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(t))
+                    if t.eq_ignore_ascii_case("user") || t.eq_ignore_ascii_case("group") =>
+                {
+                    Some(t.clone())
+                }
+                Some(other) => {
+                    return Err(ScimError::bad(
+                        "invalidValue",
+                        format!("a member's type is \"User\" or \"Group\", not {other}"),
+                    ))
+                }
+            };
+            Ok(GroupMember {
+                value: value.to_owned(),
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// `If-Match`: `None` when absent or `*`; a version that cannot match when it is not ours.
+fn if_match(headers: &HeaderMap) -> Option<i64> {
+    let v = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
+    if v == "*" {
+        return None;
+    }
+    let tag = v.split(',').next().unwrap_or(v).trim();
+    Some(
+        tag.trim_start_matches("W/")
+            .trim_matches('"')
+            .parse::<i64>()
+            .unwrap_or(-1),
+    )
+}
+
+fn created(base: &str, g: &IsvGroup) -> Response {
+    let body = isv_json(base, g);
+    let mut res = super::resource_response(StatusCode::CREATED, &body);
+    if let Ok(h) = HeaderValue::from_str(&location(base, &g.group_id)) {
+        res.headers_mut().insert(header::LOCATION, h);
+    }
+    res
+}
+
+/// `POST /Groups`.
+pub(crate) async fn create(
+    State(state): State<Shared>,
+    caller: Result<Caller, ApiError>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let base = admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
+    let w = group_write(&json_body(&body)?)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let g = state.store.create_group(&tenant, &id, &w).await?;
+    Ok(created(&base, &g))
+}
+
+/// The ISV group `id`, or the proper refusal for a role group.
+async fn writable(state: &Shared, tenant: &str, id: &str) -> Result<IsvGroup, ScimError> {
+    match find(state, tenant, id).await? {
+        Found::Isv(g) => Ok(g),
+        Found::Derived(_) => Err(ScimError::read_only("Per-app role groups")),
+    }
+}
+
+/// `PUT /Groups/{id}`.
+pub(crate) async fn replace(
+    State(state): State<Shared>,
+    caller: Result<Caller, ApiError>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let base = admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
+    writable(&state, &tenant, &id).await?;
+    let w = group_write(&json_body(&body)?)?;
+    let g = state
+        .store
+        .replace_group(&tenant, &id, &w, if_match(&headers))
+        .await?;
+    Ok(super::resource_response(
+        StatusCode::OK,
+        &isv_json(&base, &g),
+    ))
+}
+
+/// `DELETE /Groups/{id}`: 204.
+pub(crate) async fn delete(
+    State(state): State<Shared>,
+    caller: Result<Caller, ApiError>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
+    match find(&state, &tenant, &id).await? {
+        Found::Isv(_) => {}
+        Found::Derived(_) => {
+            return Err(ScimError::new(
+                StatusCode::FORBIDDEN,
+                None,
+                "per-app role groups follow the marketplace's authorisations and cannot be deleted",
+            ))
+        }
+    }
+    state
+        .store
+        .delete_group(&tenant, &id, if_match(&headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// What a PATCH path names (RFC 7644 §3.5.2).
+#[derive(Debug)]
+enum Target {
+    Whole,
+    DisplayName,
+    ExternalId,
+    Members,
+    MembersWhere(Filter),
+}
+
+fn target(path: Option<&str>) -> Result<Target, ScimError> {
+    let Some(path) = path.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(Target::Whole);
+    };
+    let bad = || {
+        ScimError::bad(
+            "invalidPath",
+            format!("`{path}` is not a path this Group has"),
+        )
+    };
+    let (name, selector) = match path.find('[') {
+        Some(i) => {
+            let rest = &path[i + 1..];
+            let inner = rest.strip_suffix(']').ok_or_else(bad)?;
+            (&path[..i], Some(inner))
+        }
+        None => (path, None),
+    };
+    let name = AttrPath::parse(name).map_err(|_| bad())?;
+    if name
+        .uri
+        .as_deref()
+        .is_some_and(|u| !u.eq_ignore_ascii_case(GROUP))
+        || name.sub.is_some()
+    {
+        return Err(bad());
+    }
+    match (name.attr.to_ascii_lowercase().as_str(), selector) {
+        ("displayname", None) => Ok(Target::DisplayName),
+        ("externalid", None) => Ok(Target::ExternalId),
+        ("members", None) => Ok(Target::Members),
+        ("members", Some(f)) => Ok(Target::MembersWhere(
+            Filter::parse(f).map_err(|e| ScimError::bad("invalidFilter", e))?,
+        )),
+        _ => Err(bad()),
+    }
+}
+
+fn string_value(v: Option<&Value>, what: &str) -> Result<String, ScimError> {
+    match v {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        _ => Err(ScimError::bad(
+            "invalidValue",
+            format!("{what} needs a non-empty string value"),
+        )),
+    }
+}
+
+/// Applies one operation to the group's state.
+fn apply_op(
+    w: &mut GroupWrite,
+    op: &str,
+    t: Target,
+    value: Option<&Value>,
+) -> Result<(), ScimError> {
+    let member_matches = |f: &Filter, m: &GroupMember| {
+        let v = json!({ "value": m.value, "type": m.kind });
+        f.matches(&v, &|k| k == "value")
+    };
+    match (op, t) {
+        ("add" | "replace", Target::Whole) => {
+            let obj = value.and_then(Value::as_object).ok_or_else(|| {
+                ScimError::bad(
+                    "invalidValue",
+                    "an operation without a path needs an object value",
+                )
+            })?;
+            for (k, v) in obj {
+                let t = match k.to_ascii_lowercase().as_str() {
+                    "schemas" | "id" | "meta" => continue,
+                    _ => target(Some(k))?,
+                };
+                apply_op(w, op, t, Some(v))?;
+            }
+        }
+        ("add" | "replace", Target::DisplayName) => {
+            w.display_name = string_value(value, "displayName")?;
+        }
+        ("add" | "replace", Target::ExternalId) => w.external_id = external_id(value)?,
+        ("add", Target::Members) => add_members(w, value.unwrap_or(&Value::Null))?,
+        ("replace", Target::Members) => {
+            w.members.clear();
+            add_members(w, value.unwrap_or(&Value::Null))?;
+        }
+        ("replace", Target::MembersWhere(f)) => {
+            w.members.retain(|m| !member_matches(&f, m));
+            add_members(w, value.unwrap_or(&Value::Null))?;
+        }
+        ("add", Target::MembersWhere(_)) => {
+            return Err(ScimError::bad(
+                "invalidPath",
+                "add takes the path `members`, not a filtered one",
+            ))
+        }
+        ("remove", Target::Whole) => {
+            return Err(ScimError::bad("noTarget", "remove needs a path"));
+        }
+        ("remove", Target::DisplayName) => {
+            return Err(ScimError::bad(
+                "mutability",
+                "displayName is required and cannot be removed",
+            ))
+        }
+        ("remove", Target::ExternalId) => w.external_id = None,
+        ("remove", Target::Members) => match value {
+            // Some clients name the members to remove in the value instead of a filter.
+            Some(v) if !v.is_null() => {
+                let gone = parse_members(v)?;
+                w.members
+                    .retain(|m| !gone.iter().any(|g| g.value == m.value));
+            }
+            _ => w.members.clear(),
+        },
+        ("remove", Target::MembersWhere(f)) => w.members.retain(|m| !member_matches(&f, m)),
+        (other, _) => {
+            return Err(ScimError::bad(
+                "invalidValue",
+                format!("`{other}` is not a PATCH op (add, remove, replace)"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Parses a PatchOp body into its operations.
+fn operations(body: &Value) -> Result<Vec<(String, Option<String>, Option<Value>)>, ScimError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ScimError::bad("invalidSyntax", "a PatchOp must be a JSON object"))?;
+    let schemas_ok = obj
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|s| s.as_str() == Some(PATCH_OP)));
+    if !schemas_ok {
+        return Err(ScimError::bad(
+            "invalidSyntax",
+            format!("`schemas` must be [\"{PATCH_OP}\"]"),
+        ));
+    }
+    let ops = obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Operations"))
+        .and_then(|(_, v)| v.as_array())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ScimError::bad("invalidSyntax", "`Operations` must be a non-empty array"))?;
+    ops.iter()
+        .map(|o| {
+            let field = |name: &str| {
+                o.as_object().and_then(|m| {
+                    m.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v)
+                })
+            };
+            let op = field("op")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ScimError::bad("invalidSyntax", "every operation needs an `op`"))?
+                .to_ascii_lowercase();
+            let path = match field("path") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(p)) => Some(p.clone()),
+                Some(_) => return Err(ScimError::bad("invalidPath", "`path` must be a string")),
+            };
+            Ok((op, path, field("value").cloned()))
+        })
+        .collect()
+}
+
+/// `PATCH /Groups/{id}`: 200 with the group.
+pub(crate) async fn patch(
+    State(state): State<Shared>,
+    caller: Result<Caller, ApiError>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let base = admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
+    let ops = operations(&json_body(&body)?)?;
+    let asked = if_match(&headers);
+    // Read, apply, write conditioned on the version read; a concurrent writer in between
+    // makes the write fail, and (unless the client pinned a version) it is redone.
+    for _ in 0..5 {
+        let current = writable(&state, &tenant, &id).await?;
+        let mut w = GroupWrite {
+            display_name: current.display_name.clone(),
+            external_id: current.external_id.clone(),
+            members: current.members.clone(),
+        };
+        for (op, path, value) in &ops {
+            apply_op(&mut w, op, target(path.as_deref())?, value.as_ref())?;
+        }
+        let expected = asked.unwrap_or(current.version);
+        match state
+            .store
+            .replace_group(&tenant, &id, &w, Some(expected))
+            .await
+        {
+            Ok(g) => {
+                return Ok(super::resource_response(
+                    StatusCode::OK,
+                    &isv_json(&base, &g),
+                ))
+            }
+            Err(GroupWriteError::VersionMismatch { .. }) if asked.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ScimError::new(
+        StatusCode::CONFLICT,
+        None,
+        "the group kept changing under this PATCH; try again",
+    ))
+}

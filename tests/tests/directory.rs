@@ -1,0 +1,675 @@
+//! End-to-end: the directory as the ISV's apps read it, on the real binary — SCIM 2.0 over what
+//! signed Kit callbacks built, SCIM groups the ISV manages, the independent SCIM clients
+//! (`scim2-tester`, `scim-sanity`), and member pages that stay complete while callbacks
+//! keep changing the tenant.
+//!
+//! Like `e2e.rs`, each scenario runs on the embedded defaults, or on PostgreSQL / RabbitMQ
+//! when `KITSYNC_TEST_DATABASE_URL` / `KITSYNC_TEST_AMQP_URL` are set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
+
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tests::payload::{self, time};
+use tests::{wait_until, ApiReply, Env, Kit, AUTH_SYNC, TENANT_SYNC};
+
+const APPLY_TIMEOUT: Duration = Duration::from_secs(45);
+const SCIM_JSON: &str = "application/scim+json";
+
+/// `kitsync token create` with these arguments; the printed token.
+async fn token(env: &Env, scopes: &str, tenant: Option<&str>) -> String {
+    let mut args = vec!["token", "create", "--name", "e2e", "--scope", scopes];
+    if let Some(t) = tenant {
+        args.extend(["--tenant", t]);
+    }
+    let out = env.cli(&args).await;
+    assert!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One authSync user with every profile field SCIM maps.
+fn user(n: usize, org: &str, role: &str, enable: bool) -> Value {
+    json!({
+        "userName": format!("user{n:03}"),
+        "name": format!("Name {n:03}"),
+        "orgCode": org,
+        "position": if n % 2 == 0 { "engineer" } else { "manager" },
+        "employeeCode": format!("E{n:03}"),
+        "employeeType": 1,
+        "email": format!("user{n:03}@example.com"),
+        "mobile": format!("1380000{n:04}"),
+        "role": role,
+        "enable": if enable { "true" } else { "false" },
+    })
+}
+
+fn auth(tenant: &str, app: &str, users: &[Value], ts: &str) -> String {
+    json!({
+        "instanceId": format!("inst-{tenant}"),
+        "tenantId": tenant,
+        "appId": app,
+        "userList": users,
+        "currentSyncTime": ts,
+        "flag": 1,
+        "testFlag": 0,
+        "timeStamp": ts,
+    })
+    .to_string()
+}
+
+async fn send_ok(kit: &Kit, kind: &str, body: &str) {
+    let r = kit.send(kind, body).await;
+    assert_eq!(r.code, "000000", "{kind}: {r:?}");
+}
+
+/// A tenant with `n` members authorised by `app-a` (every third one disabled, every fifth
+/// one also an admin of `app-b`), applied.
+async fn seed(kit: &Kit, tenant: &str, n: usize, token: &str) {
+    send_ok(
+        kit,
+        TENANT_SYNC,
+        &payload::tenant(tenant, &format!("Tenant {tenant}"), 1, 0, &time(0)),
+    )
+    .await;
+    let a: Vec<Value> = (0..n)
+        .map(|i| user(i, if i % 2 == 0 { "d1" } else { "d2" }, "user", i % 3 != 0))
+        .collect();
+    send_ok(kit, AUTH_SYNC, &auth(tenant, "app-a", &a, &time(1))).await;
+    let b: Vec<Value> = (0..n)
+        .step_by(5)
+        .map(|i| user(i, if i % 2 == 0 { "d1" } else { "d2" }, "admin", true))
+        .collect();
+    send_ok(kit, AUTH_SYNC, &auth(tenant, "app-b", &b, &time(2))).await;
+    let everyone = format!("/scim/v2/{tenant}/Users?count=0");
+    let admins = format!(
+        "/scim/v2/{tenant}/Users?count=0&filter={}",
+        urlencode(r#"groups eq "app-b:admin""#)
+    );
+    wait_until("the seed is applied", APPLY_TIMEOUT, || async {
+        let total = |path: String| async move {
+            kit.api("GET", &path, Some(token), &[], None).await.body["totalResults"].clone()
+        };
+        total(everyone.clone()).await == n && total(admins.clone()).await == b.len()
+    })
+    .await;
+}
+
+fn user_names(r: &ApiReply) -> Vec<String> {
+    r.body["Resources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a ListResponse: {:?}", r.body))
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_scim_error(r: &ApiReply, status: u16, scim_type: Option<&str>) {
+    assert_eq!(r.status, status, "{:?}", r.body);
+    assert_eq!(r.header("content-type"), Some(SCIM_JSON));
+    assert_eq!(
+        r.body["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"])
+    );
+    assert_eq!(r.body["status"], status.to_string());
+    assert_eq!(r.body["scimType"].as_str(), scim_type, "{:?}", r.body);
+    assert!(!r.body["detail"].as_str().unwrap().is_empty());
+}
+
+/// Scenario: callbacks build a tenant; SCIM reads it back, filtered, paged and projected,
+/// and refuses to write what the marketplace owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_users_are_the_members_the_callbacks_built() {
+    let env = Env::new("scim-users").await;
+    let server = env.start("serve").await;
+    let kit = server.kit();
+    let tok = token(&env, "directory:read", None).await;
+    seed(&kit, "scim-t1", 30, &tok).await;
+    let get = |path: String| {
+        let kit = kit.clone();
+        let tok = tok.clone();
+        async move {
+            let r = kit
+                .api(
+                    "GET",
+                    &format!("/scim/v2/scim-t1{path}"),
+                    Some(&tok),
+                    &[],
+                    None,
+                )
+                .await;
+            assert_eq!(r.header("content-type"), Some(SCIM_JSON), "{path}");
+            r
+        }
+    };
+
+    // One user, mapped as product.md §1 says.
+    let r = get("/Users/user005".into()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let u = &r.body;
+    assert_eq!(u["id"], "user005");
+    assert_eq!(u["userName"], "user005");
+    assert_eq!(u["displayName"], "Name 005");
+    assert_eq!(u["name"]["formatted"], "Name 005");
+    assert_eq!(u["title"], "manager");
+    assert_eq!(u["active"], true);
+    assert_eq!(u["emails"][0]["value"], "user005@example.com");
+    assert_eq!(u["phoneNumbers"][0]["value"], "13800000005");
+    let ent = &u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"];
+    assert_eq!(ent["employeeNumber"], "E005");
+    assert_eq!(ent["department"], "d2");
+    let groups: BTreeSet<&str> = u["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, BTreeSet::from(["app-a:user", "app-b:admin"]));
+    assert_eq!(u["meta"]["resourceType"], "User");
+    let etag = u["meta"]["version"].as_str().unwrap().to_owned();
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    assert!(u["meta"]["location"]
+        .as_str()
+        .unwrap()
+        .ends_with("/scim/v2/scim-t1/Users/user005"));
+    let again = kit
+        .api(
+            "GET",
+            "/scim/v2/scim-t1/Users/user005",
+            Some(&tok),
+            &[("if-none-match", &etag)],
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 304);
+    // user003: disabled in its only app.
+    assert_eq!(get("/Users/user003".into()).await.body["active"], false);
+    assert_scim_error(&get("/Users/nobody".into()).await, 404, None);
+
+    // Filters, compiled to SQL: compare with what the seed implies.
+    let all: Vec<usize> = (0..30).collect();
+    let expect = |pred: &dyn Fn(usize) -> bool| -> Vec<String> {
+        all.iter()
+            .filter(|i| pred(**i))
+            .map(|i| format!("user{i:03}"))
+            .collect()
+    };
+    for (filter, want) in [
+        (r#"userName eq "user007""#, expect(&|i| i == 7)),
+        (
+            r#"userName sw "user01""#,
+            expect(&|i| (10..20).contains(&i)),
+        ),
+        (
+            r#"displayName co "ME 02""#,
+            expect(&|i| (20..30).contains(&i)),
+        ),
+        (
+            r#"emails.value ew "9@example.com""#,
+            expect(&|i| i % 10 == 9),
+        ),
+        ("active eq false", expect(&|i| i % 3 == 0 && i % 5 != 0)),
+        (
+            r#"title eq "engineer" and not (active eq false)"#,
+            expect(&|i| i % 2 == 0 && !(i % 3 == 0 && i % 5 != 0)),
+        ),
+        (
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "d1" or userName eq "user001""#,
+            expect(&|i| i % 2 == 0 || i == 1),
+        ),
+        (r#"groups eq "app-b:admin""#, expect(&|i| i % 5 == 0)),
+        (
+            r#"emails[type eq "work" and value sw "user02"]"#,
+            expect(&|i| (20..30).contains(&i)),
+        ),
+        (
+            "title pr",
+            all.iter().map(|i| format!("user{i:03}")).collect(),
+        ),
+        ("nickName pr", Vec::new()),
+        (r#"userName gt "user027""#, expect(&|i| i > 27)),
+    ] {
+        let q = format!("/Users?count=100&filter={}", urlencode(filter));
+        let r = get(q).await;
+        assert_eq!(r.status, 200, "{filter}: {:?}", r.body);
+        assert_eq!(user_names(&r), want, "{filter}");
+        assert_eq!(r.body["totalResults"], want.len(), "{filter}");
+    }
+    // The same by POST /Users/.search.
+    let r = kit
+        .api(
+            "POST",
+            "/scim/v2/scim-t1/Users/.search",
+            Some(&tok),
+            &[],
+            Some(
+                &json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                    "filter": "userName sw \"user02\"",
+                    "startIndex": 3,
+                    "count": 2,
+                    "attributes": ["userName"],
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(user_names(&r), ["user022", "user023"]);
+    assert_eq!(r.body["totalResults"], 10);
+    assert_eq!(r.body["startIndex"], 3);
+    let first = &r.body["Resources"][0];
+    assert!(
+        first.get("emails").is_none() && first.get("meta").is_none(),
+        "{first}"
+    );
+
+    // startIndex/count walk every user exactly once.
+    let mut seen = Vec::new();
+    let mut start = 1;
+    loop {
+        let r = get(format!("/Users?startIndex={start}&count=7")).await;
+        assert_eq!(r.body["totalResults"], 30);
+        let page = user_names(&r);
+        if page.is_empty() {
+            break;
+        }
+        start += page.len();
+        seen.extend(page);
+    }
+    assert_eq!(seen, expect(&|_| true));
+    let r = get("/Users?count=0".into()).await;
+    assert_eq!(r.body["Resources"], json!([]));
+
+    // attributes / excludedAttributes, sub-attributes and extension attributes.
+    let r = get(
+        "/Users/user004?attributes=name.formatted,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"
+            .into(),
+    )
+    .await;
+    let mut keys: Vec<&str> = r
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "name",
+            "schemas",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+        ]
+    );
+    assert_eq!(
+        r.body["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        json!({"department": "d1"})
+    );
+    let r = get("/Users/user004?excludedAttributes=groups,emails.type".into()).await;
+    assert!(r.body.get("groups").is_none());
+    assert_eq!(
+        r.body["emails"],
+        json!([{"value": "user004@example.com", "primary": true}])
+    );
+
+    // Bad requests name what is wrong, as SCIM errors.
+    assert_scim_error(
+        &get(format!("/Users?filter={}", urlencode("userName eq"))).await,
+        400,
+        Some("invalidFilter"),
+    );
+    assert_scim_error(
+        &get(format!("/Users?filter={}", urlencode("password eq \"x\""))).await,
+        400,
+        Some("invalidFilter"),
+    );
+    assert_scim_error(
+        &get("/Users?count=ten".into()).await,
+        400,
+        Some("invalidValue"),
+    );
+    assert_scim_error(&get("/Nothing".into()).await, 404, None);
+
+    // Users are the marketplace's: writes are refused, after a syntax check.
+    let post = |body: &'static str| {
+        let kit = kit.clone();
+        let tok = tok.clone();
+        async move {
+            kit.api(
+                "POST",
+                "/scim/v2/scim-t1/Users",
+                Some(&tok),
+                &[],
+                Some(body),
+            )
+            .await
+        }
+    };
+    assert_scim_error(
+        &post("{\"not\":\"scim\"}").await,
+        400,
+        Some("invalidSyntax"),
+    );
+    assert_scim_error(
+        &post(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]}"#).await,
+        400,
+        Some("invalidValue"),
+    );
+    assert_scim_error(
+        &post(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"x"}"#).await,
+        400,
+        Some("mutability"),
+    );
+    let r = kit
+        .api(
+            "DELETE",
+            "/scim/v2/scim-t1/Users/user001",
+            Some(&tok),
+            &[],
+            None,
+        )
+        .await;
+    assert_scim_error(&r, 403, None);
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let r = kit
+            .api(method, "/scim/v2/scim-t1/Schemas", Some(&tok), &[], None)
+            .await;
+        assert_scim_error(&r, 405, None);
+    }
+
+    // Discovery documents tell what this server does.
+    let spc = get("/ServiceProviderConfig".into()).await.body;
+    assert_eq!(spc["patch"]["supported"], true);
+    assert_eq!(spc["sort"]["supported"], false);
+    assert_eq!(spc["etag"]["supported"], true);
+    let schemas = get("/Schemas".into()).await.body;
+    assert_eq!(schemas["totalResults"], 3);
+    let user_schema = get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User".into())
+        .await
+        .body;
+    assert!(user_schema["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["mutability"] == "readOnly"));
+    assert_eq!(
+        get("/ResourceTypes/Group".into()).await.body["endpoint"],
+        "/Groups"
+    );
+
+    // Tokens: none → 401; bound to another tenant → 403; both as SCIM errors.
+    let r = kit
+        .api("GET", "/scim/v2/scim-t1/Users", None, &[], None)
+        .await;
+    assert_scim_error(&r, 401, None);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let other = token(&env, "directory:read", Some("another-tenant")).await;
+    let r = kit
+        .api("GET", "/scim/v2/scim-t1/Users", Some(&other), &[], None)
+        .await;
+    assert_scim_error(&r, 403, None);
+    let r = kit
+        .api(
+            "GET",
+            "/scim/v2/unknown-tenant/Users",
+            Some(&tok),
+            &[],
+            None,
+        )
+        .await;
+    assert_scim_error(&r, 404, None);
+    env.finish().await;
+}
+
+/// Scenario: the ISV's own groups through SCIM — create, read, replace, patch, delete, with
+/// ETags and `If-Match` — next to the read-only per-app role groups; the change feed tells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_groups_are_the_isvs_to_manage() {
+    let env = Env::new("scim-groups").await;
+    let server = env.start("serve").await;
+    let kit = server.kit();
+    let reader = token(&env, "directory:read", None).await;
+    let writer = token(&env, "directory:read,directory:write", Some("scim-t2")).await;
+    seed(&kit, "scim-t2", 6, &reader).await;
+    let call = |method: &'static str,
+                path: String,
+                headers: Vec<(&'static str, String)>,
+                body: Option<Value>| {
+        let kit = kit.clone();
+        let writer = writer.clone();
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let body = body.map(|b| b.to_string());
+            kit.api(
+                method,
+                &format!("/scim/v2/scim-t2{path}"),
+                Some(&writer),
+                &h,
+                body.as_deref(),
+            )
+            .await
+        }
+    };
+    let group = |name: &str, members: &[&str]| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": name,
+            "externalId": format!("ext-{name}"),
+            "members": members.iter().map(|m| json!({"value": m, "type": "User"})).collect::<Vec<_>>(),
+        })
+    };
+
+    // A reader may not write.
+    let r = kit
+        .api(
+            "POST",
+            "/scim/v2/scim-t2/Groups",
+            Some(&reader),
+            &[],
+            Some(&group("x", &[]).to_string()),
+        )
+        .await;
+    assert_scim_error(&r, 403, None);
+
+    let r = call(
+        "POST",
+        "/Groups".into(),
+        vec![],
+        Some(group("Ops", &["user001", "user002"])),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.header("location"), r.body["meta"]["location"].as_str());
+    assert_eq!(r.header("etag"), Some("W/\"1\""));
+    assert_eq!(r.body["externalId"], "ext-Ops");
+    assert_eq!(
+        r.body["members"][0],
+        json!({"value": "user001", "type": "User",
+               "$ref": format!("{}/scim/v2/scim-t2/Users/user001", kit.base_url())})
+    );
+    assert!(r.body["meta"]["created"].is_string());
+    // The same name twice: uniqueness.
+    let r = call("POST", "/Groups".into(), vec![], Some(group("Ops", &[]))).await;
+    assert_scim_error(&r, 409, Some("uniqueness"));
+    let r = call(
+        "POST",
+        "/Groups".into(),
+        vec![],
+        Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"]})),
+    )
+    .await;
+    assert_scim_error(&r, 400, Some("invalidValue"));
+
+    // The user sees its new group; a filter over groups finds it.
+    let r = call("GET", "/Users/user001".into(), vec![], None).await;
+    assert!(r.body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["value"] == id.as_str() && g["display"] == "Ops"));
+    let f = urlencode(r#"members[value eq "user002"] and displayName eq "ops""#);
+    let r = call("GET", format!("/Groups?filter={f}"), vec![], None).await;
+    assert_eq!(r.body["totalResults"], 1, "{:?}", r.body);
+    assert_eq!(r.body["Resources"][0]["id"], id.as_str());
+    // Role groups are listed beside it, and are read-only.
+    let r = call(
+        "GET",
+        "/Groups?excludedAttributes=members".into(),
+        vec![],
+        None,
+    )
+    .await;
+    let ids: Vec<&str> = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"app-a:user") && ids.contains(&"app-b:admin") && ids.contains(&id.as_str()),
+        "{ids:?}"
+    );
+    assert!(r.body["Resources"][0].get("members").is_none());
+    let r = call(
+        "PUT",
+        "/Groups/app-a:user".into(),
+        vec![],
+        Some(group("mine", &[])),
+    )
+    .await;
+    assert_scim_error(&r, 400, Some("mutability"));
+    let r = call("DELETE", "/Groups/app-a:user".into(), vec![], None).await;
+    assert_scim_error(&r, 403, None);
+
+    // PATCH: add, remove by filter, replace the name; each raises the version.
+    let patch = |ops: Value| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+    let r = call(
+        "PATCH",
+        format!("/Groups/{id}"),
+        vec![],
+        Some(patch(json!([
+            {"op": "add", "path": "members", "value": [{"value": "user003", "type": "User"}]},
+            {"op": "remove", "path": "members[value eq \"user001\"]"},
+            {"op": "Replace", "value": {"displayName": "Operations"}},
+        ]))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let members: Vec<&str> = r.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["user002", "user003"]);
+    assert_eq!(r.body["displayName"], "Operations");
+    assert_eq!(r.header("etag"), Some("W/\"2\""));
+    let r = call(
+        "PATCH",
+        format!("/Groups/{id}"),
+        vec![],
+        Some(patch(json!([{"op": "remove"}]))),
+    )
+    .await;
+    assert_scim_error(&r, 400, Some("noTarget"));
+    let r = call(
+        "PATCH",
+        format!("/Groups/{id}"),
+        vec![],
+        Some(patch(json!([{"op": "add", "path": "owner", "value": "x"}]))),
+    )
+    .await;
+    assert_scim_error(&r, 400, Some("invalidPath"));
+
+    // If-Match: a stale version is refused (412) and changes nothing; the current one works.
+    let r = call(
+        "PUT",
+        format!("/Groups/{id}"),
+        vec![("if-match", "W/\"1\"".into())],
+        Some(group("Stale", &[])),
+    )
+    .await;
+    assert_scim_error(&r, 412, None);
+    let r = call(
+        "PUT",
+        format!("/Groups/{id}"),
+        vec![("if-match", "W/\"2\"".into())],
+        Some(group("Renamed", &["user004"])),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["displayName"], "Renamed");
+    let r = call(
+        "GET",
+        format!("/Groups/{id}"),
+        vec![("if-none-match", "W/\"3\"".into())],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 304);
+
+    // The REST view shows the same group; DELETE removes it.
+    let (status, body) = kit
+        .api_get("/api/v1/tenants/scim-t2/groups", Some(&reader))
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["groupId"] == id.as_str() && g["members"] == json!(["user004"])));
+    let r = call("DELETE", format!("/Groups/{id}"), vec![], None).await;
+    assert_eq!(r.status, 204);
+    assert!(r.raw.is_empty());
+    assert_scim_error(
+        &call("GET", format!("/Groups/{id}"), vec![], None).await,
+        404,
+        None,
+    );
+    assert_scim_error(
+        &call("DELETE", format!("/Groups/{id}"), vec![], None).await,
+        404,
+        None,
+    );
+
+    // The change feed tells a consumer what happened to the group, in order.
+    let (status, feed) = kit
+        .api_get("/api/v1/events?tenantId=scim-t2&types=group", Some(&reader))
+        .await;
+    assert_eq!(status, 200, "{feed}");
+    let actions: Vec<&str> = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "group.created",
+            "group.updated",
+            "group.updated",
+            "group.deleted"
+        ]
+    );
+    env.finish().await;
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
