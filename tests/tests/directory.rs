@@ -673,3 +673,149 @@ fn urlencode(s: &str) -> String {
     }
     out
 }
+
+/// Runs a conformance client; its exit status and its stdout.
+fn run_tool(program: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    (
+        out.status,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Scenario: two SCIM clients nobody here wrote — `scim2-tester` (through the `scim2` CLI of
+/// scim2-cli) and `scim-sanity` — probe the real server over a seeded tenant. Every check
+/// that applies to a server whose Users are read-only must pass (README "SCIM 2.0" lists
+/// those that do not apply and why).
+///
+/// Needs the clients: `.ci/scim/install.sh` installs them into a virtualenv and `.ci/run`
+/// runs this test with `KITSYNC_SCIM_TOOLS` set to its `bin` directory; without them it is
+/// ignored rather than passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs scim2-cli and scim-sanity: .ci/scim/install.sh, then KITSYNC_SCIM_TOOLS=<venv>/bin"]
+async fn scim_conformance_clients_pass() {
+    let tools = std::path::PathBuf::from(
+        std::env::var("KITSYNC_SCIM_TOOLS")
+            .expect("KITSYNC_SCIM_TOOLS: the bin directory of a virtualenv with the SCIM clients"),
+    );
+    let env = Env::new("scim-conformance").await;
+    let server = env.start("serve").await;
+    let kit = server.kit();
+    let tok = token(&env, "directory:read,directory:write", None).await;
+    seed(&kit, "scim-conf", 12, &tok).await;
+    let base = format!("{}/scim/v2/scim-conf", kit.base_url());
+
+    // scim2-tester, through the scim2 CLI. It only knows how to test a resource type by
+    // creating one, so it is told the server's resource types are Group alone (`-r`): Users
+    // are read-only here, and its User checks would all begin with POST /Users.
+    let rt = kit
+        .api(
+            "GET",
+            "/scim/v2/scim-conf/ResourceTypes/Group",
+            Some(&tok),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(rt.status, 200);
+    let rt_file = env.dir().join("resource-types-group.json");
+    std::fs::write(&rt_file, json!([rt.body]).to_string()).unwrap();
+    let header = format!("Authorization: Bearer {tok}");
+    let (_, out) = run_tool(
+        &tools.join("scim2"),
+        &[
+            "--url",
+            &base,
+            "-h",
+            &header,
+            "-r",
+            rt_file.to_str().unwrap(),
+            "test",
+        ],
+    );
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut not_passed = Vec::new();
+    for line in out.lines() {
+        let Some((status, check)) = line.split_once(' ') else {
+            continue;
+        };
+        if ![
+            "SUCCESS",
+            "SKIPPED",
+            "ERROR",
+            "CRITICAL",
+            "COMPLIANT",
+            "ACCEPTABLE",
+            "DEVIATION",
+        ]
+        .contains(&status)
+        {
+            continue;
+        }
+        *counts.entry(status).or_default() += 1;
+        if status != "SUCCESS" {
+            not_passed.push(format!("{status} {check}"));
+        }
+    }
+    println!("scim2-tester: {counts:?}");
+    // The one check that cannot apply: a search across resource types (POST /.search at the
+    // root), which this server answers 501 (RFC 7644 makes it optional).
+    assert_eq!(
+        not_passed,
+        ["SKIPPED search_with_attributes"],
+        "scim2-tester output:\n{out}"
+    );
+    assert!(counts["SUCCESS"] >= 35, "scim2-tester output:\n{out}");
+
+    // scim-sanity: the Group lifecycle plus its read and error checks on /Users.
+    let (status, out) = run_tool(
+        &tools.join("scim-sanity"),
+        &[
+            "probe",
+            &base,
+            "--token",
+            &tok,
+            "--i-accept-side-effects",
+            "--resource",
+            "Group",
+            "--json-output",
+        ],
+    );
+    let report: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("scim-sanity JSON ({e}):\n{out}"));
+    let s = &report["summary"];
+    println!("scim-sanity: {s}");
+    let bad: Vec<String> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !matches!(r["status"].as_str(), Some("pass" | "skip")))
+        .map(|r| format!("{} {}: {}", r["status"], r["name"], r["message"]))
+        .collect();
+    assert!(bad.is_empty(), "scim-sanity: {bad:#?}");
+    assert!(status.success(), "scim-sanity exit {status}:\n{out}");
+    // Its skips are the lifecycles of resource types this server does not offer for writing
+    // (User) or at all (Agent, AgenticApplication).
+    let skipped: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "skip")
+        .map(|r| r["phase"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        skipped
+            .iter()
+            .all(|p| p.contains("User") || p.contains("Agent")),
+        "{skipped:?}"
+    );
+    assert!(s["passed"].as_u64().unwrap() >= 18, "{s}");
+    env.finish().await;
+}

@@ -271,10 +271,12 @@ impl Parser {
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("true") => CompValue::Bool(true),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("false") => CompValue::Bool(false),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("null") => CompValue::Null,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "expected a value (a \"string\", number, true, false or null) after `{} {op:?}`",
                 path.key()
-            )),
+            ))
+            }
         };
         Ok(Filter::Compare(path, op, value))
     }

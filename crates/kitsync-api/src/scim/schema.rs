@@ -175,7 +175,7 @@ fn group_attrs() -> Vec<Attr> {
                 attr("value", "string", "immutable").exact(),
                 attr("$ref", "reference", "immutable")
                     .exact()
-                    .refs(&["User"]),
+                    .refs(&["User", "Group"]),
                 attr("display", "string", RO),
                 attr("type", "string", "immutable")
                     .canonical(&["User", "Group"])
