@@ -319,9 +319,19 @@ impl MemberCond {
                 } else {
                     value.clone()
                 };
+                // Orderings compare code points, whatever the database's collation (a
+                // prefix range or `>` under a linguistic collation is not what SCIM means).
+                let collate = if pg { " COLLATE \"C\"" } else { "" };
                 let simple = |sql: &mut Sql, o: &str| {
-                    sql.push(&format!("{col} {o} ")).bind(value.clone());
+                    sql.push(&format!("{col}{collate} {o} "))
+                        .bind(value.clone());
                 };
+                if value.is_empty() && matches!(op, CmpOp::Co | CmpOp::Sw | CmpOp::Ew) {
+                    // Every string contains, starts and ends with "" (and `substr(x, -0)` is
+                    // not the empty suffix).
+                    sql.push(&format!("{} IS NOT NULL", field.column()));
+                    return;
+                }
                 match op {
                     CmpOp::Eq => simple(sql, "="),
                     CmpOp::Gt => simple(sql, ">"),
@@ -340,7 +350,13 @@ impl MemberCond {
                             .bind(value.clone())
                             .push(") > 0");
                     }
+                    CmpOp::Sw if pg => {
+                        sql.push(&format!("starts_with({col}, "))
+                            .bind(value.clone())
+                            .push(")");
+                    }
                     CmpOp::Sw => {
+                        // SQLite compares TEXT by code point (BINARY): a range, on the index.
                         sql.push(&format!("({col} >= "))
                             .bind(value.clone())
                             .push(&format!(" AND {col} < "))
