@@ -10,6 +10,7 @@
 //! - `m20261129_000004_api_tokens`: bearer tokens of the read and activity APIs.
 //! - `m20261129_000005_directory_reads`: member indexes for the directory API's pages.
 //! - `m20261129_000006_scim_groups`: version, `externalId` and unique names of SCIM groups.
+//! - `m20261129_000008_member_name_search`: an expression index for the member name search.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and [`testing`] gives each test its own fresh database.
@@ -21,6 +22,7 @@ pub mod m20261129_000003_churn;
 mod m20261129_000004_api_tokens;
 mod m20261129_000005_directory_reads;
 mod m20261129_000006_scim_groups;
+mod m20261129_000008_member_name_search;
 pub mod testing;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
@@ -38,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_api_tokens::Migration),
             Box::new(m20261129_000005_directory_reads::Migration),
             Box::new(m20261129_000006_scim_groups::Migration),
+            Box::new(m20261129_000008_member_name_search::Migration),
         ]
     }
 }

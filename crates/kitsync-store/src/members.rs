@@ -2,9 +2,12 @@
 //! authorises, filtered by department, app, role, enabled flag or a name prefix, each with
 //! all of its live authorisations. The filters are served by indexes (the primary keys of
 //! `members` and `authorizations`, `members_org_user`, `authorizations_user`), so a page is a
-//! range scan; only a `q` prefix that matches a `name` but few `userName`s walks the tenant's
-//! members in `userName` order until the page is full (see migration
-//! `m20261129_000005_directory_reads` for why there is no name index).
+//! range scan. A `q` prefix is two ranges, one on the primary key (`userName`) and one on
+//! the `members_name_search` expression index (`name`; migration
+//! `m20261129_000008_member_name_search` says why an expression).
+//!
+//! SCIM filters ([`MemberCond`]) compile to SQL over the same tables: `userName eq` is a
+//! primary-key probe; other attributes are checked row by row over the tenant.
 use crate::entity::members;
 use crate::error::StoreError;
 use crate::model::MemberState;
@@ -101,10 +104,13 @@ pub(crate) async fn page(
             .bind(p)
             .push(" AND m.user_name < ")
             .bind(prefix_end(p))
-            .push(") OR (m.name >= ")
+            // The expression of the members_name_search index (migration 000008).
+            .push(") OR ((m.tenant_id || '|' || m.name) >= ")
+            .bind(format!("{tenant}|{p}"))
+            .push(" AND (m.tenant_id || '|' || m.name) < ")
+            .bind(prefix_end(&format!("{tenant}|{p}")))
+            .push(" AND m.name >= ")
             .bind(p)
-            .push(" AND m.name < ")
-            .bind(prefix_end(p))
             .push("))");
     }
     if !pg {

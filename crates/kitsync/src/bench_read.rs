@@ -93,6 +93,22 @@ pub async fn run(settings: Settings, a: ReadArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    let searches: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "{base}/api/v1/tenants/{tenant}/members?q=Member%20{}&limit=50",
+                (i * 7919) % a.members.max(1)
+            )
+        })
+        .collect();
+    let scim: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "{base}/scim/v2/{tenant}/Users?filter=userName%20eq%20%22m{:07}%22",
+                (i * 104_729) % a.members.max(1)
+            )
+        })
+        .collect();
     let trivial: Vec<String> = (0..n).map(|_| format!("{base}/trivial")).collect();
 
     let c = a.concurrency.max(1);
@@ -101,6 +117,8 @@ pub async fn run(settings: Settings, a: ReadArgs) -> anyhow::Result<()> {
     let trivial_run = drive(&client, &trivial, &token, c).await?;
     let page_run = drive(&client, &pages, &token, c).await?;
     let lookup_run = drive(&client, &lookups, &token, c).await?;
+    let search_run = drive(&client, &searches, &token, c).await?;
+    let scim_run = drive(&client, &scim, &token, c).await?;
 
     let _ = stop.send(());
     let _ = server.await;
@@ -115,6 +133,8 @@ pub async fn run(settings: Settings, a: ReadArgs) -> anyhow::Result<()> {
     for (label, r) in [
         ("member page (orgCode, 50)", &page_run),
         ("single member", &lookup_run),
+        ("name search (q, 50)", &search_run),
+        ("SCIM userName eq", &scim_run),
         ("raw trivial route", &trivial_run),
     ] {
         println!(
@@ -123,11 +143,17 @@ pub async fn run(settings: Settings, a: ReadArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  ratio to the trivial route  pages {:.2}, lookups {:.2}",
+        "  ratio to the trivial route  pages {:.2}, lookups {:.2}, searches {:.2}, SCIM {:.2}",
         page_run.rate / trivial_run.rate,
-        lookup_run.rate / trivial_run.rate
+        lookup_run.rate / trivial_run.rate,
+        search_run.rate / trivial_run.rate,
+        scim_run.rate / trivial_run.rate
     );
-    if page_run.errors + lookup_run.errors + trivial_run.errors > 0 {
+    let errors = [&page_run, &lookup_run, &search_run, &scim_run, &trivial_run]
+        .iter()
+        .map(|r| r.errors)
+        .sum::<u64>();
+    if errors > 0 {
         anyhow::bail!("some requests did not answer 200");
     }
     Ok(())
