@@ -9,6 +9,8 @@
 //! - `m20261129_000003_churn`: sooner autovacuum for the high-churn intake tables (PostgreSQL).
 //! - `m20261129_000004_api_tokens`: bearer tokens of the read and activity APIs.
 //! - `m20261129_000005_directory_reads`: member indexes for the directory API's pages.
+//! - `m20261129_000007_webhooks`: webhook endpoints (filters, cursor, retry schedule, lease)
+//!   and their recent delivery attempts.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and [`testing`] gives each test its own fresh database.
@@ -19,6 +21,7 @@ mod m20261122_000002_intake;
 pub mod m20261129_000003_churn;
 mod m20261129_000004_api_tokens;
 mod m20261129_000005_directory_reads;
+mod m20261129_000007_webhooks;
 pub mod testing;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
@@ -35,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_churn::Migration),
             Box::new(m20261129_000004_api_tokens::Migration),
             Box::new(m20261129_000005_directory_reads::Migration),
+            Box::new(m20261129_000007_webhooks::Migration),
         ]
     }
 }
