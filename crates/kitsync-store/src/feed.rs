@@ -4,7 +4,10 @@
 //!
 //! A page reads journal rows after a cursor until it holds `limit` events or the journal is
 //! exhausted; rows of a type not asked for are skipped but still move the cursor, so the
-//! cursor a page returns is the id of the last row *read*, matching or not.
+//! cursor a page returns is the id of the last row *read*, matching or not. A page bounded by
+//! `until` (a journal id already seen, see [`crate::Store::journal_head`]) that ends before it
+//! is full resumes after `until`: every row up to it is committed (journal order), so none can
+//! appear behind the cursor later.
 use crate::error::StoreError;
 use crate::model::JournalEntry;
 use crate::read::{self, JournalFilter};
@@ -149,7 +152,8 @@ pub struct FeedPage {
 }
 
 /// Reads up to `limit` events after journal id `after` (and at most up to `until`, when
-/// given), see the module docs.
+/// given), see the module docs. When the read ends before `limit` events, the cursor is
+/// `until` (when given): rows the filter excludes are passed over without being read.
 pub(crate) async fn page(
     db: &DatabaseConnection,
     after: i64,
@@ -176,9 +180,10 @@ pub(crate) async fn page(
     };
     let mut events = Vec::new();
     let mut cursor = after;
+    let mut exhausted;
     loop {
         let rows = read::journal_range(db, cursor, until, &journal_filter, limit).await?;
-        let exhausted = (rows.len() as u64) < limit;
+        exhausted = (rows.len() as u64) < limit;
         for row in rows {
             cursor = row.id;
             let e = ChangeEvent::from(row);
@@ -191,6 +196,13 @@ pub(crate) async fn page(
         }
         if exhausted || events.len() as u64 == limit {
             break;
+        }
+    }
+    if exhausted {
+        if let Some(until) = until {
+            // Every row up to `until` was looked at (the filter's rows by the query, the
+            // others by not matching it): resume after `until`.
+            cursor = cursor.max(until);
         }
     }
     Ok(FeedPage {

@@ -324,7 +324,8 @@ impl Store {
 
     /// A page of the change feed: up to `limit` events after journal id `after` (and not
     /// past `until`, when given) that match `filter`, with the cursor to resume from (the
-    /// last journal row read, matching or not). See [`feed`].
+    /// last journal row read, matching or not; `until` when the page ends before `limit`
+    /// events). See [`feed`].
     ///
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable entry.
@@ -336,6 +337,15 @@ impl Store {
         limit: u64,
     ) -> Result<FeedPage, StoreError> {
         feed::page(&self.db, after, until, filter, limit).await
+    }
+
+    /// The newest journal id (0 for an empty journal). Every row up to it is committed, so a
+    /// reader bounded by it misses nothing below it (see "Journal order" above).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn journal_head(&self) -> Result<i64, StoreError> {
+        webhooks::max_journal_id(&self.db).await
     }
 
     /// Up to `limit` journal entries with id above `after_id`, in id order.

@@ -235,7 +235,7 @@ fn new_id() -> String {
     format!("whk_{}", &hex[..12])
 }
 
-async fn max_journal_id(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
+pub(crate) async fn max_journal_id(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
     let row = db
         .query_one(stmt(db, "SELECT COALESCE(MAX(id), 0) FROM journal", vec![]))
         .await?

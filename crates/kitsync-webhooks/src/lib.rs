@@ -418,9 +418,15 @@ impl Dispatcher {
             include_test: ep.include_test,
         };
         let limit = self.settings.batch_size.clamp(1, 1000);
+        // A retry reads exactly the failed batch again; a new batch reads up to the journal's
+        // head, so an endpoint whose filter matches none of the newest rows moves past them.
+        let until = match ep.pending_until {
+            Some(until) => until,
+            None => self.store.journal_head().await?,
+        };
         let page = self
             .store
-            .feed_page(ep.cursor, ep.pending_until, &filter, limit)
+            .feed_page(ep.cursor, Some(until), &filter, limit)
             .await?;
         let (Some(first), Some(last)) = (page.events.first(), page.events.last()) else {
             if page.next_cursor > ep.cursor || ep.pending_until.is_some() {
