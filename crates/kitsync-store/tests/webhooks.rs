@@ -338,8 +338,7 @@ async fn feed_pages_filter_skip_and_stop_at_an_upper_bound() {
     assert_eq!(
         page.next_cursor,
         all.iter()
-            .filter(|j| j.tenant_id == "t1" && j.entity == "member")
-            .last()
+            .rfind(|j| j.tenant_id == "t1" && j.entity == "member")
             .unwrap()
             .id,
         "unbounded, the cursor is the last row read"
