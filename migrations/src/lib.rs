@@ -10,6 +10,8 @@
 //! - `m20261129_000004_api_tokens`: bearer tokens of the read and activity APIs.
 //! - `m20261129_000005_directory_reads`: member indexes for the directory API's pages.
 //! - `m20261129_000006_scim_groups`: version, `externalId` and unique names of SCIM groups.
+//! - `m20261129_000007_webhooks`: webhook endpoints (filters, cursor, retry schedule, lease)
+//!   and their recent delivery attempts.
 //! - `m20261129_000008_member_name_search`: an expression index for the member name search.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
@@ -22,6 +24,7 @@ pub mod m20261129_000003_churn;
 mod m20261129_000004_api_tokens;
 mod m20261129_000005_directory_reads;
 mod m20261129_000006_scim_groups;
+mod m20261129_000007_webhooks;
 mod m20261129_000008_member_name_search;
 pub mod testing;
 
@@ -40,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_api_tokens::Migration),
             Box::new(m20261129_000005_directory_reads::Migration),
             Box::new(m20261129_000006_scim_groups::Migration),
+            Box::new(m20261129_000007_webhooks::Migration),
             Box::new(m20261129_000008_member_name_search::Migration),
         ]
     }

@@ -1258,3 +1258,180 @@ async fn api_tokens_from_the_cli_guard_the_directory() {
     drop(server);
     env.finish().await;
 }
+
+/// Scenario: webhook push through the real binary. `kitsync webhooks add` registers a local
+/// receiver while `serve` runs; a signed authSync is applied and its member events arrive
+/// signed per Standard Webhooks (checked here with a plain HMAC); `webhooks list` and
+/// `webhooks deliveries` show it, never the secret; `https` is refused; SIGTERM is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_push_signed_member_events() {
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+    use base64::Engine as _;
+    use hmac::Mac as _;
+
+    type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+    let received: Received = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/kitsync",
+            axum::routing::post(
+                |axum::extract::State(r): axum::extract::State<Received>,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    r.lock().unwrap().push((headers, body));
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(Arc::clone(&received));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = listener.local_addr().unwrap();
+    let receiver_task = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut env = Env::new("webhooks").await;
+    env.extra_env
+        .push(("KITSYNC_WEBHOOKS__POLL_INTERVAL_MS".into(), "50".into()));
+    let mut server = env.start("serve").await;
+    let kit = server.kit();
+
+    let out = env
+        .cli(&[
+            "webhooks",
+            "add",
+            &format!("http://{receiver}/kitsync"),
+            "--types",
+            "member",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "webhooks add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines = stdout.lines();
+    let id = lines.next().unwrap().trim().to_owned();
+    let secret = lines.next().unwrap().trim().to_owned();
+    assert!(id.starts_with("whk_"), "{stdout}");
+    assert!(secret.starts_with("whsec_"), "{stdout}");
+
+    let t = "tenant-hooks";
+    let r = kit
+        .send(
+            TENANT_SYNC,
+            &payload::tenant(t, "Hooks Inc", 1, 0, &time(0)),
+        )
+        .await;
+    assert_accepted("tenantSync", &r, env.key());
+    let users = [
+        User::new("alice", "D1", "admin", true),
+        User::new("bob", "D1", "user", true),
+    ];
+    let r = kit
+        .send(
+            AUTH_SYNC,
+            &payload::auth(t, "app-hooks", 1, &users, &time(1_000)),
+        )
+        .await;
+    assert_accepted("authSync", &r, env.key());
+
+    let events = |received: &Received| -> Vec<serde_json::Value> {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, body)| {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                v["data"]["events"].as_array().cloned().unwrap_or_default()
+            })
+            .collect()
+    };
+    wait_until("both member events are pushed", APPLY_TIMEOUT, || async {
+        events(&received).len() >= 2
+    })
+    .await;
+
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    for (headers, body) in received.lock().unwrap().iter() {
+        let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
+        let (msg_id, ts, sig) = (
+            h("webhook-id"),
+            h("webhook-timestamp"),
+            h("webhook-signature"),
+        );
+        assert!(msg_id.starts_with(&format!("msg_{id}_")), "{msg_id}");
+        assert!((now_ms() / 1000 - ts.parse::<i64>().unwrap()).abs() < 120);
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{msg_id}.{ts}.").as_bytes());
+        mac.update(body);
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(sig, format!("v1,{expected}"), "Standard Webhooks signature");
+        assert_eq!(h("content-type"), "application/json");
+    }
+    let got = events(&received);
+    let summary: Vec<(&str, &str, &str)> = got
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["tenantId"].as_str().unwrap(),
+                e["key"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("member.authorized", t, "alice"),
+            ("member.authorized", t, "bob")
+        ],
+        "only member events (the tenant's own event is filtered out), in order"
+    );
+    assert_eq!(got[0]["data"]["userName"], "alice");
+
+    // What operators see: state, cursor, attempts; never the secret.
+    let out = env.cli(&["webhooks", "list"]).await;
+    assert!(out.status.success());
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !listed.contains(&secret[6..]),
+        "list never prints the secret"
+    );
+    let row: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(row["id"], id.as_str());
+    assert_eq!(row["state"], "active");
+    assert_eq!(row["types"], serde_json::json!(["member"]));
+    assert_eq!(row["consecutiveFailures"], 0);
+    let out = env.cli(&["webhooks", "deliveries", &id]).await;
+    assert!(out.status.success());
+    let attempts = String::from_utf8(out.stdout).unwrap();
+    let first: serde_json::Value = serde_json::from_str(attempts.lines().next().unwrap()).unwrap();
+    assert_eq!(first["status"], 204, "{attempts}");
+    let stored = env
+        .strings("SELECT secret FROM webhook_endpoints")
+        .await
+        .join("");
+    assert!(
+        stored.starts_with("v1:") && !stored.contains(&secret[6..]),
+        "stored sealed"
+    );
+
+    let out = env
+        .cli(&["webhooks", "add", "https://hooks.example.com/kitsync"])
+        .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scheme `https` is not supported"), "{err}");
+
+    let status = server.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "serve exit status {status}");
+    assert!(env.cli(&["webhooks", "remove", &id]).await.status.success());
+    let out = env.cli(&["webhooks", "remove", &id]).await;
+    assert!(!out.status.success(), "removing twice is an error");
+    receiver_task.abort();
+    env.finish().await;
+}

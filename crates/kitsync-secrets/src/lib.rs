@@ -122,6 +122,15 @@ fn decode_b64_lenient(s: &str) -> Result<Vec<u8>, SecretsError> {
         .map_err(|e| SecretsError::NotBase64(e.to_string()))
 }
 
+/// Fills `buf` from the system's secure random generator (for secrets issued elsewhere, such
+/// as webhook signing secrets).
+///
+/// # Errors
+/// [`SecretsError::Crypto`] when the generator fails.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), SecretsError> {
+    aws_lc_rs::rand::fill(buf).map_err(|_| SecretsError::Crypto("random".into()))
+}
+
 /// AES-256-GCM with the master key.
 #[derive(Clone)]
 pub struct Sealer {

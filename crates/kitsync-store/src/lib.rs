@@ -24,6 +24,11 @@
 //! - `groups`: the ISV's SCIM groups ([`Store::create_group`], …); `members` also compiles
 //!   SCIM user filters ([`MemberCond`], [`Store::query_members`]).
 //! - `tokens`: API bearer tokens ([`Store::create_token`], [`Store::authenticate`]).
+//! - [`feed`]: the change feed's event shape and pages ([`Store::feed_page`]), shared by the
+//!   pull feed (`GET /api/v1/events`) and the webhook push.
+//! - `webhooks`: webhook endpoints, their cursor, retry schedule and lease, and the log of
+//!   their recent attempts ([`Store::create_webhook`], [`Store::claim_webhook`],
+//!   [`Store::record_webhook_attempt`], …).
 //! - `sql`: placeholder numbering per backend (`$n` / `?`) and statement chunking.
 //!
 //! Concurrency: each transaction first upserts the `tenant_marks` rows of its tenants in
@@ -58,14 +63,17 @@
 mod apply;
 pub mod entity;
 mod error;
+pub mod feed;
 mod groups;
 mod members;
 mod model;
 mod read;
 mod sql;
 mod tokens;
+mod webhooks;
 
 pub use error::StoreError;
+pub use feed::{ChangeEvent, FeedFilter, FeedPage};
 pub use groups::{GroupMember, GroupWrite, GroupWriteError, IsvGroup};
 pub use members::{CmpOp, MemberApp, MemberCond, MemberField, MemberFilter, MemberView};
 pub use model::{
@@ -74,6 +82,10 @@ pub use model::{
 };
 pub use read::JournalFilter;
 pub use tokens::ApiToken;
+pub use webhooks::{
+    AttemptOutcome, NewWebhook, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookLease,
+    WebhookState, DELIVERY_LOG_KEEP,
+};
 
 use kitsync_domain::Command;
 use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
@@ -415,6 +427,32 @@ impl Store {
         read::journal_page(&self.db, after_id, filter, limit).await
     }
 
+    /// A page of the change feed: up to `limit` events after journal id `after` (and not
+    /// past `until`, when given) that match `filter`, with the cursor to resume from (the
+    /// last journal row read, matching or not; `until` when the page ends before `limit`
+    /// events). See [`feed`].
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable entry.
+    pub async fn feed_page(
+        &self,
+        after: i64,
+        until: Option<i64>,
+        filter: &FeedFilter,
+        limit: u64,
+    ) -> Result<FeedPage, StoreError> {
+        feed::page(&self.db, after, until, filter, limit).await
+    }
+
+    /// The newest journal id (0 for an empty journal). Every row up to it is committed, so a
+    /// reader bounded by it misses nothing below it (see "Journal order" above).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn journal_head(&self) -> Result<i64, StoreError> {
+        webhooks::max_journal_id(&self.db).await
+    }
+
     /// Up to `limit` journal entries with id above `after_id`, in id order.
     ///
     /// # Errors
@@ -471,6 +509,131 @@ impl Store {
     /// [`StoreError::Database`].
     pub async fn authenticate(&self, bearer: &str) -> Result<Option<ApiToken>, StoreError> {
         tokens::authenticate(&self.db, bearer).await
+    }
+
+    /// Registers a webhook endpoint (`active`, due now) starting after `new.after`, or after
+    /// the newest journal row.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] for a negative cursor; [`StoreError::Database`].
+    pub async fn create_webhook(&self, new: &NewWebhook) -> Result<WebhookEndpoint, StoreError> {
+        webhooks::create(&self.db, new).await
+    }
+
+    /// Every webhook endpoint, oldest first (never their secrets).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn list_webhooks(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        webhooks::list(&self.db).await
+    }
+
+    /// One webhook endpoint.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn webhook(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        webhooks::get(&self.db, id).await
+    }
+
+    /// Removes a webhook endpoint and its delivery log.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id; [`StoreError::Database`].
+    pub async fn remove_webhook(&self, id: &str) -> Result<(), StoreError> {
+        webhooks::remove(&self.db, id).await
+    }
+
+    /// Disables a webhook endpoint (`enabled = false`: nothing is sent, its cursor stays) or
+    /// enables it again (due now).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id; [`StoreError::Database`].
+    pub async fn set_webhook_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<WebhookEndpoint, StoreError> {
+        webhooks::set_enabled(&self.db, id, enabled).await
+    }
+
+    /// Makes a webhook endpoint due now and restarts its backoff.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id, [`StoreError::Conflict`] when it is
+    /// disabled; [`StoreError::Database`].
+    pub async fn retry_webhook(&self, id: &str) -> Result<WebhookEndpoint, StoreError> {
+        webhooks::retry_now(&self.db, id).await
+    }
+
+    /// The latest delivery attempts of an endpoint, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id; [`StoreError::Database`].
+    pub async fn webhook_deliveries(
+        &self,
+        id: &str,
+        limit: u64,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        webhooks::deliveries(&self.db, id, limit).await
+    }
+
+    /// Ids of the endpoints due at `now` (Unix ms) with something to send and no live lease,
+    /// most overdue first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn due_webhooks(&self, now: i64, limit: u64) -> Result<Vec<String>, StoreError> {
+        webhooks::due(&self.db, now, limit).await
+    }
+
+    /// Leases endpoint `id` to `owner` for `lease_ms` if it is due and no live lease holds
+    /// it; `None` otherwise (another dispatcher has it, or it is not due or disabled).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn claim_webhook(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Option<WebhookLease>, StoreError> {
+        webhooks::claim(&self.db, id, owner, now, lease_ms).await
+    }
+
+    /// Moves a leased endpoint's cursor to `cursor` without sending (the rows up to it do not
+    /// match its filter) and releases the lease. False when the lease was lost.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn skip_webhook_to(
+        &self,
+        lease: &WebhookLease,
+        cursor: i64,
+    ) -> Result<bool, StoreError> {
+        webhooks::skip_to(&self.db, lease, cursor).await
+    }
+
+    /// Records a delivery attempt and releases the lease, in one transaction (see
+    /// [`AttemptOutcome`]). False, with nothing written, when the lease was lost.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn record_webhook_attempt(
+        &self,
+        lease: &WebhookLease,
+        attempt: &WebhookAttempt,
+    ) -> Result<bool, StoreError> {
+        webhooks::record(&self.db, lease, attempt).await
+    }
+
+    /// Releases a lease without recording anything.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn release_webhook(&self, lease: &WebhookLease) -> Result<(), StoreError> {
+        webhooks::release(&self.db, lease).await
     }
 
     /// Checks the database answers.

@@ -335,7 +335,21 @@ pub(crate) async fn journal_page(
     filter: &JournalFilter,
     limit: u64,
 ) -> Result<Vec<JournalEntry>, StoreError> {
+    journal_range(db, after_id, None, filter, limit).await
+}
+
+/// Like [`journal_page`], and only up to id `until` (included) when given.
+pub(crate) async fn journal_range(
+    db: &DatabaseConnection,
+    after_id: i64,
+    until: Option<i64>,
+    filter: &JournalFilter,
+    limit: u64,
+) -> Result<Vec<JournalEntry>, StoreError> {
     let mut q = journal::Entity::find().filter(journal::Column::Id.gt(after_id));
+    if let Some(until) = until {
+        q = q.filter(journal::Column::Id.lte(until));
+    }
     if let Some(t) = &filter.tenant_id {
         q = q.filter(journal::Column::TenantId.eq(t.as_str()));
     }

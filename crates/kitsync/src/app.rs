@@ -7,6 +7,7 @@ use kitsync_ingress::Acceptor;
 use kitsync_queue::{NonceLedger, Queue};
 use kitsync_secrets::{RsaDecryptor, Sealer};
 use kitsync_store::Store;
+use kitsync_webhooks::Dispatcher;
 use kitsync_worker::Worker;
 use sea_orm::DatabaseConnection;
 use secrecy::{ExposeSecret, SecretString};
@@ -227,6 +228,21 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
             "worker consuming"
         );
         tasks.spawn(async move { worker.run(rx).await.context("worker") });
+
+        if settings.webhooks.enabled {
+            let store = Store::new(db.clone(), settings.store.clone());
+            let dispatcher = Dispatcher::new(store, sealer(&settings)?, settings.webhooks.clone());
+            let rx = shutdown_rx.clone();
+            tracing::info!(
+                poll_ms = settings.webhooks.poll_interval_ms,
+                concurrency = settings.webhooks.concurrency,
+                "webhook dispatcher running"
+            );
+            tasks.spawn(async move {
+                dispatcher.run(rx).await;
+                Ok(())
+            });
+        }
     }
 
     let done = tokio::spawn(async move {

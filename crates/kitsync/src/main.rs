@@ -1,6 +1,6 @@
 //! `kitsync`: the one binary. Subcommands wire the library crates together:
 //! `serve` (ingress + worker), `ingress`, `worker`, `migrate`, `config print-default`,
-//! `deadletters`, `plans`, `bench`.
+//! `deadletters`, `plans`, `token`, `webhooks`, `bench`.
 #![forbid(unsafe_code)]
 
 mod app;
@@ -62,6 +62,11 @@ enum Cmd {
         #[command(subcommand)]
         command: TokenCmd,
     },
+    /// Webhook endpoints that receive the change feed as signed pushes.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhookCmd,
+    },
     /// Benchmarks (programs, not tests): each prints its figure next to a raw baseline.
     Bench {
         #[command(subcommand)]
@@ -114,6 +119,45 @@ enum TokenCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum WebhookCmd {
+    /// Register an endpoint; prints its id, then its signing secret (shown once).
+    Add {
+        /// `http://host:port/path` (plain HTTP: put a TLS-originating proxy in front of an
+        /// https receiver).
+        url: String,
+        /// Only this tenant's events.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Comma-separated event types or prefixes, e.g. `member,department.added`.
+        #[arg(long)]
+        types: Option<String>,
+        /// Also events of test tenants (testFlag=1).
+        #[arg(long)]
+        include_test: bool,
+        /// Start after this change-feed cursor (0: the whole journal); default: only changes
+        /// applied from now on.
+        #[arg(long)]
+        after: Option<i64>,
+    },
+    /// List endpoints (never their secrets), as JSON lines.
+    List,
+    /// Remove an endpoint and its delivery log.
+    Remove { id: String },
+    /// An endpoint's latest delivery attempts, newest first, as JSON lines.
+    Deliveries {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Deliver now: restart the endpoint's backoff and make it due at once.
+    Retry { id: String },
+    /// Stop delivering to an endpoint (its cursor stays; `enable` resumes from it).
+    Disable { id: String },
+    /// Resume delivering to a disabled endpoint.
+    Enable { id: String },
+}
+
+#[derive(Subcommand, Debug)]
 enum PlanCmd {
     /// List plans (held ones unless --status is given).
     List {
@@ -159,6 +203,7 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
         Cmd::Deadletters { command } => deadletters(settings, command).await,
         Cmd::Plans { command } => plans(settings, command).await,
         Cmd::Token { command } => token(settings, command).await,
+        Cmd::Webhooks { command } => webhooks(settings, command).await,
         Cmd::Bench { command } => bench::run(settings, command).await,
     }
 }
@@ -199,6 +244,96 @@ async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn webhooks(settings: Settings, command: WebhookCmd) -> anyhow::Result<()> {
+    let db = app::open_db(&settings).await?;
+    let store = kitsync_store::Store::new(db, settings.store.clone());
+    match command {
+        WebhookCmd::Add {
+            url,
+            tenant,
+            types,
+            include_test,
+            after,
+        } => {
+            let sealer = app::sealer(&settings)?;
+            let registration = kitsync_webhooks::Registration {
+                url,
+                tenant_id: tenant,
+                types,
+                include_test,
+                after,
+            };
+            let (endpoint, secret) =
+                kitsync_webhooks::register(&store, &sealer, &registration).await?;
+            println!("{}", endpoint.id);
+            eprintln!(
+                "webhook {} → {} from cursor {}; its signing secret follows, shown once, keep it:",
+                endpoint.id, endpoint.url, endpoint.cursor
+            );
+            println!("{}", secrecy::ExposeSecret::expose_secret(&secret));
+        }
+        WebhookCmd::List => {
+            let endpoints = store.list_webhooks().await?;
+            if endpoints.is_empty() {
+                eprintln!("no webhook endpoints");
+            }
+            for e in endpoints {
+                println!("{}", serde_json::to_string(&webhook_view(&e))?);
+            }
+        }
+        WebhookCmd::Remove { id } => {
+            store.remove_webhook(&id).await?;
+            println!("webhook {id} removed");
+        }
+        WebhookCmd::Deliveries { id, limit } => {
+            let rows = store.webhook_deliveries(&id, limit).await?;
+            if rows.is_empty() {
+                eprintln!("no delivery attempts yet");
+            }
+            for d in rows {
+                let mut v = serde_json::to_value(&d)?;
+                v["at"] = serde_json::Value::String(fmt_ms(d.at));
+                println!("{v}");
+            }
+        }
+        WebhookCmd::Retry { id } => {
+            let e = store.retry_webhook(&id).await?;
+            println!("webhook {id} ({}) is due now", e.state);
+        }
+        WebhookCmd::Disable { id } => {
+            store.set_webhook_enabled(&id, false).await?;
+            println!("webhook {id} disabled");
+        }
+        WebhookCmd::Enable { id } => {
+            let e = store.set_webhook_enabled(&id, true).await?;
+            println!("webhook {id} enabled ({})", e.state);
+        }
+    }
+    Ok(())
+}
+
+/// An endpoint for `webhooks list`: times as RFC 3339.
+fn webhook_view(e: &kitsync_store::WebhookEndpoint) -> serde_json::Value {
+    let t = |ms: Option<i64>| ms.map(fmt_ms);
+    serde_json::json!({
+        "id": e.id,
+        "url": e.url,
+        "tenantId": e.tenant_id,
+        "types": e.types,
+        "includeTest": e.include_test,
+        "state": e.state,
+        "cursor": e.cursor.to_string(),
+        "pendingUntil": e.pending_until.map(|c| c.to_string()),
+        "consecutiveFailures": e.consecutive_failures,
+        "lastStatus": e.last_status,
+        "lastError": e.last_error,
+        "lastAttemptAt": t(e.last_attempt_at),
+        "lastSuccessAt": t(e.last_success_at),
+        "nextAttemptAt": fmt_ms(e.next_attempt_at),
+        "createdAt": fmt_ms(e.created_at),
+    })
 }
 
 async fn deadletters(settings: Settings, command: DeadLetterCmd) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use kitsync_ingress::KitSettings;
 use kitsync_queue::QueueSettings;
 use kitsync_store::StoreSettings;
+use kitsync_webhooks::WebhookSettings;
 use kitsync_worker::WorkerSettings;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     pub worker: WorkerSettings,
     pub store: StoreSettings,
+    pub webhooks: WebhookSettings,
     pub log: LogSettings,
 }
 
@@ -196,6 +198,7 @@ mod tests {
     fn default_toml_round_trips() {
         let text = Settings::default_toml().unwrap();
         assert!(text.contains("[kit]"));
+        assert!(text.contains("[webhooks]") && text.contains("retry_max_delay_ms = 3600000"));
         let back: Settings = toml::from_str(&text).unwrap();
         assert_eq!(back.http.addr, "127.0.0.1:8080");
     }

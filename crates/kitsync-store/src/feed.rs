@@ -1,0 +1,268 @@
+//! The change feed's events: how a journal row is shown to the ISV's apps, and how a page of
+//! them is read. Shared by the pull feed (`GET /api/v1/events` in kitsync-api) and the webhook
+//! push (kitsync-webhooks), so both speak the same JSON.
+//!
+//! A page reads journal rows after a cursor until it holds `limit` events or the journal is
+//! exhausted; rows of a type not asked for are skipped but still move the cursor, so the
+//! cursor a page returns is the id of the last row *read*, matching or not. A page bounded by
+//! `until` (a journal id already seen, see [`crate::Store::journal_head`]) that ends before it
+//! is full resumes after `until`: every row up to it is committed (journal order), so none can
+//! appear behind the cursor later.
+use crate::error::StoreError;
+use crate::model::JournalEntry;
+use crate::read::{self, JournalFilter};
+use sea_orm::DatabaseConnection;
+use serde::Serialize;
+
+/// Every event type, with the journal entity it comes from.
+pub const EVENT_TYPES: &[(&str, &str)] = &[
+    ("member.authorized", "member"),
+    ("member.modified", "member"),
+    ("member.deauthorized", "member"),
+    ("member.removed", "member"),
+    ("member.deauthorized", "authorization"),
+    ("department.added", "department"),
+    ("department.renamed", "department"),
+    ("department.moved", "department"),
+    ("department.updated", "department"),
+    ("department.removed", "department"),
+    ("tenant.created", "tenant"),
+    ("tenant.updated", "tenant"),
+    ("tenant.deleted", "tenant"),
+    ("tenant.instance_added", "tenant"),
+    ("app.created", "app"),
+    ("app.updated", "app"),
+    ("app.deleted", "app"),
+    ("group.created", "group"),
+    ("group.updated", "group"),
+    ("group.deleted", "group"),
+];
+
+/// The event type of a journal row.
+#[must_use]
+pub fn event_type(entity: &str, action: &str) -> String {
+    match (entity, action) {
+        ("member", "deleted") => "member.removed".into(),
+        ("authorization", _) => "member.deauthorized".into(),
+        ("department", "created") => "department.added".into(),
+        ("department", "deleted") => "department.removed".into(),
+        (entity, action) => format!("{entity}.{action}"),
+    }
+}
+
+/// A name in a `types` list that is neither an event type nor the prefix of one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not an event type (use member, department, tenant, app, group, or one of their \
+     types such as member.authorized)"
+)]
+pub struct UnknownEventType(pub String);
+
+/// Parses a comma-separated `types` list (`member,department.added`): each entry is an event
+/// type or the part before its dot. Empty entries are ignored; `None` when nothing is left
+/// (every type).
+///
+/// # Errors
+/// [`UnknownEventType`] naming the first entry that is not a type or a prefix.
+pub fn parse_event_types(list: &str) -> Result<Option<Vec<String>>, UnknownEventType> {
+    let mut out = Vec::new();
+    for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let known = EVENT_TYPES
+            .iter()
+            .any(|(ty, _)| *ty == t || ty.split('.').next() == Some(t));
+        if !known {
+            return Err(UnknownEventType(t.to_owned()));
+        }
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_owned());
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// Whether event type `kind` is one of `types` (types or prefixes; `None`: every type).
+fn wanted(types: Option<&[String]>, kind: &str) -> bool {
+    types.is_none_or(|ts| {
+        ts.iter()
+            .any(|t| t == kind || kind.split('.').next() == Some(t.as_str()))
+    })
+}
+
+/// One change as the feed shows it (product.md §1: the items of `GET /api/v1/events`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeEvent {
+    /// The journal id, as text.
+    pub id: String,
+    /// Where to resume after this event (today the same as `id`).
+    pub cursor: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub tenant_id: String,
+    pub key: String,
+    /// The marketplace time of the change (RFC 3339).
+    pub changed_at: Option<String>,
+    /// When kitsync applied it (RFC 3339).
+    pub applied_at: Option<String>,
+    pub test: bool,
+    pub data: serde_json::Value,
+    /// The journal id (not serialised: `id` carries it).
+    #[serde(skip)]
+    pub journal_id: i64,
+}
+
+/// Unix ms as RFC 3339 (`None` when out of range).
+#[must_use]
+pub fn rfc3339(ms: i64) -> Option<String> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339())
+}
+
+impl From<JournalEntry> for ChangeEvent {
+    fn from(e: JournalEntry) -> Self {
+        ChangeEvent {
+            id: e.id.to_string(),
+            cursor: e.id.to_string(),
+            kind: event_type(&e.entity, &e.action),
+            tenant_id: e.tenant_id,
+            key: e.entity_key,
+            changed_at: rfc3339(e.version),
+            applied_at: rfc3339(e.applied_at),
+            test: e.test,
+            data: e.data,
+            journal_id: e.id,
+        }
+    }
+}
+
+/// Which events a feed page holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedFilter {
+    /// Only this tenant's events.
+    pub tenant_id: Option<String>,
+    /// Only these types or type prefixes (as [`parse_event_types`] returns them).
+    pub types: Option<Vec<String>>,
+    /// Events of test tenants (`testFlag=1`) too.
+    pub include_test: bool,
+}
+
+/// A page of the feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedPage {
+    pub events: Vec<ChangeEvent>,
+    /// The id of the last journal row read (the `after` given when none was): resume here.
+    pub next_cursor: i64,
+}
+
+/// Reads up to `limit` events after journal id `after` (and at most up to `until`, when
+/// given), see the module docs. When the read ends before `limit` events, the cursor is
+/// `until` (when given): rows the filter excludes are passed over without being read.
+pub(crate) async fn page(
+    db: &DatabaseConnection,
+    after: i64,
+    until: Option<i64>,
+    filter: &FeedFilter,
+    limit: u64,
+) -> Result<FeedPage, StoreError> {
+    let limit = limit.max(1);
+    let types = filter.types.as_deref();
+    let entities = types.map(|ts| {
+        let mut es: Vec<String> = EVENT_TYPES
+            .iter()
+            .filter(|(ty, _)| wanted(Some(ts), ty))
+            .map(|(_, entity)| (*entity).to_owned())
+            .collect();
+        es.sort();
+        es.dedup();
+        es
+    });
+    let journal_filter = JournalFilter {
+        tenant_id: filter.tenant_id.clone(),
+        entities,
+        include_test: filter.include_test,
+    };
+    let mut events = Vec::new();
+    let mut cursor = after;
+    let mut exhausted;
+    loop {
+        let rows = read::journal_range(db, cursor, until, &journal_filter, limit).await?;
+        exhausted = (rows.len() as u64) < limit;
+        for row in rows {
+            cursor = row.id;
+            let e = ChangeEvent::from(row);
+            if wanted(types, &e.kind) {
+                events.push(e);
+                if events.len() as u64 == limit {
+                    break;
+                }
+            }
+        }
+        if exhausted || events.len() as u64 == limit {
+            break;
+        }
+    }
+    if exhausted {
+        if let Some(until) = until {
+            // Every row up to `until` was looked at (the filter's rows by the query, the
+            // others by not matching it): resume after `until`.
+            cursor = cursor.max(until);
+        }
+    }
+    Ok(FeedPage {
+        events,
+        next_cursor: cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_are_types_or_prefixes() {
+        assert_eq!(
+            parse_event_types("member, department.added,member"),
+            Ok(Some(vec!["member".into(), "department.added".into()]))
+        );
+        assert_eq!(parse_event_types(" , "), Ok(None));
+        assert_eq!(
+            parse_event_types("member,dept"),
+            Err(UnknownEventType("dept".into()))
+        );
+        let ts = vec!["member".to_owned(), "department.added".to_owned()];
+        assert!(wanted(Some(&ts), "member.removed"));
+        assert!(wanted(Some(&ts), "department.added"));
+        assert!(!wanted(Some(&ts), "department.removed"));
+        assert!(wanted(None, "app.created"));
+    }
+
+    #[test]
+    fn journal_rows_become_feed_events() {
+        assert_eq!(
+            event_type("authorization", "deleted"),
+            "member.deauthorized"
+        );
+        assert_eq!(event_type("department", "created"), "department.added");
+        assert_eq!(event_type("member", "authorized"), "member.authorized");
+        let e = ChangeEvent::from(JournalEntry {
+            id: 7,
+            tenant_id: "t".into(),
+            entity: "member".into(),
+            entity_key: "alice".into(),
+            action: "authorized".into(),
+            version: 0,
+            data: serde_json::json!({"userName": "alice"}),
+            test: false,
+            applied_at: 1_000,
+        });
+        let v = serde_json::to_value(&e).unwrap_or_default();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "id": "7", "cursor": "7", "type": "member.authorized", "tenantId": "t",
+                "key": "alice", "changedAt": "1970-01-01T00:00:00+00:00",
+                "appliedAt": "1970-01-01T00:00:01+00:00", "test": false,
+                "data": {"userName": "alice"}
+            })
+        );
+    }
+}
