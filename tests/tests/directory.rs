@@ -37,7 +37,7 @@ fn user(n: usize, org: &str, role: &str, enable: bool) -> Value {
         "userName": format!("user{n:03}"),
         "name": format!("Name {n:03}"),
         "orgCode": org,
-        "position": if n % 2 == 0 { "engineer" } else { "manager" },
+        "position": if n.is_multiple_of(2) { "engineer" } else { "manager" },
         "employeeCode": format!("E{n:03}"),
         "employeeType": 1,
         "email": format!("user{n:03}@example.com"),
@@ -48,13 +48,18 @@ fn user(n: usize, org: &str, role: &str, enable: bool) -> Value {
 }
 
 fn auth(tenant: &str, app: &str, users: &[Value], ts: &str) -> String {
+    auth_flag(tenant, app, 1, users, ts)
+}
+
+/// An authSync with `flag` (0 delete, 1 add, 2 modify).
+fn auth_flag(tenant: &str, app: &str, flag: u8, users: &[Value], ts: &str) -> String {
     json!({
         "instanceId": format!("inst-{tenant}"),
         "tenantId": tenant,
         "appId": app,
         "userList": users,
         "currentSyncTime": ts,
-        "flag": 1,
+        "flag": flag,
         "testFlag": 0,
         "timeStamp": ts,
     })
@@ -76,12 +81,26 @@ async fn seed(kit: &Kit, tenant: &str, n: usize, token: &str) {
     )
     .await;
     let a: Vec<Value> = (0..n)
-        .map(|i| user(i, if i % 2 == 0 { "d1" } else { "d2" }, "user", i % 3 != 0))
+        .map(|i| {
+            user(
+                i,
+                if i.is_multiple_of(2) { "d1" } else { "d2" },
+                "user",
+                !i.is_multiple_of(3),
+            )
+        })
         .collect();
     send_ok(kit, AUTH_SYNC, &auth(tenant, "app-a", &a, &time(1))).await;
     let b: Vec<Value> = (0..n)
         .step_by(5)
-        .map(|i| user(i, if i % 2 == 0 { "d1" } else { "d2" }, "admin", true))
+        .map(|i| {
+            user(
+                i,
+                if i.is_multiple_of(2) { "d1" } else { "d2" },
+                "admin",
+                true,
+            )
+        })
         .collect();
     send_ok(kit, AUTH_SYNC, &auth(tenant, "app-b", &b, &time(2))).await;
     let everyone = format!("/scim/v2/{tenant}/Users?count=0");
@@ -211,16 +230,22 @@ async fn scim_users_are_the_members_the_callbacks_built() {
             r#"emails.value ew "9@example.com""#,
             expect(&|i| i % 10 == 9),
         ),
-        ("active eq false", expect(&|i| i % 3 == 0 && i % 5 != 0)),
+        (
+            "active eq false",
+            expect(&|i| i.is_multiple_of(3) && !i.is_multiple_of(5)),
+        ),
         (
             r#"title eq "engineer" and not (active eq false)"#,
-            expect(&|i| i % 2 == 0 && !(i % 3 == 0 && i % 5 != 0)),
+            expect(&|i| i.is_multiple_of(2) && (!i.is_multiple_of(3) || i.is_multiple_of(5))),
         ),
         (
             r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "d1" or userName eq "user001""#,
-            expect(&|i| i % 2 == 0 || i == 1),
+            expect(&|i| i.is_multiple_of(2) || i == 1),
         ),
-        (r#"groups eq "app-b:admin""#, expect(&|i| i % 5 == 0)),
+        (
+            r#"groups eq "app-b:admin""#,
+            expect(&|i| i.is_multiple_of(5)),
+        ),
         (
             r#"emails[type eq "work" and value sw "user02"]"#,
             expect(&|i| (20..30).contains(&i)),
@@ -672,6 +697,121 @@ fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// Scenario: a client pages through a tenant's members while callbacks keep authorising,
+/// modifying and deauthorising others. Keyset cursors make every member that stays listed
+/// throughout appear exactly once, in order, on every pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_pages_are_complete_while_callbacks_write() {
+    let env = Env::new("pages-under-writes").await;
+    let server = env.start("serve").await;
+    let kit = server.kit();
+    let tok = token(&env, "directory:read", None).await;
+    // 150 members who stay, user000..user149, each authorised by app-a.
+    seed(&kit, "pages-t", 150, &tok).await;
+    let stable: Vec<String> = (0..150).map(|i| format!("user{i:03}")).collect();
+
+    // The writer: churn members whose names sort between the stable ones ("user012x") come
+    // and go through app-c, and stable members' profiles are rewritten through app-a.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let kit = kit.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut round = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round += 1;
+                let churn: Vec<Value> = (0..150)
+                    .filter(|i| (i + round).is_multiple_of(4))
+                    .map(|i| {
+                        let mut u = user(i, "d3", "user", true);
+                        u["userName"] = json!(format!("user{i:03}x"));
+                        u
+                    })
+                    .collect();
+                let ts = time(10 + 2 * round as i64);
+                send_ok(
+                    &kit,
+                    AUTH_SYNC,
+                    &auth_flag("pages-t", "app-c", 1, &churn, &ts),
+                )
+                .await;
+                let renamed: Vec<Value> = (0..150)
+                    .filter(|i| (i + round).is_multiple_of(5))
+                    .map(|i| {
+                        let mut u = user(
+                            i,
+                            if i.is_multiple_of(2) { "d1" } else { "d2" },
+                            "user",
+                            !i.is_multiple_of(3),
+                        );
+                        u["name"] = json!(format!("Renamed {i} in round {round}"));
+                        u
+                    })
+                    .collect();
+                send_ok(
+                    &kit,
+                    AUTH_SYNC,
+                    &auth_flag("pages-t", "app-a", 2, &renamed, &ts),
+                )
+                .await;
+                let ts = time(11 + 2 * round as i64);
+                send_ok(
+                    &kit,
+                    AUTH_SYNC,
+                    &auth_flag("pages-t", "app-c", 0, &churn, &ts),
+                )
+                .await;
+            }
+            round
+        })
+    };
+
+    // The reader: full passes in pages of 7 while the writer runs.
+    let mut passes = 0;
+    let mut churn_seen = 0;
+    let started = std::time::Instant::now();
+    while passes < 3 || started.elapsed() < Duration::from_secs(3) {
+        let mut seen: Vec<String> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = "/api/v1/tenants/pages-t/members?limit=7".to_owned();
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={}", urlencode(c)));
+            }
+            let (status, body) = kit.api_get(&path, Some(&tok)).await;
+            assert_eq!(status, 200, "{body}");
+            seen.extend(
+                body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["userName"].as_str().unwrap().to_owned()),
+            );
+            match body["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, seen, "pass {passes}: in order, no member twice");
+        let stable_seen: Vec<&String> = seen.iter().filter(|u| !u.ends_with('x')).collect();
+        assert_eq!(
+            stable_seen,
+            stable.iter().collect::<Vec<_>>(),
+            "pass {passes}: every stable member once"
+        );
+        churn_seen += seen.len() - stable_seen.len();
+        passes += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = writer.await.unwrap();
+    println!("{passes} passes over 150 members during {rounds} write rounds; {churn_seen} churn members seen");
+    assert!(rounds >= 2, "the writer kept writing ({rounds} rounds)");
+    env.finish().await;
 }
 
 /// Runs a conformance client; its exit status and its stdout.

@@ -23,19 +23,26 @@ use tower::ServiceExt;
 fn member(i: usize) -> AuthUser {
     let some = |on: bool, v: String| on.then_some(v);
     AuthUser {
-        user_name: format!("{}{i:02}", if i % 4 == 0 { "User" } else { "user" }),
+        user_name: format!(
+            "{}{i:02}",
+            if i.is_multiple_of(4) { "User" } else { "user" }
+        ),
         name: some(
-            i % 7 != 0,
+            !i.is_multiple_of(7),
             format!("{} {i}", ["Ann", "bob", "CAROL", "dave"][i % 4]),
         ),
-        org_code: some(i % 5 != 0, format!("d{}", i % 3)),
+        org_code: some(!i.is_multiple_of(5), format!("d{}", i % 3)),
         position: some(
-            i % 3 != 0,
+            !i.is_multiple_of(3),
             ["Engineer", "engineer", "Manager"][i % 3].to_owned(),
         ),
-        employee_code: some(i % 2 == 0, format!("E{i:03}")),
+        employee_code: some(i.is_multiple_of(2), format!("E{i:03}")),
         employee_type: Some(1),
-        role: if i % 6 == 0 { Role::Admin } else { Role::User },
+        role: if i.is_multiple_of(6) {
+            Role::Admin
+        } else {
+            Role::User
+        },
         enabled: i % 4 != 1,
         mobile: some(i % 3 != 1, format!("138{i:04}")),
         email: some(

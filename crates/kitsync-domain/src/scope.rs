@@ -90,9 +90,9 @@ mod tests {
             Scope::parse_list("stats:read, directory:read,stats:read").unwrap(),
             vec![Scope::DirectoryRead, Scope::StatsRead]
         );
-        let e = Scope::parse_list("directory:read,directory:write").unwrap_err();
+        let e = Scope::parse_list("directory:read,directory:delete").unwrap_err();
         assert!(
-            e.to_string().contains("`directory:write` is not a scope"),
+            e.to_string().contains("`directory:delete` is not a scope"),
             "{e}"
         );
         assert!(Scope::parse_list("").is_err());

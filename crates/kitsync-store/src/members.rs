@@ -13,7 +13,8 @@ use crate::error::StoreError;
 use crate::model::MemberState;
 use crate::sql::Sql;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    IsolationLevel, QueryFilter, QueryOrder, TransactionTrait,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -52,8 +53,39 @@ fn prefix_end(prefix: &str) -> String {
     format!("{prefix}\u{10FFFF}")
 }
 
+/// A read-only transaction whose statements all see one snapshot: a page's keys and the rows
+/// loaded for them must agree, or a member deauthorised in between would shorten the page and
+/// end the pagination early. PostgreSQL: `REPEATABLE READ`; SQLite (WAL): any transaction
+/// reads one snapshot from its first read on.
+async fn snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, StoreError> {
+    Ok(
+        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            db.begin_with_config(
+                Some(IsolationLevel::RepeatableRead),
+                Some(AccessMode::ReadOnly),
+            )
+            .await?
+        } else {
+            db.begin().await?
+        },
+    )
+}
+
 pub(crate) async fn page(
     db: &DatabaseConnection,
+    tenant: &str,
+    filter: &MemberFilter,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<MemberView>, StoreError> {
+    let txn = snapshot(db).await?;
+    let found = page_in(&txn, tenant, filter, after, limit).await?;
+    txn.commit().await?;
+    Ok(found)
+}
+
+async fn page_in(
+    db: &DatabaseTransaction,
     tenant: &str,
     filter: &MemberFilter,
     after: Option<&str>,
@@ -142,7 +174,7 @@ pub(crate) async fn one(
 
 /// Profiles and authorisations of `names` (in that order), dropping those no app authorises.
 async fn load(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     tenant: &str,
     names: &[String],
     include_test: bool,
@@ -388,6 +420,19 @@ impl MemberCond {
 /// in all (SCIM's `totalResults`).
 pub(crate) async fn query(
     db: &DatabaseConnection,
+    tenant: &str,
+    cond: &MemberCond,
+    offset: u64,
+    limit: u64,
+) -> Result<(u64, Vec<MemberView>), StoreError> {
+    let txn = snapshot(db).await?;
+    let found = query_in(&txn, tenant, cond, offset, limit).await?;
+    txn.commit().await?;
+    Ok(found)
+}
+
+async fn query_in(
+    db: &DatabaseTransaction,
     tenant: &str,
     cond: &MemberCond,
     offset: u64,

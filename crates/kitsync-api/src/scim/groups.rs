@@ -560,8 +560,15 @@ fn apply_op(
     Ok(())
 }
 
+/// One PATCH operation: `op` lowercased, its path and value.
+struct Operation {
+    op: String,
+    path: Option<String>,
+    value: Option<Value>,
+}
+
 /// Parses a PatchOp body into its operations.
-fn operations(body: &Value) -> Result<Vec<(String, Option<String>, Option<Value>)>, ScimError> {
+fn operations(body: &Value) -> Result<Vec<Operation>, ScimError> {
     let obj = body
         .as_object()
         .ok_or_else(|| ScimError::bad("invalidSyntax", "a PatchOp must be a JSON object"))?;
@@ -599,7 +606,11 @@ fn operations(body: &Value) -> Result<Vec<(String, Option<String>, Option<Value>
                 Some(Value::String(p)) => Some(p.clone()),
                 Some(_) => return Err(ScimError::bad("invalidPath", "`path` must be a string")),
             };
-            Ok((op, path, field("value").cloned()))
+            Ok(Operation {
+                op,
+                path,
+                value: field("value").cloned(),
+            })
         })
         .collect()
 }
@@ -624,8 +635,8 @@ pub(crate) async fn patch(
             external_id: current.external_id.clone(),
             members: current.members.clone(),
         };
-        for (op, path, value) in &ops {
-            apply_op(&mut w, op, target(path.as_deref())?, value.as_ref())?;
+        for o in &ops {
+            apply_op(&mut w, &o.op, target(o.path.as_deref())?, o.value.as_ref())?;
         }
         let expected = asked.unwrap_or(current.version);
         match state
