@@ -1226,12 +1226,12 @@ async fn api_tokens_from_the_cli_guard_the_directory() {
             "--name",
             "x",
             "--scope",
-            "directory:write",
+            "directory:delete",
         ])
         .await;
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("`directory:write` is not a scope"),
+        String::from_utf8_lossy(&out.stderr).contains("`directory:delete` is not a scope"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

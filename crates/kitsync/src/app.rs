@@ -60,9 +60,39 @@ pub async fn open_db(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
             }
         }
     }
-    migrations::connect_and_migrate(url, settings.database.max_connections)
+    let db = migrations::connect_and_migrate(url, settings.database.max_connections)
         .await
-        .with_context(|| format!("opening the database {}", redact_url(url)))
+        .with_context(|| format!("opening the database {}", redact_url(url)))?;
+    warn_on_linguistic_collation(&db).await;
+    Ok(db)
+}
+
+/// The directory API's `q` search is a prefix range on indexes, which assumes text sorts by
+/// code point; on a PostgreSQL database with a linguistic collation it may miss rows (SCIM
+/// filters compare by code point whatever the collation). Say so once at startup.
+async fn warn_on_linguistic_collation(db: &DatabaseConnection) {
+    use sea_orm::ConnectionTrait as _;
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return;
+    }
+    let sql = "SELECT datcollate FROM pg_database WHERE datname = current_database()";
+    let Ok(Some(row)) = db
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            sql,
+        ))
+        .await
+    else {
+        return;
+    };
+    let collate: String = row.try_get_by_index(0).unwrap_or_default();
+    if !matches!(collate.as_str(), "C" | "POSIX" | "C.UTF-8" | "C.utf8" | "ucs_basic") {
+        tracing::warn!(
+            %collate,
+            "the database sorts text by a linguistic collation: member name searches by \
+             prefix may miss rows; create it with LC_COLLATE 'C.UTF-8' (README)"
+        );
+    }
 }
 
 /// # Errors
