@@ -60,15 +60,59 @@ pub async fn tenant(
     let include_test = filter.include_test()?;
     let found = state.store.tenant(&tenant_id).await?;
     match found {
-        Some(t) if include_test || !t.test => Ok(Json(TenantBody {
+        Some(t) if include_test || !t.test => Ok(Json(t.into())),
+        _ => Err(ApiError::NotFound(format!("tenant {tenant_id} not found"))),
+    }
+}
+
+/// `GET /api/v1/tenants`: every live tenant the token may see (a tenant-bound token: its own).
+///
+/// # Errors
+/// 401/403 per [`Caller`]; 400 for a bad cursor, limit or `includeTest`.
+pub async fn tenants(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page<TenantBody>>, ApiError> {
+    let include_test = q.test.include_test()?;
+    let limit = q.page.limit()?;
+    let after = q.page.after("tenant")?;
+    let rows = match caller.0.tenant_id.clone() {
+        Some(bound) => {
+            caller.require(Scope::DirectoryRead, Some(&bound))?;
+            let own = state.store.tenant(&bound).await?;
+            own.into_iter()
+                .filter(|t| include_test || !t.test)
+                .filter(|t| after.as_deref().is_none_or(|a| t.tenant_id.as_str() > a))
+                .collect()
+        }
+        None => {
+            caller.require(Scope::DirectoryRead, None)?;
+            state
+                .store
+                .tenants(after.as_deref(), limit + 1, include_test)
+                .await?
+        }
+    };
+    let items = rows.into_iter().map(TenantBody::from).collect();
+    Ok(Json(Page::from_rows(
+        items,
+        limit,
+        "tenant",
+        |t: &TenantBody| t.tenant_id.as_str(),
+    )))
+}
+
+impl From<kitsync_store::TenantView> for TenantBody {
+    fn from(t: kitsync_store::TenantView) -> Self {
+        TenantBody {
             tenant_id: t.tenant_id,
             tenant_code: t.tenant_code,
             name: t.name,
             domain_name: t.domain_name,
             test: t.test,
             instance_ids: t.instance_ids,
-        })),
-        _ => Err(ApiError::NotFound(format!("tenant {tenant_id} not found"))),
+        }
     }
 }
 

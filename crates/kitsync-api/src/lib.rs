@@ -36,6 +36,7 @@ pub struct ApiState {
 pub fn router(store: Store) -> Router {
     let state = Arc::new(ApiState { store });
     Router::new()
+        .route("/api/v1/tenants", get(directory::tenants))
         .route("/api/v1/tenants/{tenant_id}", get(directory::tenant))
         .route(
             "/api/v1/tenants/{tenant_id}/departments",

@@ -119,6 +119,38 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
     let (status, body) = get(&app, "/api/v1/tenants/sandbox?includeTest=true", Some(r)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["test"], true);
+    // The tenant list: keyset pages; test tenants only when asked; a bound token sees its own.
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tenantId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, body) = get(&app, "/api/v1/tenants", Some(r)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ids(&body), ["t1", "t2"]);
+    assert_eq!(
+        body["items"][0]["instanceIds"],
+        serde_json::json!(["inst-t1"])
+    );
+    let (_, body) = get(&app, "/api/v1/tenants?includeTest=true&limit=2", Some(r)).await;
+    assert_eq!(ids(&body), ["sandbox", "t1"]);
+    let next = body["nextCursor"].as_str().unwrap().to_owned();
+    let (_, body) = get(
+        &app,
+        &format!("/api/v1/tenants?includeTest=true&limit=2&cursor={next}"),
+        Some(r),
+    )
+    .await;
+    assert_eq!(ids(&body), ["t2"]);
+    assert!(body["nextCursor"].is_null());
+    let (_, body) = get(&app, "/api/v1/tenants", Some(bound.expose_secret())).await;
+    assert_eq!(ids(&body), ["t1"]);
+    let (status, _) = get(&app, "/api/v1/tenants", Some(stats.expose_secret())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
     let (status, body) = get(&app, "/api/v1/tenants/t1?includeTest=yes", Some(r)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(

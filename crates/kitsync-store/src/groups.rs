@@ -230,18 +230,8 @@ pub(crate) async fn write(
         Some((version, created))
     };
     let Some(new) = new else {
-        let mut sql = cx.sql();
-        sql.push("DELETE FROM group_members WHERE tenant_id = ")
-            .bind(tenant)
-            .push(" AND group_id = ")
-            .bind(group_id);
-        cx.exec(sql).await?;
-        let mut sql = cx.sql();
-        sql.push("DELETE FROM groups WHERE tenant_id = ")
-            .bind(tenant)
-            .push(" AND group_id = ")
-            .bind(group_id);
-        cx.exec(sql).await?;
+        delete_rows(&cx, "group_members", tenant, group_id).await?;
+        delete_rows(&cx, "groups", tenant, group_id).await?;
         let version = current.map_or(1, |(v, _)| v + 1);
         cx.journal(
             tenant,
@@ -317,12 +307,7 @@ pub(crate) async fn write(
     }
     cx.exec(sql).await?;
     // Memberships: replace the list.
-    let mut sql = cx.sql();
-    sql.push("DELETE FROM group_members WHERE tenant_id = ")
-        .bind(tenant)
-        .push(" AND group_id = ")
-        .bind(group_id);
-    cx.exec(sql).await?;
+    delete_rows(&cx, "group_members", tenant, group_id).await?;
     let numbered: Vec<(usize, &GroupMember)> = members.iter().enumerate().collect();
     for chunk in numbered.chunks(crate::sql::rows_per_statement(5)) {
         let mut sql = cx.sql();
@@ -365,6 +350,22 @@ pub(crate) async fn write(
     cx.flush_journal().await?;
     txn.commit().await?;
     Ok(Some(group))
+}
+
+/// Deletes a group's rows from `table` (`groups` or `group_members`).
+async fn delete_rows(
+    cx: &Cx<'_>,
+    table: &str,
+    tenant: &str,
+    group_id: &str,
+) -> Result<(), StoreError> {
+    let mut sql = cx.sql();
+    sql.push(&format!("DELETE FROM {table} WHERE tenant_id = "))
+        .bind(tenant)
+        .push(" AND group_id = ")
+        .bind(group_id);
+    cx.exec(sql).await?;
+    Ok(())
 }
 
 pub(crate) async fn memberships(

@@ -202,6 +202,20 @@ impl Store {
         read::tenant(&self.db, tenant_id).await
     }
 
+    /// A page of live tenants in `tenant_id` order after `after` (keyset pagination); test
+    /// tenants only with `include_test`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn tenants(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+        include_test: bool,
+    ) -> Result<Vec<TenantView>, StoreError> {
+        read::tenants_page(&self.db, after, limit, include_test).await
+    }
+
     /// A page of a tenant's live departments in `org_code` order, after `after` (keyset
     /// pagination: stable while others write); `limit: None` reads them all. Test rows only
     /// with `include_test`.

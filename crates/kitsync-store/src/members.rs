@@ -132,17 +132,30 @@ async fn page_in(
         sql.push(" AND m.user_name > ").bind(after);
     }
     if let Some(p) = filter.prefix.as_deref().filter(|p| !p.is_empty()) {
-        sql.push(" AND ((m.user_name >= ")
+        // Candidates from two index ranges — the primary key for `userName`, the
+        // members_name_search expression index (migration 000008) for `name` — so a narrow
+        // prefix reads only its matches instead of walking the tenant in `userName` order;
+        // then the exact condition (the expression range alone could match another tenant
+        // whose id contains `|`).
+        let key = format!("{tenant}|{p}");
+        sql.push(" AND m.user_name IN (SELECT s.user_name FROM members s WHERE s.tenant_id = ")
+            .bind(tenant)
+            .push(" AND s.user_name >= ")
+            .bind(p)
+            .push(" AND s.user_name < ")
+            .bind(prefix_end(p))
+            .push(" UNION ALL SELECT s.user_name FROM members s WHERE (s.tenant_id || '|' || s.name) >= ")
+            .bind(key.as_str())
+            .push(" AND (s.tenant_id || '|' || s.name) < ")
+            .bind(prefix_end(&key))
+            .push(") AND ((m.user_name >= ")
             .bind(p)
             .push(" AND m.user_name < ")
             .bind(prefix_end(p))
-            // The expression of the members_name_search index (migration 000008).
-            .push(") OR ((m.tenant_id || '|' || m.name) >= ")
-            .bind(format!("{tenant}|{p}"))
-            .push(" AND (m.tenant_id || '|' || m.name) < ")
-            .bind(prefix_end(&format!("{tenant}|{p}")))
-            .push(" AND m.name >= ")
+            .push(") OR (m.name >= ")
             .bind(p)
+            .push(" AND m.name < ")
+            .bind(prefix_end(p))
             .push("))");
     }
     if !pg {

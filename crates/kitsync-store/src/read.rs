@@ -69,6 +69,58 @@ pub(crate) async fn tenant(
     }))
 }
 
+/// Live tenants in `tenant_id` order after `after`, at most `limit`; test tenants only with
+/// `include_test`. A primary-key range scan, and one instance query for the page.
+pub(crate) async fn tenants_page(
+    db: &DatabaseConnection,
+    after: Option<&str>,
+    limit: u64,
+    include_test: bool,
+) -> Result<Vec<TenantView>, StoreError> {
+    let mut q = tenants::Entity::find().filter(tenants::Column::Deleted.eq(false));
+    if !include_test {
+        q = q.filter(tenants::Column::Test.eq(false));
+    }
+    if let Some(after) = after {
+        q = q.filter(tenants::Column::TenantId.gt(after));
+    }
+    let rows = q
+        .order_by_asc(tenants::Column::TenantId)
+        .limit(limit)
+        .all(db)
+        .await?;
+    let mut instances: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if !rows.is_empty() {
+        for i in tenant_instances::Entity::find()
+            .filter(
+                tenant_instances::Column::TenantId.is_in(rows.iter().map(|t| t.tenant_id.clone())),
+            )
+            .all(db)
+            .await?
+        {
+            instances
+                .entry(i.tenant_id)
+                .or_default()
+                .push(i.instance_id);
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|m| {
+            let mut instance_ids = instances.remove(&m.tenant_id).unwrap_or_default();
+            instance_ids.sort();
+            TenantView {
+                tenant_id: m.tenant_id,
+                tenant_code: m.tenant_code,
+                name: m.name,
+                domain_name: m.domain_name,
+                test: m.test,
+                instance_ids,
+            }
+        })
+        .collect())
+}
+
 /// Live departments of a tenant in `org_code` order after `after`, at most `limit`
 /// (all when `None`); test rows only when `include_test`. A primary-key range scan.
 pub(crate) async fn departments(

@@ -86,7 +86,10 @@ async fn warn_on_linguistic_collation(db: &DatabaseConnection) {
         return;
     };
     let collate: String = row.try_get_by_index(0).unwrap_or_default();
-    if !matches!(collate.as_str(), "C" | "POSIX" | "C.UTF-8" | "C.utf8" | "ucs_basic") {
+    if !matches!(
+        collate.as_str(),
+        "C" | "POSIX" | "C.UTF-8" | "C.utf8" | "ucs_basic"
+    ) {
         tracing::warn!(
             %collate,
             "the database sorts text by a linguistic collation: member name searches by \

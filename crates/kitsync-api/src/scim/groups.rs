@@ -7,7 +7,7 @@
 use super::error::ScimError;
 use super::filter::{AttrPath, Filter};
 use super::schema::{group_case_exact, GROUP, PATCH_OP};
-use super::{admit, encode_segment, json_body, ListParams, Projection, RawQuery, Shared};
+use super::{admit, encode_segment, json_body, ListParams, Listing, Projection, RawQuery, Shared};
 use crate::auth::Caller;
 use crate::ApiError;
 use axum::body::Bytes;
@@ -146,31 +146,9 @@ async fn page(
     Ok(super::list_response(total, params.start_index, resources))
 }
 
-/// `GET /Groups`.
-pub(crate) async fn list(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    query: Result<RawQuery, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let query = query.map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
-    let params = ListParams::from_query(&query.0)?;
-    page(&state, &base, &tenant, params).await
-}
-
-/// `POST /Groups/.search`.
-pub(crate) async fn search(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let params = ListParams::from_search(&json_body(&body)?)?;
-    page(&state, &base, &tenant, params).await
+/// `GET /Groups` and `POST /Groups/.search`.
+pub(crate) async fn list(State(state): State<Shared>, l: Listing) -> Result<Response, ScimError> {
+    page(&state, &l.base, &l.tenant, l.params).await
 }
 
 /// One group, ISV or derived.

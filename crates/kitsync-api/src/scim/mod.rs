@@ -63,7 +63,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route(
             "/scim/v2/{tenant_id}/Users/.search",
-            post(users::search).fallback(method_not_allowed),
+            post(users::list).fallback(method_not_allowed),
         )
         .route(
             "/scim/v2/{tenant_id}/Users/{id}",
@@ -81,7 +81,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route(
             "/scim/v2/{tenant_id}/Groups/.search",
-            post(groups::search).fallback(method_not_allowed),
+            post(groups::list).fallback(method_not_allowed),
         )
         .route(
             "/scim/v2/{tenant_id}/Groups/{id}",
@@ -341,6 +341,44 @@ impl ListParams {
                 .unwrap_or(0)
                 .min(schema::MAX_RESULTS),
             projection: Projection::new(attributes, excluded)?,
+        })
+    }
+}
+
+/// A list request: `GET` with query parameters, or `POST …/.search` with a `SearchRequest`
+/// body; admitted with `directory:read` on the path's tenant.
+pub(crate) struct Listing {
+    pub base: String,
+    pub tenant: String,
+    pub params: ListParams,
+}
+
+impl axum::extract::FromRequest<Shared> for Listing {
+    type Rejection = ScimError;
+
+    async fn from_request(req: axum::extract::Request, state: &Shared) -> Result<Self, ScimError> {
+        use axum::extract::FromRequestParts as _;
+        let (mut parts, body) = req.into_parts();
+        let caller = Caller::from_request_parts(&mut parts, state).await;
+        let Path(tenant) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
+        let base = admit(state, caller, Scope::DirectoryRead, &tenant, &parts.headers).await?;
+        let params = if parts.method == axum::http::Method::POST {
+            let body = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .map_err(|e| ScimError::bad("invalidSyntax", format!("the body: {e}")))?;
+            ListParams::from_search(&json_body(&body)?)?
+        } else {
+            let Query(q) = RawQuery::from_request_parts(&mut parts, state)
+                .await
+                .map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
+            ListParams::from_query(&q)?
+        };
+        Ok(Listing {
+            base,
+            tenant,
+            params,
         })
     }
 }

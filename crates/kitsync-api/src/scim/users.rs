@@ -2,7 +2,7 @@
 use super::error::ScimError;
 use super::filter::{AttrPath, CompValue, Filter, Op};
 use super::schema::{ENTERPRISE, USER};
-use super::{admit, encode_segment, json_body, ListParams, Projection, RawQuery, Shared};
+use super::{admit, encode_segment, json_body, ListParams, Listing, Projection, RawQuery, Shared};
 use crate::auth::Caller;
 use crate::ApiError;
 use axum::body::Bytes;
@@ -271,31 +271,9 @@ async fn page(
     Ok(super::list_response(total, params.start_index, resources))
 }
 
-/// `GET /Users`.
-pub(crate) async fn list(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    query: Result<RawQuery, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let query = query.map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
-    let params = ListParams::from_query(&query.0)?;
-    page(&state, &base, &tenant, params).await
-}
-
-/// `POST /Users/.search`.
-pub(crate) async fn search(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let params = ListParams::from_search(&json_body(&body)?)?;
-    page(&state, &base, &tenant, params).await
+/// `GET /Users` and `POST /Users/.search`.
+pub(crate) async fn list(State(state): State<Shared>, l: Listing) -> Result<Response, ScimError> {
+    page(&state, &l.base, &l.tenant, l.params).await
 }
 
 /// `GET /Users/{id}`.
@@ -383,6 +361,21 @@ pub(crate) async fn create(
     Err(refuse_user_write(&body, true))
 }
 
+/// Admits the caller and checks the user exists (a write to an unknown user is a 404).
+async fn existing(
+    state: &Shared,
+    caller: Result<Caller, ApiError>,
+    tenant: &str,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(), ScimError> {
+    admit(state, caller, Scope::DirectoryRead, tenant, headers).await?;
+    if state.store.member(tenant, id, true).await?.is_none() {
+        return Err(ScimError::not_found(format!("User {id} not found")));
+    }
+    Ok(())
+}
+
 /// `PUT` / `PATCH /Users/{id}`: refused (after a syntax check).
 pub(crate) async fn write(
     State(state): State<Shared>,
@@ -392,10 +385,7 @@ pub(crate) async fn write(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    if state.store.member(&tenant, &id, true).await?.is_none() {
-        return Err(ScimError::not_found(format!("User {id} not found")));
-    }
+    existing(&state, caller, &tenant, &id, &headers).await?;
     Err(refuse_user_write(&body, method == axum::http::Method::PUT))
 }
 
@@ -406,10 +396,7 @@ pub(crate) async fn delete(
     Path((tenant, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
-    admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    if state.store.member(&tenant, &id, true).await?.is_none() {
-        return Err(ScimError::not_found(format!("User {id} not found")));
-    }
+    existing(&state, caller, &tenant, &id, &headers).await?;
     Err(ScimError::new(
         StatusCode::FORBIDDEN,
         None,
