@@ -1421,11 +1421,11 @@ async fn webhooks_push_signed_member_events() {
     );
 
     let out = env
-        .cli(&["webhooks", "add", "https://hooks.example.com/kitsync"])
+        .cli(&["webhooks", "add", "ftp://hooks.example.com/kitsync"])
         .await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("scheme `https` is not supported"), "{err}");
+    assert!(err.contains("scheme `ftp` is not supported"), "{err}");
 
     let status = server.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "serve exit status {status}");

@@ -28,13 +28,15 @@
 //!   the first 200 bytes of the answer are recorded.
 //! - *Shutdown* interrupts a request in flight and hands the lease back: the batch is sent
 //!   again (same `webhook-id`) by whichever dispatcher claims it next.
-//! - Plain `http://` only: there is no TLS client in kitsync (see [`validate_url`]).
+//! - `https://` through rustls (aws-lc-rs), trusting the operating system's roots plus
+//!   `webhooks.ca_file`; `http://` too, for receivers on a private network.
 #![forbid(unsafe_code)]
 
 pub mod signing;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -73,6 +75,9 @@ pub struct WebhookSettings {
     pub failing_after: u32,
     /// How long a claim holds an endpoint; at least `timeout_ms` + 10 s is used.
     pub lease_ms: u64,
+    /// PEM file of extra CA certificates trusted for `https://` endpoints, beside the
+    /// operating system's (e.g. a private CA of the receivers).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for WebhookSettings {
@@ -87,6 +92,7 @@ impl Default for WebhookSettings {
             retry_max_delay_ms: 3_600_000,
             failing_after: 5,
             lease_ms: 30_000,
+            ca_file: None,
         }
     }
 }
@@ -106,6 +112,9 @@ pub enum WebhookError {
     Secrets(#[from] SecretsError),
     #[error("signing: {0}")]
     Signing(#[from] SigningError),
+    /// The TLS trust roots cannot be loaded (`webhooks.ca_file`).
+    #[error("webhooks.ca_file: {0}")]
+    Tls(String),
     /// The URL cannot be used; the message says why.
     #[error("{0}")]
     InvalidUrl(String),
@@ -114,11 +123,8 @@ pub enum WebhookError {
     InvalidTypes(String),
 }
 
-/// Checks an endpoint URL: absolute `http://host[:port][/path][?query]`, no credentials.
-///
-/// kitsync has no TLS client (the workspace deliberately carries no TLS stack), so `https`
-/// is refused with a message saying so; deliver to a TLS-originating proxy on a private
-/// network (e.g. a sidecar that forwards to the `https` receiver) instead.
+/// Checks an endpoint URL: absolute `https://` or `http://host[:port][/path][?query]`, no
+/// credentials.
 ///
 /// # Errors
 /// [`WebhookError::InvalidUrl`] naming what is wrong.
@@ -128,17 +134,10 @@ pub fn validate_url(url: &str) -> Result<hyper::Uri, WebhookError> {
         .parse()
         .map_err(|e| WebhookError::InvalidUrl(format!("`{url}` is not a URL: {e}")))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(WebhookError::InvalidUrl(format!(
-                "`{url}`: the scheme `https` is not supported: kitsync sends plain HTTP (it has \
-                 no TLS client); register an http:// URL of a TLS-originating proxy on your \
-                 private network that forwards to the https receiver"
-            )))
-        }
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(WebhookError::InvalidUrl(format!(
-                "`{url}`: the scheme `{other}` is not supported, use http://"
+                "`{url}`: the scheme `{other}` is not supported, use https:// or http://"
             )))
         }
         None => {
@@ -271,16 +270,63 @@ pub struct Dispatcher {
     store: Store,
     sealer: Sealer,
     settings: WebhookSettings,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     owner: String,
 }
 
+/// The TLS client configuration: the operating system's trust roots plus `ca_file`.
+fn tls_config(settings: &WebhookSettings) -> Result<rustls::ClientConfig, WebhookError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "webhooks: some system trust roots could not be read");
+    }
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = &settings.ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| WebhookError::Tls(format!("{}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(WebhookError::Tls(format!(
+                "{}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| WebhookError::Tls(format!("{}: {e}", path.display())))?;
+        }
+    } else if added == 0 {
+        tracing::warn!("webhooks: no system trust roots found; https endpoints will fail");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| WebhookError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl Dispatcher {
-    #[must_use]
-    pub fn new(store: Store, sealer: Sealer, settings: WebhookSettings) -> Self {
+    /// # Errors
+    /// [`WebhookError::Tls`] when `webhooks.ca_file` cannot be read.
+    pub fn new(
+        store: Store,
+        sealer: Sealer,
+        settings: WebhookSettings,
+    ) -> Result<Self, WebhookError> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.enforce_http(false);
         connector.set_connect_timeout(Some(Duration::from_millis(settings.timeout_ms.max(1))));
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(&settings)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -289,13 +335,13 @@ impl Dispatcher {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        Self {
+        Ok(Self {
             store,
             sealer,
             settings,
             client,
             owner,
-        }
+        })
     }
 
     /// This dispatcher's lease identity.
@@ -675,13 +721,14 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_urls_are_accepted() {
+    fn only_http_and_https_urls_are_accepted() {
         assert!(validate_url("http://127.0.0.1:9000/hooks?x=1").is_ok());
         assert!(validate_url("http://receiver.internal/kitsync").is_ok());
-        let https = validate_url("https://example.com/hook")
+        assert!(validate_url("https://hooks.example.com/kitsync").is_ok());
+        let ftp = validate_url("ftp://example.com/hook")
             .unwrap_err()
             .to_string();
-        assert!(https.contains("`https` is not supported"), "{https}");
+        assert!(ftp.contains("`ftp` is not supported"), "{ftp}");
         for bad in [
             "ftp://h/x",
             "/just/a/path",

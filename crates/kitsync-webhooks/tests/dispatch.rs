@@ -246,7 +246,7 @@ impl World {
     }
 
     fn dispatcher(&self, settings: WebhookSettings) -> Dispatcher {
-        Dispatcher::new(self.store.clone(), self.sealer.clone(), settings)
+        Dispatcher::new(self.store.clone(), self.sealer.clone(), settings).unwrap()
     }
 
     async fn endpoint(&self, id: &str) -> WebhookEndpoint {
@@ -705,20 +705,20 @@ async fn shutdown_cuts_a_hanging_request_and_hands_the_endpoint_back() {
 }
 
 #[tokio::test]
-async fn registration_refuses_https_and_unknown_types() {
+async fn registration_refuses_other_schemes_and_unknown_types() {
     let w = World::new().await;
     let err = register(
         &w.store,
         &w.sealer,
         &Registration {
-            url: "https://example.com/hook".into(),
+            url: "ftp://example.com/hook".into(),
             ..Registration::default()
         },
     )
     .await
     .unwrap_err()
     .to_string();
-    assert!(err.contains("scheme `https` is not supported"), "{err}");
+    assert!(err.contains("scheme `ftp` is not supported"), "{err}");
     let err = register(
         &w.store,
         &w.sealer,
@@ -733,5 +733,128 @@ async fn registration_refuses_https_and_unknown_types() {
     .to_string();
     assert!(err.contains("`widgets` is not an event type"), "{err}");
     assert!(w.store.list_webhooks().await.unwrap().is_empty());
+    w.db.cleanup().await;
+}
+
+/// The same receiver behind TLS (tokio-rustls, a certificate for `localhost` issued by a test
+/// CA in `tests/tls/`).
+async fn tls_receiver(shared: Shared) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(hook))
+        .with_state(shared);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate fails the handshake here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_get_signed_deliveries_and_untrusted_certificates_fail_visibly() {
+    let w = World::new().await;
+    let shared = Shared::default();
+    shared.behaviour.lock().unwrap().status = 200;
+    let (addr, server) = tls_receiver(shared.clone()).await;
+    let url = format!("https://localhost:{}/tls", addr.port());
+    let (endpoint, secret) = w
+        .add(
+            url.clone(),
+            Registration {
+                after: Some(0),
+                ..Registration::default()
+            },
+        )
+        .await;
+    w.store.apply(&grant("t1", 1, 0..3, false)).await.unwrap();
+
+    // Without the test CA (system roots only) the handshake fails: visible, retried.
+    let untrusting = run(w.dispatcher(fast()));
+    wait_until("a failed TLS attempt is recorded", || async {
+        w.endpoint(&endpoint.id).await.consecutive_failures >= 1
+    })
+    .await;
+    untrusting.stop(Duration::from_secs(10)).await;
+    let e = w.endpoint(&endpoint.id).await;
+    assert_eq!(e.cursor, 0, "nothing delivered");
+    assert!(
+        e.last_error.as_deref().is_some_and(|m| !m.is_empty()),
+        "the failure says why: {e:?}"
+    );
+    assert!(
+        shared.log.lock().unwrap().is_empty(),
+        "no request got through"
+    );
+
+    // With `webhooks.ca_file` naming the CA, the delivery arrives over TLS, signed.
+    w.store.retry_webhook(&endpoint.id).await.unwrap();
+    let trusting = run(w.dispatcher(WebhookSettings {
+        ca_file: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/ca.pem")),
+        ..fast()
+    }));
+    let head = w.store.journal_head().await.unwrap();
+    wait_until("the endpoint is caught up over https", || async {
+        w.endpoint(&endpoint.id).await.cursor >= head
+    })
+    .await;
+    trusting.stop(Duration::from_secs(10)).await;
+    let log = shared.log.lock().unwrap().clone();
+    assert!(!log.is_empty());
+    for r in &log {
+        assert!(signature_ok(&secret, r), "signed: {r:?}");
+        assert_eq!(r.path, "/tls");
+    }
+    let events: usize = log
+        .iter()
+        .map(|r| r.json()["data"]["events"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(events, 3, "the three authorisations, once each");
+    assert_eq!(w.endpoint(&endpoint.id).await.state, WebhookState::Active);
+
+    // A ca_file that is not PEM is a clear error at start.
+    let err = Dispatcher::new(
+        w.store.clone(),
+        w.sealer.clone(),
+        WebhookSettings {
+            ca_file: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")),
+            ..fast()
+        },
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(err.starts_with("webhooks.ca_file:"), "{err}");
+    server.abort();
     w.db.cleanup().await;
 }

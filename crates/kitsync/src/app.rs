@@ -264,7 +264,8 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
 
         if settings.webhooks.enabled {
             let store = Store::new(db.clone(), settings.store.clone());
-            let dispatcher = Dispatcher::new(store, sealer(&settings)?, settings.webhooks.clone());
+            let dispatcher = Dispatcher::new(store, sealer(&settings)?, settings.webhooks.clone())
+                .context("starting the webhook dispatcher")?;
             let rx = shutdown_rx.clone();
             tracing::info!(
                 poll_ms = settings.webhooks.poll_interval_ms,
