@@ -434,11 +434,48 @@ async fn scim_users_are_the_members_the_callbacks_built() {
         .await;
     assert_scim_error(&r, 401, None);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
-    let other = token(&env, "directory:read", Some("another-tenant")).await;
-    let r = kit
-        .api("GET", "/scim/v2/scim-t1/Users", Some(&other), &[], None)
-        .await;
-    assert_scim_error(&r, 403, None);
+    let other = token(
+        &env,
+        "directory:read,directory:write",
+        Some("another-tenant"),
+    )
+    .await;
+    // Tenant isolation by every SCIM path and method: the other tenant's token gets 403.
+    let search = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}"#;
+    let group = r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"x"}"#;
+    for (method, path, body) in [
+        ("GET", "/ServiceProviderConfig", None),
+        ("GET", "/ResourceTypes", None),
+        ("GET", "/ResourceTypes/User", None),
+        ("GET", "/Schemas", None),
+        (
+            "GET",
+            "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User",
+            None,
+        ),
+        ("GET", "/Users", None),
+        ("GET", "/Users/user001", None),
+        ("POST", "/Users/.search", Some(search)),
+        ("GET", "/Groups", None),
+        ("GET", "/Groups/app-a:user", None),
+        ("POST", "/Groups/.search", Some(search)),
+        ("POST", "/Groups", Some(group)),
+        ("PUT", "/Groups/app-a:user", Some(group)),
+        ("PATCH", "/Groups/app-a:user", Some(search)),
+        ("DELETE", "/Groups/app-a:user", None),
+    ] {
+        let r = kit
+            .api(
+                method,
+                &format!("/scim/v2/scim-t1{path}"),
+                Some(&other),
+                &[],
+                body,
+            )
+            .await;
+        assert_eq!(r.status, 403, "{method} {path}: {:?}", r.body);
+        assert_scim_error(&r, 403, None);
+    }
     let r = kit
         .api(
             "GET",

@@ -384,7 +384,10 @@ impl MemberCond {
                     return;
                 }
                 match op {
-                    CmpOp::Eq => simple(sql, "="),
+                    // Equality needs no collation (and the primary key serves it).
+                    CmpOp::Eq => {
+                        sql.push(&format!("{col} = ")).bind(value.clone());
+                    }
                     CmpOp::Gt => simple(sql, ">"),
                     CmpOp::Ge => simple(sql, ">="),
                     CmpOp::Lt => simple(sql, "<"),
