@@ -721,6 +721,13 @@ async fn scim_groups_are_the_isvs_to_manage() {
             "group.deleted"
         ]
     );
+    for e in feed["items"].as_array().unwrap() {
+        let at = e["changedAt"].as_str().unwrap_or_default();
+        assert!(
+            at.starts_with("20"),
+            "changedAt is when the group changed: {e}"
+        );
+    }
     env.finish().await;
 }
 

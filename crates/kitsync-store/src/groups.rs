@@ -238,8 +238,10 @@ pub(crate) async fn write(
             "group",
             group_id.to_owned(),
             "deleted",
-            version,
-            json(&serde_json::json!({ "groupId": group_id, "deleted": true })),
+            // The journal's version is when the change happened (the feed's `changedAt`):
+            // for the ISV's own groups, kitsync's clock.
+            cx.now,
+            json(&serde_json::json!({ "groupId": group_id, "deleted": true, "version": version })),
             test,
         );
         cx.flush_journal().await?;
@@ -343,7 +345,7 @@ pub(crate) async fn write(
         "group",
         group_id.to_owned(),
         if creating { "created" } else { "updated" },
-        version,
+        cx.now,
         json(&group),
         test,
     );
