@@ -13,6 +13,7 @@
 //! - `m20261129_000007_webhooks`: webhook endpoints (filters, cursor, retry schedule, lease)
 //!   and their recent delivery attempts.
 //! - `m20261129_000008_member_name_search`: an expression index for the member name search.
+//! - `m20261129_000009_activity`: raw activity events and their daily rollups.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and [`testing`] gives each test its own fresh database.
@@ -26,6 +27,7 @@ mod m20261129_000005_directory_reads;
 mod m20261129_000006_scim_groups;
 mod m20261129_000007_webhooks;
 mod m20261129_000008_member_name_search;
+mod m20261129_000009_activity;
 pub mod testing;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
@@ -45,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_scim_groups::Migration),
             Box::new(m20261129_000007_webhooks::Migration),
             Box::new(m20261129_000008_member_name_search::Migration),
+            Box::new(m20261129_000009_activity::Migration),
         ]
     }
 }

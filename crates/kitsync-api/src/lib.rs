@@ -8,11 +8,13 @@
 //! - [`page`]: cursor pagination (`?cursor=&limit=` → `{"items","nextCursor"}`).
 //! - [`directory`]: the directory read endpoints.
 //! - [`events`]: the change feed over the journal.
+//! - [`activity`]: activity ingestion (`POST /api/v1/activity`).
 //! - [`scim`]: SCIM 2.0 at `/scim/v2/{tenantId}/` (Users read-only, Groups CRUD).
 //!
 //! Handlers are thin: extract, call one store query, map the result.
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod auth;
 pub mod directory;
 pub mod error;
@@ -22,7 +24,7 @@ pub mod scim;
 
 pub use error::ApiError;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use kitsync_store::Store;
 use std::sync::Arc;
@@ -57,6 +59,7 @@ pub fn router(store: Store) -> Router {
         )
         .route("/api/v1/tenants/{tenant_id}/groups", get(directory::groups))
         .route("/api/v1/events", get(events::events))
+        .route("/api/v1/activity", post(activity::post))
         .with_state(state.clone())
         .merge(scim::router(state))
 }

@@ -23,6 +23,7 @@
 //! - `members`: member pages with their filters ([`Store::members`], [`Store::member`]).
 //! - `groups`: the ISV's SCIM groups ([`Store::create_group`], …); `members` also compiles
 //!   SCIM user filters ([`MemberCond`], [`Store::query_members`]).
+//! - `activity`: activity events and their UTC+8 daily rollups ([`Store::record_activity`]).
 //! - `tokens`: API bearer tokens ([`Store::create_token`], [`Store::authenticate`]).
 //! - [`feed`]: the change feed's event shape and pages ([`Store::feed_page`]), shared by the
 //!   pull feed (`GET /api/v1/events`) and the webhook push.
@@ -60,6 +61,7 @@
 //!   timestamp.
 #![forbid(unsafe_code)]
 
+mod activity;
 mod apply;
 pub mod entity;
 mod error;
@@ -72,6 +74,7 @@ mod sql;
 mod tokens;
 mod webhooks;
 
+pub use activity::{utc8_day, ActivityEvent, ActivityKind, DailyRow, Recorded, DAY_MS, UTC8_MS};
 pub use error::StoreError;
 pub use feed::{ChangeEvent, FeedFilter, FeedPage};
 pub use groups::{GroupMember, GroupWrite, GroupWriteError, IsvGroup};
@@ -287,6 +290,31 @@ impl Store {
         include_test: bool,
     ) -> Result<Vec<AuthorizationState>, StoreError> {
         read::authorizations_page(&self.db, tenant_id, app_id, after, limit, include_test).await
+    }
+
+    /// Records a batch of activity events in one transaction (see the `activity` module):
+    /// repeats of stored events change nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails; nothing of the batch is kept then.
+    pub async fn record_activity(&self, events: &[ActivityEvent]) -> Result<Recorded, StoreError> {
+        activity::record(&self.db, events, chrono::Utc::now().timestamp_millis()).await
+    }
+
+    /// Deletes raw activity events that happened before `before_ms` (the daily rollups stay).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn prune_activity(&self, before_ms: i64) -> Result<u64, StoreError> {
+        activity::prune(&self.db, before_ms).await
+    }
+
+    /// A tenant's activity rollups, by UTC+8 day then user.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn activity_daily(&self, tenant_id: &str) -> Result<Vec<DailyRow>, StoreError> {
+        activity::daily(&self.db, tenant_id).await
     }
 
     /// The groups the ISV created through SCIM, by id, each with its members in order.

@@ -10,12 +10,16 @@ pub struct StoreSettings {
     /// tenant's live departments is held as a plan instead of being applied. 1.0 disables the
     /// guard.
     pub mass_delete_share: f64,
+    /// Raw activity events are kept this many days (the daily rollups for good); older
+    /// events are refused by `POST /api/v1/activity` and pruned.
+    pub activity_retention_days: u32,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             mass_delete_share: 0.5,
+            activity_retention_days: 400,
         }
     }
 }

@@ -262,6 +262,13 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         );
         tasks.spawn(async move { worker.run(rx).await.context("worker") });
 
+        let store = Store::new(db.clone(), settings.store.clone());
+        let rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            prune_activity(store, rx).await;
+            Ok(())
+        });
+
         if settings.webhooks.enabled {
             let store = Store::new(db.clone(), settings.store.clone());
             let dispatcher = Dispatcher::new(store, sealer(&settings)?, settings.webhooks.clone())
@@ -302,6 +309,24 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         shutdown: shutdown_tx,
         done,
     })
+}
+
+/// Deletes raw activity events past `store.activity_retention_days`, at start and hourly
+/// (several workers may do it at once: the delete is idempotent). The daily rollups stay.
+async fn prune_activity(store: Store, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let retention_ms = i64::from(store.settings().activity_retention_days) * kitsync_store::DAY_MS;
+    loop {
+        let cutoff = chrono::Utc::now().timestamp_millis() - retention_ms;
+        match store.prune_activity(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned raw activity events past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning raw activity events failed; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
 }
 
 fn health_routes(db: DatabaseConnection, queue: Queue) -> Router {

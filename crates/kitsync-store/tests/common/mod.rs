@@ -15,6 +15,7 @@ pub async fn store_with(share: f64) -> (TestDb, Store) {
         db.conn.clone(),
         StoreSettings {
             mass_delete_share: share,
+            ..StoreSettings::default()
         },
     );
     (db, store)
