@@ -1,8 +1,13 @@
-//! Activity of tenants' users (`POST /api/v1/activity`): the raw events, kept for
-//! `store.activity_retention_days` and unique by (tenant, user, kind, time) so a re-sent
-//! batch counts once; and the daily rollups per (tenant, UTC+8 day, user) the statistics
-//! read, kept for good (a year of 100 000 users is at most 36.5 M small rows, far fewer in
-//! practice: only days a user was active).
+//! Activity and statistics.
+//!
+//! - `activity_events`: the raw events of `POST /api/v1/activity`, kept for
+//!   `store.activity_retention_days`, unique by (tenant, user, kind, time) so a re-sent batch
+//!   counts once.
+//! - `activity_daily`: rollups per (tenant, user, UTC+8 day), kept for good (one row per day
+//!   a user was active: a year of 100 000 daily users is 36.5 M small rows, usually far fewer).
+//! - `auth_spans`: when each (tenant, user, app) authorisation was live and enabled, in
+//!   marketplace time (`from_v` inclusive, `to_v` exclusive, NULL while it lasts), built from
+//!   the journal by the statistics indexer; `stats_cursor` is how far it has read.
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -21,15 +26,30 @@ const UP: &[&str] = &[
     // `day`: days since 1970-01-01 in UTC+8.
     "CREATE TABLE activity_daily (
         tenant_id TEXT NOT NULL,
-        day INTEGER NOT NULL,
         user_name TEXT NOT NULL,
+        day INTEGER NOT NULL,
         logins INTEGER NOT NULL DEFAULT 0,
         uses INTEGER NOT NULL DEFAULT 0,
         first_at BIGINT NOT NULL,
         last_at BIGINT NOT NULL,
-        PRIMARY KEY (tenant_id, day, user_name)
+        PRIMARY KEY (tenant_id, user_name, day)
     )",
-    "CREATE INDEX activity_daily_day ON activity_daily (day, tenant_id)",
+    "CREATE INDEX activity_daily_day ON activity_daily (day, tenant_id, user_name)",
+    "CREATE TABLE auth_spans (
+        tenant_id TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        from_v BIGINT NOT NULL,
+        to_v BIGINT NULL,
+        test BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (tenant_id, user_name, app_id, from_v)
+    )",
+    "CREATE INDEX auth_spans_from ON auth_spans (from_v)",
+    "CREATE TABLE stats_cursor (
+        name TEXT NOT NULL PRIMARY KEY,
+        journal_id BIGINT NOT NULL
+    )",
+    "INSERT INTO stats_cursor (name, journal_id) VALUES ('auth_spans', 0)",
 ];
 
 #[async_trait::async_trait]
@@ -44,6 +64,10 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
+        db.execute_unprepared("DROP TABLE IF EXISTS stats_cursor")
+            .await?;
+        db.execute_unprepared("DROP TABLE IF EXISTS auth_spans")
+            .await?;
         db.execute_unprepared("DROP TABLE IF EXISTS activity_daily")
             .await?;
         db.execute_unprepared("DROP TABLE IF EXISTS activity_events")

@@ -152,7 +152,7 @@ pub(crate) async fn record(
             ]);
         }
         sql.push(&format!(
-            " ON CONFLICT (tenant_id, day, user_name) DO UPDATE SET \
+            " ON CONFLICT (tenant_id, user_name, day) DO UPDATE SET \
              logins = activity_daily.logins + excluded.logins, \
              uses = activity_daily.uses + excluded.uses, \
              first_at = {least}(activity_daily.first_at, excluded.first_at), \

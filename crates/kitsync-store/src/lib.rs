@@ -24,6 +24,8 @@
 //! - `groups`: the ISV's SCIM groups ([`Store::create_group`], …); `members` also compiles
 //!   SCIM user filters ([`MemberCond`], [`Store::query_members`]).
 //! - `activity`: activity events and their UTC+8 daily rollups ([`Store::record_activity`]).
+//! - `stats`: the statistics' authorisation history (`auth_spans`, built from the journal by
+//!   [`Store::index_stats`]) and their queries ([`Store::stats_period`], …).
 //! - `tokens`: API bearer tokens ([`Store::create_token`], [`Store::authenticate`]).
 //! - [`feed`]: the change feed's event shape and pages ([`Store::feed_page`]), shared by the
 //!   pull feed (`GET /api/v1/events`) and the webhook push.
@@ -71,6 +73,7 @@ mod members;
 mod model;
 mod read;
 mod sql;
+mod stats;
 mod tokens;
 mod webhooks;
 
@@ -84,6 +87,7 @@ pub use model::{
     JournalEntry, MemberState, Outcome, Plan, StoreSettings, TenantState, TenantView,
 };
 pub use read::JournalFilter;
+pub use stats::{end_of_day_ms, PeriodFigures, TenantFigures};
 pub use tokens::ApiToken;
 pub use webhooks::{
     AttemptOutcome, NewWebhook, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookLease,
@@ -315,6 +319,65 @@ impl Store {
     /// [`StoreError::Database`] when the database fails.
     pub async fn activity_daily(&self, tenant_id: &str) -> Result<Vec<DailyRow>, StoreError> {
         activity::daily(&self.db, tenant_id).await
+    }
+
+    /// Reads journal rows into the statistics' authorisation history, up to `limit` per call
+    /// (see the `stats` module); how many it read (0: caught up).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails (nothing of the batch is kept).
+    pub async fn index_stats(&self, limit: u64) -> Result<u64, StoreError> {
+        stats::index(&self.db, limit).await
+    }
+
+    /// Indexes until caught up with the journal, at most `max_rounds` batches of 5 000.
+    ///
+    /// # Errors
+    /// As [`Store::index_stats`].
+    pub async fn catch_up_stats(&self, max_rounds: u32) -> Result<(), StoreError> {
+        for _ in 0..max_rounds {
+            if self.index_stats(5000).await? < 5000 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The statistics of UTC+8 days `[from_day, to_day]` (days since 1970-01-01).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn stats_period(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<PeriodFigures, StoreError> {
+        stats::period(&self.db, from_day, to_day).await
+    }
+
+    /// Per day of `[from_day, to_day]`: `(day, active members, active projects)`, days with
+    /// activity only.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn stats_daily(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+        stats::daily(&self.db, from_day, to_day).await
+    }
+
+    /// Every production tenant's figures for `[from_day, to_day]`, by tenant id.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn stats_tenants(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<TenantFigures>, StoreError> {
+        stats::tenants(&self.db, from_day, to_day).await
     }
 
     /// The groups the ISV created through SCIM, by id, each with its members in order.

@@ -1,0 +1,353 @@
+//! Statistics (product.md §3): the authorisation history they need, and their queries.
+//!
+//! **History.** "Authorised at the end of the period" is judged in marketplace time, so the
+//! current directory is not enough. `auth_spans` holds, per (tenant, user, app), the spans of
+//! marketplace time during which the authorisation was live and enabled. The indexer
+//! ([`index`]) builds them from the journal, after the `stats_cursor`, off the apply path (the
+//! write path stays as fast as it was): a `member` row whose `authorization` is
+//! `{"enabled":true,…}` opens a span at its version (unless one is open), one that is disabled
+//! or deleted — or an `authorization` tombstone of a tenant or app delete — closes the open
+//! span at its version. Per key, journal order is version order (a change older than the
+//! stored row is never applied, so never journaled), so the spans are well formed. Several
+//! processes may index: the cursor row is locked for the batch.
+//!
+//! **Figures** for a period of whole UTC+8 days `[from, to]`, with `E` the period's last
+//! millisecond, counting production tenants only (not test, not deleted now):
+//! - authorised users: (tenant, user) pairs with some app's span covering `E`;
+//! - projects opened: tenants with at least one of those;
+//! - active users: authorised users with activity on a day in `[from, to]`;
+//! - active projects: opened projects with at least one active user.
+use crate::activity::{DAY_MS, UTC8_MS};
+use crate::error::StoreError;
+use crate::sql::{rows_per_statement, Sql};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashMap};
+
+/// The last millisecond of UTC+8 day `day`.
+#[must_use]
+pub fn end_of_day_ms(day: i64) -> i64 {
+    (day + 1) * DAY_MS - UTC8_MS - 1
+}
+
+/// Reads up to `limit` journal rows after the cursor into `auth_spans`; how many it read.
+pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, StoreError> {
+    let backend = db.get_database_backend();
+    let txn = db.begin().await?;
+    // Locks the cursor (row lock on PostgreSQL, the write lock on SQLite) for the batch.
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "UPDATE stats_cursor SET journal_id = journal_id WHERE name = 'auth_spans' RETURNING journal_id",
+    );
+    let cursor: i64 = match txn.query_one(sql.build()).await? {
+        Some(row) => row.try_get_by_index(0)?,
+        None => {
+            return Err(StoreError::Corrupt(
+                "stats_cursor has no auth_spans row".into(),
+            ))
+        }
+    };
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT id, tenant_id, entity, entity_key, version, data, test FROM journal WHERE id > ",
+    )
+    .bind(cursor)
+    .push(" ORDER BY id LIMIT ")
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    let rows = txn.query_all(sql.build()).await?;
+    let Some(last) = rows.last() else {
+        txn.commit().await?;
+        return Ok(0);
+    };
+    let last_id: i64 = last.try_get_by_index(0)?;
+    // In journal order.
+    let mut changes: Vec<SpanChange> = Vec::new();
+    for row in &rows {
+        let tenant: String = row.try_get_by_index(1)?;
+        let entity: String = row.try_get_by_index(2)?;
+        let key: String = row.try_get_by_index(3)?;
+        let version: i64 = row.try_get_by_index(4)?;
+        let data: String = row.try_get_by_index(5)?;
+        let test: bool = row.try_get_by_index(6)?;
+        match entity.as_str() {
+            "member" => {
+                let Ok(d) = serde_json::from_str::<Json>(&data) else {
+                    continue;
+                };
+                let (Some(app), Some(auth)) = (d["appId"].as_str(), d.get("authorization")) else {
+                    continue;
+                };
+                if auth.is_null() {
+                    continue; // a profile-only change
+                }
+                let enabled = auth["enabled"].as_bool().unwrap_or(false)
+                    && !auth["deleted"].as_bool().unwrap_or(false);
+                changes.push(((tenant, key, app.to_owned()), enabled, version, test));
+            }
+            "authorization" => {
+                // A tombstone of a tenant or app delete: key `{appId}:{userName}`.
+                let Some((app, user)) = key.split_once(':') else {
+                    continue;
+                };
+                changes.push((
+                    (tenant, user.to_owned(), app.to_owned()),
+                    false,
+                    version,
+                    test,
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !changes.is_empty() {
+        apply_spans(&txn, backend, &changes).await?;
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE stats_cursor SET journal_id = ")
+        .bind(last_id)
+        .push(" WHERE name = 'auth_spans'");
+    txn.execute(sql.build()).await?;
+    txn.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+/// (tenant, user, app).
+type SpanKey = (String, String, String);
+/// A change of a key: enabled after it?, its version, test data?
+type SpanChange = (SpanKey, bool, i64, bool);
+
+async fn apply_spans(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    changes: &[SpanChange],
+) -> Result<(), StoreError> {
+    // The open span of each key, if any: its start.
+    let keys: Vec<&SpanKey> = {
+        let mut k: Vec<&SpanKey> = changes.iter().map(|c| &c.0).collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let mut open: HashMap<SpanKey, i64> = HashMap::new();
+    for chunk in keys.chunks(rows_per_statement(3)) {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "SELECT tenant_id, user_name, app_id, from_v FROM auth_spans WHERE to_v IS NULL \
+             AND (tenant_id, user_name, app_id) IN (VALUES ",
+        );
+        for (i, (t, u, a)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_tuple([t.as_str(), u.as_str(), a.as_str()]);
+        }
+        sql.push(")");
+        for row in txn.query_all(sql.build()).await? {
+            open.insert(
+                (
+                    row.try_get_by_index(0)?,
+                    row.try_get_by_index(1)?,
+                    row.try_get_by_index(2)?,
+                ),
+                row.try_get_by_index(3)?,
+            );
+        }
+    }
+    // Replay the changes in order over the open spans.
+    let mut opened: BTreeMap<(SpanKey, i64), (Option<i64>, bool)> = BTreeMap::new();
+    let mut closed: Vec<(SpanKey, i64, i64)> = Vec::new(); // (key, from_v, to_v) of stored spans
+    for (key, enabled, v, test) in changes {
+        match (open.get(key).copied(), *enabled) {
+            (None, true) => {
+                open.insert(key.clone(), *v);
+                opened.insert((key.clone(), *v), (None, *test));
+            }
+            (Some(from), false) => {
+                open.remove(key);
+                match opened.get_mut(&(key.clone(), from)) {
+                    Some(span) => span.0 = Some(*v),
+                    None => closed.push((key.clone(), from, *v)),
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((t, u, a), from, to) in &closed {
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE auth_spans SET to_v = ")
+            .bind(*to)
+            .push(" WHERE tenant_id = ")
+            .bind(t.as_str())
+            .push(" AND user_name = ")
+            .bind(u.as_str())
+            .push(" AND app_id = ")
+            .bind(a.as_str())
+            .push(" AND from_v = ")
+            .bind(*from);
+        txn.execute(sql.build()).await?;
+    }
+    let new: Vec<_> = opened.into_iter().collect();
+    for chunk in new.chunks(rows_per_statement(6)) {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO auth_spans (tenant_id, user_name, app_id, from_v, to_v, test) VALUES ",
+        );
+        for (i, (((t, u, a), from), (to, test))) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_tuple::<_, Value>([
+                t.clone().into(),
+                u.clone().into(),
+                a.clone().into(),
+                (*from).into(),
+                (*to).into(),
+                (*test).into(),
+            ]);
+        }
+        // A span re-opened at the very version another one started (a repeat): keep one.
+        sql.push(" ON CONFLICT (tenant_id, user_name, app_id, from_v) DO NOTHING");
+        txn.execute(sql.build()).await?;
+    }
+    Ok(())
+}
+
+/// The four figures of one period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeriodFigures {
+    pub projects_opened: u64,
+    pub projects_active: u64,
+    pub members_authorized: u64,
+    pub members_active: u64,
+}
+
+/// The `WITH auth AS (…)` of the production (tenant, user) pairs authorised at `end_ms`.
+fn authorised_cte(sql: &mut Sql, end_ms: i64) {
+    sql.push(
+        "WITH auth AS (SELECT DISTINCT s.tenant_id, s.user_name FROM auth_spans s \
+         JOIN tenants t ON t.tenant_id = s.tenant_id AND t.deleted = FALSE AND t.test = FALSE \
+         WHERE s.test = FALSE AND s.from_v <= ",
+    )
+    .bind(end_ms)
+    .push(" AND (s.to_v IS NULL OR s.to_v > ")
+    .bind(end_ms)
+    .push(")), act AS (SELECT a.tenant_id, a.user_name FROM auth a WHERE EXISTS (SELECT 1 FROM activity_daily d WHERE d.tenant_id = a.tenant_id AND d.user_name = a.user_name AND d.day >= ");
+}
+
+/// The figures of UTC+8 days `[from_day, to_day]`.
+pub(crate) async fn period(
+    db: &DatabaseConnection,
+    from_day: i64,
+    to_day: i64,
+) -> Result<PeriodFigures, StoreError> {
+    let mut sql = Sql::new(db.get_database_backend());
+    authorised_cte(&mut sql, end_of_day_ms(to_day));
+    sql.bind(day_value(from_day))
+        .push(" AND d.day <= ")
+        .bind(day_value(to_day))
+        .push(
+            ")) SELECT (SELECT COUNT(DISTINCT tenant_id) FROM auth), \
+             (SELECT COUNT(DISTINCT tenant_id) FROM act), \
+             (SELECT COUNT(*) FROM auth), (SELECT COUNT(*) FROM act)",
+        );
+    let row = db
+        .query_one(sql.build())
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the statistics query returned no row".into()))?;
+    let n = |i: usize| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get_by_index::<i64>(i)?).unwrap_or(0))
+    };
+    Ok(PeriodFigures {
+        projects_opened: n(0)?,
+        projects_active: n(1)?,
+        members_authorized: n(2)?,
+        members_active: n(3)?,
+    })
+}
+
+fn day_value(day: i64) -> i32 {
+    i32::try_from(day).unwrap_or(i32::MAX)
+}
+
+/// Per UTC+8 day of `[from_day, to_day]`: users authorised at the end of that day with
+/// activity on it, and their tenants. Days without any are absent.
+pub(crate) async fn daily(
+    db: &DatabaseConnection,
+    from_day: i64,
+    to_day: i64,
+) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "SELECT d.day, COUNT(*), COUNT(DISTINCT d.tenant_id) FROM activity_daily d \
+         JOIN tenants t ON t.tenant_id = d.tenant_id AND t.deleted = FALSE AND t.test = FALSE \
+         WHERE d.day >= ",
+    )
+    .bind(day_value(from_day))
+    .push(" AND d.day <= ")
+    .bind(day_value(to_day))
+    .push(&format!(
+        " AND EXISTS (SELECT 1 FROM auth_spans s WHERE s.tenant_id = d.tenant_id \
+         AND s.user_name = d.user_name AND s.test = FALSE \
+         AND s.from_v <= (CAST(d.day AS BIGINT) + 1) * {DAY_MS} - {UTC8_MS} - 1 \
+         AND (s.to_v IS NULL OR s.to_v > (CAST(d.day AS BIGINT) + 1) * {DAY_MS} - {UTC8_MS} - 1)) \
+         GROUP BY d.day ORDER BY d.day"
+    ));
+    db.query_all(sql.build())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                i64::from(r.try_get_by_index::<i32>(0)?),
+                u64::try_from(r.try_get_by_index::<i64>(1)?).unwrap_or(0),
+                u64::try_from(r.try_get_by_index::<i64>(2)?).unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
+/// One tenant's figures for a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantFigures {
+    pub tenant_id: String,
+    pub name: String,
+    pub authorized: u64,
+    pub active: u64,
+    /// The last activity (Unix ms) of any of its users up to the period's end, if any.
+    pub last_active_at: Option<i64>,
+}
+
+/// Every production tenant with its figures for `[from_day, to_day]`, by tenant id.
+pub(crate) async fn tenants(
+    db: &DatabaseConnection,
+    from_day: i64,
+    to_day: i64,
+) -> Result<Vec<TenantFigures>, StoreError> {
+    let mut sql = Sql::new(db.get_database_backend());
+    authorised_cte(&mut sql, end_of_day_ms(to_day));
+    sql.bind(day_value(from_day))
+        .push(" AND d.day <= ")
+        .bind(day_value(to_day))
+        .push(
+            ")) SELECT t.tenant_id, t.name, \
+             (SELECT COUNT(*) FROM auth a WHERE a.tenant_id = t.tenant_id), \
+             (SELECT COUNT(*) FROM act a WHERE a.tenant_id = t.tenant_id), \
+             (SELECT MAX(d.last_at) FROM activity_daily d WHERE d.tenant_id = t.tenant_id AND d.day <= ",
+        )
+        .bind(day_value(to_day))
+        .push(
+            ") FROM tenants t WHERE t.deleted = FALSE AND t.test = FALSE ORDER BY t.tenant_id",
+        );
+    db.query_all(sql.build())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TenantFigures {
+                tenant_id: r.try_get_by_index(0)?,
+                name: r.try_get_by_index(1)?,
+                authorized: u64::try_from(r.try_get_by_index::<i64>(2)?).unwrap_or(0),
+                active: u64::try_from(r.try_get_by_index::<i64>(3)?).unwrap_or(0),
+                last_active_at: r.try_get_by_index(4)?,
+            })
+        })
+        .collect()
+}

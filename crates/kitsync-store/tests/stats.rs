@@ -1,0 +1,294 @@
+//! The statistics definitions (product.md §3) checked against an independent computation on
+//! generated histories: several tenants (one of them test data, one deleted at the end),
+//! members authorised, disabled, deauthorised and re-authorised over 40 days, app deletes,
+//! and activity across UTC+8 midnights — including users that are never authorised. The
+//! reference replays the generated changes in marketplace time; the store answers from its
+//! journal-built history and daily rollups. Runs on SQLite, or PostgreSQL with
+//! `KITSYNC_TEST_DATABASE_URL`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
+
+mod common;
+
+use kitsync_domain::{
+    AppChange, AuthChange, AuthOp, AuthUser, Command, KitTime, Op, Role, SecretText, TenantChange,
+};
+use kitsync_store::{end_of_day_ms, utc8_day, ActivityEvent, ActivityKind, DAY_MS, UTC8_MS};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A small deterministic generator (xorshift), so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One generated change, in marketplace time.
+#[derive(Debug, Clone)]
+enum Change {
+    /// (tenant, app, user, enabled) granted or updated.
+    Grant(String, String, String, bool),
+    Revoke(String, String, String),
+    DeleteApp(String, String),
+    DeleteTenant(String),
+}
+
+fn user(name: &str, enabled: bool) -> AuthUser {
+    AuthUser {
+        user_name: name.into(),
+        name: None,
+        org_code: None,
+        position: None,
+        employee_code: None,
+        employee_type: None,
+        role: Role::User,
+        enabled,
+        mobile: None,
+        email: None,
+        work_place: None,
+        entry_date: None,
+        extension: None,
+    }
+}
+
+fn command(c: &Change, v: i64, test: bool) -> Command {
+    match c {
+        Change::Grant(t, a, u, enabled) => Command::Auth(AuthChange {
+            tenant_id: t.clone(),
+            instance_id: None,
+            app_id: a.clone(),
+            op: AuthOp::Modify,
+            users: vec![user(u, *enabled)],
+            test,
+            version: KitTime(v),
+            time_stamp: None,
+        }),
+        Change::Revoke(t, a, u) => Command::Auth(AuthChange {
+            tenant_id: t.clone(),
+            instance_id: None,
+            app_id: a.clone(),
+            op: AuthOp::Delete,
+            users: vec![user(u, false)],
+            test,
+            version: KitTime(v),
+            time_stamp: None,
+        }),
+        Change::DeleteApp(t, a) => Command::App(AppChange {
+            tenant_id: t.clone(),
+            instance_id: None,
+            app_id: a.clone(),
+            client_id: "c".into(),
+            client_secret: SecretText(String::new()),
+            op: Op::Delete,
+            test,
+            version: KitTime(v),
+        }),
+        Change::DeleteTenant(t) => tenant(t, Op::Delete, v, test),
+    }
+}
+
+fn tenant(t: &str, op: Op, v: i64, test: bool) -> Command {
+    Command::Tenant(TenantChange {
+        tenant_id: t.into(),
+        instance_id: None,
+        order_id: None,
+        tenant_code: t.into(),
+        name: format!("Tenant {t}"),
+        domain_name: format!("https://{t}.example.com"),
+        op,
+        test,
+        version: KitTime(v),
+    })
+}
+
+/// The reference: which (tenant, user) hold an enabled authorisation at `at`.
+fn authorised_at(history: &[(i64, Change)], at: i64) -> BTreeSet<(String, String)> {
+    let mut live: BTreeMap<(String, String, String), bool> = BTreeMap::new();
+    for (_, c) in history.iter().filter(|(v, _)| *v <= at) {
+        match c {
+            Change::Grant(t, a, u, e) => {
+                live.insert((t.clone(), a.clone(), u.clone()), *e);
+            }
+            Change::Revoke(t, a, u) => {
+                live.remove(&(t.clone(), a.clone(), u.clone()));
+            }
+            Change::DeleteApp(t, a) => live.retain(|(lt, la, _), _| !(lt == t && la == a)),
+            Change::DeleteTenant(t) => live.retain(|(lt, _, _), _| lt != t),
+        }
+    }
+    live.into_iter()
+        .filter(|(_, e)| *e)
+        .map(|((t, _, u), _)| (t, u))
+        .collect()
+}
+
+#[tokio::test]
+async fn statistics_match_an_independent_computation_on_generated_histories() {
+    let (db, store) = common::store().await;
+    let mut rng = Rng(0x5eed_1234_abcd_0042);
+    // Day 0 of the generated history: 2026-10-01 in UTC+8.
+    let day0 = utc8_day(
+        chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00+08:00")
+            .unwrap()
+            .timestamp_millis(),
+    );
+    let start_ms = day0 * DAY_MS - UTC8_MS;
+    let tenants = ["acme", "bolt", "cask", "sandbox", "gone"];
+    let test_tenant = "sandbox";
+    let deleted_tenant = "gone";
+    for t in tenants {
+        store
+            .apply(&tenant(t, Op::Upsert, start_ms - 1000, t == test_tenant))
+            .await
+            .unwrap();
+    }
+    // Changes at random times, often right around UTC+8 midnight, in increasing time.
+    let mut history: Vec<(i64, Change)> = Vec::new();
+    let mut v = start_ms;
+    for _ in 0..600 {
+        v += if rng.below(3) == 0 {
+            // land within a second of the next UTC+8 midnight, on either side
+            let next_midnight = (utc8_day(v) + 1) * DAY_MS - UTC8_MS;
+            (next_midnight - v) + rng.below(2000) as i64 - 1000
+        } else {
+            1 + rng.below(3 * 3_600_000) as i64
+        }
+        .max(1);
+        let t = tenants[rng.below(tenants.len() as u64) as usize].to_owned();
+        let a = format!("app{}", rng.below(2));
+        let u = format!("u{}", rng.below(8));
+        let c = match rng.below(20) {
+            0..=10 => Change::Grant(t, a, u, true),
+            11..=14 => Change::Grant(t, a, u, false),
+            15..=18 => Change::Revoke(t, a, u),
+            _ => Change::DeleteApp(t, a),
+        };
+        history.push((v, c));
+    }
+    let end_ms = v;
+    history.push((end_ms + 1, Change::DeleteTenant(deleted_tenant.into())));
+    for (v, c) in &history {
+        let test = matches!(c, Change::Grant(t, ..) | Change::Revoke(t, ..) | Change::DeleteApp(t, _) | Change::DeleteTenant(t) if t == test_tenant);
+        store.apply(&command(c, *v, test)).await.unwrap();
+    }
+    // Activity: users (some never authorised: u8, u9) of every tenant, across the days.
+    let last_day = utc8_day(end_ms);
+    let mut activity: Vec<ActivityEvent> = Vec::new();
+    for _ in 0..3000 {
+        let d = day0 + rng.below((last_day - day0 + 1) as u64) as i64;
+        // Often within a few seconds of the day's edges.
+        let in_day = match rng.below(3) {
+            0 => rng.below(5000) as i64,
+            1 => DAY_MS - 1 - rng.below(5000) as i64,
+            _ => rng.below(DAY_MS as u64) as i64,
+        };
+        activity.push(ActivityEvent {
+            tenant_id: tenants[rng.below(tenants.len() as u64) as usize].into(),
+            user_name: format!("u{}", rng.below(10)),
+            kind: if rng.below(2) == 0 {
+                ActivityKind::Login
+            } else {
+                ActivityKind::Use
+            },
+            at_ms: d * DAY_MS - UTC8_MS + in_day,
+        });
+    }
+    for chunk in activity.chunks(1000) {
+        store.record_activity(chunk).await.unwrap();
+    }
+    store.catch_up_stats(100).await.unwrap();
+
+    let counted = |t: &str| t != test_tenant && t != deleted_tenant;
+    let active_on = |t: &str, u: &str, from: i64, to: i64| {
+        activity.iter().any(|e| {
+            e.tenant_id == t && e.user_name == u && (from..=to).contains(&utc8_day(e.at_ms))
+        })
+    };
+    let mut periods: Vec<(i64, i64)> = (day0..=last_day).map(|d| (d, d)).collect();
+    periods.extend([
+        (day0 + 3, day0 + 9),
+        (day0 + 10, day0 + 39),
+        (last_day - 6, last_day),
+        (last_day - 29, last_day),
+    ]);
+    let mut checked = 0;
+    for &(from, to) in &periods {
+        let auth: BTreeSet<(String, String)> = authorised_at(&history, end_of_day_ms(to))
+            .into_iter()
+            .filter(|(t, _)| counted(t))
+            .collect();
+        let active: BTreeSet<&(String, String)> = auth
+            .iter()
+            .filter(|(t, u)| active_on(t, u, from, to))
+            .collect();
+        let opened: BTreeSet<&String> = auth.iter().map(|(t, _)| t).collect();
+        let active_projects: BTreeSet<&String> = active.iter().map(|(t, _)| t).collect();
+        let got = store.stats_period(from, to).await.unwrap();
+        assert_eq!(
+            (
+                got.projects_opened,
+                got.projects_active,
+                got.members_authorized,
+                got.members_active
+            ),
+            (
+                opened.len() as u64,
+                active_projects.len() as u64,
+                auth.len() as u64,
+                active.len() as u64
+            ),
+            "days {from}..={to}"
+        );
+        // Per tenant.
+        for f in store.stats_tenants(from, to).await.unwrap() {
+            assert!(counted(&f.tenant_id), "{} is not counted", f.tenant_id);
+            let a = auth.iter().filter(|(t, _)| *t == f.tenant_id).count() as u64;
+            let act = active.iter().filter(|(t, _)| *t == f.tenant_id).count() as u64;
+            let last = activity
+                .iter()
+                .filter(|e| e.tenant_id == f.tenant_id && utc8_day(e.at_ms) <= to)
+                .map(|e| e.at_ms)
+                .max();
+            assert_eq!(
+                (f.authorized, f.active, f.last_active_at),
+                (a, act, last),
+                "{} days {from}..={to}",
+                f.tenant_id
+            );
+        }
+        // Per day.
+        let daily = store.stats_daily(from, to).await.unwrap();
+        for d in from..=to {
+            let members: BTreeSet<(String, String)> = authorised_at(&history, end_of_day_ms(d))
+                .into_iter()
+                .filter(|(t, u)| counted(t) && active_on(t, u, d, d))
+                .collect();
+            let projects: BTreeSet<&String> = members.iter().map(|(t, _)| t).collect();
+            let got = daily
+                .iter()
+                .find(|(day, _, _)| *day == d)
+                .map_or((0, 0), |r| (r.1, r.2));
+            assert_eq!(
+                got,
+                (members.len() as u64, projects.len() as u64),
+                "day {d}"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, periods.len());
+    // Something to count: the generated history is not trivially empty.
+    let busy = store.stats_period(day0 + 10, day0 + 39).await.unwrap();
+    assert!(
+        busy.members_authorized > 5 && busy.members_active > 0,
+        "{busy:?}"
+    );
+    db.cleanup().await;
+}
