@@ -9,6 +9,7 @@
 //! - [`directory`]: the directory read endpoints.
 //! - [`events`]: the change feed over the journal.
 //! - [`activity`]: activity ingestion (`POST /api/v1/activity`).
+//! - [`stats`]: the statistics (`/api/v1/stats/overview`, `daily`, `tenants`).
 //! - [`scim`]: SCIM 2.0 at `/scim/v2/{tenantId}/` (Users read-only, Groups CRUD).
 //!
 //! Handlers are thin: extract, call one store query, map the result.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod page;
 pub mod scim;
+pub mod stats;
 
 pub use error::ApiError;
 
@@ -60,6 +62,9 @@ pub fn router(store: Store) -> Router {
         .route("/api/v1/tenants/{tenant_id}/groups", get(directory::groups))
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/activity", post(activity::post))
+        .route("/api/v1/stats/overview", get(stats::overview))
+        .route("/api/v1/stats/daily", get(stats::daily))
+        .route("/api/v1/stats/tenants", get(stats::tenants))
         .with_state(state.clone())
         .merge(scim::router(state))
 }

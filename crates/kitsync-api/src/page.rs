@@ -64,6 +64,12 @@ impl PageQuery {
     }
 }
 
+/// The cursor that [`PageQuery::after`] reads back as `key`, for lists of `kind`.
+#[must_use]
+pub fn cursor(kind: &str, key: &str) -> String {
+    B64URL.encode(format!("{kind}:{key}"))
+}
+
 /// `{"items": […], "nextCursor": …}`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -78,8 +84,7 @@ impl<T> Page<T> {
         let more = rows.len() as u64 > limit;
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let next_cursor = if more {
-            rows.last()
-                .map(|last| B64URL.encode(format!("{kind}:{}", key(last))))
+            rows.last().map(|last| cursor(kind, key(last)))
         } else {
             None
         };

@@ -33,6 +33,17 @@ pub fn end_of_day_ms(day: i64) -> i64 {
 /// Reads up to `limit` journal rows after the cursor into `auth_spans`; how many it read.
 pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, StoreError> {
     let backend = db.get_database_backend();
+    // Nothing new: answer without taking the cursor's lock (a write on SQLite).
+    let pending = db
+        .query_one(sea_orm::Statement::from_string(
+            backend,
+            "SELECT 1 FROM journal WHERE id > (SELECT journal_id FROM stats_cursor \
+             WHERE name = 'auth_spans') LIMIT 1",
+        ))
+        .await?;
+    if pending.is_none() {
+        return Ok(0);
+    }
     let txn = db.begin().await?;
     // Locks the cursor (row lock on PostgreSQL, the write lock on SQLite) for the batch.
     let mut sql = Sql::new(backend);

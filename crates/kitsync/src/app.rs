@@ -265,7 +265,7 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         let store = Store::new(db.clone(), settings.store.clone());
         let rx = shutdown_rx.clone();
         tasks.spawn(async move {
-            prune_activity(store, rx).await;
+            maintain_stats(store, rx).await;
             Ok(())
         });
 
@@ -311,20 +311,30 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
     })
 }
 
-/// Deletes raw activity events past `store.activity_retention_days`, at start and hourly
-/// (several workers may do it at once: the delete is idempotent). The daily rollups stay.
-async fn prune_activity(store: Store, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Background upkeep of the statistics: reads new journal rows into their authorisation
+/// history every 2 s (so a stats request has little to catch up), and deletes raw activity
+/// events past `store.activity_retention_days` at start and hourly (the daily rollups stay).
+/// Several processes may do both at once: the indexer locks its cursor, the delete is
+/// idempotent.
+async fn maintain_stats(store: Store, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let retention_ms = i64::from(store.settings().activity_retention_days) * kitsync_store::DAY_MS;
+    let mut next_prune = tokio::time::Instant::now();
     loop {
-        let cutoff = chrono::Utc::now().timestamp_millis() - retention_ms;
-        match store.prune_activity(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "pruned raw activity events past retention"),
-            Err(e) => tracing::warn!(error = %e, "pruning raw activity events failed; will retry"),
+        if let Err(e) = store.catch_up_stats(20).await {
+            tracing::warn!(error = %e, "indexing the statistics history failed; will retry");
+        }
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune += std::time::Duration::from_secs(3600);
+            let cutoff = chrono::Utc::now().timestamp_millis() - retention_ms;
+            match store.prune_activity(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "pruned raw activity events past retention"),
+                Err(e) => tracing::warn!(error = %e, "pruning raw activity events failed"),
+            }
         }
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
-            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         }
     }
 }
