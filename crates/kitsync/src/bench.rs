@@ -36,6 +36,9 @@ pub enum BenchCmd {
     Apply(ApplyArgs),
     /// Directory API reads on a 100 000-member tenant, next to a trivial route.
     Read(crate::bench_read::ReadArgs),
+    /// The 30-day statistics over 100 000 members and 1 000 000 activity events, next to
+    /// the equivalent single aggregate SQL query.
+    Stats(crate::bench_stats::StatsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +77,7 @@ pub async fn run(settings: Settings, command: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Ingest(a) => ingest(settings, a).await,
         BenchCmd::Apply(a) => apply(settings, a).await,
         BenchCmd::Read(a) => crate::bench_read::run(settings, a).await,
+        BenchCmd::Stats(a) => crate::bench_stats::run(settings, a).await,
     }
 }
 

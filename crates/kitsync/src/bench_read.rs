@@ -31,7 +31,7 @@ pub struct ReadArgs {
     requests: usize,
 }
 
-type Client = hyper_util::client::legacy::Client<
+pub(crate) type Client = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Empty<Bytes>,
 >;
@@ -161,7 +161,12 @@ pub async fn run(settings: Settings, a: ReadArgs) -> anyhow::Result<()> {
 
 /// A tenant with `members` members (one app authorises them all) spread over `depts`
 /// departments, applied in batches of 500 as authSync would be.
-async fn seed(store: &Store, tenant: &str, members: usize, depts: usize) -> anyhow::Result<()> {
+pub(crate) async fn seed(
+    store: &Store,
+    tenant: &str,
+    members: usize,
+    depts: usize,
+) -> anyhow::Result<()> {
     let v = chrono::Utc::now().timestamp_millis();
     store
         .apply(&Command::Tenant(TenantChange {
@@ -213,14 +218,14 @@ async fn seed(store: &Store, tenant: &str, members: usize, depts: usize) -> anyh
     Ok(())
 }
 
-struct Run {
-    rate: f64,
-    p50: f64,
-    p99: f64,
-    errors: u64,
+pub(crate) struct Run {
+    pub rate: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub errors: u64,
 }
 
-async fn drive(
+pub(crate) async fn drive(
     client: &Client,
     uris: &[String],
     token: &str,

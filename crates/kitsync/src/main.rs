@@ -6,6 +6,7 @@
 mod app;
 mod bench;
 mod bench_read;
+mod bench_stats;
 mod settings;
 
 use anyhow::Context as _;

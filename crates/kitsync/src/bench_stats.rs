@@ -1,0 +1,194 @@
+//! `kitsync bench stats`: the 30-day statistics overview over 100 000 members and 1 000 000
+//! activity events, next to the raw time of the equivalent single aggregate SQL query —
+//! the same four figures computed straight from the raw events and the current
+//! authorisations — measured in the same run on the same database.
+use crate::app;
+use crate::bench_read::{drive, seed, Client};
+use crate::settings::Settings;
+use anyhow::Context as _;
+use clap::Args;
+use kitsync_domain::Scope;
+use kitsync_store::{ActivityEvent, ActivityKind, Store, DAY_MS};
+use sea_orm::{ConnectionTrait as _, Statement};
+use secrecy::ExposeSecret;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Members, spread over `tenants` tenants.
+    #[arg(long, default_value_t = 100_000)]
+    members: usize,
+    #[arg(long, default_value_t = 50)]
+    tenants: usize,
+    /// Activity events over the last 30 days.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Requests per measurement (one caller: latency, not throughput).
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+}
+
+/// # Errors
+/// The database could not be set up or the server could not start.
+pub async fn run(settings: Settings, a: StatsArgs) -> anyhow::Result<()> {
+    let db = app::open_db(&settings).await?;
+    let store = Store::new(db.clone(), settings.store.clone());
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let tenants: Vec<String> = (0..a.tenants.max(1))
+        .map(|i| format!("bench-stats-{}-{i:03}", &run_id[..8]))
+        .collect();
+    let per_tenant = a.members / tenants.len();
+    let started = Instant::now();
+    for t in &tenants {
+        seed(&store, t, per_tenant, 20).await?;
+    }
+    let seeded = started.elapsed();
+
+    // 1 000 000 events: every member active on some days, over the last 30 days.
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..a.events {
+        let t = usize::try_from(next() % tenants.len() as u64).unwrap_or(0);
+        let m = next() % per_tenant.max(1) as u64;
+        let ago = i64::try_from(next() % u64::try_from(30 * DAY_MS).unwrap_or(1)).unwrap_or(0);
+        batch.push(ActivityEvent {
+            tenant_id: tenants[t].clone(),
+            user_name: format!("m{m:07}"),
+            kind: if i % 3 == 0 {
+                ActivityKind::Login
+            } else {
+                ActivityKind::Use
+            },
+            at_ms: now - ago,
+        });
+        if batch.len() == 1000 {
+            store.record_activity(&batch).await?;
+            batch.clear();
+        }
+    }
+    store.record_activity(&batch).await?;
+    let ingested = started.elapsed();
+    let started = Instant::now();
+    store.catch_up_stats(u32::MAX).await?;
+    let indexed = started.elapsed();
+    let pg = db.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+    if pg {
+        db.execute_unprepared(
+            "ANALYZE members; ANALYZE authorizations; ANALYZE activity_events; \
+             ANALYZE activity_daily; ANALYZE auth_spans; ANALYZE tenants",
+        )
+        .await?;
+    }
+
+    let (_, token) = store
+        .create_token("bench stats", &[Scope::StatsRead], None)
+        .await?;
+    let token = token.expose_secret().to_owned();
+    let router = kitsync_api::router(store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let client: Client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+
+    // The raw baseline: the same four figures for the last 30 days in one aggregate query
+    // over the raw events and the current authorisations.
+    let from_ms = now - 30 * DAY_MS;
+    let raw_sql = format!(
+        "WITH auth AS (SELECT DISTINCT a.tenant_id, a.user_name FROM authorizations a \
+         JOIN tenants t ON t.tenant_id = a.tenant_id AND t.deleted = FALSE AND t.test = FALSE \
+         WHERE a.deleted = FALSE AND a.enabled = TRUE AND a.test = FALSE), \
+         act AS (SELECT DISTINCT e.tenant_id, e.user_name FROM activity_events e \
+         JOIN auth ON auth.tenant_id = e.tenant_id AND auth.user_name = e.user_name \
+         WHERE e.at_ms >= {from_ms}) \
+         SELECT (SELECT COUNT(DISTINCT tenant_id) FROM auth), (SELECT COUNT(DISTINCT tenant_id) FROM act), \
+         (SELECT COUNT(*) FROM auth), (SELECT COUNT(*) FROM act)"
+    );
+    let backend = db.get_database_backend();
+    let n = a.requests.max(1);
+    let overview = vec![format!("{base}/api/v1/stats/overview?preset=30d"); n];
+    let _ = drive(&client, &overview[..n.min(10)], &token, 1).await?;
+    for _ in 0..3 {
+        db.query_one(Statement::from_string(backend, raw_sql.clone()))
+            .await?;
+    }
+    let kitsync = drive(&client, &overview, &token, 1).await?;
+    let mut raw: Vec<Duration> = Vec::with_capacity(n);
+    let mut raw_row = None;
+    for _ in 0..n {
+        let t = Instant::now();
+        raw_row = db
+            .query_one(Statement::from_string(backend, raw_sql.clone()))
+            .await
+            .context("the raw aggregate query")?;
+        raw.push(t.elapsed());
+    }
+    raw.sort();
+    let pct = |p: f64| {
+        raw.get(((raw.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let _ = stop.send(());
+    let _ = server.await;
+    let figures = raw_row
+        .map(|r| {
+            (0..4)
+                .map(|i| r.try_get_by_index::<i64>(i).unwrap_or(-1).to_string())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        })
+        .unwrap_or_default();
+    println!(
+        "kitsync bench stats: {} members in {} tenants, {} activity events over 30 days, database {}",
+        per_tenant * tenants.len(),
+        tenants.len(),
+        a.events,
+        if pg { "PostgreSQL" } else { "SQLite" }
+    );
+    println!(
+        "  setup: members {:.1} s, events {:.1} s ({:.0} events/s), history indexed in {:.1} s",
+        seeded.as_secs_f64(),
+        ingested.as_secs_f64(),
+        a.events as f64 / ingested.as_secs_f64(),
+        indexed.as_secs_f64()
+    );
+    println!(
+        "  30-day overview (HTTP, both periods)   p50 {:>7.2} ms   p99 {:>7.2} ms   (errors: {})",
+        kitsync.p50, kitsync.p99, kitsync.errors
+    );
+    println!(
+        "  raw aggregate SQL (one period)         p50 {:>7.2} ms   p99 {:>7.2} ms   (figures {figures})",
+        pct(0.5),
+        pct(0.99)
+    );
+    let today = kitsync_store::utc8_day(chrono::Utc::now().timestamp_millis());
+    let f = store.stats_period(today - 29, today).await?;
+    println!(
+        "  kitsync's figures (opened / active projects / authorised / active users): {} / {} / {} / {}",
+        f.projects_opened, f.projects_active, f.members_authorized, f.members_active
+    );
+    println!(
+        "  ratio raw / kitsync (p50)              {:.2}",
+        pct(0.5) / kitsync.p50
+    );
+    if kitsync.errors > 0 {
+        anyhow::bail!("some requests did not answer 200");
+    }
+    Ok(())
+}
