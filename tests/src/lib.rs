@@ -10,6 +10,7 @@
 //! - [`payload`]: the five callback bodies.
 //! - [`TcpProxy`]: a cuttable TCP forwarder (RabbitMQ outage without touching the broker).
 //! - [`wait_until`]: polling with a deadline.
+//! - [`browser`]: headless chromium and a reader of the DOM it dumps (the dashboard test).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure is a panic
 
 use base64::Engine as _;
@@ -32,6 +33,8 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use migrations::testing::amqp_url;
+
+pub mod browser;
 
 // ---------------------------------------------------------------------------------------------
 // The binary

@@ -1,5 +1,5 @@
-//! The HTTP API the ISV's own apps and dashboards call (`/api/v1/…`, product.md §1), as an
-//! axum router over [`kitsync_store::Store`].
+//! The HTTP API the ISV's own apps and dashboards call (`/api/v1/…`, product.md §1), and the
+//! dashboard page that reads it, as an axum router over [`kitsync_store::Store`].
 //!
 //! - [`auth`]: the bearer-token extractor ([`auth::Caller`]) and the scope/tenant checks:
 //!   no or a bad token is 401, a token without the scope or bound to another tenant is 403.
@@ -10,6 +10,7 @@
 //! - [`events`]: the change feed over the journal.
 //! - [`activity`]: activity ingestion (`POST /api/v1/activity`).
 //! - [`stats`]: the statistics (`/api/v1/stats/overview`, `daily`, `tenants`).
+//! - [`dashboard`]: the HTML dashboard at `/dashboard` (one embedded page over [`stats`]).
 //! - [`scim`]: SCIM 2.0 at `/scim/v2/{tenantId}/` (Users read-only, Groups CRUD).
 //!
 //! Handlers are thin: extract, call one store query, map the result.
@@ -17,6 +18,7 @@
 
 pub mod activity;
 pub mod auth;
+pub mod dashboard;
 pub mod directory;
 pub mod error;
 pub mod events;
@@ -36,7 +38,7 @@ pub struct ApiState {
     pub store: Store,
 }
 
-/// The `/api/v1` and `/scim/v2` routes.
+/// The `/api/v1` and `/scim/v2` routes, and `/dashboard`.
 pub fn router(store: Store) -> Router {
     let state = Arc::new(ApiState { store });
     Router::new()
@@ -65,6 +67,7 @@ pub fn router(store: Store) -> Router {
         .route("/api/v1/stats/overview", get(stats::overview))
         .route("/api/v1/stats/daily", get(stats::daily))
         .route("/api/v1/stats/tenants", get(stats::tenants))
+        .route("/dashboard", get(dashboard::page))
         .with_state(state.clone())
         .merge(scim::router(state))
 }
