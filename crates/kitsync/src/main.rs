@@ -6,6 +6,7 @@
 mod app;
 mod bench;
 mod bench_read;
+mod operations;
 mod settings;
 
 use anyhow::Context as _;
