@@ -455,6 +455,7 @@ impl Drop for Env {
 enum Event {
     Starting(String),
     Listening(SocketAddr),
+    MetricsListening(SocketAddr),
     WorkerReady,
 }
 
@@ -463,6 +464,8 @@ enum Event {
 pub struct Server {
     pub mode: String,
     pub addr: Option<SocketAddr>,
+    /// The `metrics.addr` listener, when `KITSYNC_METRICS__ADDR` was given.
+    pub metrics_addr: Option<SocketAddr>,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     key: String,
@@ -488,6 +491,12 @@ impl Server {
                     {
                         let _ = tx.send(Event::Listening(addr));
                     }
+                    if let Some(addr) = line
+                        .strip_prefix("metrics listening on http://")
+                        .and_then(|a| a.trim().parse().ok())
+                    {
+                        let _ = tx.send(Event::MetricsListening(addr));
+                    }
                     push_line(&log, "stdout", &line);
                 }
             });
@@ -509,12 +518,17 @@ impl Server {
         let mut server = Server {
             mode: mode.to_owned(),
             addr: None,
+            metrics_addr: None,
             child: Some(child),
             log,
             key: env.key().to_owned(),
         };
         let wants_addr = mode != "worker";
         let wants_worker = mode != "ingress";
+        let wants_metrics = env
+            .process_env()
+            .iter()
+            .any(|(k, v)| k == "KITSYNC_METRICS__ADDR" && !v.trim().is_empty());
         let mut worker_ready = false;
         let mut starting = None;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -523,13 +537,15 @@ impl Server {
                 match ev {
                     Event::Starting(line) => starting = Some(line),
                     Event::Listening(a) => server.addr = Some(a),
+                    Event::MetricsListening(a) => server.metrics_addr = Some(a),
                     Event::WorkerReady => worker_ready = true,
                 }
             }
-            if let (Some(line), true, true) = (
+            if let (Some(line), true, true, true) = (
                 &starting,
                 !wants_addr || server.addr.is_some(),
                 !wants_worker || worker_ready,
+                !wants_metrics || server.metrics_addr.is_some(),
             ) {
                 // The environment decides the backends: make sure the process uses them.
                 let queue = if env.is_amqp() { "amqp" } else { "embedded" };
@@ -587,6 +603,19 @@ impl Server {
     pub fn kit(&self) -> Kit {
         Kit::new(
             self.addr.expect("this server has no HTTP listener"),
+            &self.key,
+        )
+    }
+
+    /// A client of the `metrics.addr` listener (for its plain `api` GETs).
+    ///
+    /// # Panics
+    /// No `KITSYNC_METRICS__ADDR` was given.
+    #[must_use]
+    pub fn metrics_client(&self) -> Kit {
+        Kit::new(
+            self.metrics_addr
+                .expect("this server has no metrics listener (KITSYNC_METRICS__ADDR)"),
             &self.key,
         )
     }

@@ -1,13 +1,12 @@
 //! Accepting an authenticated callback: seal secrets, claim the nonce, queue durably.
 use crate::error::KitError;
 use crate::extract::SignedKit;
+use crate::metrics::IngressMetrics;
 use crate::settings::KitSettings;
-use kitsync_domain::{CallbackKind, Command, QueuedCallback, SecretText};
+use kitsync_domain::{Command, QueuedCallback, SecretText};
 use kitsync_queue::{NonceClaim, NonceLedger, OutgoingMessage, Queue, QueueError};
 use kitsync_secrets::{RsaDecryptor, SealedKind, Sealer};
 use secrecy::ExposeSecret;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +18,8 @@ pub struct Acceptor {
     decryptor: Option<Arc<RsaDecryptor>>,
     sealer: Sealer,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
-    counters: HashMap<(CallbackKind, &'static str), AtomicU64>,
+    metrics: Arc<IngressMetrics>,
 }
-
-/// The result codes counted per endpoint.
-const CODES: [&str; 4] = ["000000", "000001", "000002", "000005"];
 
 impl Acceptor {
     #[must_use]
@@ -34,10 +30,6 @@ impl Acceptor {
         decryptor: Option<Arc<RsaDecryptor>>,
         sealer: Sealer,
     ) -> Self {
-        let counters = CallbackKind::ALL
-            .into_iter()
-            .flat_map(|k| CODES.into_iter().map(move |c| ((k, c), AtomicU64::new(0))))
-            .collect();
         Self {
             settings,
             queue,
@@ -45,7 +37,7 @@ impl Acceptor {
             decryptor,
             sealer,
             clock: Box::new(|| chrono::Utc::now().timestamp_millis()),
-            counters,
+            metrics: Arc::default(),
         }
     }
 
@@ -66,23 +58,17 @@ impl Acceptor {
         (self.clock)()
     }
 
-    /// Counts one answered callback.
-    pub fn record(&self, kind: CallbackKind, code: &'static str) {
-        if let Some(c) = self.counters.get(&(kind, code)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Records into `metrics` (shared with the `/metrics` handler) instead of a private set.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<IngressMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
-    /// Answered callbacks so far, by endpoint and result code.
+    /// Answered callbacks by endpoint and result code, and answer latencies.
     #[must_use]
-    pub fn counts(&self) -> Vec<(CallbackKind, &'static str, u64)> {
-        let mut v: Vec<_> = self
-            .counters
-            .iter()
-            .map(|((k, c), n)| (*k, *c, n.load(Ordering::Relaxed)))
-            .collect();
-        v.sort_by_key(|(k, c, _)| (k.path(), *c));
-        v
+    pub fn metrics(&self) -> &Arc<IngressMetrics> {
+        &self.metrics
     }
 
     /// Seals the secret, claims the nonce and queues the command; `Ok` only once durable.

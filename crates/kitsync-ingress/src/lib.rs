@@ -11,17 +11,22 @@
 //! 3. [`reply`] — maps the outcome to a result code (the one exhaustive mapping, [`KitError`])
 //!    and signs the body with `Body-Sign`. The HTTP status is always 200.
 //!
+//! Every answer is counted in [`metrics::IngressMetrics`] (endpoint × result code, and the
+//! time to answer), which the binary's `/metrics` renders.
+//!
 //! Nothing unauthenticated or invalid reaches the queue; `000000` means durably queued.
 #![forbid(unsafe_code)]
 
 pub mod accept;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod reply;
 pub mod settings;
 
 pub use accept::Acceptor;
 pub use error::KitError;
+pub use metrics::IngressMetrics;
 pub use settings::KitSettings;
 
 use axum::routing::post;

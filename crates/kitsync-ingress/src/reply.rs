@@ -71,6 +71,7 @@ pub async fn handle(
     kind: CallbackKind,
     req: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
     let (result, key_index) = match SignedKit::from_request(req, &acceptor).await {
         Ok(kit) => {
             let key = kit.key_index;
@@ -90,6 +91,7 @@ pub async fn handle(
         }
         Err(e) => tracing::warn!(reason = %e, "callback refused"),
     }
-    acceptor.record(kind, code);
-    KitReply::signed(&acceptor, result.as_ref().map(|_| ()), key_index).into_response()
+    let reply = KitReply::signed(&acceptor, result.as_ref().map(|_| ()), key_index);
+    acceptor.metrics().record(kind, code, started.elapsed());
+    reply.into_response()
 }

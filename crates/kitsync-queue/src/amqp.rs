@@ -215,6 +215,49 @@ impl AmqpQueue {
         .await
     }
 
+    /// Ready messages in the main queue and, as `delayed`, the messages waiting in the retry
+    /// queues (passive declares on one channel). Messages delivered but not yet acked, and
+    /// the age of the oldest message, are not visible through AMQP without consuming.
+    ///
+    /// # Errors
+    /// The broker is unreachable or a queue is missing.
+    pub async fn backlog(&self) -> Result<crate::Backlog, QueueError> {
+        let inner = &self.inner;
+        with_timeout(inner.op_timeout(), "reading the queue backlog", async {
+            let link = inner.link().await?;
+            let ch = link
+                .conn
+                .create_channel()
+                .await
+                .map_err(|e| amqp("opening a channel", &e))?;
+            let names = std::iter::once(inner.names.main.as_str())
+                .chain(inner.names.retry.iter().map(|(n, _)| n.as_str()));
+            let mut counts = Vec::with_capacity(inner.names.retry.len() + 1);
+            for name in names {
+                let q = ch
+                    .queue_declare(
+                        name.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| amqp(&format!("passive declare of {name}"), &e))?;
+                counts.push(u64::from(q.message_count()));
+            }
+            let _ = ch.close(200, "done".into()).await;
+            Ok(crate::Backlog {
+                ready: counts.first().copied().unwrap_or(0),
+                delayed: counts.iter().skip(1).sum(),
+                in_flight: None,
+                oldest_enqueued_at_ms: None,
+            })
+        })
+        .await
+    }
+
     /// # Errors
     /// [`QueueError::Unavailable`] when closed or the broker cannot be reached.
     pub async fn ping(&self) -> Result<(), QueueError> {

@@ -154,6 +154,41 @@ impl EmbeddedQueue {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// Every row by state (ready, waiting for a retry, leased to a consumer) and when the
+    /// oldest was first queued, in one scan of the table (it holds only unsettled messages).
+    ///
+    /// # Errors
+    /// The database query failed.
+    pub async fn backlog(&self) -> Result<crate::Backlog, QueueError> {
+        let db = &self.inner.db;
+        let row = db
+            .query_one(stmt(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS total, \
+                 COALESCE(SUM(CASE WHEN lease_until IS NOT NULL AND lease_until >= $1 \
+                     THEN 1 ELSE 0 END), 0) AS leased, \
+                 COALESCE(SUM(CASE WHEN available_at <= $1 \
+                     AND (lease_until IS NULL OR lease_until < $1) THEN 1 ELSE 0 END), 0) AS ready, \
+                 MIN(enqueued_at) AS oldest \
+                 FROM queue_messages",
+                vec![now_ms().into()],
+            ))
+            .await?;
+        let Some(row) = row else {
+            return Ok(crate::Backlog::default());
+        };
+        let n = |col: &str| -> Result<u64, QueueError> {
+            Ok(u64::try_from(row.try_get::<i64>("", col)?).unwrap_or(0))
+        };
+        let (total, leased, ready) = (n("total")?, n("leased")?, n("ready")?);
+        Ok(crate::Backlog {
+            ready,
+            delayed: total.saturating_sub(leased).saturating_sub(ready),
+            in_flight: Some(leased),
+            oldest_enqueued_at_ms: row.try_get("", "oldest")?,
+        })
+    }
+
     /// # Errors
     /// [`QueueError::Unavailable`] when closed or the database does not answer.
     pub async fn ping(&self) -> Result<(), QueueError> {

@@ -92,6 +92,21 @@ pub(crate) enum Handle {
     },
 }
 
+/// Messages not yet settled, by state ([`Queue::backlog`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Ready to be delivered now (what [`Queue::depth`] counts).
+    pub ready: u64,
+    /// Waiting for a retry delay (RabbitMQ: in the `N.retry.K` queues).
+    pub delayed: u64,
+    /// Delivered to a consumer and not yet settled; `None` where the adapter cannot tell
+    /// (RabbitMQ's passive declare counts ready messages only).
+    pub in_flight: Option<u64>,
+    /// When the oldest unsettled message was first queued (Unix ms); `None` when the queue
+    /// is empty or the adapter cannot tell without consuming (RabbitMQ).
+    pub oldest_enqueued_at_ms: Option<i64>,
+}
+
 /// What [`Consumer::fail`] did with the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -163,6 +178,17 @@ impl Queue {
         match self {
             Queue::Amqp(q) => q.depth().await,
             Queue::Embedded(q) => q.depth().await,
+        }
+    }
+
+    /// What is waiting, for `/metrics`: see [`Backlog`] for what each adapter can tell.
+    ///
+    /// # Errors
+    /// The broker or database is unreachable.
+    pub async fn backlog(&self) -> Result<Backlog, QueueError> {
+        match self {
+            Queue::Amqp(q) => q.backlog().await,
+            Queue::Embedded(q) => q.backlog().await,
         }
     }
 

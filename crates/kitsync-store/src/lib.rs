@@ -159,6 +159,14 @@ impl Store {
         read::list_plans(&self.db, status).await
     }
 
+    /// How many full-sync plans the mass-deletion guard holds (`kitsync plans list`).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn held_plans(&self) -> Result<u64, StoreError> {
+        read::held_plans(&self.db).await
+    }
+
     /// Applies held plan `id` now, bypassing the mass-deletion guard: the snapshot is
     /// re-planned against the current departments (changes newer than it are kept). Returns
     /// [`Outcome::Superseded`] (and marks the plan so) when a newer snapshot or tenant delete

@@ -434,6 +434,15 @@ pub(crate) async fn journal_range(
         .collect()
 }
 
+pub(crate) async fn held_plans(db: &DatabaseConnection) -> Result<u64, StoreError> {
+    let sql = "SELECT COUNT(*) FROM org_plans WHERE status = 'held'";
+    let row = db
+        .query_one(Statement::from_string(db.get_database_backend(), sql))
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("count returned no row".into()))?;
+    Ok(u64::try_from(row.try_get_by_index::<i64>(0)?).unwrap_or(0))
+}
+
 pub(crate) async fn counts(db: &DatabaseConnection) -> Result<Counts, StoreError> {
     let sql = "SELECT \
         (SELECT COUNT(*) FROM tenants WHERE deleted = FALSE), \

@@ -16,16 +16,20 @@
 //!   to [`kitsync_queue::Consumer::fail`], which schedules a delayed retry (exponential per
 //!   attempt) and dead-letters it with its reason after `queue.max_attempts`.
 //! - A message that cannot even be decoded is dead-lettered at once: retrying cannot help.
+//!
+//! [`WorkerStats`] counts all of it (outcomes, failures, apply transaction latency, and how
+//! long messages waited in the queue) for `/metrics`.
 #![forbid(unsafe_code)]
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use kitsync_domain::{Command, QueuedCallback};
+use kitsync_metrics::{Encoder, Histogram, Kind, LAG_BUCKETS, LATENCY_BUCKETS};
 use kitsync_queue::{Consumer, Delivery, FailOutcome, Queue, QueueError};
 use kitsync_store::{Outcome, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -66,7 +70,7 @@ pub enum WorkerError {
 }
 
 /// Running totals, for logs, tests and `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkerStats {
     pub messages_acked: AtomicU64,
     pub applied: AtomicU64,
@@ -78,6 +82,106 @@ pub struct WorkerStats {
     pub dead_lettered: AtomicU64,
     pub transient_errors: AtomicU64,
     pub batches: AtomicU64,
+    /// Committed apply transactions (a batch, or one message while isolating a culprit).
+    pub apply_duration: Histogram,
+    /// From a message's first publish to its ack, for messages whose publish time is known.
+    pub queue_lag: Histogram,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        Self {
+            messages_acked: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+            superseded: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            transient_errors: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            apply_duration: Histogram::new(LATENCY_BUCKETS),
+            queue_lag: Histogram::new(LAG_BUCKETS),
+        }
+    }
+}
+
+impl WorkerStats {
+    /// Writes the worker's families: apply latency, outcomes, failures, batches, lag.
+    pub fn encode(&self, e: &mut Encoder) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        e.family(
+            "kitsync_apply_duration_seconds",
+            Kind::Histogram,
+            "Duration of committed apply transactions (one batch, or one message while isolating a failure).",
+        )
+        .histogram("kitsync_apply_duration_seconds", &[], &self.apply_duration.snapshot());
+        e.family(
+            "kitsync_applied_messages_total",
+            Kind::Counter,
+            "Messages applied and acked, by outcome (applied, duplicate, stale, superseded, held).",
+        );
+        for (outcome, c) in [
+            ("applied", &self.applied),
+            ("duplicate", &self.duplicates),
+            ("stale", &self.stale),
+            ("superseded", &self.superseded),
+            ("held", &self.held),
+        ] {
+            e.sample(
+                "kitsync_applied_messages_total",
+                &[("outcome", outcome)],
+                get(c),
+            );
+        }
+        e.family(
+            "kitsync_apply_failures_total",
+            Kind::Counter,
+            "Apply failures: transient = a transaction retried in-process (database unavailable, \
+             deadlock, busy); retried = a message sent back for a delayed retry; \
+             dead_lettered = a message moved to the dead letters by this process.",
+        );
+        for (kind, c) in [
+            ("transient", &self.transient_errors),
+            ("retried", &self.retried),
+            ("dead_lettered", &self.dead_lettered),
+        ] {
+            e.sample("kitsync_apply_failures_total", &[("kind", kind)], get(c));
+        }
+        e.family(
+            "kitsync_apply_batches_total",
+            Kind::Counter,
+            "Batches taken from the queue by the workers of this process.",
+        )
+        .sample("kitsync_apply_batches_total", &[], get(&self.batches));
+        e.family(
+            "kitsync_queue_lag_seconds",
+            Kind::Histogram,
+            "Time from a callback being queued to its message being acked after apply.",
+        )
+        .histogram("kitsync_queue_lag_seconds", &[], &self.queue_lag.snapshot());
+    }
+
+    /// Counts acked deliveries and how long each waited since it was first queued.
+    fn acked(&self, deliveries: &[Delivery]) {
+        self.messages_acked
+            .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
+        let now = unix_now_ms();
+        for d in deliveries {
+            if let Some(at) = d.enqueued_at() {
+                let waited = u64::try_from(now.saturating_sub(at)).unwrap_or(0);
+                self.queue_lag.observe(Duration::from_millis(waited));
+            }
+        }
+    }
+}
+
+/// Unix milliseconds now (the queue stamps `enqueued_at` the same way).
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What one batch came to.
@@ -251,9 +355,7 @@ impl Worker {
                 self.count(&outcomes);
                 let deliveries: Vec<Delivery> = decoded.into_iter().map(|(d, _)| d).collect();
                 consumer.ack(&deliveries).await?;
-                self.stats
-                    .messages_acked
-                    .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
+                self.stats.acked(&deliveries);
                 report.acked += deliveries.len();
                 Ok(report)
             }
@@ -311,7 +413,7 @@ impl Worker {
             Ok(outcomes) => {
                 self.count(&outcomes);
                 consumer.ack(std::slice::from_ref(&d)).await?;
-                self.stats.messages_acked.fetch_add(1, Ordering::Relaxed);
+                self.stats.acked(std::slice::from_ref(&d));
                 report.acked += 1;
                 Ok(())
             }
@@ -358,8 +460,12 @@ impl Worker {
         let mut backoff = self.transient_backoff();
         let mut shutdown = shutdown.clone();
         loop {
+            let started = Instant::now();
             match self.store.apply_batch(commands).await {
-                Ok(outcomes) => return Ok(outcomes),
+                Ok(outcomes) => {
+                    self.stats.apply_duration.observe(started.elapsed());
+                    return Ok(outcomes);
+                }
                 Err(e) if e.is_transient() => {
                     self.stats.transient_errors.fetch_add(1, Ordering::Relaxed);
                     let wait = backoff.next().unwrap_or(Duration::from_secs(1));

@@ -1,8 +1,7 @@
 //! Wiring: open the database and queue, build the ingress and workers, serve, shut down.
+use crate::operations::{self, Operations};
 use crate::settings::{redact_url, LogSettings, Settings};
 use anyhow::Context as _;
-use axum::routing::get;
-use axum::Router;
 use kitsync_ingress::Acceptor;
 use kitsync_queue::{NonceLedger, Queue};
 use kitsync_secrets::{RsaDecryptor, Sealer};
@@ -28,7 +27,7 @@ pub fn init_tracing(log: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Logs go to stderr; stdout carries only what scripts read (the `listening on` line).
+    // Logs go to stderr; stdout carries only what scripts read (the `listening on` lines).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -202,6 +201,21 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         "kitsync starting"
     );
 
+    let worker = (mode != Mode::Ingress).then(|| {
+        let store = Store::new(db.clone(), settings.store.clone());
+        Worker::new(store, queue.clone(), settings.worker.clone())
+    });
+    let mut ops = Operations::new(
+        db.clone(),
+        queue.clone(),
+        Store::new(db.clone(), settings.store.clone()),
+        &settings.metrics,
+    );
+    if let Some(w) = &worker {
+        ops = ops.with_worker(w.stats());
+    }
+
+    let mut acceptor = None;
     if mode != Mode::Worker {
         let sealer = sealer(&settings)?;
         let decryptor = decryptor(&settings)?;
@@ -217,27 +231,31 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         }
         let window = Duration::from_secs(settings.kit.timestamp_window_secs.max(1));
         let nonces = NonceLedger::new(db.clone(), window);
-        let acceptor = Arc::new(Acceptor::new(
+        let a = Arc::new(Acceptor::new(
             settings.kit.clone(),
             queue.clone(),
             nonces,
             decryptor,
             sealer,
         ));
+        ops = ops.with_ingress(Arc::clone(a.metrics()));
+        acceptor = Some(a);
+    }
+    let ops = Arc::new(ops);
+
+    if let Some(acceptor) = acceptor {
         let prefix = settings.kit.normalized_prefix();
-        let ready_db = db.clone();
-        let ready_queue = queue.clone();
         let api = kitsync_api::router(Store::new(db.clone(), settings.store.clone()));
         let router = kitsync_ingress::router(acceptor)
             .merge(api)
-            .merge(health_routes(ready_db, ready_queue))
+            .merge(operations::routes(Arc::clone(&ops)))
             .layer(axum::extract::DefaultBodyLimit::disable());
         let listener = tokio::net::TcpListener::bind(&settings.http.addr)
             .await
             .with_context(|| format!("listening on {}", settings.http.addr))?;
         let local = listener.local_addr()?;
         addr = Some(local);
-        // The one stdout line: scripts and the end-to-end tests read the bound address here.
+        // Scripts and the end-to-end tests read the bound address from stdout.
         println!("listening on http://{local}");
         tracing::info!(addr = %local, callbacks = %format!("http://{local}{prefix}/produceAPI/v2/{{tenantSync,applicationSync,authSync,singleOrgSync,allOrgSync}}"), "listening");
         let mut rx = shutdown_rx.clone();
@@ -251,9 +269,28 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         });
     }
 
-    if mode != Mode::Ingress {
-        let store = Store::new(db.clone(), settings.store.clone());
-        let worker = Worker::new(store, queue.clone(), settings.worker.clone());
+    let extra = settings.metrics.addr.trim();
+    if !extra.is_empty() {
+        let listener = tokio::net::TcpListener::bind(extra)
+            .await
+            .with_context(|| format!("listening on {extra} (metrics.addr)"))?;
+        let local = listener.local_addr()?;
+        // A second stdout line, for scripts and tests that scrape a worker.
+        println!("metrics listening on http://{local}");
+        tracing::info!(addr = %local, "serving /healthz, /readyz and /metrics");
+        let router = operations::routes(Arc::clone(&ops));
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .context("metrics HTTP server")
+        });
+    }
+
+    if let Some(worker) = worker {
         let rx = shutdown_rx.clone();
         tracing::info!(
             concurrency = settings.worker.concurrency,
@@ -337,29 +374,6 @@ async fn maintain_stats(store: Store, mut shutdown: tokio::sync::watch::Receiver
             () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         }
     }
-}
-
-fn health_routes(db: DatabaseConnection, queue: Queue) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let db = db.clone();
-                let queue = queue.clone();
-                async move {
-                    let db_ok = db.ping().await.is_ok();
-                    let q_ok = queue.ping().await.is_ok();
-                    let body = serde_json::json!({ "database": db_ok, "queue": q_ok });
-                    let status = if db_ok && q_ok {
-                        axum::http::StatusCode::OK
-                    } else {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    (status, axum::Json(body))
-                }
-            }),
-        )
 }
 
 /// Runs until SIGINT/SIGTERM, then stops taking requests, finishes in-flight work and exits.

@@ -7,6 +7,7 @@ mod app;
 mod bench;
 mod bench_read;
 mod bench_stats;
+mod operations;
 mod settings;
 
 use anyhow::Context as _;

@@ -22,6 +22,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub store: StoreSettings,
     pub webhooks: WebhookSettings,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
 }
 
@@ -82,6 +83,34 @@ impl Default for SecretsSettings {
         Self {
             master_key: None,
             master_key_path: PathBuf::from("data/master.key"),
+        }
+    }
+}
+
+/// `/metrics` and its own listener (`src/operations.rs`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MetricsSettings {
+    /// An extra listener for `/healthz`, `/readyz` and `/metrics` only, e.g. `0.0.0.0:9090`:
+    /// the one HTTP listener of `kitsync worker`, and a private port for `serve`/`ingress`
+    /// (which also keep serving them on `http.addr`). Empty: none.
+    pub addr: String,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>` (on every listener);
+    /// `/healthz` and `/readyz` stay open. Unset by default, like most exporters on a private
+    /// network.
+    #[serde(skip_serializing)]
+    pub bearer_token: Option<SecretString>,
+    /// How long the gauges read from the queue and the database (backlog, dead letters, held
+    /// plans, statistics) are reused between scrapes.
+    pub cache_ms: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            addr: String::new(),
+            bearer_token: None,
+            cache_ms: 5000,
         }
     }
 }

@@ -1,0 +1,123 @@
+//! What the ingress counts: answered callbacks by endpoint and result code, and how long
+//! each endpoint took to answer. Fixed arrays indexed by endpoint and code, so recording is
+//! two relaxed atomic additions per counter and histogram, with no lookup, lock or
+//! allocation on the callback path.
+use kitsync_domain::CallbackKind;
+use kitsync_metrics::{Counter, Encoder, Histogram, Kind, LATENCY_BUCKETS};
+use std::time::Duration;
+
+/// The result codes an answer can carry (kit-protocol.md §5), in exposition order.
+pub const RESULT_CODES: [&str; 4] = ["000000", "000001", "000002", "000005"];
+
+/// Callback counters and latencies, shared by every request.
+#[derive(Debug)]
+pub struct IngressMetrics {
+    callbacks: [[Counter; RESULT_CODES.len()]; CallbackKind::ALL.len()],
+    duration: [Histogram; CallbackKind::ALL.len()],
+}
+
+impl Default for IngressMetrics {
+    fn default() -> Self {
+        Self {
+            callbacks: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
+            duration: std::array::from_fn(|_| Histogram::new(LATENCY_BUCKETS)),
+        }
+    }
+}
+
+fn kind_index(kind: CallbackKind) -> usize {
+    match kind {
+        CallbackKind::TenantSync => 0,
+        CallbackKind::ApplicationSync => 1,
+        CallbackKind::AuthSync => 2,
+        CallbackKind::SingleOrgSync => 3,
+        CallbackKind::AllOrgSync => 4,
+    }
+}
+
+impl IngressMetrics {
+    /// Counts one answered callback with its result code and time to answer.
+    pub fn record(&self, kind: CallbackKind, code: &str, took: Duration) {
+        let k = kind_index(kind);
+        if let Some(c) = RESULT_CODES.iter().position(|rc| *rc == code) {
+            if let Some(counter) = self.callbacks.get(k).and_then(|row| row.get(c)) {
+                counter.inc();
+            }
+        }
+        if let Some(h) = self.duration.get(k) {
+            h.observe(took);
+        }
+    }
+
+    /// Answered callbacks so far for `kind` and `code` (0 for an unknown code).
+    #[must_use]
+    pub fn count(&self, kind: CallbackKind, code: &str) -> u64 {
+        RESULT_CODES
+            .iter()
+            .position(|rc| *rc == code)
+            .and_then(|c| self.callbacks.get(kind_index(kind))?.get(c))
+            .map_or(0, Counter::get)
+    }
+
+    /// Writes `kitsync_callbacks_total` and `kitsync_callback_duration_seconds`; every
+    /// endpoint × code series is present from the start (at 0), so rates work at once.
+    pub fn encode(&self, e: &mut Encoder) {
+        e.family(
+            "kitsync_callbacks_total",
+            Kind::Counter,
+            "Kit callbacks answered, by endpoint and result code (000000 = durably queued).",
+        );
+        for kind in CallbackKind::ALL {
+            for code in RESULT_CODES {
+                e.sample(
+                    "kitsync_callbacks_total",
+                    &[("endpoint", kind.path()), ("code", code)],
+                    self.count(kind, code),
+                );
+            }
+        }
+        e.family(
+            "kitsync_callback_duration_seconds",
+            Kind::Histogram,
+            "Time from receiving a Kit callback to its answer, by endpoint.",
+        );
+        for kind in CallbackKind::ALL {
+            if let Some(h) = self.duration.get(kind_index(kind)) {
+                e.histogram(
+                    "kitsync_callback_duration_seconds",
+                    &[("endpoint", kind.path())],
+                    &h.snapshot(),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn counts_by_endpoint_and_code() {
+        let m = IngressMetrics::default();
+        m.record(CallbackKind::AuthSync, "000000", Duration::from_millis(3));
+        m.record(CallbackKind::AuthSync, "000000", Duration::from_millis(3));
+        m.record(CallbackKind::TenantSync, "000001", Duration::from_millis(1));
+        assert_eq!(m.count(CallbackKind::AuthSync, "000000"), 2);
+        assert_eq!(m.count(CallbackKind::TenantSync, "000001"), 1);
+        assert_eq!(m.count(CallbackKind::TenantSync, "000000"), 0);
+        let mut e = Encoder::new();
+        m.encode(&mut e);
+        let text = e.finish();
+        assert!(text.contains("kitsync_callbacks_total{endpoint=\"authSync\",code=\"000000\"} 2\n"));
+        assert!(
+            text.contains("kitsync_callbacks_total{endpoint=\"tenantSync\",code=\"000001\"} 1\n")
+        );
+        assert!(
+            text.contains("kitsync_callbacks_total{endpoint=\"allOrgSync\",code=\"000005\"} 0\n")
+        );
+        assert!(text.contains("kitsync_callback_duration_seconds_count{endpoint=\"authSync\"} 2\n"));
+        assert_eq!(text.matches("# TYPE ").count(), 2);
+    }
+}

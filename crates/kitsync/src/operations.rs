@@ -1,0 +1,367 @@
+//! The operator endpoints: `/healthz`, `/readyz` and `/metrics` (Prometheus text 0.0.4).
+//!
+//! `/metrics` has two kinds of figures:
+//! - *process counters*, recorded as work happens: the ingress's callbacks by endpoint and
+//!   result code with their answer latency ([`IngressMetrics`]), the workers' apply latency,
+//!   outcomes, failures and queue lag ([`WorkerStats`]). A process shows the parts it runs
+//!   (`serve` both, `ingress` the callbacks, `worker` the apply side).
+//! - *scrape-time gauges*, read from the queue and the database: backlog by state and the
+//!   age of the oldest message, dead letters not replayed, held plans, and today's and the
+//!   last 7 days' statistics (as `GET /api/v1/stats/overview`). They are the same whichever
+//!   process answers (aggregate with `max`, not `sum`), and are cached for
+//!   `metrics.cache_ms` (5 s) so frequent scrapes from several Prometheus servers cost the
+//!   database one refresh; concurrent scrapes wait for the same refresh. A source that
+//!   fails leaves its series out and shows `kitsync_metrics_source_up{source} 0`.
+use crate::settings::MetricsSettings;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use kitsync_ingress::IngressMetrics;
+use kitsync_metrics::{Encoder, Kind, CONTENT_TYPE};
+use kitsync_queue::{Backlog, Queue};
+use kitsync_store::{utc8_day, PeriodFigures, Store};
+use kitsync_worker::WorkerStats;
+use sea_orm::{ConnectionTrait as _, DatabaseConnection};
+use secrecy::ExposeSecret as _;
+use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the operator endpoints read.
+pub struct Operations {
+    db: DatabaseConnection,
+    queue: Queue,
+    store: Store,
+    ingress: Option<Arc<IngressMetrics>>,
+    worker: Option<Arc<WorkerStats>>,
+    database_kind: &'static str,
+    started_at: std::time::SystemTime,
+    started: Instant,
+    cache_for: Duration,
+    /// SHA-256 of the bearer token `/metrics` requires, when one is configured.
+    token_digest: Option<[u8; 32]>,
+    cache: tokio::sync::Mutex<Option<(Instant, Scraped)>>,
+}
+
+/// The scrape-time figures of one refresh; `None` where the source failed.
+#[derive(Clone, Default)]
+struct Scraped {
+    at_ms: i64,
+    backlog: Option<Backlog>,
+    dead_letters: Option<u64>,
+    held_plans: Option<u64>,
+    /// Today (UTC+8) and the last 7 days including today.
+    stats: Option<[PeriodFigures; 2]>,
+}
+
+impl Operations {
+    #[must_use]
+    pub fn new(
+        db: DatabaseConnection,
+        queue: Queue,
+        store: Store,
+        settings: &MetricsSettings,
+    ) -> Self {
+        let database_kind = match db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => "postgres",
+            sea_orm::DatabaseBackend::Sqlite => "sqlite",
+            sea_orm::DatabaseBackend::MySql => "mysql",
+        };
+        let token_digest = settings
+            .bearer_token
+            .as_ref()
+            .map(|t| t.expose_secret().trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .map(|t| Sha256::digest(t.as_bytes()).into());
+        Self {
+            db,
+            queue,
+            store,
+            ingress: None,
+            worker: None,
+            database_kind,
+            started_at: std::time::SystemTime::now(),
+            started: Instant::now(),
+            cache_for: Duration::from_millis(settings.cache_ms),
+            token_digest,
+            cache: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Renders the ingress's callback counters too.
+    #[must_use]
+    pub fn with_ingress(mut self, m: Arc<IngressMetrics>) -> Self {
+        self.ingress = Some(m);
+        self
+    }
+
+    /// Renders the workers' apply figures too.
+    #[must_use]
+    pub fn with_worker(mut self, s: Arc<WorkerStats>) -> Self {
+        self.worker = Some(s);
+        self
+    }
+
+    /// `Authorization: Bearer …` matches the configured token (or none is configured).
+    /// Digests are compared, so the comparison's timing says nothing about the token.
+    fn authorised(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.token_digest else {
+            return true;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        digest == *expected
+    }
+
+    async fn scraped(&self) -> Scraped {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, s)) = cache.as_ref() {
+            if at.elapsed() < self.cache_for {
+                return s.clone();
+            }
+        }
+        let s = self.refresh().await;
+        *cache = Some((Instant::now(), s.clone()));
+        s
+    }
+
+    async fn refresh(&self) -> Scraped {
+        let backlog = self.queue.backlog().await.map_err(|e| {
+            tracing::warn!(error = %e, "metrics: reading the queue backlog failed");
+        });
+        let dead_letters = self
+            .queue
+            .dead_letters()
+            .count_pending()
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "metrics: counting dead letters failed");
+            });
+        let held_plans = self.store.held_plans().await.map_err(|e| {
+            tracing::warn!(error = %e, "metrics: counting held plans failed");
+        });
+        let now = chrono::Utc::now().timestamp_millis();
+        let stats = self.statistics(utc8_day(now)).await.map_err(|e| {
+            tracing::warn!(error = %e, "metrics: computing the statistics failed");
+        });
+        Scraped {
+            at_ms: now,
+            backlog: backlog.ok(),
+            dead_letters: dead_letters.ok(),
+            held_plans: held_plans.ok(),
+            stats: stats.ok(),
+        }
+    }
+
+    /// As `GET /api/v1/stats/overview`: the history brought up to date first.
+    async fn statistics(
+        &self,
+        today: i64,
+    ) -> Result<[PeriodFigures; 2], kitsync_store::StoreError> {
+        self.store.catch_up_stats(50).await?;
+        Ok([
+            self.store.stats_period(today, today).await?,
+            self.store.stats_period(today - 6, today).await?,
+        ])
+    }
+
+    /// The whole exposition.
+    pub async fn render(&self) -> String {
+        let s = self.scraped().await;
+        let mut e = Encoder::new();
+        self.encode_process(&mut e);
+        if let Some(m) = &self.ingress {
+            m.encode(&mut e);
+        }
+        if let Some(w) = &self.worker {
+            w.encode(&mut e);
+        }
+        encode_scraped(&mut e, &s, self.queue.kind());
+        e.finish()
+    }
+
+    fn encode_process(&self, e: &mut Encoder) {
+        e.family(
+            "kitsync_build_info",
+            Kind::Gauge,
+            "Always 1; the labels say which kitsync runs on which backends.",
+        )
+        .sample(
+            "kitsync_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("queue", self.queue.kind()),
+                ("database", self.database_kind),
+            ],
+            1u64,
+        );
+        let start = self
+            .started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        e.family(
+            "kitsync_process_start_time_seconds",
+            Kind::Gauge,
+            "When this process started, Unix seconds.",
+        )
+        .sample("kitsync_process_start_time_seconds", &[], start);
+        e.family(
+            "kitsync_uptime_seconds",
+            Kind::Gauge,
+            "Seconds since this process started.",
+        )
+        .sample(
+            "kitsync_uptime_seconds",
+            &[],
+            self.started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+fn encode_scraped(e: &mut Encoder, s: &Scraped, queue_kind: &str) {
+    e.family(
+        "kitsync_metrics_source_up",
+        Kind::Gauge,
+        "1 when the last refresh of this source's scrape-time gauges succeeded, else 0 (and its series are left out).",
+    );
+    for (source, up) in [
+        ("queue", s.backlog.is_some()),
+        ("dead_letters", s.dead_letters.is_some()),
+        ("plans", s.held_plans.is_some()),
+        ("stats", s.stats.is_some()),
+    ] {
+        e.sample(
+            "kitsync_metrics_source_up",
+            &[("source", source)],
+            u64::from(up),
+        );
+    }
+    if let Some(b) = &s.backlog {
+        e.family(
+            "kitsync_queue_depth",
+            Kind::Gauge,
+            "Messages not yet applied, by state: ready = deliverable now, delayed = waiting for a retry, in_flight = delivered and not yet acked (embedded queue only).",
+        );
+        let mut states = vec![("ready", b.ready), ("delayed", b.delayed)];
+        if let Some(n) = b.in_flight {
+            states.push(("in_flight", n));
+        }
+        for (state, n) in states {
+            e.sample(
+                "kitsync_queue_depth",
+                &[("queue", queue_kind), ("state", state)],
+                n,
+            );
+        }
+        // The embedded queue knows every message's publish time; RabbitMQ does not tell
+        // without consuming, so the series is absent there.
+        if queue_kind == "embedded" {
+            #[allow(clippy::cast_precision_loss)]
+            let age = b.oldest_enqueued_at_ms.map_or(0.0, |at| {
+                (s.at_ms.saturating_sub(at)).max(0) as f64 / 1000.0
+            });
+            e.family(
+                "kitsync_queue_oldest_age_seconds",
+                Kind::Gauge,
+                "Age of the oldest message not yet applied (0 when the queue is empty); embedded queue only.",
+            )
+            .sample("kitsync_queue_oldest_age_seconds", &[("queue", queue_kind)], age);
+        }
+    }
+    if let Some(n) = s.dead_letters {
+        e.family(
+            "kitsync_dead_letters",
+            Kind::Gauge,
+            "Dead letters not replayed yet (kitsync deadletters list).",
+        )
+        .sample("kitsync_dead_letters", &[], n);
+    }
+    if let Some(n) = s.held_plans {
+        e.family(
+            "kitsync_held_plans",
+            Kind::Gauge,
+            "Full department syncs held by the mass-deletion guard (kitsync plans list).",
+        )
+        .sample("kitsync_held_plans", &[], n);
+    }
+    if let Some([day, week]) = &s.stats {
+        let figures = [
+            (
+                "kitsync_projects_opened",
+                "Production tenants with an authorised user at the end of the period (UTC+8 days), as GET /api/v1/stats/overview.",
+                day.projects_opened,
+                week.projects_opened,
+            ),
+            (
+                "kitsync_projects_active",
+                "Opened tenants with activity during the period.",
+                day.projects_active,
+                week.projects_active,
+            ),
+            (
+                "kitsync_members_authorized",
+                "Users authorised at the end of the period.",
+                day.members_authorized,
+                week.members_authorized,
+            ),
+            (
+                "kitsync_members_active",
+                "Authorised users with activity during the period.",
+                day.members_active,
+                week.members_active,
+            ),
+        ];
+        for (name, help, d, w) in figures {
+            e.family(name, Kind::Gauge, help)
+                .sample(name, &[("period", "day")], d)
+                .sample(name, &[("period", "7d")], w);
+        }
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn routes(ops: Arc<Operations>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ops)
+}
+
+/// 200 when the database and the queue answer, 503 otherwise; the body says which.
+async fn readyz(State(ops): State<Arc<Operations>>) -> Response {
+    let db_ok = ops.db.ping().await.is_ok();
+    let q_ok = ops.queue.ping().await.is_ok();
+    let body = serde_json::json!({ "database": db_ok, "queue": q_ok });
+    let status = if db_ok && q_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(ops): State<Arc<Operations>>, headers: HeaderMap) -> Response {
+    if !ops.authorised(&headers) {
+        let mut res =
+            (StatusCode::UNAUTHORIZED, "metrics: bearer token required\n").into_response();
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"kitsync metrics\""),
+        );
+        return res;
+    }
+    let body = ops.render().await;
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+        body,
+    )
+        .into_response()
+}
