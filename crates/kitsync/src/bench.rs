@@ -566,18 +566,9 @@ impl RawHandler {
             .route("/raw", axum::routing::post(raw_handler_route))
             .route("/raw-nonce", axum::routing::post(raw_nonce_route))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
+        let (base, stop, server) = crate::bench_read::serve_on_loopback(router).await?;
         let uri = format!("{base}/raw");
         let nonce_uri = format!("{base}/raw-nonce");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
         Ok(Self {
             uri,
             nonce_uri,

@@ -60,16 +60,7 @@ pub async fn run(settings: Settings, a: ReadArgs) -> anyhow::Result<()> {
         "/trivial",
         axum::routing::get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (base, stop, server) = serve_on_loopback(router).await?;
     let client: Client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(a.concurrency)
@@ -216,6 +207,31 @@ pub(crate) async fn seed(
             .context("seeding members")?;
     }
     Ok(())
+}
+
+/// A benchmark's server on `127.0.0.1:0`: its base URL, the sender that stops it, its task.
+pub(crate) type LoopbackServer = (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Serves `router` on a free loopback port until the returned sender fires.
+///
+/// # Errors
+/// The port could not be bound.
+pub(crate) async fn serve_on_loopback(router: axum::Router) -> anyhow::Result<LoopbackServer> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok((base, stop, server))
 }
 
 pub(crate) struct Run {

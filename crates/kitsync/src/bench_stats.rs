@@ -3,7 +3,7 @@
 //! the same four figures computed straight from the raw events and the current
 //! authorisations — measured in the same run on the same database.
 use crate::app;
-use crate::bench_read::{drive, seed, Client};
+use crate::bench_read::{drive, seed, serve_on_loopback, Client};
 use crate::settings::Settings;
 use anyhow::Context as _;
 use clap::Args;
@@ -93,16 +93,7 @@ pub async fn run(settings: Settings, a: StatsArgs) -> anyhow::Result<()> {
         .await?;
     let token = token.expose_secret().to_owned();
     let router = kitsync_api::router(store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (base, stop, server) = serve_on_loopback(router).await?;
     let client: Client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
