@@ -183,18 +183,28 @@ async fn apply_spans(
             _ => {}
         }
     }
-    for ((t, u, a), from, to) in &closed {
+    // Close the stored spans, set-based (a tenant delete closes thousands in one batch).
+    for chunk in closed.chunks(rows_per_statement(5)) {
         let mut sql = Sql::new(backend);
-        sql.push("UPDATE auth_spans SET to_v = ")
-            .bind(*to)
-            .push(" WHERE tenant_id = ")
-            .bind(t.as_str())
-            .push(" AND user_name = ")
-            .bind(u.as_str())
-            .push(" AND app_id = ")
-            .bind(a.as_str())
-            .push(" AND from_v = ")
-            .bind(*from);
+        sql.push("WITH v (t, u, a, f, e) AS (VALUES ");
+        for (i, ((t, u, a), from, to)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_tuple::<_, Value>([
+                t.clone().into(),
+                u.clone().into(),
+                a.clone().into(),
+                (*from).into(),
+                (*to).into(),
+            ]);
+        }
+        sql.push(
+            ") UPDATE auth_spans SET to_v = (SELECT v.e FROM v WHERE v.t = auth_spans.tenant_id \
+             AND v.u = auth_spans.user_name AND v.a = auth_spans.app_id \
+             AND v.f = auth_spans.from_v) \
+             WHERE (tenant_id, user_name, app_id, from_v) IN (SELECT t, u, a, f FROM v)",
+        );
         txn.execute(sql.build()).await?;
     }
     let new: Vec<_> = opened.into_iter().collect();
@@ -232,8 +242,11 @@ pub struct PeriodFigures {
     pub members_active: u64,
 }
 
-/// The `WITH auth AS (…)` of the production (tenant, user) pairs authorised at `end_ms`.
-fn authorised_cte(sql: &mut Sql, end_ms: i64) {
+/// `WITH auth AS (…), act AS (…)`: the production (tenant, user) pairs authorised at the end
+/// of `to_day`, and those of them active on a day of `[from_day, to_day]` (a primary-key
+/// probe of `activity_daily` per pair).
+fn authorised_and_active(sql: &mut Sql, from_day: i64, to_day: i64) {
+    let end_ms = end_of_day_ms(to_day);
     sql.push(
         "WITH auth AS (SELECT DISTINCT s.tenant_id, s.user_name FROM auth_spans s \
          JOIN tenants t ON t.tenant_id = s.tenant_id AND t.deleted = FALSE AND t.test = FALSE \
@@ -242,7 +255,15 @@ fn authorised_cte(sql: &mut Sql, end_ms: i64) {
     .bind(end_ms)
     .push(" AND (s.to_v IS NULL OR s.to_v > ")
     .bind(end_ms)
-    .push(")), act AS (SELECT a.tenant_id, a.user_name FROM auth a WHERE EXISTS (SELECT 1 FROM activity_daily d WHERE d.tenant_id = a.tenant_id AND d.user_name = a.user_name AND d.day >= ");
+    .push(
+        ")), act AS (SELECT a.tenant_id, a.user_name FROM auth a WHERE EXISTS (SELECT 1 \
+         FROM activity_daily d WHERE d.tenant_id = a.tenant_id AND d.user_name = a.user_name \
+         AND d.day >= ",
+    )
+    .bind(day_value(from_day))
+    .push(" AND d.day <= ")
+    .bind(day_value(to_day))
+    .push("))");
 }
 
 /// The figures of UTC+8 days `[from_day, to_day]`.
@@ -281,15 +302,12 @@ pub(crate) async fn period(
         );
     } else {
         // SQLite probes the (tenant, user, day) primary key per authorised pair.
-        authorised_cte(&mut sql, end_of_day_ms(to_day));
-        sql.bind(day_value(from_day))
-            .push(" AND d.day <= ")
-            .bind(day_value(to_day))
-            .push(
-                ")) SELECT (SELECT COUNT(DISTINCT tenant_id) FROM auth), \
+        authorised_and_active(&mut sql, from_day, to_day);
+        sql.push(
+            " SELECT (SELECT COUNT(DISTINCT tenant_id) FROM auth), \
                  (SELECT COUNT(DISTINCT tenant_id) FROM act), \
                  (SELECT COUNT(*) FROM auth), (SELECT COUNT(*) FROM act)",
-            );
+        );
     }
     let row = db
         .query_one(sql.build())
@@ -364,12 +382,9 @@ pub(crate) async fn tenants(
     to_day: i64,
 ) -> Result<Vec<TenantFigures>, StoreError> {
     let mut sql = Sql::new(db.get_database_backend());
-    authorised_cte(&mut sql, end_of_day_ms(to_day));
-    sql.bind(day_value(from_day))
-        .push(" AND d.day <= ")
-        .bind(day_value(to_day))
-        .push(
-            ")) SELECT t.tenant_id, t.name, \
+    authorised_and_active(&mut sql, from_day, to_day);
+    sql.push(
+            " SELECT t.tenant_id, t.name, \
              (SELECT COUNT(*) FROM auth a WHERE a.tenant_id = t.tenant_id), \
              (SELECT COUNT(*) FROM act a WHERE a.tenant_id = t.tenant_id), \
              (SELECT MAX(d.last_at) FROM activity_daily d WHERE d.tenant_id = t.tenant_id AND d.day <= ",
