@@ -578,6 +578,18 @@ async fn service_provider_config(
     Ok(scim_json(&schema::service_provider_config(&base)))
 }
 
+/// A list of discovery documents, or the one whose `id` is `id` (404 naming `what`).
+fn discovery_answer(docs: Vec<Value>, id: Option<&str>, what: &str) -> Result<Response, ScimError> {
+    match id {
+        None => Ok(list_response(docs.len() as u64, 1, docs)),
+        Some(id) => docs
+            .into_iter()
+            .find(|d| d["id"] == id)
+            .map(|d| scim_json(&d))
+            .ok_or_else(|| ScimError::not_found(format!("no {what} {id}"))),
+    }
+}
+
 async fn resource_types(
     State(state): State<Shared>,
     caller: Result<Caller, ApiError>,
@@ -585,8 +597,7 @@ async fn resource_types(
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
     let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let all = schema::resource_types(&base);
-    Ok(list_response(all.len() as u64, 1, all))
+    discovery_answer(schema::resource_types(&base), None, "resource type")
 }
 
 async fn resource_type(
@@ -596,11 +607,11 @@ async fn resource_type(
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
     let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    schema::resource_types(&base)
-        .into_iter()
-        .find(|r| r["id"] == id.as_str())
-        .map(|r| scim_json(&r))
-        .ok_or_else(|| ScimError::not_found(format!("no resource type {id} (User, Group)")))
+    discovery_answer(
+        schema::resource_types(&base),
+        Some(&id),
+        "resource type (User, Group)",
+    )
 }
 
 async fn schemas(
@@ -610,8 +621,7 @@ async fn schemas(
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
     let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let all = schema::schemas(&base);
-    Ok(list_response(all.len() as u64, 1, all))
+    discovery_answer(schema::schemas(&base), None, "schema")
 }
 
 async fn schema_by_id(
@@ -621,11 +631,7 @@ async fn schema_by_id(
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
     let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    schema::schemas(&base)
-        .into_iter()
-        .find(|s| s["id"] == id.as_str())
-        .map(|s| scim_json(&s))
-        .ok_or_else(|| ScimError::not_found(format!("no schema {id}")))
+    discovery_answer(schema::schemas(&base), Some(&id), "schema")
 }
 
 /// The query string as a map, for handlers that read `attributes` and the like.
