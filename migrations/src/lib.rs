@@ -14,6 +14,7 @@
 //!   and their recent delivery attempts.
 //! - `m20261129_000008_member_name_search`: an expression index for the member name search.
 //! - `m20261129_000009_activity`: raw activity events and their daily rollups.
+//! - `m20261129_000010_stats_windows`: precomputed statistics per tenant and day.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and [`testing`] gives each test its own fresh database.
@@ -28,6 +29,7 @@ mod m20261129_000006_scim_groups;
 mod m20261129_000007_webhooks;
 mod m20261129_000008_member_name_search;
 mod m20261129_000009_activity;
+mod m20261129_000010_stats_windows;
 pub mod testing;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
@@ -48,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000007_webhooks::Migration),
             Box::new(m20261129_000008_member_name_search::Migration),
             Box::new(m20261129_000009_activity::Migration),
+            Box::new(m20261129_000010_stats_windows::Migration),
         ]
     }
 }

@@ -521,10 +521,19 @@ async fn queue_down_answers_000005_quickly_and_recovers() {
     let r = kit.send(AUTH_SYNC, &body("before-outage")).await;
     assert_accepted("before the outage", &r, env.key());
 
+    let r = kit.api("GET", "/readyz", None, &[], None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
     // The queue is down.
     let lock = match &proxy {
         Some(p) => {
             p.cut();
+            // RabbitMQ unreachable: not ready, and the body says which.
+            let r = kit.api("GET", "/readyz", None, &[], None).await;
+            assert_eq!(
+                (r.status, r.body.clone()),
+                (503, serde_json::json!({ "database": true, "queue": false }))
+            );
             None
         }
         None => Some(block_embedded_queue(&env).await),
@@ -536,6 +545,8 @@ async fn queue_down_answers_000005_quickly_and_recovers() {
         (None, None) => unreachable!(),
     }
     accepted_again(&env, &kit, &body("after-outage")).await;
+    let r = kit.api("GET", "/readyz", None, &[], None).await;
+    assert_eq!(r.status, 200, "ready again after the outage: {:?}", r.body);
     let r = kit.send(AUTH_SYNC, &body("after-outage-2")).await;
     assert_accepted("the next callback after the outage", &r, env.key());
     expected.extend(["after-outage".to_owned(), "after-outage-2".to_owned()]);
@@ -746,6 +757,11 @@ async fn drop_poison_trigger(env: &Env) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_message_is_dead_lettered_and_replayed() {
     let mut env = Env::new("poison").await;
+    // The worker's own /metrics listener, read afresh on every scrape.
+    env.extra_env.extend([
+        ("KITSYNC_METRICS__ADDR".into(), "127.0.0.1:0".into()),
+        ("KITSYNC_METRICS__CACHE_MS".into(), "0".into()),
+    ]);
     env.queue.max_attempts = 3;
     env.queue.retry_min_delay_ms = 200;
     env.queue.retry_max_delay_ms = 400;
@@ -809,6 +825,11 @@ async fn poison_message_is_dead_lettered_and_replayed() {
         listed.contains("e2e poison: insert refused by trigger"),
         "the reason is listed: {listed}"
     );
+    // /metrics counts it: the worker's counter and the shared gauge.
+    let metrics = worker.metrics_client();
+    let dead_lettered = "kitsync_apply_failures_total{kind=\"dead_lettered\"}";
+    assert_eq!(metric(&metrics, dead_lettered).await, Some(1.0));
+    assert_eq!(metric(&metrics, "kitsync_dead_letters").await, Some(1.0));
 
     // Repair, replay, and the user appears.
     drop_poison_trigger(&env).await;
@@ -834,6 +855,9 @@ async fn poison_message_is_dead_lettered_and_replayed() {
     let out = env.cli(&["deadletters", "list"]).await;
     let pending = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(pending.contains("no dead letters"), "{pending}");
+    // Replayed: no dead letter is pending; the counter of what happened stays.
+    assert_eq!(metric(&metrics, "kitsync_dead_letters").await, Some(0.0));
+    assert_eq!(metric(&metrics, dead_lettered).await, Some(1.0));
     let out = env.cli(&["deadletters", "list", "--all"]).await;
     let history = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(history.contains("replayed"), "{history}");
@@ -1434,4 +1458,17 @@ async fn webhooks_push_signed_member_events() {
     assert!(!out.status.success(), "removing twice is an error");
     receiver_task.abort();
     env.finish().await;
+}
+
+/// The value of one series in `/metrics`, written exactly as the exposition names it.
+async fn metric(client: &Kit, series: &str) -> Option<f64> {
+    let r = client.api("GET", "/metrics", None, &[], None).await;
+    assert_eq!(r.status, 200);
+    String::from_utf8_lossy(&r.raw).lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

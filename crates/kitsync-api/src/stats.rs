@@ -3,8 +3,10 @@
 //!
 //! A period is `from`/`to` (inclusive UTC+8 dates `YYYY-MM-DD`, at most 30 days) or
 //! `preset=day|7d|30d` (ending today in UTC+8; the default is `7d`). Before answering, the
-//! statistics' authorisation history is brought up to date with the journal, and every
-//! answer says when it was computed (`asOf`).
+//! statistics' authorisation history is brought up to date with the journal; the figures are
+//! then read from the store's per-tenant windows (computed first where a write deleted them),
+//! so they are exact for everything committed, and every answer says when it was computed
+//! (`asOf`).
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::page::PageQuery;

@@ -160,6 +160,12 @@ pub(crate) async fn record(
         ));
         txn.execute(sql.build()).await?;
     }
+    // The statistics windows these rollups change: per tenant, from the earliest day on.
+    let mut changed: BTreeMap<String, i64> = BTreeMap::new();
+    for ((tenant, day, _), _) in &rows {
+        crate::windows::note_change(&mut changed, tenant, *day);
+    }
+    crate::windows::invalidate(&txn, backend, &changed).await?;
     // 3. Which events name a live member of a live tenant.
     let pairs: Vec<(&str, &str)> = events
         .iter()

@@ -25,7 +25,10 @@
 //!   SCIM user filters ([`MemberCond`], [`Store::query_members`]).
 //! - `activity`: activity events and their UTC+8 daily rollups ([`Store::record_activity`]).
 //! - `stats`: the statistics' authorisation history (`auth_spans`, built from the journal by
-//!   [`Store::index_stats`]) and their queries ([`Store::stats_period`], …).
+//!   [`Store::index_stats`]) and the per-day series ([`Store::stats_daily`]).
+//! - `windows`: precomputed per-tenant, per-day statistics that answer any period of up to
+//!   30 days by reading one row per tenant ([`Store::stats_period`], [`Store::stats_tenants`],
+//!   [`Store::warm_stats`]).
 //! - `tokens`: API bearer tokens ([`Store::create_token`], [`Store::authenticate`]).
 //! - [`feed`]: the change feed's event shape and pages ([`Store::feed_page`]), shared by the
 //!   pull feed (`GET /api/v1/events`) and the webhook push.
@@ -76,6 +79,7 @@ mod sql;
 mod stats;
 mod tokens;
 mod webhooks;
+mod windows;
 
 pub use activity::{utc8_day, ActivityEvent, ActivityKind, DailyRow, Recorded, DAY_MS, UTC8_MS};
 pub use error::StoreError;
@@ -93,6 +97,7 @@ pub use webhooks::{
     AttemptOutcome, NewWebhook, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookLease,
     WebhookState, DELIVERY_LOG_KEEP,
 };
+pub use windows::WINDOW_DAYS;
 
 use kitsync_domain::Command;
 use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
@@ -351,16 +356,38 @@ impl Store {
         Ok(())
     }
 
-    /// The statistics of UTC+8 days `[from_day, to_day]` (days since 1970-01-01).
+    /// The statistics of UTC+8 days `[from_day, to_day]` (days since 1970-01-01), at most
+    /// [`WINDOW_DAYS`] days: read from the precomputed windows, computing those missing.
     ///
     /// # Errors
+    /// [`StoreError::Conflict`] for a period of more than [`WINDOW_DAYS`] days or none;
     /// [`StoreError::Database`] when the database fails.
     pub async fn stats_period(
         &self,
         from_day: i64,
         to_day: i64,
     ) -> Result<PeriodFigures, StoreError> {
-        stats::period(&self.db, from_day, to_day).await
+        windows::period(&self.db, from_day, to_day).await
+    }
+
+    /// Computes the statistics windows of the 31 UTC+8 days up to `today` that do not exist
+    /// yet — what the presets (`day`, `7d`, `30d`), their previous periods and their daily
+    /// series read — so their requests only read; how many tenant-days it computed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn warm_stats(&self, today: i64) -> Result<usize, StoreError> {
+        windows::warm(&self.db, today).await
+    }
+
+    /// A value that changes whenever a statistics window may have been deleted or a
+    /// production tenant was added or removed: while it stays the same (and so does the
+    /// day), [`Store::warm_stats`] has nothing to do.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn stats_fingerprint(&self) -> Result<(i64, i64), StoreError> {
+        windows::fingerprint(&self.db).await
     }
 
     /// Per day of `[from_day, to_day]`: `(day, active members, active projects)`, days with
@@ -373,19 +400,20 @@ impl Store {
         from_day: i64,
         to_day: i64,
     ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
-        stats::daily(&self.db, from_day, to_day).await
+        windows::daily(&self.db, from_day, to_day).await
     }
 
-    /// Every production tenant's figures for `[from_day, to_day]`, by tenant id.
+    /// Every production tenant's figures for `[from_day, to_day]` (at most [`WINDOW_DAYS`]
+    /// days), by tenant id.
     ///
     /// # Errors
-    /// [`StoreError::Database`] when the database fails.
+    /// As [`Store::stats_period`].
     pub async fn stats_tenants(
         &self,
         from_day: i64,
         to_day: i64,
     ) -> Result<Vec<TenantFigures>, StoreError> {
-        stats::tenants(&self.db, from_day, to_day).await
+        windows::tenants(&self.db, from_day, to_day).await
     }
 
     /// The groups the ISV created through SCIM, by id, each with its members in order.

@@ -17,9 +17,14 @@
 //! - projects opened: tenants with at least one of those;
 //! - active users: authorised users with activity on a day in `[from, to]`;
 //! - active projects: opened projects with at least one active user.
-use crate::activity::{DAY_MS, UTC8_MS};
+//!
+//! The period and per-tenant figures are read from precomputed windows (the `windows`
+//! module, which the indexer keeps fresh when it changes spans); the per-day series is
+//! computed here.
+use crate::activity::{utc8_day, DAY_MS, UTC8_MS};
 use crate::error::StoreError;
 use crate::sql::{rows_per_statement, Sql};
+use crate::windows;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
@@ -33,12 +38,14 @@ pub fn end_of_day_ms(day: i64) -> i64 {
 /// Reads up to `limit` journal rows after the cursor into `auth_spans`; how many it read.
 pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, StoreError> {
     let backend = db.get_database_backend();
-    // Nothing new: answer without taking the cursor's lock (a write on SQLite).
+    // Nothing new: answer without taking the cursor's lock (a write on SQLite). `MAX(id)` is
+    // one step of the primary key; `id > (subquery) LIMIT 1` made PostgreSQL, which cannot
+    // know the subquery's value when planning, scan the whole journal to find nothing.
     let pending = db
         .query_one(sea_orm::Statement::from_string(
             backend,
-            "SELECT 1 FROM journal WHERE id > (SELECT journal_id FROM stats_cursor \
-             WHERE name = 'auth_spans') LIMIT 1",
+            "SELECT 1 WHERE (SELECT MAX(id) FROM journal) > (SELECT journal_id FROM stats_cursor \
+             WHERE name = 'auth_spans')",
         ))
         .await?;
     if pending.is_none() {
@@ -167,13 +174,17 @@ async fn apply_spans(
     // Replay the changes in order over the open spans.
     let mut opened: BTreeMap<(SpanKey, i64), (Option<i64>, bool)> = BTreeMap::new();
     let mut closed: Vec<(SpanKey, i64, i64)> = Vec::new(); // (key, from_v, to_v) of stored spans
+                                                           // Per tenant, the first UTC+8 day whose end a span now covers or no longer covers.
+    let mut changed: BTreeMap<String, i64> = BTreeMap::new();
     for (key, enabled, v, test) in changes {
         match (open.get(key).copied(), *enabled) {
             (None, true) => {
+                windows::note_change(&mut changed, &key.0, utc8_day(*v));
                 open.insert(key.clone(), *v);
                 opened.insert((key.clone(), *v), (None, *test));
             }
             (Some(from), false) => {
+                windows::note_change(&mut changed, &key.0, utc8_day(*v));
                 open.remove(key);
                 match opened.get_mut(&(key.clone(), from)) {
                     Some(span) => span.0 = Some(*v),
@@ -230,7 +241,7 @@ async fn apply_spans(
         sql.push(" ON CONFLICT (tenant_id, user_name, app_id, from_v) DO NOTHING");
         txn.execute(sql.build()).await?;
     }
-    Ok(())
+    windows::invalidate(txn, backend, &changed).await
 }
 
 /// The four figures of one period.
@@ -242,95 +253,14 @@ pub struct PeriodFigures {
     pub members_active: u64,
 }
 
-/// `WITH auth AS (…), act AS (…)`: the production (tenant, user) pairs authorised at the end
-/// of `to_day`, and those of them active on a day of `[from_day, to_day]` (a primary-key
-/// probe of `activity_daily` per pair).
-fn authorised_and_active(sql: &mut Sql, from_day: i64, to_day: i64) {
-    let end_ms = end_of_day_ms(to_day);
-    sql.push(
-        "WITH auth AS (SELECT DISTINCT s.tenant_id, s.user_name FROM auth_spans s \
-         JOIN tenants t ON t.tenant_id = s.tenant_id AND t.deleted = FALSE AND t.test = FALSE \
-         WHERE s.test = FALSE AND s.from_v <= ",
-    )
-    .bind(end_ms)
-    .push(" AND (s.to_v IS NULL OR s.to_v > ")
-    .bind(end_ms)
-    .push(
-        ")), act AS (SELECT a.tenant_id, a.user_name FROM auth a WHERE EXISTS (SELECT 1 \
-         FROM activity_daily d WHERE d.tenant_id = a.tenant_id AND d.user_name = a.user_name \
-         AND d.day >= ",
-    )
-    .bind(day_value(from_day))
-    .push(" AND d.day <= ")
-    .bind(day_value(to_day))
-    .push("))");
-}
-
-/// The figures of UTC+8 days `[from_day, to_day]`.
-pub(crate) async fn period(
-    db: &DatabaseConnection,
-    from_day: i64,
-    to_day: i64,
-) -> Result<PeriodFigures, StoreError> {
-    let backend = db.get_database_backend();
-    let mut sql = Sql::new(backend);
-    if backend == DbBackend::Postgres {
-        // One pass: the period's active pairs hashed once and outer-joined to the authorised
-        // ones (PostgreSQL hash-joins them: about 0.6 s instead of 1 s for 100 000 pairs
-        // with 850 000 rollup rows, where the per-pair probes below cost ~8 µs each).
-        let end = end_of_day_ms(to_day);
-        sql.push(
-            "WITH auth AS (SELECT DISTINCT s.tenant_id, s.user_name FROM auth_spans s \
-             JOIN tenants t ON t.tenant_id = s.tenant_id AND t.deleted = FALSE AND t.test = FALSE \
-             WHERE s.test = FALSE AND s.from_v <= ",
-        )
-        .bind(end)
-        .push(" AND (s.to_v IS NULL OR s.to_v > ")
-        .bind(end)
-        .push(
-            ")), act AS (SELECT DISTINCT d.tenant_id, d.user_name FROM activity_daily d \
-             WHERE d.day >= ",
-        )
-        .bind(day_value(from_day))
-        .push(" AND d.day <= ")
-        .bind(day_value(to_day))
-        .push(
-            "), j AS (SELECT a.tenant_id, (x.user_name IS NOT NULL) AS active FROM auth a \
-             LEFT JOIN act x ON x.tenant_id = a.tenant_id AND x.user_name = a.user_name) \
-             SELECT COUNT(DISTINCT tenant_id), COUNT(DISTINCT tenant_id) FILTER (WHERE active), \
-             COUNT(*), COUNT(*) FILTER (WHERE active) FROM j",
-        );
-    } else {
-        // SQLite probes the (tenant, user, day) primary key per authorised pair.
-        authorised_and_active(&mut sql, from_day, to_day);
-        sql.push(
-            " SELECT (SELECT COUNT(DISTINCT tenant_id) FROM auth), \
-                 (SELECT COUNT(DISTINCT tenant_id) FROM act), \
-                 (SELECT COUNT(*) FROM auth), (SELECT COUNT(*) FROM act)",
-        );
-    }
-    let row = db
-        .query_one(sql.build())
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("the statistics query returned no row".into()))?;
-    let n = |i: usize| -> Result<u64, StoreError> {
-        Ok(u64::try_from(row.try_get_by_index::<i64>(i)?).unwrap_or(0))
-    };
-    Ok(PeriodFigures {
-        projects_opened: n(0)?,
-        projects_active: n(1)?,
-        members_authorized: n(2)?,
-        members_active: n(3)?,
-    })
-}
-
 fn day_value(day: i64) -> i32 {
     i32::try_from(day).unwrap_or(i32::MAX)
 }
 
 /// Per UTC+8 day of `[from_day, to_day]`: users authorised at the end of that day with
-/// activity on it, and their tenants. Days without any are absent.
-pub(crate) async fn daily(
+/// activity on it, and their tenants. Days without any are absent. Computed from the
+/// history and the rollups (the `windows` module answers the days whose windows exist).
+pub(crate) async fn daily_from_history(
     db: &DatabaseConnection,
     from_day: i64,
     to_day: i64,
@@ -373,37 +303,4 @@ pub struct TenantFigures {
     pub active: u64,
     /// The last activity (Unix ms) of any of its users up to the period's end, if any.
     pub last_active_at: Option<i64>,
-}
-
-/// Every production tenant with its figures for `[from_day, to_day]`, by tenant id.
-pub(crate) async fn tenants(
-    db: &DatabaseConnection,
-    from_day: i64,
-    to_day: i64,
-) -> Result<Vec<TenantFigures>, StoreError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    authorised_and_active(&mut sql, from_day, to_day);
-    sql.push(
-            " SELECT t.tenant_id, t.name, \
-             (SELECT COUNT(*) FROM auth a WHERE a.tenant_id = t.tenant_id), \
-             (SELECT COUNT(*) FROM act a WHERE a.tenant_id = t.tenant_id), \
-             (SELECT MAX(d.last_at) FROM activity_daily d WHERE d.tenant_id = t.tenant_id AND d.day <= ",
-        )
-        .bind(day_value(to_day))
-        .push(
-            ") FROM tenants t WHERE t.deleted = FALSE AND t.test = FALSE ORDER BY t.tenant_id",
-        );
-    db.query_all(sql.build())
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(TenantFigures {
-                tenant_id: r.try_get_by_index(0)?,
-                name: r.try_get_by_index(1)?,
-                authorized: u64::try_from(r.try_get_by_index::<i64>(2)?).unwrap_or(0),
-                active: u64::try_from(r.try_get_by_index::<i64>(3)?).unwrap_or(0),
-                last_active_at: r.try_get_by_index(4)?,
-            })
-        })
-        .collect()
 }

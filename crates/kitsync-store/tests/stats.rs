@@ -13,6 +13,7 @@ use kitsync_domain::{
     AppChange, AuthChange, AuthOp, AuthUser, Command, KitTime, Op, Role, SecretText, TenantChange,
 };
 use kitsync_store::{end_of_day_ms, utc8_day, ActivityEvent, ActivityKind, DAY_MS, UTC8_MS};
+use sea_orm::ConnectionTrait as _;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A small deterministic generator (xorshift), so a failure can be replayed.
@@ -174,10 +175,6 @@ async fn statistics_match_an_independent_computation_on_generated_histories() {
     }
     let end_ms = v;
     history.push((end_ms + 1, Change::DeleteTenant(deleted_tenant.into())));
-    for (v, c) in &history {
-        let test = matches!(c, Change::Grant(t, ..) | Change::Revoke(t, ..) | Change::DeleteApp(t, _) | Change::DeleteTenant(t) if t == test_tenant);
-        store.apply(&command(c, *v, test)).await.unwrap();
-    }
     // Activity: users (some never authorised: u8, u9) of every tenant, across the days.
     let last_day = utc8_day(end_ms);
     let mut activity: Vec<ActivityEvent> = Vec::new();
@@ -200,18 +197,6 @@ async fn statistics_match_an_independent_computation_on_generated_histories() {
             at_ms: d * DAY_MS - UTC8_MS + in_day,
         });
     }
-    for chunk in activity.chunks(1000) {
-        store.record_activity(chunk).await.unwrap();
-    }
-    // Index in small batches, so spans opened in one batch are closed in a later one.
-    while store.index_stats(37).await.unwrap() > 0 {}
-
-    let counted = |t: &str| t != test_tenant && t != deleted_tenant;
-    let active_on = |t: &str, u: &str, from: i64, to: i64| {
-        activity.iter().any(|e| {
-            e.tenant_id == t && e.user_name == u && (from..=to).contains(&utc8_day(e.at_ms))
-        })
-    };
     let mut periods: Vec<(i64, i64)> = (day0..=last_day).map(|d| (d, d)).collect();
     periods.extend([
         (day0 + 3, day0 + 9),
@@ -219,77 +204,256 @@ async fn statistics_match_an_independent_computation_on_generated_histories() {
         (last_day - 6, last_day),
         (last_day - 29, last_day),
     ]);
-    let mut checked = 0;
-    for &(from, to) in &periods {
-        let auth: BTreeSet<(String, String)> = authorised_at(&history, end_of_day_ms(to))
-            .into_iter()
-            .filter(|(t, _)| counted(t))
-            .collect();
-        let active: BTreeSet<&(String, String)> = auth
-            .iter()
-            .filter(|(t, u)| active_on(t, u, from, to))
-            .collect();
-        let opened: BTreeSet<&String> = auth.iter().map(|(t, _)| t).collect();
-        let active_projects: BTreeSet<&String> = active.iter().map(|(t, _)| t).collect();
-        let got = store.stats_period(from, to).await.unwrap();
-        assert_eq!(
-            (
-                got.projects_opened,
-                got.projects_active,
-                got.members_authorized,
-                got.members_active
-            ),
-            (
-                opened.len() as u64,
-                active_projects.len() as u64,
-                auth.len() as u64,
-                active.len() as u64
-            ),
-            "days {from}..={to}"
-        );
-        // Per tenant.
-        for f in store.stats_tenants(from, to).await.unwrap() {
-            assert!(counted(&f.tenant_id), "{} is not counted", f.tenant_id);
-            let a = auth.iter().filter(|(t, _)| *t == f.tenant_id).count() as u64;
-            let act = active.iter().filter(|(t, _)| *t == f.tenant_id).count() as u64;
-            let last = activity
-                .iter()
-                .filter(|e| e.tenant_id == f.tenant_id && utc8_day(e.at_ms) <= to)
-                .map(|e| e.at_ms)
-                .max();
-            assert_eq!(
-                (f.authorized, f.active, f.last_active_at),
-                (a, act, last),
-                "{} days {from}..={to}",
-                f.tenant_id
-            );
+    let world = World {
+        test_tenant,
+        deleted_tenant,
+    };
+    // In three steps, every figure asked (so every day's window computed) after each: half
+    // the changes and half the activity; the other half of the changes (later in
+    // marketplace time); the other half of the activity (on every day: late for most). What
+    // each step adds must show in the figures asked again.
+    let (changes_mid, activity_mid) = (history.len() / 2, activity.len() / 2);
+    for (from, to, act) in [
+        (0, changes_mid, 0..activity_mid),
+        (changes_mid, history.len(), activity_mid..activity_mid),
+        (history.len(), history.len(), activity_mid..activity.len()),
+    ] {
+        for (v, c) in &history[from..to] {
+            let test = matches!(c, Change::Grant(t, ..) | Change::Revoke(t, ..) | Change::DeleteApp(t, _) | Change::DeleteTenant(t) if t == test_tenant);
+            store.apply(&command(c, *v, test)).await.unwrap();
         }
-        // Per day.
-        let daily = store.stats_daily(from, to).await.unwrap();
-        for d in from..=to {
-            let members: BTreeSet<(String, String)> = authorised_at(&history, end_of_day_ms(d))
-                .into_iter()
-                .filter(|(t, u)| counted(t) && active_on(t, u, d, d))
-                .collect();
-            let projects: BTreeSet<&String> = members.iter().map(|(t, _)| t).collect();
-            let got = daily
-                .iter()
-                .find(|(day, _, _)| *day == d)
-                .map_or((0, 0), |r| (r.1, r.2));
-            assert_eq!(
-                got,
-                (members.len() as u64, projects.len() as u64),
-                "day {d}"
-            );
+        for chunk in activity[act.clone()].chunks(700) {
+            store.record_activity(chunk).await.unwrap();
         }
-        checked += 1;
+        // Index in small batches, so spans opened in one batch are closed in a later one.
+        while store.index_stats(37).await.unwrap() > 0 {}
+        world
+            .check(&store, &history[..to], &activity[..act.end], &periods)
+            .await;
     }
-    assert_eq!(checked, periods.len());
     // Something to count: the generated history is not trivially empty.
     let busy = store.stats_period(day0 + 10, day0 + 39).await.unwrap();
     assert!(
         busy.members_authorized > 5 && busy.members_active > 0,
         "{busy:?}"
     );
+    // A longer period is refused by the store (the API refuses it with a 400 first).
+    assert!(store.stats_period(day0, day0 + 30).await.is_err());
+    db.cleanup().await;
+}
+
+struct World {
+    test_tenant: &'static str,
+    deleted_tenant: &'static str,
+}
+
+impl World {
+    /// Every figure of every period against the reference over `history` and `activity`.
+    async fn check(
+        &self,
+        store: &kitsync_store::Store,
+        history: &[(i64, Change)],
+        activity: &[ActivityEvent],
+        periods: &[(i64, i64)],
+    ) {
+        // Test data never counts; once the tenant delete has arrived, neither does that
+        // tenant, for any period: "deleted" is the tenant's state now.
+        let deleted = history
+            .iter()
+            .any(|(_, c)| matches!(c, Change::DeleteTenant(t) if t == self.deleted_tenant));
+        let counted = |t: &str| t != self.test_tenant && !(deleted && t == self.deleted_tenant);
+        let active_on = |t: &str, u: &str, from: i64, to: i64| {
+            activity.iter().any(|e| {
+                e.tenant_id == t && e.user_name == u && (from..=to).contains(&utc8_day(e.at_ms))
+            })
+        };
+        // The daily series first computed from the history (no windows exist after a write
+        // round, for most days), then read from the windows the periods below compute.
+        let from_history: Vec<_> = {
+            let mut out = Vec::new();
+            for &(from, to) in periods {
+                out.push(store.stats_daily(from, to).await.unwrap());
+            }
+            out
+        };
+        for (i, &(from, to)) in periods.iter().enumerate() {
+            let auth: BTreeSet<(String, String)> = authorised_at(history, end_of_day_ms(to))
+                .into_iter()
+                .filter(|(t, _)| counted(t))
+                .collect();
+            let active: BTreeSet<&(String, String)> = auth
+                .iter()
+                .filter(|(t, u)| active_on(t, u, from, to))
+                .collect();
+            let opened: BTreeSet<&String> = auth.iter().map(|(t, _)| t).collect();
+            let active_projects: BTreeSet<&String> = active.iter().map(|(t, _)| t).collect();
+            let got = store.stats_period(from, to).await.unwrap();
+            assert_eq!(
+                (
+                    got.projects_opened,
+                    got.projects_active,
+                    got.members_authorized,
+                    got.members_active
+                ),
+                (
+                    opened.len() as u64,
+                    active_projects.len() as u64,
+                    auth.len() as u64,
+                    active.len() as u64
+                ),
+                "days {from}..={to}, {} changes, {} events",
+                history.len(),
+                activity.len()
+            );
+            // Per tenant.
+            for f in store.stats_tenants(from, to).await.unwrap() {
+                assert!(counted(&f.tenant_id), "{} is not counted", f.tenant_id);
+                let a = auth.iter().filter(|(t, _)| *t == f.tenant_id).count() as u64;
+                let act = active.iter().filter(|(t, _)| *t == f.tenant_id).count() as u64;
+                let last = activity
+                    .iter()
+                    .filter(|e| e.tenant_id == f.tenant_id && utc8_day(e.at_ms) <= to)
+                    .map(|e| e.at_ms)
+                    .max();
+                assert_eq!(
+                    (f.authorized, f.active, f.last_active_at),
+                    (a, act, last),
+                    "{} days {from}..={to}, {} changes, {} events",
+                    f.tenant_id,
+                    history.len(),
+                    activity.len()
+                );
+            }
+            // Per day, both ways.
+            let daily = store.stats_daily(from, to).await.unwrap();
+            assert_eq!(
+                daily, from_history[i],
+                "days {from}..={to}: windows, history"
+            );
+            for d in from..=to {
+                let members: BTreeSet<(String, String)> = authorised_at(history, end_of_day_ms(d))
+                    .into_iter()
+                    .filter(|(t, u)| counted(t) && active_on(t, u, d, d))
+                    .collect();
+                let projects: BTreeSet<&String> = members.iter().map(|(t, _)| t).collect();
+                let got = daily
+                    .iter()
+                    .find(|(day, _, _)| *day == d)
+                    .map_or((0, 0), |r| (r.1, r.2));
+                assert_eq!(
+                    got,
+                    (members.len() as u64, projects.len() as u64),
+                    "day {d}"
+                );
+            }
+        }
+    }
+}
+
+/// Windows computed while activity, authorisation changes and the indexer write are never
+/// left stale: after the writes, every figure read from the windows equals the figure
+/// computed again from nothing. (Each computation and each write that deletes windows takes
+/// the tenant's `stats_marks` lock; without it, a window read just before a write commits
+/// could be stored just after the write's delete.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn windows_computed_during_writes_are_never_left_stale() {
+    let (db, store) = common::store().await;
+    let day0 = utc8_day(
+        chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00+08:00")
+            .unwrap()
+            .timestamp_millis(),
+    );
+    let start_ms = day0 * DAY_MS - UTC8_MS;
+    let tenants = ["t1", "t2", "t3"];
+    for t in tenants {
+        store
+            .apply(&tenant(t, Op::Upsert, start_ms - 1000, false))
+            .await
+            .unwrap();
+    }
+    let days = 10;
+    let periods: Vec<(i64, i64)> = (day0..day0 + days)
+        .flat_map(|d| [(d, d), (d - 6, d), (d - 29, d)])
+        .collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut rng = Rng(0xdead_beef_0042_1234);
+            let rounds = 600;
+            for round in 0..rounds {
+                let t = tenants[rng.below(3) as usize];
+                let v = start_ms + round * (days * DAY_MS / rounds);
+                let c = if rng.below(3) == 0 {
+                    Change::Revoke(t.into(), "app".into(), format!("u{}", rng.below(12)))
+                } else {
+                    Change::Grant(t.into(), "app".into(), format!("u{}", rng.below(12)), true)
+                };
+                store.apply(&command(&c, v, false)).await.unwrap();
+                let events: Vec<ActivityEvent> = (0..5)
+                    .map(|_| ActivityEvent {
+                        tenant_id: tenants[rng.below(3) as usize].into(),
+                        user_name: format!("u{}", rng.below(12)),
+                        kind: ActivityKind::Use,
+                        at_ms: start_ms + rng.below((days * DAY_MS) as u64) as i64,
+                    })
+                    .collect();
+                store.record_activity(&events).await.unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let indexer = {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                store.index_stats(7).await.unwrap();
+            }
+        })
+    };
+    let mut readers = Vec::new();
+    for r in 0..2 {
+        let store = store.clone();
+        let done = done.clone();
+        let periods = periods.clone();
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for &(from, to) in periods.iter().skip(r) {
+                    store.stats_period(from, to).await.unwrap();
+                    reads += 1;
+                }
+            }
+            reads
+        }));
+    }
+    writer.await.unwrap();
+    indexer.await.unwrap();
+    let mut reads = 0;
+    for r in readers {
+        reads += r.await.unwrap();
+    }
+    assert!(reads > 0);
+    store.catch_up_stats(u32::MAX).await.unwrap();
+    let mut read = Vec::new();
+    for &(from, to) in &periods {
+        read.push((
+            store.stats_period(from, to).await.unwrap(),
+            store.stats_tenants(from, to).await.unwrap(),
+        ));
+    }
+    db.conn
+        .execute_unprepared("DELETE FROM stats_windows")
+        .await
+        .unwrap();
+    for (i, &(from, to)) in periods.iter().enumerate() {
+        let again = (
+            store.stats_period(from, to).await.unwrap(),
+            store.stats_tenants(from, to).await.unwrap(),
+        );
+        assert_eq!(read[i], again, "days {from}..={to} after {reads} reads");
+    }
     db.cleanup().await;
 }

@@ -365,3 +365,55 @@ async fn metrics(State(ops): State<Arc<Operations>>, headers: HeaderMap) -> Resp
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failure is a panic
+    use super::*;
+
+    async fn ready(ops: &Arc<Operations>) -> (StatusCode, serde_json::Value) {
+        let res = readyz(State(Arc::clone(ops))).await;
+        let status = res.status();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// `/readyz` is 503 as soon as the queue or the database stops answering, and names which.
+    /// On the embedded queue (or RabbitMQ with `KITSYNC_TEST_AMQP_URL`) and SQLite (or
+    /// PostgreSQL with `KITSYNC_TEST_DATABASE_URL`).
+    #[tokio::test]
+    async fn readyz_is_503_and_names_what_is_down() {
+        let test_db = migrations::testing::fresh_db().await.unwrap();
+        let db = test_db.conn.clone();
+        let settings = kitsync_queue::QueueSettings {
+            amqp_url: migrations::testing::amqp_url(),
+            ..kitsync_queue::QueueSettings::default()
+        };
+        let queue = Queue::connect(&settings, db.clone()).await.unwrap();
+        let store = Store::new(db.clone(), kitsync_store::StoreSettings::default());
+        let ops = Arc::new(Operations::new(
+            db.clone(),
+            queue.clone(),
+            store,
+            &MetricsSettings::default(),
+        ));
+        let up = serde_json::json!({ "database": true, "queue": true });
+        assert_eq!(ready(&ops).await, (StatusCode::OK, up));
+
+        queue.close().await;
+        let queue_down = serde_json::json!({ "database": true, "queue": false });
+        assert_eq!(
+            ready(&ops).await,
+            (StatusCode::SERVICE_UNAVAILABLE, queue_down)
+        );
+
+        // The pool closed: every clone of the connection fails.
+        db.close().await.unwrap();
+        let (status, body) = ready(&ops).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["database"], false);
+        test_db.cleanup().await;
+    }
+}
