@@ -2,10 +2,12 @@
 //! activity build three tenants' statistics on the real binary; headless chromium loads the
 //! page for a preset, a custom range, a sorted and paged table and the "never active"
 //! filter, and every figure the page shows must equal what the statistics API answers. A bad
-//! token and a range over 30 days must show the API's error on the page.
+//! token and a range over 30 days must show the API's error on the page. A second scenario
+//! uses the page as a person does, over the DevTools protocol: types the token, clicks every
+//! control with the mouse, and checks the page against the API after each click.
 //!
-//! Needs `chromium` (Debian's package; `.ci/run` installs it and runs this test with
-//! `--ignored` on both setups). Without it the test is ignored, never passed. Like the other
+//! Needs `chromium` (Debian's package; `.ci/run` installs it and runs these tests with
+//! `--ignored` on both setups). Without it the tests are ignored, never passed. Like the other
 //! end-to-end tests it runs on the embedded defaults, or on PostgreSQL / RabbitMQ when
 //! `KITSYNC_TEST_DATABASE_URL` / `KITSYNC_TEST_AMQP_URL` are set.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
@@ -13,7 +15,7 @@
 use chrono::{DateTime, Duration as Days, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use std::time::Duration;
-use tests::browser::{Browser, Dom, Element};
+use tests::browser::{Browser, Dom, Element, Page};
 use tests::payload::{self, time};
 use tests::{wait_until, Env, Kit, AUTH_SYNC, TENANT_SYNC};
 
@@ -266,23 +268,17 @@ fn assert_error(dom: &Dom, status: u16, api: &Value) {
     );
 }
 
-/// Scenario: the page's figures are the API's — cards with their previous period and change,
-/// the daily series, the tenant table (sorted, filtered, paged) — for a preset and a custom
-/// range; a bad token and an over-long range show the API's error.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs chromium: .ci/run installs it"]
-async fn dashboard_shows_what_the_statistics_api_says() {
-    let mut browser = Browser::new();
-    let env = Env::new("dashboard").await;
-    let server = env.start("serve").await;
-    let kit = server.kit();
-    let stats = token(&env, "stats:read").await;
-    let writer = token(&env, "activity:write").await;
+/// Three production tenants (one with a disabled user, names that need escaping) and a
+/// sandbox tenant that must never show, with activity this week, nine days ago and 25 days
+/// ago; a `stats:read` and an `activity:write` token.
+async fn seed(env: &Env, kit: &Kit) -> (String, String) {
+    let stats = token(env, "stats:read").await;
+    let writer = token(env, "activity:write").await;
 
     // Three production tenants (one with a disabled user, names that need escaping) and a
     // sandbox tenant that must never show.
     tenant(
-        &kit,
+        kit,
         "dash-alpha",
         "Alpha 科技有限公司",
         false,
@@ -290,7 +286,7 @@ async fn dashboard_shows_what_the_statistics_api_says() {
     )
     .await;
     tenant(
-        &kit,
+        kit,
         "dash-beta",
         "北京贝塔软件",
         false,
@@ -298,16 +294,16 @@ async fn dashboard_shows_what_the_statistics_api_says() {
     )
     .await;
     tenant(
-        &kit,
+        kit,
         "dash-gamma",
         "Gamma & <Co> \"Ltd\"",
         false,
         &[("g1", true), ("g2", true)],
     )
     .await;
-    tenant(&kit, "dash-sandbox", "Sandbox", true, &[("s1", true)]).await;
+    tenant(kit, "dash-sandbox", "Sandbox", true, &[("s1", true)]).await;
     wait_until("the directory is applied", APPLY_TIMEOUT, || async {
-        let ov = get(&kit, "/api/v1/stats/overview?preset=7d", &stats).await;
+        let ov = get(kit, "/api/v1/stats/overview?preset=7d", &stats).await;
         ov["members"]["authorized"] == 7 && ov["projects"]["opened"] == 3
     })
     .await;
@@ -336,6 +332,21 @@ async fn dashboard_shows_what_the_statistics_api_says() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["accepted"], 8, "{:?}", r.body);
     assert_eq!(r.body["rejected"], json!([]), "{:?}", r.body);
+
+    (stats, writer)
+}
+
+/// Scenario: the page's figures are the API's — cards with their previous period and change,
+/// the daily series, the tenant table (sorted, filtered, paged) — for a preset and a custom
+/// range; a bad token and an over-long range show the API's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium: .ci/run installs it"]
+async fn dashboard_shows_what_the_statistics_api_says() {
+    let mut browser = Browser::new();
+    let env = Env::new("dashboard").await;
+    let server = env.start("serve").await;
+    let kit = server.kit();
+    let (stats, writer) = seed(&env, &kit).await;
 
     let base = format!("{}/dashboard", kit.base_url());
 
@@ -520,5 +531,155 @@ async fn dashboard_shows_what_the_statistics_api_says() {
         csp.contains("connect-src 'self'") && !csp.contains("unsafe"),
         "{csp}"
     );
+    env.finish().await;
+}
+
+/// The page is settled and shows what the API answers for period `q`: the overview, the
+/// daily series, and the tenants table (with the table's own `table` parameters).
+async fn assert_view(dom: &Dom, kit: &Kit, token: &str, q: &str, table: &str) {
+    assert_eq!(dom.state(), "ready", "{q}: {}", dom.html());
+    let api = |what: &str| format!("/api/v1/stats/{what}?{q}");
+    assert_overview(dom, &get(kit, &api("overview"), token).await);
+    assert_daily(dom, &get(kit, &api("daily"), token).await);
+    let tenants = get(kit, &format!("{}{table}", api("tenants")), token).await;
+    assert_tenants(&dom.all("tenant-row"), &tenants);
+}
+
+/// Sets a date input as a date picker would: its value, then the `input` event.
+async fn set_date(page: &mut Page, id: &str, date: &str) {
+    page.eval(&format!(
+        "(() => {{ const e = document.getElementById('{id}'); e.value = '{date}'; \
+         e.dispatchEvent(new Event('input', {{ bubbles: true }})); }})()"
+    ))
+    .await;
+}
+
+/// Scenario: a person signs in by typing the token and uses every control with the mouse —
+/// the presets, a custom range (and the page's own check of its length), sorting both ways,
+/// the "never active" filter, "More", signing out — and after each step the page shows what
+/// the statistics API answers for the same view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium: .ci/run installs it"]
+async fn dashboard_controls_work_with_the_mouse() {
+    let env = Env::new("dashboard-clicks").await;
+    let server = env.start("serve").await;
+    let kit = server.kit();
+    let (stats, _) = seed(&env, &kit).await;
+    let base = format!("{}/dashboard", kit.base_url());
+    let tenants_of = |q: &str| format!("/api/v1/stats/tenants?{q}");
+
+    // Sign in.
+    let mut page = Page::open(&base).await;
+    assert_eq!(page.settle().await.state(), "login");
+    page.click("#token").await;
+    page.type_text(&stats).await;
+    let dom = page
+        .click_and_settle("#login-form button[type=submit]")
+        .await;
+    assert_eq!(dom.state(), "ready", "{}", dom.html());
+    assert_overview(
+        &dom,
+        &get(&kit, "/api/v1/stats/overview?preset=7d", &stats).await,
+    );
+    assert_tenants(
+        &dom.all("tenant-row"),
+        &get(&kit, &tenants_of("preset=7d"), &stats).await,
+    );
+
+    // The presets.
+    for preset in ["30d", "day", "7d", "30d"] {
+        let dom = page
+            .click_and_settle(&format!("[data-testid=preset-{preset}]"))
+            .await;
+        assert_view(&dom, &kit, &stats, &format!("preset={preset}"), "").await;
+    }
+
+    // A column header sorts ascending, a second click descending.
+    for (sort, aria) in [("active", "ascending"), ("-active", "descending")] {
+        let dom = page
+            .click_and_settle("#tenants th[data-key=active] button")
+            .await;
+        assert_tenants(
+            &dom.all("tenant-row"),
+            &get(
+                &kit,
+                &tenants_of(&format!("preset=30d&sort={sort}")),
+                &stats,
+            )
+            .await,
+        );
+        let header = dom.find("data-key", "active")[0].attr("aria-sort");
+        assert_eq!(header.as_deref(), Some(aria));
+    }
+
+    // Only tenants never active, and back.
+    let dom = page.click_and_settle("[data-testid=never-active]").await;
+    let never = get(
+        &kit,
+        &tenants_of("preset=30d&sort=-active&neverActive=true"),
+        &stats,
+    )
+    .await;
+    assert_eq!(never["items"][0]["tenantId"], "dash-gamma", "{never}");
+    assert_tenants(&dom.all("tenant-row"), &never);
+    let dom = page.click_and_settle("[data-testid=never-active]").await;
+    assert_tenants(
+        &dom.all("tenant-row"),
+        &get(&kit, &tenants_of("preset=30d&sort=-active"), &stats).await,
+    );
+
+    // Two rows a page (the view's address sets the page size), then "More" for the rest.
+    let dom = page
+        .reload_at(&format!("{base}#preset=30d&sort=-active&limit=2"))
+        .await;
+    let q = "preset=30d&sort=-active&limit=2";
+    let first = get(&kit, &tenants_of(q), &stats).await;
+    assert_tenants(&dom.all("tenant-row"), &first);
+    let cursor = first["nextCursor"].as_str().expect("a second page");
+    let second = get(&kit, &tenants_of(&format!("{q}&cursor={cursor}")), &stats).await;
+    let dom = page.click_and_settle("[data-testid=more]").await;
+    let mut both = first["items"].as_array().unwrap().clone();
+    both.extend(second["items"].as_array().unwrap().iter().cloned());
+    assert_eq!(both.len(), 3);
+    assert_tenants(&dom.all("tenant-row"), &json!({ "items": both }));
+    assert_eq!(
+        dom.one("more").attr("hidden").as_deref(),
+        Some(""),
+        "no more pages"
+    );
+
+    // A custom range of 16 days ending five days ago, picked and applied.
+    page.click("[data-testid=preset-custom]").await;
+    page.wait_for("!document.getElementById('custom-range').disabled")
+        .await;
+    let (from, to) = (utc8_date(-20), utc8_date(-5));
+    set_date(&mut page, "from", &from).await;
+    set_date(&mut page, "to", &to).await;
+    let dom = page
+        .click_and_settle("#custom-range button[type=submit]")
+        .await;
+    let q = format!("from={from}&to={to}");
+    assert_view(&dom, &kit, &stats, &q, "&sort=-active&limit=2").await;
+
+    // 36 days: the page says what is allowed before asking the API.
+    set_date(&mut page, "from", &utc8_date(-40)).await;
+    page.click("#custom-range button[type=submit]").await;
+    page.wait_for("!document.getElementById('error').hidden")
+        .await;
+    let error = page.dom_now().await.text("error");
+    assert!(
+        error.contains("36 days") && error.contains("at most 30 days"),
+        "{error}"
+    );
+
+    // Sign out: the sign-in form, and the token is gone from the tab.
+    page.click("#sign-out").await;
+    page.wait_for("!document.getElementById('login').hidden")
+        .await;
+    let stored = page
+        .eval("JSON.stringify(Object.keys(sessionStorage))")
+        .await;
+    assert_eq!(stored, json!("[]"));
+    drop(page);
     env.finish().await;
 }
