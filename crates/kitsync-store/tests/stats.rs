@@ -455,5 +455,21 @@ async fn windows_computed_during_writes_are_never_left_stale() {
         );
         assert_eq!(read[i], again, "days {from}..={to} after {reads} reads");
     }
+    // The maintainer's fingerprint: reads and computations leave it, a write moves it.
+    let before = store.stats_fingerprint().await.unwrap();
+    assert_eq!(before.1, 3, "three production tenants");
+    store.stats_period(day0, day0).await.unwrap();
+    store.warm_stats(day0 + days).await.unwrap();
+    assert_eq!(store.stats_fingerprint().await.unwrap(), before);
+    store
+        .record_activity(&[ActivityEvent {
+            tenant_id: "t1".into(),
+            user_name: "late".into(),
+            kind: ActivityKind::Login,
+            at_ms: start_ms,
+        }])
+        .await
+        .unwrap();
+    assert!(store.stats_fingerprint().await.unwrap().0 > before.0);
     db.cleanup().await;
 }
