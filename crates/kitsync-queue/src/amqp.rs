@@ -258,14 +258,15 @@ impl AmqpQueue {
         .await
     }
 
+    /// A round trip to the broker: a passive declare of the main queue on a fresh channel.
+    /// The link's own state is not enough: a connection cut a moment ago still looks
+    /// connected until its I/O loop notices.
+    ///
     /// # Errors
-    /// [`QueueError::Unavailable`] when closed or the broker cannot be reached.
+    /// [`QueueError::Unavailable`] when closed or the broker cannot be reached (within
+    /// `publish_timeout_ms`); [`QueueError::Amqp`] when the queue is missing.
     pub async fn ping(&self) -> Result<(), QueueError> {
-        let inner = &self.inner;
-        with_timeout(inner.op_timeout(), "ping", async {
-            inner.link().await.map(|_| ())
-        })
-        .await
+        self.depth().await.map(|_| ())
     }
 
     /// Waits briefly for outstanding confirms, then closes the channels and the connection.

@@ -173,8 +173,9 @@ async fn apply_spans(
     }
     // Replay the changes in order over the open spans.
     let mut opened: BTreeMap<(SpanKey, i64), (Option<i64>, bool)> = BTreeMap::new();
-    let mut closed: Vec<(SpanKey, i64, i64)> = Vec::new(); // (key, from_v, to_v) of stored spans
-                                                           // Per tenant, the first UTC+8 day whose end a span now covers or no longer covers.
+    // (key, from_v, to_v) of stored spans.
+    let mut closed: Vec<(SpanKey, i64, i64)> = Vec::new();
+    // Per tenant, the first UTC+8 day whose end a span now covers or no longer covers.
     let mut changed: BTreeMap<String, i64> = BTreeMap::new();
     for (key, enabled, v, test) in changes {
         match (open.get(key).copied(), *enabled) {

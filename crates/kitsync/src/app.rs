@@ -349,8 +349,9 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
 }
 
 /// Background upkeep of the statistics: reads new journal rows into their authorisation
-/// history every 2 s (so a stats request has little to catch up), computes the presets'
-/// missing windows (so their requests only read rows), and deletes raw activity
+/// history every 2 s (so a stats request has little to catch up), computes the missing
+/// statistics windows of the last 31 days (so the presets' requests only read rows), and
+/// deletes raw activity
 /// events past `store.activity_retention_days` at start and hourly (the daily rollups stay).
 /// Several processes may do both at once: the indexer locks its cursor, the delete is
 /// idempotent.
@@ -364,7 +365,7 @@ async fn maintain_stats(store: Store, mut shutdown: tokio::sync::watch::Receiver
         if let Err(e) = store.catch_up_stats(20).await {
             tracing::warn!(error = %e, "indexing the statistics history failed; will retry");
         }
-        // Keep the presets' windows computed, so their requests only read. Under heavy
+        // Keep the last 31 days' windows computed, so the presets only read. Under heavy
         // activity every tick recomputes the tenants that changed: the pause after a tick is
         // at least four times the tick, so this stays under a fifth of one core.
         // Skipped while nothing changed (read before the pass: a change during it is seen
