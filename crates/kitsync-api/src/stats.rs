@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// The longest custom range, in days.
-pub const MAX_DAYS: i64 = 30;
+/// The longest custom range, in days: what the store's precomputed windows answer.
+pub const MAX_DAYS: i64 = kitsync_store::WINDOW_DAYS;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PeriodQuery {
