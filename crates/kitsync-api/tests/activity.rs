@@ -3,16 +3,15 @@
 //! UTC+8 daily rollups, tenant-bound tokens, retention pruning.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use kitsync_domain::{
-    AuthChange, AuthOp, AuthUser, Command, KitTime, Op, Role, Scope, TenantChange,
-};
+use common::{grant, send, tenant};
+use kitsync_domain::{Command, Scope};
 use kitsync_store::{utc8_day, Store, StoreSettings};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 async fn post(app: &axum::Router, token: &str, body: &str) -> (StatusCode, Value) {
     let req = Request::post("/api/v1/activity")
@@ -20,56 +19,11 @@ async fn post(app: &axum::Router, token: &str, body: &str) -> (StatusCode, Value
         .header("content-type", "application/json")
         .body(Body::from(body.to_owned()))
         .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    send(app, req).await
 }
 
 fn seed(t: &str, users: &[&str]) -> [Command; 2] {
-    [
-        Command::Tenant(TenantChange {
-            tenant_id: t.into(),
-            instance_id: None,
-            order_id: None,
-            tenant_code: t.into(),
-            name: t.into(),
-            domain_name: format!("https://{t}.example.com"),
-            op: Op::Upsert,
-            test: false,
-            version: KitTime(1),
-        }),
-        Command::Auth(AuthChange {
-            tenant_id: t.into(),
-            instance_id: None,
-            app_id: "app".into(),
-            op: AuthOp::Add,
-            users: users
-                .iter()
-                .map(|u| AuthUser {
-                    user_name: (*u).into(),
-                    name: None,
-                    org_code: None,
-                    position: None,
-                    employee_code: None,
-                    employee_type: None,
-                    role: Role::User,
-                    enabled: true,
-                    mobile: None,
-                    email: None,
-                    work_place: None,
-                    entry_date: None,
-                    extension: None,
-                })
-                .collect(),
-            test: false,
-            version: KitTime(2),
-            time_stamp: None,
-        }),
-    ]
+    [tenant(t, false, 1), grant(t, users, 2, false)]
 }
 
 fn ev(t: &str, u: &str, kind: &str, at: &str) -> Value {

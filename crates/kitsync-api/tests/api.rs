@@ -2,14 +2,14 @@
 //! `KITSYNC_TEST_DATABASE_URL`): authentication, scopes, tenant binding, error bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use kitsync_domain::{Command, KitTime, Op, Scope, TenantChange};
 use kitsync_store::{Store, StoreSettings};
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use tower::ServiceExt;
 
 fn tenant(t: &str, test: bool, v: i64) -> Command {
     Command::Tenant(TenantChange {
@@ -30,17 +30,7 @@ async fn get(app: &axum::Router, path: &str, token: Option<&str>) -> (StatusCode
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    common::send(app, req.body(Body::empty()).unwrap()).await
 }
 
 #[tokio::test]

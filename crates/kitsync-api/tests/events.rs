@@ -2,30 +2,15 @@
 //! every journal row exactly once, in order; filters and tenant binding hold.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+mod common;
+
+use axum::http::StatusCode;
+use common::get;
 use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Role, Scope};
 use kitsync_store::{Store, StoreSettings};
 use secrecy::ExposeSecret;
-use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tower::ServiceExt;
-
-async fn get(app: &axum::Router, path: &str, token: &str) -> (StatusCode, Value) {
-    let req = Request::get(path)
-        .header("authorization", format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
 
 fn grant(t: &str, v: i64, users: std::ops::Range<usize>) -> Command {
     Command::Auth(AuthChange {

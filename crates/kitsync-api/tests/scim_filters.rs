@@ -5,9 +5,8 @@
 //! multi-valued corners.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
-use axum::body::Body;
-use axum::http::Request;
-use http_body_util::BodyExt;
+mod common;
+
 use kitsync_api::scim::filter::Filter;
 use kitsync_api::scim::schema::user_case_exact;
 use kitsync_domain::{
@@ -17,8 +16,6 @@ use kitsync_store::{Store, StoreSettings};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use secrecy::ExposeSecret;
-use serde_json::Value;
-use tower::ServiceExt;
 
 fn member(i: usize) -> AuthUser {
     let some = |on: bool, v: String| on.then_some(v);
@@ -146,14 +143,7 @@ async fn user_names(app: &axum::Router, token: &str, filter: Option<&str>) -> Ve
     if let Some(f) = filter {
         path.push_str(&format!("&filter={}", urlencode(f)));
     }
-    let req = Request::get(path)
-        .header("authorization", format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let body: Value =
-        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let (status, body) = common::get(app, &path, token).await;
     assert_eq!(status, 200, "{filter:?}: {body}");
     body["Resources"]
         .as_array()
@@ -202,13 +192,7 @@ fn sql_filters_agree_with_the_reference_evaluator() {
         let app = kitsync_api::router(store);
         let token = token.expose_secret().to_owned();
         // Every user's full representation, for the reference evaluator.
-        let req = Request::get("/scim/v2/t/Users?count=1000")
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        let res = app.clone().oneshot(req).await.unwrap();
-        let body: Value =
-            serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let (_, body) = common::get(&app, "/scim/v2/t/Users?count=1000", &token).await;
         let users = body["Resources"].as_array().unwrap().clone();
         (app, token, users, db)
     });

@@ -4,74 +4,14 @@
 //! themselves are checked in `kitsync-store/tests/stats.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use kitsync_domain::{
-    AuthChange, AuthOp, AuthUser, Command, KitTime, Op, Role, Scope, TenantChange,
-};
+mod common;
+
+use axum::http::StatusCode;
+use common::{get, grant, tenant};
+use kitsync_domain::Scope;
 use kitsync_store::{utc8_day, ActivityEvent, ActivityKind, Store, StoreSettings, DAY_MS, UTC8_MS};
 use secrecy::ExposeSecret;
-use serde_json::{json, Value};
-use tower::ServiceExt;
-
-async fn get(app: &axum::Router, path: &str, token: &str) -> (StatusCode, Value) {
-    let req = Request::get(path)
-        .header("authorization", format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-fn tenant(t: &str, test: bool, v: i64) -> Command {
-    Command::Tenant(TenantChange {
-        tenant_id: t.into(),
-        instance_id: None,
-        order_id: None,
-        tenant_code: t.into(),
-        name: format!("Name {t}"),
-        domain_name: format!("https://{t}.example.com"),
-        op: Op::Upsert,
-        test,
-        version: KitTime(v),
-    })
-}
-
-fn grant(t: &str, users: &[&str], v: i64, test: bool) -> Command {
-    Command::Auth(AuthChange {
-        tenant_id: t.into(),
-        instance_id: None,
-        app_id: "app".into(),
-        op: AuthOp::Add,
-        users: users
-            .iter()
-            .map(|u| AuthUser {
-                user_name: (*u).into(),
-                name: None,
-                org_code: None,
-                position: None,
-                employee_code: None,
-                employee_type: None,
-                role: Role::User,
-                enabled: true,
-                mobile: None,
-                email: None,
-                work_place: None,
-                entry_date: None,
-                extension: None,
-            })
-            .collect(),
-        test,
-        version: KitTime(v),
-        time_stamp: None,
-    })
-}
+use serde_json::json;
 
 fn date(day: i64) -> String {
     (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Duration::days(day))
