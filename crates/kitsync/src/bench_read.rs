@@ -296,10 +296,7 @@ pub(crate) async fn drive(
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |p: f64| crate::bench::percentile_ms(&lat, p);
     Ok(Run {
         rate: uris.len() as f64 / elapsed,
         p50: pct(0.5),

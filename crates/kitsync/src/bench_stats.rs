@@ -3,6 +3,7 @@
 //! the same four figures computed straight from the raw events and the current
 //! authorisations — measured in the same run on the same database.
 use crate::app;
+use crate::bench::percentile_ms;
 use crate::bench_read::{drive, seed, serve_on_loopback, Client};
 use crate::settings::Settings;
 use anyhow::Context as _;
@@ -122,17 +123,17 @@ pub async fn run(settings: Settings, a: StatsArgs) -> anyhow::Result<()> {
     let warmed = started.elapsed();
     // The worst case after a change: every tenant's window of today deleted (as activity in
     // every tenant since the last request would), so the request computes all 50 again.
-    let mut cold_runs: Vec<f64> = Vec::new();
+    let mut cold_runs: Vec<Duration> = Vec::new();
     let mut cold_errors = 0;
     for _ in 0..5 {
         db.execute_unprepared(&format!("DELETE FROM stats_windows WHERE day = {today}"))
             .await?;
         let r = drive(&client, &overview[..1], &token, 1).await?;
-        cold_runs.push(r.p50);
+        cold_runs.push(Duration::from_secs_f64(r.p50 / 1000.0));
         cold_errors += r.errors;
     }
-    cold_runs.sort_by(f64::total_cmp);
-    let cold = cold_runs[cold_runs.len() / 2];
+    cold_runs.sort();
+    let cold = percentile_ms(&cold_runs, 0.5);
     let _ = drive(&client, &overview[..n.min(10)], &token, 1).await?;
     for _ in 0..3 {
         db.query_one(Statement::from_string(backend, raw_sql.clone()))
@@ -181,21 +182,17 @@ pub async fn run(settings: Settings, a: StatsArgs) -> anyhow::Result<()> {
             }
         })
     };
-    let mut live: Vec<f64> = Vec::new();
+    let mut live: Vec<Duration> = Vec::new();
     let mut live_errors = 0;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
         let r = drive(&client, &overview[..1], &token, 1).await?;
-        live.push(r.p50);
+        live.push(Duration::from_secs_f64(r.p50 / 1000.0));
         live_errors += r.errors;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    live.sort_by(f64::total_cmp);
-    let live_pct = |p: f64| {
-        live.get(((live.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
+    live.sort();
+    let live_pct = |p: f64| percentile_ms(&live, p);
     let _ = stop_writes.send(true);
     let live_events = writer.await.unwrap_or(0);
     // At most 30 runs of the raw query: each takes 0.5–2 s.
@@ -210,10 +207,7 @@ pub async fn run(settings: Settings, a: StatsArgs) -> anyhow::Result<()> {
         raw.push(t.elapsed());
     }
     raw.sort();
-    let pct = |p: f64| {
-        raw.get(((raw.len() as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |p: f64| percentile_ms(&raw, p);
     let _ = stop.send(());
     let _ = server.await;
     let figures = raw_row
