@@ -1,61 +1,135 @@
 //! Secrets handling: the `clientSecret` of applicationSync, from the marketplace's RSA-OAEP
 //! ciphertext to an AES-256-GCM sealed form that is all kitsync ever queues or stores.
 //!
-//! - [`RsaDecryptor`] holds the ISV's RSA private key (PKCS#8 PEM) and decrypts with OAEP,
-//!   trying SHA-256 (MGF1-SHA-256) first and SHA-1 (MGF1-SHA-1) second, since the marketplace
-//!   does not say which it uses (kit-protocol.md §4.1, §16.9).
-//! - [`Sealer`] encrypts at rest with the master key: `v1:` + base64(nonce ‖ ciphertext ‖ tag).
-//!   A secret that arrived while no private key was configured is sealed as received, marked
-//!   `rsa:` inside the seal, so it can be decrypted later once a key is configured.
+//! - [`RsaDecryptor`] holds the ISV's RSA private key (PKCS#8 PEM, at least 3072 bits, the
+//!   marketplace's minimum) and decrypts with OAEP. The marketplace does not say which OAEP
+//!   hashes it uses, so every variant a Java or Python sender produces is tried
+//!   ([`OaepVariant::ALL`]), through `kitsync-rsa` (aws-lc; see that crate for why not
+//!   aws-lc-rs's safe API or the `rsa` crate).
+//! - [`Sealer`] encrypts at rest with the master key: `v2:` + base64(nonce ‖ ciphertext ‖ tag),
+//!   bound to the row and column it is stored in ([`Place`], authenticated as associated
+//!   data), so a sealed value copied to another row or column does not open. `v1:` values of
+//!   older versions were bound to nothing; [`Sealer::open`] refuses them and `kitsync migrate`
+//!   re-seals them with [`Sealer::open_legacy_v1`]. A secret that arrived while no private
+//!   key was configured is sealed as received, marked as such inside the seal
+//!   ([`SealedKind::RsaCiphertext`]), so it can be decrypted later once a key is configured.
 //!
 //! - [`token`]: API bearer tokens, stored as the hash of their secret.
 //!
-//! Built on `aws-lc-rs` (constant-time RSA decryption; the `rsa` crate carries
-//! RUSTSEC-2023-0071). Nothing here logs or `Debug`-prints key material or plaintext.
+//! Nothing here logs or `Debug`-prints key material or plaintext.
 #![forbid(unsafe_code)]
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use aws_lc_rs::rsa::{
-    OaepAlgorithm, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
-    OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256,
-};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use kitsync_rsa::{Oaep, RsaError, RsaPrivateKey, RsaPublicKey};
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
 pub mod token;
 
+/// The smallest RSA key the marketplace accepts, so the smallest kitsync loads.
+pub const MIN_RSA_BITS: usize = 3072;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
     #[error("RSA private key: {0}")]
     BadPrivateKey(String),
+    #[error(
+        "RSA private key: {0} bits is too small; the marketplace only accepts RSA keys of at \
+         least 3072 bits, so generate one with \
+         `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out key.pem`"
+    )]
+    KeyTooSmall(usize),
     #[error("clientSecret is not base64 ({0})")]
     NotBase64(String),
-    #[error("clientSecret cannot be decrypted with the configured RSA private key (tried OAEP SHA-256 and SHA-1)")]
+    #[error(
+        "clientSecret cannot be decrypted with the configured RSA private key (tried RSA-OAEP \
+         sha256, sha256-mgf1-sha1 and sha1)"
+    )]
     Undecryptable,
     #[error("decrypted clientSecret is not UTF-8")]
     NotUtf8,
-    #[error("sealed secret is malformed or was sealed with another master key")]
+    #[error(
+        "sealed secret is malformed, belongs to another row, or was sealed with another master \
+         key"
+    )]
     Unseal,
+    #[error(
+        "sealed secret was sealed by an older kitsync (format v1, not bound to its row); \
+         `kitsync migrate` re-seals it"
+    )]
+    LegacySeal,
     #[error("master key: {0}")]
     BadMasterKey(String),
     #[error("crypto failure: {0}")]
     Crypto(String),
 }
 
-/// The OAEP variants tried, in order.
-const OAEP_VARIANTS: [&OaepAlgorithm; 2] = [&OAEP_SHA256_MGF1SHA256, &OAEP_SHA1_MGF1SHA1];
+/// An RSA-OAEP parameter set a marketplace sender may use; the label is always empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OaepVariant {
+    /// Label hash SHA-256, MGF1-SHA-256 (Python `cryptography` with SHA-256 throughout).
+    Sha256,
+    /// Label hash SHA-256, MGF1-SHA-1: what Java's `RSA/ECB/OAEPWithSHA-256AndMGF1Padding`
+    /// produces unless given explicit `OAEPParameterSpec`.
+    Sha256Mgf1Sha1,
+    /// Label hash SHA-1, MGF1-SHA-1 (`OAEPWithSHA-1AndMGF1Padding`, OpenSSL's default).
+    Sha1,
+}
+
+impl OaepVariant {
+    /// Every variant, in the order decryption tries them. The order only changes the cost
+    /// (each miss is one more private-key operation): a ciphertext made with one variant
+    /// would have to pass another's label-hash check by chance (about 2^-160) to decode
+    /// under it, so the result is the same in any order.
+    pub const ALL: [OaepVariant; 3] = [
+        OaepVariant::Sha256,
+        OaepVariant::Sha256Mgf1Sha1,
+        OaepVariant::Sha1,
+    ];
+
+    /// `sha256`, `sha256-mgf1-sha1` or `sha1`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OaepVariant::Sha256 => "sha256",
+            OaepVariant::Sha256Mgf1Sha1 => "sha256-mgf1-sha1",
+            OaepVariant::Sha1 => "sha1",
+        }
+    }
+
+    /// The label and MGF1 hashes, for `kitsync-rsa`.
+    #[must_use]
+    pub fn oaep(self) -> Oaep {
+        match self {
+            OaepVariant::Sha256 => Oaep::SHA256,
+            OaepVariant::Sha256Mgf1Sha1 => Oaep::SHA256_MGF1_SHA1,
+            OaepVariant::Sha1 => Oaep::SHA1,
+        }
+    }
+
+    fn from_oaep(oaep: Oaep) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.oaep() == oaep)
+    }
+}
+
+impl fmt::Display for OaepVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The ISV's RSA private key, ready to decrypt `clientSecret`s.
 pub struct RsaDecryptor {
-    key: OaepPrivateDecryptingKey,
+    key: RsaPrivateKey,
 }
 
 impl fmt::Debug for RsaDecryptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RsaDecryptor({} bits)", self.key.key_size_bits())
+        write!(f, "RsaDecryptor({} bits)", self.key.bits())
     }
 }
 
@@ -63,8 +137,8 @@ impl RsaDecryptor {
     /// Loads a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) or its DER bytes.
     ///
     /// # Errors
-    /// [`SecretsError::BadPrivateKey`] naming what is wrong (PKCS#1 keys get the command that
-    /// converts them).
+    /// [`SecretsError::BadPrivateKey`] naming what is wrong (PKCS#1 and encrypted keys get the
+    /// command that converts them); [`SecretsError::KeyTooSmall`] under 3072 bits.
     pub fn from_pem(pem: &[u8]) -> Result<Self, SecretsError> {
         let text = String::from_utf8_lossy(pem);
         if text.contains("BEGIN RSA PRIVATE KEY") {
@@ -74,27 +148,39 @@ impl RsaDecryptor {
                     .into(),
             ));
         }
+        if text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
+            return Err(SecretsError::BadPrivateKey(
+                "a passphrase-protected key is not supported; decrypt it with \
+                 `openssl pkcs8 -topk8 -nocrypt -in key.pem -out key.pk8.pem`"
+                    .into(),
+            ));
+        }
         let der = if text.contains("-----BEGIN") {
-            let body: String = text
-                .lines()
-                .filter(|l| !l.starts_with("-----"))
-                .map(str::trim)
-                .collect();
-            B64.decode(body.as_bytes())
-                .map_err(|e| SecretsError::BadPrivateKey(format!("PEM body is not base64 ({e})")))?
+            let body: Zeroizing<String> = Zeroizing::new(
+                text.lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .map(str::trim)
+                    .collect(),
+            );
+            Zeroizing::new(B64.decode(body.as_bytes()).map_err(|e| {
+                SecretsError::BadPrivateKey(format!("PEM body is not base64 ({e})"))
+            })?)
         } else {
-            pem.to_vec()
+            Zeroizing::new(pem.to_vec())
         };
-        let key = PrivateDecryptingKey::from_pkcs8(&der)
-            .map_err(|e| SecretsError::BadPrivateKey(format!("not a PKCS#8 RSA key ({e})")))?;
-        let key = OaepPrivateDecryptingKey::new(key)
-            .map_err(|_| SecretsError::BadPrivateKey("unusable for OAEP".into()))?;
+        let key = RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| match e {
+            RsaError::NotRsa => SecretsError::BadPrivateKey("not an RSA key".into()),
+            other => SecretsError::BadPrivateKey(format!("not a PKCS#8 RSA key ({other})")),
+        })?;
+        if key.bits() < MIN_RSA_BITS {
+            return Err(SecretsError::KeyTooSmall(key.bits()));
+        }
         Ok(Self { key })
     }
 
     #[must_use]
     pub fn key_size_bits(&self) -> usize {
-        self.key.key_size_bits()
+        self.key.bits()
     }
 
     /// Decrypts a base64 `clientSecret`.
@@ -102,15 +188,30 @@ impl RsaDecryptor {
     /// # Errors
     /// Not base64, or no OAEP variant decrypts it, or the plaintext is not UTF-8.
     pub fn decrypt(&self, ciphertext_b64: &str) -> Result<SecretString, SecretsError> {
+        self.decrypt_variant(ciphertext_b64).map(|(_, plain)| plain)
+    }
+
+    /// Like [`RsaDecryptor::decrypt`], also saying which variant the sender used.
+    ///
+    /// # Errors
+    /// As [`RsaDecryptor::decrypt`].
+    pub fn decrypt_variant(
+        &self,
+        ciphertext_b64: &str,
+    ) -> Result<(OaepVariant, SecretString), SecretsError> {
         let ct = decode_b64_lenient(ciphertext_b64)?;
-        let mut out = vec![0u8; self.key.min_output_size()];
-        for alg in OAEP_VARIANTS {
-            if let Ok(pt) = self.key.decrypt(alg, &ct, &mut out, None) {
-                let s = std::str::from_utf8(pt).map_err(|_| SecretsError::NotUtf8)?;
-                return Ok(SecretString::from(s.to_owned()));
-            }
-        }
-        Err(SecretsError::Undecryptable)
+        let candidates = OaepVariant::ALL.map(OaepVariant::oaep);
+        let (oaep, plain) = self
+            .key
+            .decrypt_any(&candidates, &ct)
+            .map_err(|e| match e {
+                RsaError::Decrypt => SecretsError::Undecryptable,
+                other => SecretsError::Crypto(other.to_string()),
+            })?;
+        let variant = OaepVariant::from_oaep(oaep)
+            .ok_or_else(|| SecretsError::Crypto("unexpected OAEP parameters".into()))?;
+        let s = std::str::from_utf8(&plain).map_err(|_| SecretsError::NotUtf8)?;
+        Ok((variant, SecretString::from(s.to_owned())))
     }
 }
 
@@ -129,6 +230,71 @@ fn decode_b64_lenient(s: &str) -> Result<Vec<u8>, SecretsError> {
 /// [`SecretsError::Crypto`] when the generator fails.
 pub fn fill_random(buf: &mut [u8]) -> Result<(), SecretsError> {
     aws_lc_rs::rand::fill(buf).map_err(|_| SecretsError::Crypto("random".into()))
+}
+
+/// Where a sealed secret is stored: a table, a column and the row's key. Sealing
+/// authenticates it (as AES-GCM associated data), so a sealed value only opens where it was
+/// sealed for; copying it to another row or column makes it unopenable.
+///
+/// The encoding is a version tag, the number of fields, then each field (table, column, key
+/// parts) prefixed by its length, so no two places share an encoding whatever their ids
+/// contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place<'a>(PlaceKind<'a>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlaceKind<'a> {
+    AppClientSecret { tenant_id: &'a str, app_id: &'a str },
+    WebhookSecret { endpoint_id: &'a str },
+}
+
+/// Starts the associated data of a `v2:` seal; a later format gets another tag.
+const PLACE_TAG_V2: &[u8] = b"kitsync-seal-v2";
+
+impl<'a> Place<'a> {
+    /// `apps.client_secret` of the app `(tenant_id, app_id)`.
+    #[must_use]
+    pub fn app_client_secret(tenant_id: &'a str, app_id: &'a str) -> Self {
+        Place(PlaceKind::AppClientSecret { tenant_id, app_id })
+    }
+
+    /// `webhook_endpoints.secret` of the endpoint `endpoint_id` (`whk_…`).
+    #[must_use]
+    pub fn webhook_secret(endpoint_id: &'a str) -> Self {
+        Place(PlaceKind::WebhookSecret { endpoint_id })
+    }
+
+    /// Table, column, then the row's key parts.
+    fn fields(&self) -> Vec<&'a str> {
+        match self.0 {
+            PlaceKind::AppClientSecret { tenant_id, app_id } => {
+                vec!["apps", "client_secret", tenant_id, app_id]
+            }
+            PlaceKind::WebhookSecret { endpoint_id } => {
+                vec!["webhook_endpoints", "secret", endpoint_id]
+            }
+        }
+    }
+
+    fn aad(&self) -> Vec<u8> {
+        let fields = self.fields();
+        let mut out = Vec::with_capacity(
+            PLACE_TAG_V2.len() + 4 + fields.iter().map(|f| 4 + f.len()).sum::<usize>(),
+        );
+        out.extend_from_slice(PLACE_TAG_V2);
+        push_len(&mut out, fields.len());
+        for f in fields {
+            push_len(&mut out, f.len());
+            out.extend_from_slice(f.as_bytes());
+        }
+        out
+    }
+}
+
+/// Lengths are 4 bytes big-endian; a field of 4 GiB or more cannot be an id, so saturating
+/// is only a guard against wrapping into a short length.
+fn push_len(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
 }
 
 /// AES-256-GCM with the master key.
@@ -151,6 +317,9 @@ pub enum SealedKind {
     /// The marketplace's RSA ciphertext, sealed as received (no private key was configured).
     RsaCiphertext,
 }
+
+/// The associated data of the format older versions wrote: the same for every row.
+const LEGACY_V1_AAD: &[u8] = b"kitsync-v1";
 
 impl Sealer {
     /// A master key given as base64 of 32 bytes; any other non-empty string is hashed with
@@ -187,52 +356,86 @@ impl Sealer {
         Ok(LessSafeKey::new(unbound))
     }
 
-    /// Seals `plaintext` as `kind`.
+    /// Seals `plaintext` as `kind`, to be stored at `place` only.
     ///
     /// # Errors
     /// The random generator or the cipher failed.
-    pub fn seal(&self, kind: SealedKind, plaintext: &str) -> Result<String, SecretsError> {
+    pub fn seal(
+        &self,
+        kind: SealedKind,
+        plaintext: &str,
+        place: &Place<'_>,
+    ) -> Result<String, SecretsError> {
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| SecretsError::Crypto("random".into()))?;
         let marker: &[u8] = match kind {
             SealedKind::Plain => b"p",
             SealedKind::RsaCiphertext => b"r",
         };
-        let mut buf = Vec::with_capacity(1 + plaintext.len() + 16);
+        let mut buf = Zeroizing::new(Vec::with_capacity(1 + plaintext.len() + 16));
         buf.extend_from_slice(marker);
         buf.extend_from_slice(plaintext.as_bytes());
         self.aead()?
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(b"kitsync-v1"),
-                &mut buf,
+                Aad::from(place.aad()),
+                &mut *buf,
             )
             .map_err(|_| SecretsError::Crypto("seal".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + buf.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&buf);
-        Ok(format!("v1:{}", B64.encode(out)))
+        Ok(format!("v2:{}", B64.encode(out)))
     }
 
-    /// Opens a sealed secret.
+    /// Opens a secret sealed for `place`.
     ///
     /// # Errors
-    /// [`SecretsError::Unseal`] when it is malformed or sealed under another key.
-    pub fn open(&self, sealed: &str) -> Result<(SealedKind, SecretString), SecretsError> {
-        let b = sealed
-            .strip_prefix("v1:")
-            .and_then(|s| B64.decode(s).ok())
+    /// [`SecretsError::LegacySeal`] for a `v1:` value (re-sealed by `kitsync migrate`);
+    /// [`SecretsError::Unseal`] when it is malformed, sealed for another place or under
+    /// another key.
+    pub fn open(
+        &self,
+        sealed: &str,
+        place: &Place<'_>,
+    ) -> Result<(SealedKind, SecretString), SecretsError> {
+        if sealed.starts_with("v1:") {
+            return Err(SecretsError::LegacySeal);
+        }
+        let body = sealed.strip_prefix("v2:").ok_or(SecretsError::Unseal)?;
+        self.open_body(body, &place.aad())
+    }
+
+    /// Opens a `v1:` value, which older versions sealed without binding it to a row. Only for
+    /// re-sealing such values where they are stored; everything else uses [`Sealer::open`].
+    ///
+    /// # Errors
+    /// [`SecretsError::Unseal`] when it is not a `v1:` value, is malformed or was sealed under
+    /// another key.
+    pub fn open_legacy_v1(&self, sealed: &str) -> Result<(SealedKind, SecretString), SecretsError> {
+        let body = sealed.strip_prefix("v1:").ok_or(SecretsError::Unseal)?;
+        self.open_body(body, LEGACY_V1_AAD)
+    }
+
+    fn open_body(
+        &self,
+        body: &str,
+        aad: &[u8],
+    ) -> Result<(SealedKind, SecretString), SecretsError> {
+        let b = B64
+            .decode(body)
+            .ok()
             .filter(|b| b.len() > NONCE_LEN)
             .ok_or(SecretsError::Unseal)?;
         let (nonce, ct) = b.split_at(NONCE_LEN);
         let mut nonce_arr = [0u8; NONCE_LEN];
         nonce_arr.copy_from_slice(nonce);
-        let mut buf = ct.to_vec();
+        let mut buf = Zeroizing::new(ct.to_vec());
         let pt = self
             .aead()?
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce_arr),
-                Aad::from(b"kitsync-v1"),
+                Aad::from(aad),
                 &mut buf,
             )
             .map_err(|_| SecretsError::Unseal)?;
@@ -250,16 +453,25 @@ impl Sealer {
 /// A throwaway RSA key pair, for tests, the emulator and benchmarks: the marketplace side of
 /// `clientSecret` encryption.
 pub struct TestKeyPair {
-    private: PrivateDecryptingKey,
+    private: aws_lc_rs::rsa::PrivateDecryptingKey,
+    public: RsaPublicKey,
 }
 
 impl TestKeyPair {
     /// # Errors
     /// Key generation failed.
     pub fn generate_3072() -> Result<Self, SecretsError> {
-        let private = PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa3072)
-            .map_err(|_| SecretsError::Crypto("RSA key generation".into()))?;
-        Ok(Self { private })
+        use aws_lc_rs::encoding::AsDer;
+        let private =
+            aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa3072)
+                .map_err(|_| SecretsError::Crypto("RSA key generation".into()))?;
+        let spki = private
+            .public_key()
+            .as_der()
+            .map_err(|_| SecretsError::Crypto("public key encoding".into()))?;
+        let public = RsaPublicKey::from_spki_der(spki.as_ref())
+            .map_err(|e| SecretsError::Crypto(format!("public key: {e}")))?;
+        Ok(Self { private, public })
     }
 
     /// The private key as PKCS#8 PEM (what an ISV puts at `kit.rsa_private_key_path`).
@@ -282,38 +494,45 @@ impl TestKeyPair {
         Ok(pem)
     }
 
-    /// Encrypts like the marketplace: OAEP (SHA-256 when `sha256`, else SHA-1), base64.
+    /// Encrypts like the marketplace, with the public key only: RSA-OAEP `variant`, base64.
     ///
     /// # Errors
     /// Encryption failed (plaintext too long).
-    pub fn encrypt(&self, plaintext: &str, sha256: bool) -> Result<String, SecretsError> {
-        let public = OaepPublicEncryptingKey::new(self.private.public_key())
-            .map_err(|_| SecretsError::Crypto("public key".into()))?;
-        let alg = if sha256 {
-            &OAEP_SHA256_MGF1SHA256
-        } else {
-            &OAEP_SHA1_MGF1SHA1
-        };
-        let mut out = vec![0u8; public.ciphertext_size()];
-        let ct = public
-            .encrypt(alg, plaintext.as_bytes(), &mut out, None)
-            .map_err(|_| SecretsError::Crypto("encrypt".into()))?;
+    pub fn encrypt(&self, plaintext: &str, variant: OaepVariant) -> Result<String, SecretsError> {
+        let ct = self
+            .public
+            .encrypt(variant.oaep(), plaintext.as_bytes())
+            .map_err(|e| SecretsError::Crypto(e.to_string()))?;
         Ok(B64.encode(ct))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    /// Sealed by kitsync before places existed (format v1), under [`LEGACY_MASTER`]; made
+    /// with Python's `cryptography` (AES-GCM, associated data `kitsync-v1`), not with this
+    /// crate, so it pins the old format rather than whatever the code writes today.
+    const LEGACY_MASTER: &str = "EyDRv5kwtLyR/HDhBnwtPs6PhaxYxGm3ktRoL4CdcFY=";
+    const LEGACY_V1: &str =
+        "v1:Rk8R8dRt5hPtymI/2lHzrbAkGs5POV5rGmqq1nB8aFiQ/dTOyoS0xVSPV6mO0ulCdQ==";
+
+    fn fresh_sealer() -> Sealer {
+        Sealer::from_master_key(&SecretString::from(Sealer::generate_master_key().unwrap()))
+            .unwrap()
+    }
+
     #[test]
-    fn decrypts_both_oaep_variants_and_seals_at_rest() {
+    fn decrypts_every_oaep_variant_and_seals_at_rest() {
         let kp = TestKeyPair::generate_3072().unwrap();
         let dec = RsaDecryptor::from_pem(kp.private_pem().unwrap().as_bytes()).unwrap();
         assert_eq!(dec.key_size_bits(), 3072);
-        for sha256 in [true, false] {
-            let ct = kp.encrypt("s3cr3t-value", sha256).unwrap();
-            assert_eq!(dec.decrypt(&ct).unwrap().expose_secret(), "s3cr3t-value");
+        for variant in OaepVariant::ALL {
+            let ct = kp.encrypt("s3cr3t-value", variant).unwrap();
+            let (used, plain) = dec.decrypt_variant(&ct).unwrap();
+            assert_eq!((used, plain.expose_secret()), (variant, "s3cr3t-value"));
         }
         assert!(matches!(
             dec.decrypt("bm90IGEgY2lwaGVydGV4dA=="),
@@ -324,18 +543,144 @@ mod tests {
             Err(SecretsError::NotBase64(_))
         ));
 
-        let sealer =
-            Sealer::from_master_key(&SecretString::from(Sealer::generate_master_key().unwrap()))
-                .unwrap();
-        let sealed = sealer.seal(SealedKind::Plain, "s3cr3t-value").unwrap();
-        assert!(!sealed.contains("s3cr3t"));
-        let (kind, pt) = sealer.open(&sealed).unwrap();
+        let sealer = fresh_sealer();
+        let place = Place::app_client_secret("t1", "a1");
+        let sealed = sealer
+            .seal(SealedKind::Plain, "s3cr3t-value", &place)
+            .unwrap();
+        assert!(sealed.starts_with("v2:") && !sealed.contains("s3cr3t"));
+        let (kind, pt) = sealer.open(&sealed, &place).unwrap();
         assert_eq!(kind, SealedKind::Plain);
         assert_eq!(pt.expose_secret(), "s3cr3t-value");
         let other =
             Sealer::from_master_key(&SecretString::from("another key".to_string())).unwrap();
-        assert!(matches!(other.open(&sealed), Err(SecretsError::Unseal)));
+        assert!(matches!(
+            other.open(&sealed, &place),
+            Err(SecretsError::Unseal)
+        ));
         assert!(format!("{sealer:?}{dec:?}").contains("redacted"));
+        assert!(!format!("{dec:?}").contains(&kp.private_pem().unwrap()[28..60]));
+    }
+
+    #[test]
+    fn the_undecryptable_message_names_every_variant_tried() {
+        let msg = SecretsError::Undecryptable.to_string();
+        for v in OaepVariant::ALL {
+            assert!(msg.contains(v.as_str()), "{msg} lacks {v}");
+        }
+        let names: Vec<&str> = OaepVariant::ALL.iter().map(|v| v.as_str()).collect();
+        assert_eq!(names, ["sha256", "sha256-mgf1-sha1", "sha1"]);
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_at_its_place() {
+        let sealer = fresh_sealer();
+        let t1a1 = Place::app_client_secret("t1", "a1");
+        let sealed = sealer
+            .seal(SealedKind::Plain, "client-secret", &t1a1)
+            .unwrap();
+        assert_eq!(
+            sealer.open(&sealed, &t1a1).unwrap().1.expose_secret(),
+            "client-secret"
+        );
+        for elsewhere in [
+            Place::app_client_secret("t2", "a2"),
+            Place::app_client_secret("t1", "a2"),
+            Place::app_client_secret("t2", "a1"),
+            // The same bytes split differently must not be the same place.
+            Place::app_client_secret("t1a", "1"),
+            Place::app_client_secret("", "t1a1"),
+            Place::webhook_secret("t1"),
+            Place::webhook_secret("a1"),
+        ] {
+            assert!(
+                matches!(sealer.open(&sealed, &elsewhere), Err(SecretsError::Unseal)),
+                "{elsewhere:?}"
+            );
+        }
+        let hook = Place::webhook_secret("whk_000000000001");
+        let sealed_hook = sealer.seal(SealedKind::Plain, "whsec_x", &hook).unwrap();
+        assert!(sealer.open(&sealed_hook, &hook).is_ok());
+        assert!(sealer
+            .open(&sealed_hook, &Place::webhook_secret("whk_000000000002"))
+            .is_err());
+        assert!(sealer
+            .open(
+                &sealed_hook,
+                &Place::app_client_secret("whk_000000000001", "")
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn place_encodings_are_distinct() {
+        let places = [
+            Place::app_client_secret("t1", "a1"),
+            Place::app_client_secret("t1a", "1"),
+            Place::app_client_secret("t1", "a1\0"),
+            Place::webhook_secret("t1"),
+            Place::webhook_secret(""),
+        ];
+        for (i, a) in places.iter().enumerate() {
+            for b in &places[i + 1..] {
+                assert_ne!(a.aad(), b.aad(), "{a:?} vs {b:?}");
+            }
+        }
+        assert!(places[0].aad().starts_with(PLACE_TAG_V2));
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let sealer = fresh_sealer();
+        let place = Place::webhook_secret("whk_1");
+        let sealed = sealer.seal(SealedKind::Plain, "whsec_abc", &place).unwrap();
+        let mut raw = B64.decode(&sealed[3..]).unwrap();
+        for i in [0, NONCE_LEN, raw.len() - 1] {
+            raw[i] ^= 1;
+            let forged = format!("v2:{}", B64.encode(&raw));
+            assert!(
+                matches!(sealer.open(&forged, &place), Err(SecretsError::Unseal)),
+                "byte {i}"
+            );
+            raw[i] ^= 1;
+        }
+        assert!(sealer
+            .open(&format!("v2:{}", B64.encode(&raw)), &place)
+            .is_ok());
+        let truncated = format!("v2:{}", B64.encode(&raw[..raw.len() - 1]));
+        assert!(sealer.open(&truncated, &place).is_err());
+        assert!(sealer.open("v2:", &place).is_err());
+        assert!(sealer.open("v3:AAAA", &place).is_err());
+        assert!(sealer.open(&sealed[3..], &place).is_err());
+    }
+
+    #[test]
+    fn legacy_v1_values_are_refused_by_open_and_read_by_the_reseal_path() {
+        let sealer =
+            Sealer::from_master_key(&SecretString::from(LEGACY_MASTER.to_owned())).unwrap();
+        let place = Place::app_client_secret("t1", "a1");
+        let e = sealer.open(LEGACY_V1, &place).unwrap_err();
+        assert!(matches!(e, SecretsError::LegacySeal));
+        assert!(e.to_string().contains("kitsync migrate"), "{e}");
+        let (kind, plain) = sealer.open_legacy_v1(LEGACY_V1).unwrap();
+        assert_eq!(
+            (kind, plain.expose_secret()),
+            (SealedKind::Plain, "legacy-client-secret")
+        );
+        // Re-sealed, it is bound to its place like any v2 value.
+        let resealed = sealer.seal(kind, plain.expose_secret(), &place).unwrap();
+        assert_eq!(
+            sealer.open(&resealed, &place).unwrap().1.expose_secret(),
+            "legacy-client-secret"
+        );
+        assert!(matches!(
+            sealer.open_legacy_v1(&resealed),
+            Err(SecretsError::Unseal)
+        ));
+        assert!(matches!(
+            fresh_sealer().open_legacy_v1(LEGACY_V1),
+            Err(SecretsError::Unseal)
+        ));
     }
 
     #[test]

@@ -94,8 +94,8 @@ pub use read::JournalFilter;
 pub use stats::{end_of_day_ms, PeriodFigures, TenantFigures};
 pub use tokens::ApiToken;
 pub use webhooks::{
-    AttemptOutcome, NewWebhook, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookLease,
-    WebhookState, DELIVERY_LOG_KEEP,
+    new_webhook_id, AttemptOutcome, NewWebhook, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
+    WebhookLease, WebhookState, DELIVERY_LOG_KEEP,
 };
 pub use windows::WINDOW_DAYS;
 
@@ -658,7 +658,20 @@ impl Store {
     /// # Errors
     /// [`StoreError::Conflict`] for a negative cursor; [`StoreError::Database`].
     pub async fn create_webhook(&self, new: &NewWebhook) -> Result<WebhookEndpoint, StoreError> {
-        webhooks::create(&self.db, new).await
+        webhooks::create(&self.db, new_webhook_id(), new).await
+    }
+
+    /// [`Store::create_webhook`] under an id taken beforehand with [`new_webhook_id`], for a
+    /// secret that is sealed bound to its endpoint before the row exists.
+    ///
+    /// # Errors
+    /// As [`Store::create_webhook`]; [`StoreError::Database`] when the id is already taken.
+    pub async fn create_webhook_with_id(
+        &self,
+        id: &str,
+        new: &NewWebhook,
+    ) -> Result<WebhookEndpoint, StoreError> {
+        webhooks::create(&self.db, id.to_owned(), new).await
     }
 
     /// Every webhook endpoint, oldest first (never their secrets).

@@ -230,7 +230,10 @@ pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn new_id() -> String {
+/// A fresh endpoint id, `whk_<12 hex>`. Taken before the row is created when something
+/// stored in the row must name it (the signing secret is sealed bound to its endpoint).
+#[must_use]
+pub fn new_webhook_id() -> String {
     let hex = uuid::Uuid::new_v4().simple().to_string();
     format!("whk_{}", &hex[..12])
 }
@@ -245,6 +248,7 @@ pub(crate) async fn max_journal_id(db: &impl ConnectionTrait) -> Result<i64, Sto
 
 pub(crate) async fn create(
     db: &DatabaseConnection,
+    id: String,
     new: &NewWebhook,
 ) -> Result<WebhookEndpoint, StoreError> {
     let cursor = match new.after {
@@ -259,7 +263,7 @@ pub(crate) async fn create(
     let types = new.types.as_ref().filter(|t| !t.is_empty()).cloned();
     let now = now_ms();
     let endpoint = WebhookEndpoint {
-        id: new_id(),
+        id,
         url: new.url.clone(),
         tenant_id: new.tenant_id.clone().filter(|t| !t.is_empty()),
         types,

@@ -704,6 +704,52 @@ async fn shutdown_cuts_a_hanging_request_and_hands_the_endpoint_back() {
     w.db.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_secret_copied_to_another_endpoint_does_not_sign_there() {
+    use migrations::sea_orm::ConnectionTrait as _;
+    let w = World::new().await;
+    let receiver = Receiver::start(200).await;
+    w.store.apply(&grant("t1", 1, 0..2, false)).await.unwrap();
+    let from_start = || Registration {
+        after: Some(0),
+        ..Registration::default()
+    };
+    let (a, secret_a) = w.add(receiver.url("/a"), from_start()).await;
+    let (b, _) = w.add(receiver.url("/b"), from_start()).await;
+    // What someone with write access to the database could do to make `b` sign with a
+    // secret they learned from `a`.
+    w.db.conn
+        .execute_unprepared(&format!(
+            "UPDATE webhook_endpoints SET secret = \
+             (SELECT secret FROM webhook_endpoints WHERE id = '{}') WHERE id = '{}'",
+            a.id, b.id
+        ))
+        .await
+        .unwrap();
+    let head = w.store.journal_head().await.unwrap();
+    let running = run(w.dispatcher(fast()));
+    wait_until("a is caught up and b has failed", || async {
+        w.endpoint(&a.id).await.cursor >= head && w.endpoint(&b.id).await.consecutive_failures >= 1
+    })
+    .await;
+    running.stop(Duration::from_secs(10)).await;
+    let eb = w.endpoint(&b.id).await;
+    assert_eq!(eb.cursor, 0, "{eb:?}");
+    assert!(
+        eb.last_error
+            .as_deref()
+            .is_some_and(|m| m.contains("cannot open the signing secret")),
+        "{eb:?}"
+    );
+    let log = receiver.requests();
+    assert!(log.iter().all(|r| r.path == "/a"), "nothing sent to /b");
+    assert!(!log.is_empty());
+    for r in &log {
+        assert!(signature_ok(&secret_a, r), "{r:?}");
+    }
+    w.db.cleanup().await;
+}
+
 #[tokio::test]
 async fn registration_refuses_other_schemes_and_unknown_types() {
     let w = World::new().await;

@@ -1,0 +1,354 @@
+//! Re-sealing the secrets older versions stored as `v1:`.
+//!
+//! A `v1:` value was sealed with the master key but bound to nothing, so it would still open
+//! after being copied to another row. Today's `v2:` seal is bound to its table, column and
+//! row (`kitsync_secrets::Place`), and `Sealer::open` refuses `v1:`. This routine opens
+//! every `v1:` value in `apps.client_secret` and `webhook_endpoints.secret` (migrations
+//! `m20261122_000001_directory` and `m20261129_000007_webhooks`) and writes it back sealed for
+//! its row.
+//!
+//! - Safe beside running processes: a row is only updated if it still holds the `v1:` value
+//!   that was read (compare-and-set in the `UPDATE`), so a concurrent write is never
+//!   overwritten; each row is its own statement, so no lock is held across rows and an apply
+//!   transaction cannot deadlock with it.
+//! - Idempotent: re-sealed rows no longer match, so a second run re-seals nothing. Rows are
+//!   read in key order, a page at a time, so memory stays bounded on any table size.
+//! - A `v1:` value that this master key cannot open is left as it is (it could not be opened
+//!   before either) and reported with its row's key, never its value.
+use anyhow::Context as _;
+use kitsync_secrets::{Place, Sealer};
+use sea_orm::{ConnectionTrait as _, DatabaseConnection, Statement, Value};
+use secrecy::ExposeSecret as _;
+
+/// Rows read per page.
+const PAGE: u64 = 200;
+
+/// A column that holds sealed secrets, and how to name the place of one of its rows.
+struct SealedColumn {
+    table: &'static str,
+    column: &'static str,
+    /// The primary key, in order.
+    key: &'static [&'static str],
+    place: for<'a> fn(&'a [String]) -> Place<'a>,
+}
+
+fn app_place(key: &[String]) -> Place<'_> {
+    Place::app_client_secret(&key[0], &key[1])
+}
+
+fn webhook_place(key: &[String]) -> Place<'_> {
+    Place::webhook_secret(&key[0])
+}
+
+const COLUMNS: [SealedColumn; 2] = [
+    SealedColumn {
+        table: "apps",
+        column: "client_secret",
+        key: &["tenant_id", "app_id"],
+        place: app_place,
+    },
+    SealedColumn {
+        table: "webhook_endpoints",
+        column: "secret",
+        key: &["id"],
+        place: webhook_place,
+    },
+];
+
+/// Re-seals every `v1:` secret bound to its row; returns how many rows were updated.
+///
+/// # Errors
+/// A database error, or the cipher failed.
+pub async fn reseal_legacy_secrets(
+    db: &DatabaseConnection,
+    sealer: &Sealer,
+) -> anyhow::Result<usize> {
+    reseal_paged(db, sealer, PAGE).await
+}
+
+async fn reseal_paged(
+    db: &DatabaseConnection,
+    sealer: &Sealer,
+    page: u64,
+) -> anyhow::Result<usize> {
+    let mut resealed = 0;
+    for col in &COLUMNS {
+        resealed += reseal_column(db, sealer, col, page)
+            .await
+            .with_context(|| format!("re-sealing {}.{}", col.table, col.column))?;
+    }
+    Ok(resealed)
+}
+
+async fn reseal_column(
+    db: &DatabaseConnection,
+    sealer: &Sealer,
+    col: &SealedColumn,
+    page: u64,
+) -> anyhow::Result<usize> {
+    let keys = col.key.join(", ");
+    let mut after: Option<Vec<String>> = None;
+    let mut resealed = 0;
+    loop {
+        // Keyset paging on the primary key: unopenable rows stay `v1:`, so "the first page
+        // of v1 rows" would return them forever.
+        let mut values: Vec<Value> = Vec::new();
+        let mut sql = format!(
+            "SELECT {keys}, {c} FROM {t} WHERE substr({c}, 1, 3) = 'v1:'",
+            c = col.column,
+            t = col.table
+        );
+        if let Some(last) = &after {
+            let marks: Vec<String> = (1..=last.len()).map(|i| format!("${i}")).collect();
+            sql.push_str(&format!(" AND ({keys}) > ({})", marks.join(", ")));
+            values.extend(last.iter().cloned().map(Value::from));
+        }
+        sql.push_str(&format!(" ORDER BY {keys} LIMIT {page}"));
+        let rows = db.query_all(stmt(db, &sql, values)).await?;
+        let n = col.key.len();
+        for row in &rows {
+            let key = (0..n)
+                .map(|i| row.try_get_by_index::<String>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let old: String = row.try_get_by_index(n)?;
+            let Ok((kind, plain)) = sealer.open_legacy_v1(&old) else {
+                tracing::warn!(
+                    table = col.table,
+                    key = %key.join("/"),
+                    "a v1 sealed secret does not open with this master key; left as it is"
+                );
+                after = Some(key);
+                continue;
+            };
+            let new = sealer.seal(kind, plain.expose_secret(), &(col.place)(&key))?;
+            if replace_if_unchanged(db, col, &key, &old, &new).await? {
+                resealed += 1;
+            }
+            after = Some(key);
+        }
+        if (rows.len() as u64) < page {
+            return Ok(resealed);
+        }
+    }
+}
+
+/// Writes `new` where the row `key` still holds `old`; false when a concurrent writer got
+/// there first (its value stands; if that is `v1:` again, the next run re-seals it).
+async fn replace_if_unchanged(
+    db: &DatabaseConnection,
+    col: &SealedColumn,
+    key: &[String],
+    old: &str,
+    new: &str,
+) -> anyhow::Result<bool> {
+    let mut values: Vec<Value> = vec![new.into()];
+    let mut conds = Vec::with_capacity(key.len() + 1);
+    for (i, (name, value)) in col.key.iter().zip(key).enumerate() {
+        conds.push(format!("{name} = ${}", i + 2));
+        values.push(value.clone().into());
+    }
+    conds.push(format!("{} = ${}", col.column, key.len() + 2));
+    values.push(old.into());
+    let sql = format!(
+        "UPDATE {} SET {} = $1 WHERE {}",
+        col.table,
+        col.column,
+        conds.join(" AND ")
+    );
+    Ok(db.execute(stmt(db, &sql, values)).await?.rows_affected() == 1)
+}
+
+/// `$n` placeholders for PostgreSQL, `?n` (the same numbering) for SQLite.
+fn stmt(db: &DatabaseConnection, sql: &str, values: Vec<Value>) -> Statement {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DatabaseBackend::Postgres => sql.to_owned(),
+        _ => sql.replace('$', "?"),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use kitsync_secrets::{SealedKind, SecretsError};
+    use secrecy::SecretString;
+
+    /// Values an older kitsync sealed (format v1) under [`MASTER`], made independently with
+    /// Python's `cryptography` (AES-256-GCM, associated data `kitsync-v1`).
+    const MASTER: &str = "EyDRv5kwtLyR/HDhBnwtPs6PhaxYxGm3ktRoL4CdcFY=";
+    const V1_CLIENT_SECRET: &str =
+        "v1:Rk8R8dRt5hPtymI/2lHzrbAkGs5POV5rGmqq1nB8aFiQ/dTOyoS0xVSPV6mO0ulCdQ==";
+    const V1_WEBHOOK_SECRET: &str = "v1:8H19X8xKBPdciIUVqhKQev2ycfclSFlM9mfFk/E7NC/A1s3sRa+5reIhupMo2MYiqIrLwV7eqBmMobkeZJg0b2vBPpcCPeVA2mO8";
+    const WEBHOOK_PLAIN: &str = "whsec_bGVnYWN5LXdlYmhvb2stc2lnbmluZy1zZWNyZXQ=";
+
+    fn sealer() -> Sealer {
+        Sealer::from_master_key(&SecretString::from(MASTER.to_owned())).unwrap()
+    }
+
+    async fn insert_app(db: &DatabaseConnection, tenant: &str, app: &str, secret: &str) {
+        db.execute(stmt(
+            db,
+            "INSERT INTO apps (tenant_id, app_id, client_id, client_secret, test, deleted, \
+             version, fp, updated_at) VALUES ($1, $2, 'client', $3, FALSE, FALSE, 1, 1, 1)",
+            vec![tenant.into(), app.into(), secret.into()],
+        ))
+        .await
+        .unwrap();
+    }
+
+    async fn insert_webhook(db: &DatabaseConnection, id: &str, secret: &str) {
+        db.execute(stmt(
+            db,
+            "INSERT INTO webhook_endpoints (id, url, secret, journal_cursor, state, \
+             next_attempt_at, created_at) VALUES ($1, 'http://127.0.0.1:1/', $2, 0, 'active', \
+             0, 0)",
+            vec![id.into(), secret.into()],
+        ))
+        .await
+        .unwrap();
+    }
+
+    async fn app_secret(db: &DatabaseConnection, tenant: &str, app: &str) -> String {
+        db.query_one(stmt(
+            db,
+            "SELECT client_secret FROM apps WHERE tenant_id = $1 AND app_id = $2",
+            vec![tenant.into(), app.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap()
+    }
+
+    async fn webhook_secret(db: &DatabaseConnection, id: &str) -> String {
+        db.query_one(stmt(
+            db,
+            "SELECT secret FROM webhook_endpoints WHERE id = $1",
+            vec![id.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn v1_secrets_are_resealed_bound_to_their_rows_once() {
+        let tdb = migrations::testing::fresh_db().await.unwrap();
+        let db = &tdb.conn;
+        let sealer = sealer();
+        // The same v1 value in two rows: each must end up sealed for its own row.
+        insert_app(db, "t1", "a1", V1_CLIENT_SECRET).await;
+        insert_app(db, "t2", "a2", V1_CLIENT_SECRET).await;
+        let already = sealer
+            .seal(
+                SealedKind::Plain,
+                "current",
+                &Place::app_client_secret("t3", "a3"),
+            )
+            .unwrap();
+        insert_app(db, "t3", "a3", &already).await;
+        insert_app(db, "t4", "deleted", "").await;
+        // Sealed under another master key: left alone, not counted, does not stop the run.
+        let foreign = "v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        insert_app(db, "t5", "a5", foreign).await;
+        insert_webhook(db, "whk_000000000001", V1_WEBHOOK_SECRET).await;
+
+        assert_eq!(reseal_legacy_secrets(db, &sealer).await.unwrap(), 3);
+
+        for (t, a) in [("t1", "a1"), ("t2", "a2")] {
+            let v = app_secret(db, t, a).await;
+            assert!(v.starts_with("v2:"), "{t}/{a}: {v:.8}");
+            let (kind, plain) = sealer.open(&v, &Place::app_client_secret(t, a)).unwrap();
+            assert_eq!(
+                (kind, plain.expose_secret()),
+                (SealedKind::Plain, "legacy-client-secret")
+            );
+        }
+        let t1 = app_secret(db, "t1", "a1").await;
+        assert!(matches!(
+            sealer.open(&t1, &Place::app_client_secret("t2", "a2")),
+            Err(SecretsError::Unseal)
+        ));
+        assert!(sealer.open(&t1, &Place::webhook_secret("t1")).is_err());
+        assert_eq!(app_secret(db, "t3", "a3").await, already);
+        assert_eq!(app_secret(db, "t4", "deleted").await, "");
+        assert_eq!(app_secret(db, "t5", "a5").await, foreign);
+        let hook = webhook_secret(db, "whk_000000000001").await;
+        let (_, plain) = sealer
+            .open(&hook, &Place::webhook_secret("whk_000000000001"))
+            .unwrap();
+        assert_eq!(plain.expose_secret(), WEBHOOK_PLAIN);
+
+        assert_eq!(reseal_legacy_secrets(db, &sealer).await.unwrap(), 0);
+        assert_eq!(app_secret(db, "t1", "a1").await, t1, "nothing rewritten");
+        tdb.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn pages_cover_every_row_past_unopenable_ones() {
+        let tdb = migrations::testing::fresh_db().await.unwrap();
+        let db = &tdb.conn;
+        let sealer = sealer();
+        // Unopenable rows sort first and fill whole pages: paging must move past them.
+        for i in 0..4 {
+            insert_app(
+                db,
+                "t0",
+                &format!("bad{i}"),
+                "v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            )
+            .await;
+        }
+        for i in 0..5 {
+            insert_app(db, "t1", &format!("a{i}"), V1_CLIENT_SECRET).await;
+        }
+        for i in 0..3 {
+            insert_webhook(db, &format!("whk_{i:012}"), V1_WEBHOOK_SECRET).await;
+        }
+        assert_eq!(reseal_paged(db, &sealer, 2).await.unwrap(), 8);
+        for i in 0..5 {
+            let a = format!("a{i}");
+            let v = app_secret(db, "t1", &a).await;
+            assert!(sealer.open(&v, &Place::app_client_secret("t1", &a)).is_ok());
+        }
+        for i in 0..3 {
+            let id = format!("whk_{i:012}");
+            let v = webhook_secret(db, &id).await;
+            assert!(sealer.open(&v, &Place::webhook_secret(&id)).is_ok());
+        }
+        assert_eq!(reseal_paged(db, &sealer, 2).await.unwrap(), 0);
+        tdb.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn a_row_changed_since_it_was_read_is_not_overwritten() {
+        let tdb = migrations::testing::fresh_db().await.unwrap();
+        let db = &tdb.conn;
+        let sealer = sealer();
+        insert_app(db, "t1", "a1", V1_CLIENT_SECRET).await;
+        let key = vec!["t1".to_owned(), "a1".to_owned()];
+        let place = Place::app_client_secret("t1", "a1");
+        // A worker applies a newer secret between our read and our write.
+        let newer = sealer.seal(SealedKind::Plain, "newer", &place).unwrap();
+        assert!(
+            replace_if_unchanged(db, &COLUMNS[0], &key, V1_CLIENT_SECRET, &newer)
+                .await
+                .unwrap()
+        );
+        let stale = sealer
+            .seal(SealedKind::Plain, "legacy-client-secret", &place)
+            .unwrap();
+        assert!(
+            !replace_if_unchanged(db, &COLUMNS[0], &key, V1_CLIENT_SECRET, &stale)
+                .await
+                .unwrap()
+        );
+        assert_eq!(app_secret(db, "t1", "a1").await, newer);
+        tdb.cleanup().await;
+    }
+}
