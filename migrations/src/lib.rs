@@ -15,11 +15,15 @@
 //! - `m20261129_000008_member_name_search`: an expression index for the member name search.
 //! - `m20261129_000009_activity`: raw activity events and their daily rollups.
 //! - `m20261129_000010_stats_windows`: precomputed statistics per tenant and day.
+//! - `m20261203_000011_replay_keys`: the Kit replay ledger keyed by the verified signature.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
-//! off) and [`testing`] gives each test its own fresh database.
+//! off) and [`testing`] gives each test its own fresh database. [`migrate`] applies the
+//! migrations one process at a time (a lock, see `apply.rs`); [`ensure_current`] checks,
+//! without changing anything, that a database's schema is this build's.
 pub use sea_orm_migration::prelude::*;
 
+mod apply;
 mod m20261122_000001_directory;
 mod m20261122_000002_intake;
 pub mod m20261129_000003_churn;
@@ -30,8 +34,10 @@ mod m20261129_000007_webhooks;
 mod m20261129_000008_member_name_search;
 mod m20261129_000009_activity;
 mod m20261129_000010_stats_windows;
+mod m20261203_000011_replay_keys;
 pub mod testing;
 
+pub use apply::{ensure_current, migrate, SchemaStatus, MIGRATION_LOCK_KEY};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use std::time::Duration;
 
@@ -51,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000008_member_name_search::Migration),
             Box::new(m20261129_000009_activity::Migration),
             Box::new(m20261129_000010_stats_windows::Migration),
+            Box::new(m20261203_000011_replay_keys::Migration),
         ]
     }
 }
@@ -83,15 +90,16 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     Database::connect(opts).await
 }
 
-/// Opens `url` and applies every pending migration.
+/// Opens `url` and applies every pending migration under the migration lock ([`migrate`]).
 ///
 /// # Errors
-/// Returns the driver error when the database cannot be reached or a migration fails.
+/// Returns the driver error when the database cannot be reached or a migration fails, and
+/// refuses a database migrated by a newer build.
 pub async fn connect_and_migrate(
     url: &str,
     max_connections: u32,
 ) -> Result<DatabaseConnection, DbErr> {
     let db = connect(url, max_connections).await?;
-    Migrator::up(&db, None).await?;
+    migrate(&db, || {}).await?;
     Ok(db)
 }

@@ -54,10 +54,133 @@ pub fn sign(key: &[u8], nonce: &str, timestamp: &str, payload: &[u8]) -> String 
     )
 }
 
+/// Which body forms an `x-sign` may cover (`kit.signature_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureMode {
+    /// Only the body bytes as received.
+    Raw,
+    /// Only the canonical form ([`canonical_payload`]).
+    Canonical,
+    /// The raw bytes first, then the canonical form (the marketplace's choice is undocumented).
+    #[default]
+    Both,
+}
+
+impl SignatureMode {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureMode::Raw => "raw",
+            SignatureMode::Canonical => "canonical",
+            SignatureMode::Both => "both",
+        }
+    }
+
+    #[must_use]
+    pub fn tries_raw(self) -> bool {
+        matches!(self, SignatureMode::Raw | SignatureMode::Both)
+    }
+
+    #[must_use]
+    pub fn tries_canonical(self) -> bool {
+        matches!(self, SignatureMode::Canonical | SignatureMode::Both)
+    }
+}
+
+/// An HMAC-SHA256 value: a decoded `x-sign`.
+pub type MacBytes = [u8; 32];
+
+/// Longest accepted `x-nonce` (the marketplace sends 64 hex digits).
+pub const MAX_NONCE_LEN: usize = 128;
+
+/// `x-timestamp` as the marketplace sends it: Unix milliseconds, exactly 13 decimal digits, no
+/// sign, no leading zero, no spaces.
+///
+/// The MAC covers `nonce + timestamp` as one string, so a lenient reading (`i64::from_str`
+/// takes `+T` and `0T`) would let a captured request be re-sent with a digit moved across the
+/// nonce/timestamp boundary: same MAC, "different" nonce. Thirteen digits is every time
+/// between 2001-09-09 and 2286-11-20.
+#[must_use]
+pub fn parse_timestamp(value: &str) -> Option<i64> {
+    let b = value.as_bytes();
+    if b.len() != 13 || b[0] == b'0' || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// `x-nonce`: 1 to [`MAX_NONCE_LEN`] visible ASCII characters.
+#[must_use]
+pub fn valid_nonce(value: &str) -> bool {
+    (1..=MAX_NONCE_LEN).contains(&value.len()) && value.bytes().all(|c| c.is_ascii_graphic())
+}
+
+/// `x-sign`: exactly 64 hexadecimal digits, either case.
+#[must_use]
+pub fn parse_sign(value: &str) -> Option<MacBytes> {
+    let mut mac = [0u8; 32];
+    if value.len() != 64 {
+        return None;
+    }
+    hex::decode_to_slice(value, &mut mac).ok()?;
+    Some(mac)
+}
+
+/// Verifies the raw body under every key while it is being received: one HMAC state per
+/// key, fed chunk by chunk, so a large body costs no long CPU burst at the end and is never
+/// hashed twice.
+pub struct RawVerifier {
+    macs: Vec<HmacSha256>,
+}
+
+impl RawVerifier {
+    /// Starts `accessKey + nonce + timestamp` for every key.
+    #[must_use]
+    pub fn new<K: AsRef<[u8]>>(keys: &[K], nonce: &str, timestamp: &str) -> Self {
+        Self {
+            macs: keys
+                .iter()
+                .map(|k| kit_mac(k.as_ref(), nonce, timestamp, b""))
+                .collect(),
+        }
+    }
+
+    /// Feeds the next chunk of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        for mac in &mut self.macs {
+            mac.update(chunk);
+        }
+    }
+
+    /// The index of the first key whose MAC equals `expected` (constant-time comparison).
+    #[must_use]
+    pub fn finish(self, expected: &MacBytes) -> Option<usize> {
+        self.macs
+            .into_iter()
+            .position(|mac| mac.verify_slice(expected).is_ok())
+    }
+}
+
+/// The index of the first key under which `expected` is the MAC of `payload`.
+#[must_use]
+pub fn verify_payload<K: AsRef<[u8]>>(
+    keys: &[K],
+    nonce: &str,
+    timestamp: &str,
+    payload: &[u8],
+    expected: &MacBytes,
+) -> Option<usize> {
+    let mut v = RawVerifier::new(keys, nonce, timestamp);
+    v.update(payload);
+    v.finish(expected)
+}
+
 /// Checks `x-sign` against every key, over the raw body and then its canonical form.
 ///
 /// Returns the index of the key that verified. Hex case is ignored; the comparison is
-/// constant-time (`Mac::verify_slice`).
+/// constant-time (`Mac::verify_slice`). The ingress does the same in steps (streaming the raw
+/// check, bounding the canonical one); this one-call form serves tools and baselines.
 ///
 /// # Errors
 /// [`SignatureError::Mismatch`] when no key verifies either form, [`SignatureError::NoKeys`]
@@ -72,17 +195,11 @@ pub fn verify<K: AsRef<[u8]>>(
     if keys.is_empty() {
         return Err(SignatureError::NoKeys);
     }
-    let Ok(expected) = hex::decode(x_sign.trim()) else {
+    let Some(expected) = parse_sign(x_sign.trim()) else {
         return Err(SignatureError::Mismatch);
     };
-    for (i, key) in keys.iter().enumerate() {
-        let key = key.as_ref();
-        if kit_mac(key, nonce, timestamp, body)
-            .verify_slice(&expected)
-            .is_ok()
-        {
-            return Ok(i);
-        }
+    if let Some(i) = verify_payload(keys, nonce, timestamp, body, &expected) {
+        return Ok(i);
     }
     let Ok(canonical) = canonical_payload(body) else {
         return Err(SignatureError::Mismatch);
@@ -90,16 +207,7 @@ pub fn verify<K: AsRef<[u8]>>(
     if canonical == body {
         return Err(SignatureError::Mismatch);
     }
-    for (i, key) in keys.iter().enumerate() {
-        let key = key.as_ref();
-        if kit_mac(key, nonce, timestamp, &canonical)
-            .verify_slice(&expected)
-            .is_ok()
-        {
-            return Ok(i);
-        }
-    }
-    Err(SignatureError::Mismatch)
+    verify_payload(keys, nonce, timestamp, &canonical, &expected).ok_or(SignatureError::Mismatch)
 }
 
 /// The canonical payload of the official sample: top-level keys sorted (Java `String` order,
@@ -233,6 +341,66 @@ mod tests {
             verify(&none, NONCE, TS, BODY.as_bytes(), SIGN),
             Err(SignatureError::NoKeys)
         );
+    }
+
+    #[test]
+    fn headers_are_strict() {
+        assert_eq!(parse_timestamp(TS), Some(1_680_508_066_618));
+        for bad in [
+            "0680508066618",
+            "01680508066618",
+            "+1680508066618",
+            "168050806661",
+            "16805080666180",
+            " 1680508066618",
+            "1680508066618 ",
+            "168050806661x",
+            "-680508066618",
+            "",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_sign(SIGN).map(hex::encode), Some(SIGN.to_lowercase()));
+        assert_eq!(parse_sign(&SIGN.to_lowercase()), parse_sign(SIGN));
+        for bad in [&SIGN[1..], &format!("{SIGN}0"), &SIGN.replace('D', "g"), ""] {
+            assert_eq!(parse_sign(bad), None, "{bad:?}");
+        }
+        assert!(valid_nonce(NONCE));
+        assert!(valid_nonce("a"));
+        assert!(valid_nonce(&"n".repeat(MAX_NONCE_LEN)));
+        for bad in [
+            String::new(),
+            "n".repeat(MAX_NONCE_LEN + 1),
+            "a b".into(),
+            "a\tb".into(),
+            "\u{e9}t\u{e9}".into(),
+        ] {
+            assert!(!valid_nonce(&bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_raw_verifier_streams_and_names_the_key() {
+        let mac = parse_sign(SIGN).unwrap();
+        let mut v = RawVerifier::new(&["other", KEY], NONCE, TS);
+        for chunk in BODY.as_bytes().chunks(7) {
+            v.update(chunk);
+        }
+        assert_eq!(v.finish(&mac), Some(1));
+        let mut v = RawVerifier::new(&[KEY], NONCE, TS);
+        v.update(&BODY.as_bytes()[1..]);
+        assert_eq!(v.finish(&mac), None);
+        assert_eq!(
+            verify_payload(&[KEY], NONCE, TS, BODY.as_bytes(), &mac),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn signature_modes() {
+        assert!(SignatureMode::Both.tries_raw() && SignatureMode::Both.tries_canonical());
+        assert!(!SignatureMode::Raw.tries_canonical() && !SignatureMode::Canonical.tries_raw());
+        assert_eq!(SignatureMode::default(), SignatureMode::Both);
     }
 
     #[test]

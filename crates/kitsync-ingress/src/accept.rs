@@ -1,24 +1,56 @@
-//! Accepting an authenticated callback: seal secrets, claim the nonce, queue durably.
+//! Accepting an authenticated callback: seal secrets, claim the replay key, queue durably;
+//! and the limits every request passes through (concurrency, body budget, canonical checks).
 use crate::error::KitError;
 use crate::extract::SignedKit;
 use crate::metrics::IngressMetrics;
 use crate::settings::KitSettings;
-use kitsync_domain::{Command, QueuedCallback, SecretText};
-use kitsync_queue::{NonceClaim, NonceLedger, OutgoingMessage, Queue, QueueError};
-use kitsync_secrets::{RsaDecryptor, SealedKind, Sealer};
+use kitsync_domain::{AppChange, Command, QueuedCallback, SecretText};
+use kitsync_queue::{OutgoingMessage, Queue, QueueError, ReplayClaim, ReplayKey, ReplayLedger};
+use kitsync_secrets::{Place, RsaDecryptor, SealedKind, Sealer};
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Everything the ingress needs, shared by every request.
 pub struct Acceptor {
     settings: KitSettings,
     queue: Queue,
-    nonces: NonceLedger,
+    replays: ReplayLedger,
     decryptor: Option<Arc<RsaDecryptor>>,
     sealer: Sealer,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
     metrics: Arc<IngressMetrics>,
+    limits: Limits,
+    refusals: crate::reply::RefusalLog,
+}
+
+/// The bounds on concurrent work, from `[kit]`.
+struct Limits {
+    /// One permit per callback being handled.
+    requests: Semaphore,
+    max_requests: usize,
+    /// One permit per KiB of callback body held in memory.
+    body_budget: Semaphore,
+    body_budget_kib: usize,
+    /// One permit per canonical-form check running.
+    canonical: Semaphore,
+}
+
+impl Limits {
+    fn new(s: &KitSettings) -> Self {
+        // tokio's semaphores hold at most `usize::MAX >> 3` permits.
+        let cap = |n: usize| n.clamp(1, Semaphore::MAX_PERMITS);
+        let max_requests = cap(s.max_concurrent_requests);
+        let body_budget_kib = cap(s.max_inflight_body_bytes.div_ceil(1024));
+        Self {
+            requests: Semaphore::new(max_requests),
+            max_requests,
+            body_budget: Semaphore::new(body_budget_kib),
+            body_budget_kib,
+            canonical: Semaphore::new(cap(s.canonical_concurrency)),
+        }
+    }
 }
 
 impl Acceptor {
@@ -26,19 +58,52 @@ impl Acceptor {
     pub fn new(
         settings: KitSettings,
         queue: Queue,
-        nonces: NonceLedger,
+        replays: ReplayLedger,
         decryptor: Option<Arc<RsaDecryptor>>,
         sealer: Sealer,
     ) -> Self {
+        let limits = Limits::new(&settings);
         Self {
             settings,
             queue,
-            nonces,
+            replays,
             decryptor,
             sealer,
             clock: Box::new(|| chrono::Utc::now().timestamp_millis()),
             metrics: Arc::default(),
+            limits,
+            refusals: crate::reply::RefusalLog::default(),
         }
+    }
+
+    /// A slot for one callback, or `None` when `kit.max_concurrent_requests` are in flight
+    /// (the caller answers `000005` at once: queuing without bound is how overload turns into
+    /// timeouts for everyone).
+    #[must_use]
+    pub fn admit(&self) -> Option<SemaphorePermit<'_>> {
+        self.limits.requests.try_acquire().ok()
+    }
+
+    /// Callbacks being handled now.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.limits.max_requests - self.limits.requests.available_permits()
+    }
+
+    pub(crate) fn refusals(&self) -> &crate::reply::RefusalLog {
+        &self.refusals
+    }
+
+    pub(crate) fn body_budget(&self) -> &Semaphore {
+        &self.limits.body_budget
+    }
+
+    pub(crate) fn body_budget_kib(&self) -> usize {
+        self.limits.body_budget_kib
+    }
+
+    pub(crate) fn canonical_slots(&self) -> &Semaphore {
+        &self.limits.canonical
     }
 
     /// Replaces the clock (tests of the timestamp window).
@@ -71,32 +136,40 @@ impl Acceptor {
         &self.metrics
     }
 
-    /// Seals the secret, claims the nonce and queues the command; `Ok` only once durable.
+    /// Seals the secret, claims the replay key and queues the command; `Ok` only once durable.
     ///
     /// # Errors
-    /// [`KitError::Replayed`] for a reused nonce, [`KitError::BadSecret`] for an
-    /// undecryptable `clientSecret`, [`KitError::Unavailable`] when the queue or the nonce
-    /// ledger cannot take it (the nonce is then released, so a retry is not refused).
+    /// [`KitError::Replayed`] for a signature already accepted, [`KitError::BadSecret`] for
+    /// an undecryptable `clientSecret`, [`KitError::Unavailable`] when the queue or the replay
+    /// ledger cannot take it (the key is then released, so a retry is not refused).
     pub async fn accept(&self, kit: SignedKit) -> Result<(), KitError> {
         let SignedKit {
-            mut command, nonce, ..
+            mut command,
+            mac,
+            timestamp_ms,
+            ..
         } = kit;
         if let Command::App(app) = &mut command {
             if !app.client_secret.0.is_empty() {
-                app.client_secret = self.seal_client_secret(&app.client_secret)?;
+                app.client_secret = self.seal_client_secret(app)?;
             }
         }
         let now = self.now_ms();
+        // The request is acceptable until its signed timestamp leaves the window; so long
+        // must its replay be refused.
+        let window_ms = i64::try_from(self.settings.timestamp_window_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let expires_at = timestamp_ms.saturating_add(window_ms);
         // One deadline for everything that makes the callback durable, so the answer comes
         // in time whichever step is slow.
         let budget = Duration::from_millis(self.settings.accept_timeout_ms.max(1));
         let deadline = tokio::time::Instant::now() + budget;
-        let claim = tokio::time::timeout_at(deadline, self.nonces.claim(&nonce, now))
+        let claim = tokio::time::timeout_at(deadline, self.replays.claim(&mac, now, expires_at))
             .await
-            .map_err(|_| too_slow(budget, "recording the nonce"))?;
+            .map_err(|_| too_slow(budget, "recording the replay key"))?;
         match claim.map_err(unavailable)? {
-            NonceClaim::Fresh => {}
-            NonceClaim::Replayed => return Err(KitError::Replayed),
+            ReplayClaim::Fresh => {}
+            ReplayClaim::Replayed => return Err(KitError::Replayed),
         }
         let message_id = uuid::Uuid::now_v7().to_string();
         let queued = QueuedCallback {
@@ -107,7 +180,7 @@ impl Acceptor {
         let body = match queued.to_bytes() {
             Ok(body) => body,
             Err(e) => {
-                self.forget_nonce(nonce);
+                self.forget(mac);
                 return Err(KitError::Internal(format!("serialising the command: {e}")));
             }
         };
@@ -121,31 +194,38 @@ impl Acceptor {
             Ok(Err(e)) => unavailable(e),
             Err(_) => too_slow(budget, "queueing the callback"),
         };
-        self.forget_nonce(nonce);
+        self.forget(mac);
         Err(failure)
     }
 
-    /// Releases the nonce of a callback we could not queue, so the marketplace's retry is not
-    /// refused as a replay. In the background: the answer must not wait for a database that
-    /// is probably the reason we failed.
-    fn forget_nonce(&self, nonce: String) {
-        let nonces = self.nonces.clone();
+    /// Releases the replay key of a callback we could not queue, so the marketplace's retry
+    /// is not refused as a replay. In the background: the answer must not wait for a database
+    /// that is probably the reason we failed.
+    fn forget(&self, key: ReplayKey) {
+        let replays = self.replays.clone();
         tokio::spawn(async move {
-            if let Err(e) = nonces.release(&nonce).await {
-                tracing::warn!(error = %e, "could not release the nonce of a refused callback");
+            if let Err(e) = replays.release(&key).await {
+                tracing::warn!(error = %e, "could not release the replay key of a refused callback");
             }
         });
     }
 
-    fn seal_client_secret(&self, received: &SecretText) -> Result<SecretText, KitError> {
+    /// Seals the app's received `clientSecret` for the row it will be stored in
+    /// (`apps`, keyed by tenant and app), so the sealed value opens nowhere else.
+    fn seal_client_secret(&self, app: &AppChange) -> Result<SecretText, KitError> {
+        let received = &app.client_secret;
+        let place = Place::app_client_secret(&app.tenant_id, &app.app_id);
         let sealed = match &self.decryptor {
             Some(d) => {
                 let plain = d
                     .decrypt(&received.0)
                     .map_err(|e| KitError::BadSecret(secret_problem(&e)))?;
-                self.sealer.seal(SealedKind::Plain, plain.expose_secret())
+                self.sealer
+                    .seal(SealedKind::Plain, plain.expose_secret(), &place)
             }
-            None => self.sealer.seal(SealedKind::RsaCiphertext, &received.0),
+            None => self
+                .sealer
+                .seal(SealedKind::RsaCiphertext, &received.0, &place),
         };
         sealed
             .map(SecretText)
@@ -158,8 +238,15 @@ fn secret_problem(e: &kitsync_secrets::SecretsError) -> String {
     match e {
         E::NotBase64(_) => "is not base64".into(),
         E::Undecryptable => {
-            "cannot be decrypted with the configured RSA private key (tried OAEP SHA-256 and SHA-1)"
-                .into()
+            let tried: Vec<&str> = kitsync_secrets::OaepVariant::ALL
+                .iter()
+                .map(|v| v.as_str())
+                .collect();
+            format!(
+                "cannot be decrypted with the configured RSA private key (tried RSA-OAEP {}; \
+                 was it encrypted to another public key?)",
+                tried.join(", ")
+            )
         }
         E::NotUtf8 => "decrypts to bytes that are not UTF-8".into(),
         other => other.to_string(),

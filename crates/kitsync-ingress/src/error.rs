@@ -1,27 +1,39 @@
-//! Everything that can go wrong with a callback, and its result code (kit-protocol.md §5,
-//! product.md §6). This is the only place result codes are chosen.
+//! Everything that can go wrong with a callback, and its result code. This is the only place
+//! result codes are chosen.
+//!
+//! Two kinds of refusal: before the MAC verified (headers, body size and arrival, signature,
+//! load) the message is one of a fixed set of texts that never repeat the caller's input, so
+//! an unauthenticated caller cannot get our `Body-Sign` over bytes of its choosing; after it
+//! verified, the message names the field at fault.
 use kitsync_domain::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KitError {
     #[error("missing header {0}")]
     MissingHeader(&'static str),
-    #[error("x-timestamp must be Unix time in milliseconds, got `{0}`")]
-    BadTimestamp(String),
-    #[error(
-        "x-timestamp is {skew_ms} ms away from the server clock, at most {window_ms} ms allowed"
-    )]
-    StaleTimestamp { skew_ms: i64, window_ms: i64 },
-    #[error("x-sign does not match the request under any configured access key")]
-    BadSignature,
+    #[error("x-timestamp must be Unix time in milliseconds: 13 digits, no sign, no leading zero")]
+    BadTimestamp,
+    #[error("x-timestamp is more than {window_secs} s away from the server clock")]
+    StaleTimestamp { window_secs: u64 },
+    #[error("x-nonce must be 1 to {max} visible ASCII characters")]
+    BadNonce { max: usize },
+    #[error("x-sign must be 64 hexadecimal digits")]
+    BadSign,
+    #[error("x-sign does not match the request under any configured access key{}",
+        .canonical_limit.map(|n| format!(" (the canonical form is only tried for bodies up to {n} bytes)")).unwrap_or_default())]
+    BadSignature { canonical_limit: Option<usize> },
     #[error("no Kit access key is configured on this server")]
     NoKeysConfigured,
-    #[error("x-nonce was already used within the replay window")]
+    #[error("this request was already accepted: a replay of the same signature")]
     Replayed,
     #[error("body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
-    #[error("body could not be read: {0}")]
+    #[error("the body could not be read")]
     BodyUnreadable(String),
+    #[error("the body was not received within {ms} ms")]
+    BodyTimeout { ms: u64 },
+    #[error("the server is busy, the request was not accepted; retry")]
+    Overloaded(&'static str),
     #[error("{0}")]
     Invalid(FieldError),
     #[error("clientSecret: {0}")]
@@ -39,13 +51,17 @@ impl KitError {
         match self {
             KitError::MissingHeader(h) if *h == "x-sign" => "000001",
             KitError::MissingHeader(_) => "000002",
-            KitError::BadTimestamp(_) => "000002",
+            KitError::BadTimestamp => "000002",
             KitError::StaleTimestamp { .. } => "000002",
-            KitError::BadSignature => "000001",
+            KitError::BadNonce { .. } => "000002",
+            KitError::BadSign => "000001",
+            KitError::BadSignature { .. } => "000001",
             KitError::NoKeysConfigured => "000001",
             KitError::Replayed => "000001",
             KitError::BodyTooLarge { .. } => "000002",
             KitError::BodyUnreadable(_) => "000002",
+            KitError::BodyTimeout { .. } => "000002",
+            KitError::Overloaded(_) => "000005",
             KitError::Invalid(_) => "000002",
             KitError::BadSecret(_) => "000002",
             KitError::Unavailable(_) => "000005",
@@ -62,6 +78,32 @@ impl KitError {
             }
             KitError::Internal(_) => "internal error, the request was not accepted; retry".into(),
             other => other.to_string(),
+        }
+    }
+
+    /// Whether the caller was authenticated (its MAC verified) when this was decided. Refusals
+    /// of unauthenticated requests are what an attacker can produce at will: they are logged
+    /// at a bounded rate, not one warning each.
+    #[must_use]
+    pub fn authenticated(&self) -> bool {
+        match self {
+            KitError::MissingHeader(_)
+            | KitError::BadTimestamp
+            | KitError::StaleTimestamp { .. }
+            | KitError::BadNonce { .. }
+            | KitError::BadSign
+            | KitError::BadSignature { .. }
+            | KitError::NoKeysConfigured
+            | KitError::BodyTooLarge { .. }
+            | KitError::BodyUnreadable(_)
+            | KitError::BodyTimeout { .. }
+            | KitError::Overloaded(_) => false,
+            // A replay carries a valid MAC, but anyone who captured one can send it again.
+            KitError::Replayed => false,
+            KitError::Invalid(_)
+            | KitError::BadSecret(_)
+            | KitError::Unavailable(_)
+            | KitError::Internal(_) => true,
         }
     }
 }

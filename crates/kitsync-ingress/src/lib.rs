@@ -1,15 +1,19 @@
 //! The Kit callback ingress: five `POST {prefix}/produceAPI/v2/…` endpoints (axum).
 //!
 //! A request goes through, in order:
-//! 1. [`extract::SignedKit`] — reads the raw body (size-limited), checks `x-timestamp`
-//!    (±60 s) and `x-nonce`, verifies `x-sign` against every configured access key (raw body,
-//!    then canonical form), and only then parses and validates the body into a
-//!    [`kitsync_domain::Command`].
-//! 2. [`accept::Acceptor::accept`] — decrypts and seals `clientSecret`, durably claims the
-//!    nonce (replays are refused), publishes the command to the queue and waits for the
-//!    durable acknowledgement.
-//! 3. [`reply`] — maps the outcome to a result code (the one exhaustive mapping, [`KitError`])
-//!    and signs the body with `Body-Sign`. The HTTP status is always 200.
+//! 1. [`Acceptor::admit`] — a slot among `kit.max_concurrent_requests`, or `000005` at once.
+//! 2. [`extract::SignedKit`] — checks the headers' shape and the `x-timestamp` window,
+//!    reserves the body's share of the in-flight byte budget, reads the body under its size
+//!    limit and arrival deadline while computing the raw-form MACs, tries the canonical form
+//!    (bounded) only if the raw one did not verify, and only then parses and validates the
+//!    verified bytes into a [`kitsync_domain::Command`].
+//! 3. [`accept::Acceptor::accept`] — decrypts and seals `clientSecret`, durably claims the
+//!    replay key (the verified MAC, kept until the signed timestamp leaves the window;
+//!    replays are refused), publishes the command to the queue and waits for the durable
+//!    acknowledgement.
+//! 4. [`reply`] — maps the outcome to a result code (the one exhaustive mapping, [`KitError`])
+//!    and signs the body with `Body-Sign`. The HTTP status is always 200. Refusals of
+//!    unauthenticated requests carry fixed texts and are logged at a bounded rate.
 //!
 //! Every answer is counted in [`metrics::IngressMetrics`] (endpoint × result code, and the
 //! time to answer), which the binary's `/metrics` renders.

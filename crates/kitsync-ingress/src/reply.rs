@@ -7,6 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kitsync_domain::{signing, CallbackKind};
 use secrecy::ExposeSecret;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A result body, signed or not.
@@ -64,7 +65,7 @@ impl IntoResponse for KitReply {
     }
 }
 
-/// The one handler behind the five routes: extract → accept → reply.
+/// The one handler behind the five routes: admit → extract → accept → reply.
 #[tracing::instrument(name = "kit_callback", skip_all, fields(kind = %kind, code))]
 pub async fn handle(
     State(acceptor): State<Arc<Acceptor>>,
@@ -72,12 +73,15 @@ pub async fn handle(
     req: Request,
 ) -> Response {
     let started = std::time::Instant::now();
-    let (result, key_index) = match SignedKit::from_request(req, &acceptor).await {
-        Ok(kit) => {
-            let key = kit.key_index;
-            (acceptor.accept(kit).await, Some(key))
-        }
-        Err(KitRejection { error, key_index }) => (Err(error), key_index),
+    let (result, key_index) = match acceptor.admit() {
+        None => (Err(KitError::Overloaded("concurrent callbacks")), None),
+        Some(_slot) => match SignedKit::from_request(req, &acceptor).await {
+            Ok(kit) => {
+                let key = kit.key_index;
+                (acceptor.accept(kit).await, Some(key))
+            }
+            Err(KitRejection { error, key_index }) => (Err(error), key_index),
+        },
     };
     let code = match &result {
         Ok(()) => "000000",
@@ -89,9 +93,86 @@ pub async fn handle(
         Err(KitError::Unavailable(cause) | KitError::Internal(cause)) => {
             tracing::error!(%cause, "callback not accepted");
         }
-        Err(e) => tracing::warn!(reason = %e, "callback refused"),
+        Err(e) if e.authenticated() => tracing::warn!(reason = %e, "callback refused"),
+        Err(e) => {
+            acceptor.refusals().record(e);
+        }
     }
     let reply = KitReply::signed(&acceptor, result.as_ref().map(|_| ()), key_index);
     acceptor.metrics().record(kind, code, started.elapsed());
     reply.into_response()
+}
+
+/// Logs refusals of unauthenticated callbacks at warn level at most once per
+/// [`RefusalLog::INTERVAL`], with how many were refused since; the others at debug. Anyone
+/// can send those requests, so one warning each would let them fill the log.
+#[derive(Debug)]
+pub struct RefusalLog {
+    started: std::time::Instant,
+    /// Milliseconds since `started` before which no warning is written.
+    next_warn_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            next_warn_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RefusalLog {
+    pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Records one refusal; returns whether it was written at warn level.
+    pub fn record(&self, e: &KitError) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_warn_ms.load(Ordering::Relaxed);
+        let interval = u64::try_from(Self::INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        if now >= next
+            && self
+                .next_warn_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(interval),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                reason = %e,
+                code = e.result_code(),
+                refused_without_warning_since_last = suppressed,
+                "unauthenticated callback refused (such warnings are written at most every 10 s)"
+            );
+            true
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(reason = %e, code = e.result_code(), "unauthenticated callback refused");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthenticated_refusals_warn_at_a_bounded_rate() {
+        let log = RefusalLog::default();
+        let e = KitError::BadSignature {
+            canonical_limit: None,
+        };
+        assert!(log.record(&e), "the first one is written");
+        for _ in 0..1000 {
+            assert!(!log.record(&e), "then none within the interval");
+        }
+        assert_eq!(log.suppressed.load(Ordering::Relaxed), 1000);
+    }
 }

@@ -1,4 +1,5 @@
 //! `[kit]` settings: access keys, RSA key, route prefix, limits.
+use kitsync_domain::signing::SignatureMode;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::PathBuf;
@@ -18,9 +19,29 @@ pub struct KitSettings {
     pub body_limit_bytes: usize,
     /// Accepted clock difference for `x-timestamp`, in seconds.
     pub timestamp_window_secs: u64,
-    /// Time allowed to make a callback durable (nonce claim + publish) before answering
+    /// Time allowed to make a callback durable (replay claim + publish) before answering
     /// `000005`; well inside the marketplace's 5 s timeout.
     pub accept_timeout_ms: u64,
+    /// Which body forms `x-sign` may cover: `raw` (the bytes received), `canonical` (top-level
+    /// keys sorted, top-level nulls dropped, compact — the official sample's form) or `both`
+    /// (raw first). With `canonical` or `both`, a body that verified in canonical form is
+    /// parsed from those canonical bytes, so what is applied is exactly what was signed.
+    pub signature_mode: SignatureMode,
+    /// Largest body whose canonical form is computed when the raw bytes do not verify (the
+    /// canonical check parses and re-serialises the body before anything is authenticated).
+    pub canonical_max_bytes: usize,
+    /// Canonical checks running at once; more wait (bounded) or are answered `000005`.
+    pub canonical_concurrency: usize,
+    /// Callbacks handled at once; beyond this they are answered `000005` at once instead of
+    /// queuing without bound.
+    pub max_concurrent_requests: usize,
+    /// Bytes of callback bodies held in memory at once, across requests (a body is held from
+    /// its first byte until it is parsed). A request that cannot reserve its share within a
+    /// second is answered `000005`.
+    pub max_inflight_body_bytes: usize,
+    /// Time allowed for a body to arrive, from the end of the headers; a slower one is
+    /// refused with `000002`.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for KitSettings {
@@ -32,6 +53,12 @@ impl Default for KitSettings {
             body_limit_bytes: 8 * 1024 * 1024,
             timestamp_window_secs: 60,
             accept_timeout_ms: 1_500,
+            signature_mode: SignatureMode::Both,
+            canonical_max_bytes: 2 * 1024 * 1024,
+            canonical_concurrency: 2,
+            max_concurrent_requests: 1024,
+            max_inflight_body_bytes: 64 * 1024 * 1024,
+            body_read_timeout_ms: 10_000,
         }
     }
 }

@@ -6,8 +6,8 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use kitsync_domain::{signing, Command, QueuedCallback};
 use kitsync_ingress::{router, Acceptor, KitSettings};
-use kitsync_queue::{NonceLedger, Queue, QueueSettings};
-use kitsync_secrets::{Sealer, TestKeyPair};
+use kitsync_queue::{Queue, QueueSettings, ReplayLedger};
+use kitsync_secrets::{OaepVariant, Place, Sealer, TestKeyPair};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ async fn fixture(keys: &[&str], rsa: Option<&TestKeyPair>, body_limit: usize) ->
     let queue = Queue::connect(&QueueSettings::default(), db.conn.clone())
         .await
         .unwrap();
-    let nonces = NonceLedger::new(db.conn.clone(), Duration::from_secs(60));
+    let nonces = ReplayLedger::new(db.conn.clone());
     let settings = KitSettings {
         access_keys: keys
             .iter()
@@ -202,7 +202,7 @@ async fn a_replayed_nonce_is_refused() {
     .await;
     assert_eq!(first.code, "000000");
     assert_eq!(again.code, "000001");
-    assert!(again.msg.contains("x-nonce"), "{}", again.msg);
+    assert!(again.msg.contains("replay"), "{}", again.msg);
     assert_eq!(f.queue.depth().await.unwrap(), 1);
 }
 
@@ -210,7 +210,7 @@ async fn a_replayed_nonce_is_refused() {
 async fn client_secret_is_decrypted_and_sealed_before_queueing() {
     let kp = TestKeyPair::generate_3072().unwrap();
     let f = fixture(&["k"], Some(&kp), 1 << 20).await;
-    let ct = kp.encrypt("the-plain-secret", false).unwrap();
+    let ct = kp.encrypt("the-plain-secret", OaepVariant::Sha1).unwrap();
     let body = format!(
         r#"{{"instanceId":"i","tenantId":"t","appId":"a","clientId":"cid","clientSecret":"{ct}","flag":1,"testFlag":0,"timeStamp":"20240101120000000"}}"#
     );
@@ -235,6 +235,15 @@ async fn client_secret_is_decrypted_and_sealed_before_queueing() {
     let Command::App(app) = QueuedCallback::from_bytes(&batch[0].body).unwrap().command else {
         panic!("expected an app command")
     };
-    let (_, plain) = f.sealer.open(&app.client_secret.0).unwrap();
+    let place = Place::app_client_secret(&app.tenant_id, &app.app_id);
+    let (_, plain) = f.sealer.open(&app.client_secret.0, &place).unwrap();
     assert_eq!(plain.expose_secret(), "the-plain-secret");
+    // Sealed for this app's row only.
+    assert!(f
+        .sealer
+        .open(
+            &app.client_secret.0,
+            &Place::app_client_secret("t", "other-app")
+        )
+        .is_err());
 }

@@ -10,7 +10,7 @@
 //! - In-process consumers are woken by a [`Notify`] after each commit; consumers in other
 //!   processes poll every `poll_interval_ms`.
 use crate::dead_letters::{truncate, NewDeadLetter};
-use crate::sql::{int, ms, now_ms, placeholders, stmt};
+use crate::sql::{gather, int, ms, now_ms, placeholders, stmt};
 use crate::{Delivery, FailOutcome, Handle, OutgoingMessage, QueueError, QueueSettings};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -215,23 +215,15 @@ async fn writer(
     new_work: Arc<Notify>,
 ) {
     loop {
-        let mut batch = Vec::new();
-        {
+        // A caller that timed out has answered "unavailable" already: writing its message
+        // would only create a duplicate of the marketplace's retry.
+        let batch = {
             let mut rx = requests.lock().await;
             let Some(first) = rx.recv().await else {
                 return;
             };
-            batch.push(first);
-            while batch.len() < MAX_PUBLISH_BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-        }
-        // A caller that timed out has answered "unavailable" already: writing its message
-        // would only create a duplicate of the marketplace's retry.
-        batch.retain(|r| !r.done.is_closed());
+            gather(first, &mut rx, MAX_PUBLISH_BATCH, |r| r.done.is_closed())
+        };
         if batch.is_empty() {
             continue;
         }

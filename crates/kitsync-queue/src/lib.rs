@@ -1,5 +1,5 @@
 //! The durable intake between the Kit callbacks and the workers: a queue port with two
-//! adapters, the dead-letter store and the nonce ledger.
+//! adapters, the dead-letter store and the replay ledger.
 //!
 //! The ingress answers the marketplace `000000` only after [`Queue::publish`] returned `Ok`,
 //! which means *durable*: a RabbitMQ publisher confirm for a persistent message on a quorum
@@ -16,7 +16,7 @@
 //!   group-committed publishes, leases;
 //! - `dead_letters.rs` — [`DeadLetters`]: the `dead_letters` table both adapters write, list
 //!   and replay;
-//! - `nonce.rs` — [`NonceLedger`]: group-committed `x-nonce` claims;
+//! - `replay.rs` — [`ReplayLedger`]: group-committed claims of accepted callbacks' MACs;
 //! - `sql.rs`, `error.rs` — raw-SQL helpers and [`QueueError`].
 //!
 //! [`Queue`] and [`Consumer`] dispatch over the two adapters with an enum (no trait objects);
@@ -27,7 +27,7 @@ mod amqp;
 mod dead_letters;
 mod embedded;
 mod error;
-mod nonce;
+mod replay;
 mod settings;
 mod sql;
 
@@ -35,7 +35,7 @@ pub use amqp::{AmqpConsumer, AmqpQueue};
 pub use dead_letters::{DeadLetter, DeadLetters, ReplayOutcome};
 pub use embedded::{EmbeddedConsumer, EmbeddedQueue};
 pub use error::QueueError;
-pub use nonce::{NonceClaim, NonceLedger};
+pub use replay::{ReplayClaim, ReplayKey, ReplayLedger};
 pub use settings::{redact_url, QueueSettings};
 
 use sea_orm::DatabaseConnection;

@@ -1,11 +1,20 @@
-//! The Kit nonce ledger: `x-nonce` values accepted within the replay window, in SQL so every
-//! ingress process sharing the database refuses a replay, and so does a restarted one.
+//! The Kit replay ledger: the MACs of accepted callbacks, in SQL so every ingress process
+//! sharing the database refuses a replay, and so does a restarted one.
+//!
+//! The key is the verified `x-sign` itself (32 bytes). The MAC covers the access key, the
+//! nonce, the timestamp and the body, so a replay has the same key however its headers are
+//! rewritten (hex case, a digit moved between nonce and timestamp), while an authentic new
+//! request never collides with an old one. A key is kept until its *signed* timestamp leaves
+//! the acceptance window (`expires_at = x-timestamp + window`): after that the request is
+//! refused as stale before it reaches the ledger. Keeping it for a window after *receipt*
+//! would forget a request signed ahead of our clock while it is still acceptable.
 //!
 //! Claims are group-committed: a background task takes whatever claims are pending (up to
 //! [`MAX_CLAIM_BATCH`]) and settles them with one multi-row upsert, so 64 concurrent
 //! callbacks cost a handful of statements rather than 64 transactions. The same task
-//! deletes nonces that have left the window every [`CLEANUP_EVERY`].
-use crate::sql::{ms, now_ms, stmt};
+//! deletes expired keys every [`CLEANUP_EVERY`], one `cleanup_slack` late, so a process whose
+//! clock runs behind by less than that still finds the keys it needs.
+use crate::sql::{gather, ms, now_ms, placeholders, stmt};
 use crate::QueueError;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Value};
 use std::collections::HashSet;
@@ -19,41 +28,53 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(30);
 /// A claim not settled in this time fails, leaving the ingress time to answer `000005`
 /// within the marketplace's 5 s.
 const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after expiry a key is deleted: covers clocks of processes that differ by up to
+/// this much.
+const DEFAULT_CLEANUP_SLACK: Duration = Duration::from_secs(60);
 
-/// What [`NonceLedger::claim`] found.
+/// A replay key: the 32-byte HMAC-SHA256 `x-sign` that verified.
+pub type ReplayKey = [u8; 32];
+
+/// What [`ReplayLedger::claim`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NonceClaim {
-    /// Not seen within the window; now recorded.
+pub enum ReplayClaim {
+    /// Not seen (or seen and expired); now recorded.
     Fresh,
-    /// Seen within the window: a replay.
+    /// Seen and not expired: a replay.
     Replayed,
 }
 
 struct ClaimRequest {
-    nonce: String,
+    key: ReplayKey,
     now_ms: i64,
-    done: oneshot::Sender<Result<NonceClaim, String>>,
+    expires_at_ms: i64,
+    done: oneshot::Sender<Result<ReplayClaim, String>>,
 }
 
-/// Records Kit nonces; cheap to clone.
+/// Records replay keys; cheap to clone.
 #[derive(Clone)]
-pub struct NonceLedger {
+pub struct ReplayLedger {
     db: DatabaseConnection,
     claims: mpsc::Sender<ClaimRequest>,
     timeout: Duration,
     upserts: Arc<AtomicU64>,
 }
 
-impl NonceLedger {
+impl ReplayLedger {
     /// Starts the batching task (which ends when the last clone is dropped).
     ///
-    /// Must be called within a Tokio runtime. A nonce last seen longer than `window` ago
-    /// counts as fresh again; rows older than twice the window are deleted.
+    /// Must be called within a Tokio runtime.
     #[must_use]
-    pub fn new(db: DatabaseConnection, window: Duration) -> Self {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self::with_cleanup_slack(db, DEFAULT_CLEANUP_SLACK)
+    }
+
+    /// [`ReplayLedger::new`], deleting expired keys `slack` after they expire.
+    #[must_use]
+    pub fn with_cleanup_slack(db: DatabaseConnection, slack: Duration) -> Self {
         let (tx, rx) = mpsc::channel(MAX_CLAIM_BATCH * 4);
         let upserts = Arc::new(AtomicU64::new(0));
-        tokio::spawn(settle(db.clone(), rx, window, Arc::clone(&upserts)));
+        tokio::spawn(settle(db.clone(), rx, slack, Arc::clone(&upserts)));
         Self {
             db,
             claims: tx,
@@ -69,34 +90,40 @@ impl NonceLedger {
         self
     }
 
-    /// Durably records `nonce` (as seen at `now_ms`): [`NonceClaim::Fresh`] if no process
-    /// sharing the database saw it within the window, [`NonceClaim::Replayed`] otherwise.
-    /// Of concurrent claims of one nonce, exactly one is fresh.
+    /// Durably records `key` until `expires_at_ms`: [`ReplayClaim::Fresh`] if no process
+    /// sharing the database holds it unexpired at `now_ms`, [`ReplayClaim::Replayed`]
+    /// otherwise. Of concurrent claims of one key, exactly one is fresh.
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when the database fails or does not answer in time.
-    pub async fn claim(&self, nonce: &str, now_ms: i64) -> Result<NonceClaim, QueueError> {
+    pub async fn claim(
+        &self,
+        key: &ReplayKey,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<ReplayClaim, QueueError> {
         let (done, answer) = oneshot::channel();
         let request = ClaimRequest {
-            nonce: nonce.to_owned(),
+            key: *key,
             now_ms,
+            expires_at_ms,
             done,
         };
         let outcome = tokio::time::timeout(self.timeout, async {
             self.claims
                 .send(request)
                 .await
-                .map_err(|_| QueueError::Unavailable("the nonce ledger stopped".into()))?;
+                .map_err(|_| QueueError::Unavailable("the replay ledger stopped".into()))?;
             match answer.await {
                 Ok(Ok(claim)) => Ok(claim),
                 Ok(Err(e)) => Err(QueueError::Unavailable(e)),
-                Err(_) => Err(QueueError::Unavailable("the nonce ledger stopped".into())),
+                Err(_) => Err(QueueError::Unavailable("the replay ledger stopped".into())),
             }
         })
         .await;
         outcome.unwrap_or_else(|_| {
             Err(QueueError::Unavailable(format!(
-                "the nonce ledger did not answer within {} ms",
+                "the replay ledger did not answer within {} ms",
                 self.timeout.as_millis()
             )))
         })
@@ -109,17 +136,17 @@ impl NonceLedger {
         self.upserts.load(Ordering::Relaxed)
     }
 
-    /// Forgets `nonce`, so the marketplace's retry of a callback we could not queue is not
+    /// Forgets `key`, so the marketplace's retry of a callback we could not queue is not
     /// refused as a replay.
     ///
     /// # Errors
     /// The database statement failed.
-    pub async fn release(&self, nonce: &str) -> Result<(), QueueError> {
+    pub async fn release(&self, key: &ReplayKey) -> Result<(), QueueError> {
         self.db
             .execute(stmt(
                 self.db.get_database_backend(),
-                "DELETE FROM kit_nonces WHERE nonce = $1",
-                vec![nonce.into()],
+                "DELETE FROM kit_replay_keys WHERE mac = $1",
+                vec![key.to_vec().into()],
             ))
             .await?;
         Ok(())
@@ -129,10 +156,10 @@ impl NonceLedger {
 async fn settle(
     db: DatabaseConnection,
     mut rx: mpsc::Receiver<ClaimRequest>,
-    window: Duration,
+    slack: Duration,
     upserts: Arc<AtomicU64>,
 ) {
-    let window_ms = ms(window);
+    let slack_ms = ms(slack);
     let mut cleanup = tokio::time::interval(CLEANUP_EVERY);
     cleanup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -142,46 +169,39 @@ async fn settle(
                 None => return,
             },
             _ = cleanup.tick() => {
-                let cutoff = now_ms().saturating_sub(window_ms.saturating_mul(2));
+                let cutoff = now_ms().saturating_sub(slack_ms);
                 let res = db.execute(stmt(
                     db.get_database_backend(),
-                    "DELETE FROM kit_nonces WHERE seen_at < $1",
+                    "DELETE FROM kit_replay_keys WHERE expires_at < $1",
                     vec![cutoff.into()],
                 )).await;
                 if let Err(e) = res {
-                    tracing::warn!(error = %e, "could not delete expired nonces");
+                    tracing::warn!(error = %e, "could not delete expired replay keys");
                 }
                 continue;
             }
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_CLAIM_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        batch.retain(|r| !r.done.is_closed());
+        let batch = gather(first, &mut rx, MAX_CLAIM_BATCH, |r| r.done.is_closed());
         if batch.is_empty() {
             continue;
         }
         upserts.fetch_add(1, Ordering::Relaxed);
-        match insert(&db, &batch, window_ms).await {
+        match insert(&db, &batch).await {
             Ok(fresh) => {
-                // Within a batch the first claim of a nonce is the one that was inserted;
+                // Within a batch the first claim of a key is the one that was inserted;
                 // later ones are replays of it.
                 let mut fresh = fresh;
                 let mut orphans = Vec::new();
                 for r in batch {
-                    let claim = if fresh.remove(&r.nonce) {
-                        NonceClaim::Fresh
+                    let claim = if fresh.remove(&r.key) {
+                        ReplayClaim::Fresh
                     } else {
-                        NonceClaim::Replayed
+                        ReplayClaim::Replayed
                     };
-                    // The caller gave up waiting (and answered 000005): a nonce recorded for
-                    // it would make the marketplace's retry look like a replay. Forget it.
-                    if r.done.send(Ok(claim)).is_err() && claim == NonceClaim::Fresh {
-                        orphans.push(r.nonce);
+                    // The caller gave up waiting (and answered 000005): a key recorded for it
+                    // would make the marketplace's retry look like a replay. Forget it.
+                    if r.done.send(Ok(claim)).is_err() && claim == ReplayClaim::Fresh {
+                        orphans.push(r.key);
                     }
                 }
                 if !orphans.is_empty() {
@@ -197,58 +217,57 @@ async fn settle(
     }
 }
 
-/// Deletes nonces whose claimants stopped waiting. Best effort: if it fails, the retry of
+/// Deletes keys whose claimants stopped waiting. Best effort: if it fails, the retry of
 /// such a callback within the window is refused as a replay, which the log says.
-async fn forget(db: &DatabaseConnection, nonces: &[String]) {
+async fn forget(db: &DatabaseConnection, keys: &[ReplayKey]) {
     let backend = db.get_database_backend();
-    let placeholders: Vec<String> = (1..=nonces.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "DELETE FROM kit_nonces WHERE nonce IN ({})",
-        placeholders.join(",")
+        "DELETE FROM kit_replay_keys WHERE mac IN ({})",
+        placeholders(1, keys.len(), 1)
     );
-    let values: Vec<Value> = nonces.iter().map(|n| n.as_str().into()).collect();
+    let values: Vec<Value> = keys.iter().map(|k| k.to_vec().into()).collect();
     if let Err(e) = db.execute(stmt(backend, &sql, values)).await {
-        tracing::warn!(error = %e, count = nonces.len(), "could not forget nonces of abandoned claims; their retries will be refused as replays");
+        tracing::warn!(error = %e, count = keys.len(), "could not forget replay keys of abandoned claims; their retries will be refused as replays");
     }
 }
 
-/// One upsert for the batch; returns the nonces that were fresh.
+/// One upsert for the batch; returns the keys that were fresh.
 async fn insert(
     db: &DatabaseConnection,
     batch: &[ClaimRequest],
-    window_ms: i64,
-) -> Result<HashSet<String>, String> {
-    // PostgreSQL refuses an upsert that touches one row twice: send each nonce once.
+) -> Result<HashSet<ReplayKey>, String> {
+    // A stored key counts as expired only if it has expired for every claimant of the batch.
+    let now = batch.iter().map(|r| r.now_ms).min().unwrap_or_default();
+    // PostgreSQL refuses an upsert that touches one row twice: send each key once.
     let mut seen = HashSet::with_capacity(batch.len());
-    let mut rows = String::new();
-    let mut values: Vec<Value> = vec![window_ms.into()];
+    let mut values: Vec<Value> = vec![now.into()];
     for r in batch {
-        if !seen.insert(r.nonce.as_str()) {
-            continue;
+        if seen.insert(r.key) {
+            values.push(r.key.to_vec().into());
+            values.push(r.expires_at_ms.into());
         }
-        if values.len() > 1 {
-            rows.push(',');
-        }
-        let n = values.len() + 1;
-        rows.push_str(&format!("(${n}, ${})", n + 1));
-        values.push(r.nonce.as_str().into());
-        values.push(r.now_ms.into());
     }
-    // A nonce seen longer ago than the window is fresh again (its old row just has not been
-    // cleaned up yet); RETURNING lists the rows inserted or so refreshed.
+    // An expired key is fresh again (its row just has not been cleaned up yet); RETURNING
+    // lists the rows inserted or so refreshed.
     let sql = format!(
-        "INSERT INTO kit_nonces (nonce, seen_at) VALUES {rows} \
-         ON CONFLICT (nonce) DO UPDATE SET seen_at = excluded.seen_at \
-         WHERE kit_nonces.seen_at < excluded.seen_at - $1 \
-         RETURNING nonce"
+        "INSERT INTO kit_replay_keys (mac, expires_at) VALUES {} \
+         ON CONFLICT (mac) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE kit_replay_keys.expires_at < $1 \
+         RETURNING mac",
+        placeholders(2, seen.len(), 2)
     );
     let returned = db
         .query_all(stmt(db.get_database_backend(), &sql, values))
         .await
-        .map_err(|e| format!("nonce ledger: {e}"))?;
+        .map_err(|e| format!("replay ledger: {e}"))?;
     returned
         .iter()
-        .map(|row| row.try_get::<String>("", "nonce"))
-        .collect::<Result<HashSet<_>, _>>()
-        .map_err(|e| format!("nonce ledger: {e}"))
+        .map(|row| {
+            let mac: Vec<u8> = row
+                .try_get("", "mac")
+                .map_err(|e| format!("replay ledger: {e}"))?;
+            ReplayKey::try_from(mac.as_slice())
+                .map_err(|_| format!("replay ledger: a stored key of {} bytes", mac.len()))
+        })
+        .collect()
 }

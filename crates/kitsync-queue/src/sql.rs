@@ -1,4 +1,4 @@
-//! Raw-SQL helpers shared by the embedded queue, the dead-letter store and the nonce ledger.
+//! Raw-SQL helpers shared by the embedded queue, the dead-letter store and the replay ledger.
 //!
 //! Statements are written once with PostgreSQL's `$n` placeholders; SQLite gets `?n`, which
 //! it reads as the same numbered parameter.
@@ -38,6 +38,25 @@ pub(crate) fn placeholders(first: usize, count: usize, width: usize) -> String {
         }
     }
     out
+}
+
+/// A group commit's batch: `first`, then whatever else is already waiting in `rx`, up to
+/// `max`, dropping requests whose caller stopped waiting (it has answered already).
+pub(crate) fn gather<T>(
+    first: T,
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    max: usize,
+    abandoned: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
+        }
+    }
+    batch.retain(|r| !abandoned(r));
+    batch
 }
 
 /// Wall-clock Unix milliseconds: leases and retry times are compared across processes.

@@ -6,8 +6,8 @@
 // Helpers outside `#[test]` functions are test code too: a panic is how they report failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use kitsync_queue::{
-    Delivery, FailOutcome, NonceClaim, NonceLedger, OutgoingMessage, Queue, QueueError,
-    QueueSettings, ReplayOutcome,
+    Delivery, FailOutcome, OutgoingMessage, Queue, QueueError, QueueSettings, ReplayClaim,
+    ReplayKey, ReplayLedger, ReplayOutcome,
 };
 use migrations::testing::{amqp_url, fresh_db, TestDb};
 use std::collections::{HashMap, HashSet};
@@ -748,33 +748,49 @@ async fn amqp_a_deleted_queue_is_an_error_not_a_silent_loss() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 5. The nonce ledger (database only; the same for both adapters).
+// 5. The replay ledger (database only; the same for both adapters).
+
+/// A distinct replay key per label.
+fn key(label: &str) -> ReplayKey {
+    let mut k = [0u8; 32];
+    for (i, b) in label.bytes().enumerate() {
+        k[i % 32] ^= b.wrapping_add(i as u8);
+    }
+    k[31] ^= label.len() as u8;
+    k
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nonce_ledger_refuses_replays_across_callers_and_restarts() {
+async fn replay_ledger_refuses_replays_across_callers_and_restarts() {
     let db = fresh_db().await.expect("test database");
-    let window = Duration::from_secs(60);
-    let ledger = NonceLedger::new(db.conn.clone(), window);
+    let ledger = ReplayLedger::new(db.conn.clone());
     let now = 1_800_000_000_000_i64;
+    let expires = now + 60_000;
 
     assert_eq!(
-        ledger.claim("n-1", now).await.expect("claim"),
-        NonceClaim::Fresh
+        ledger
+            .claim(&key("n-1"), now, expires)
+            .await
+            .expect("claim"),
+        ReplayClaim::Fresh
     );
     assert_eq!(
-        ledger.claim("n-1", now + 5).await.expect("claim"),
-        NonceClaim::Replayed
+        ledger
+            .claim(&key("n-1"), now + 5, expires)
+            .await
+            .expect("claim"),
+        ReplayClaim::Replayed
     );
 
     let statements_before = ledger.upserts_executed();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..64 {
         let l = ledger.clone();
-        tasks.spawn(async move { l.claim(&format!("distinct-{i}"), now).await });
+        tasks.spawn(async move { l.claim(&key(&format!("distinct-{i}")), now, expires).await });
     }
     let mut fresh = 0;
     while let Some(r) = tasks.join_next().await {
-        assert_eq!(r.expect("task").expect("claim"), NonceClaim::Fresh);
+        assert_eq!(r.expect("task").expect("claim"), ReplayClaim::Fresh);
         fresh += 1;
     }
     assert_eq!(fresh, 64);
@@ -786,57 +802,85 @@ async fn nonce_ledger_refuses_replays_across_callers_and_restarts() {
 
     for _ in 0..10 {
         let l = ledger.clone();
-        tasks.spawn(async move { l.claim("contended", now).await });
+        tasks.spawn(async move { l.claim(&key("contended"), now, expires).await });
     }
     let mut outcomes = Vec::new();
     while let Some(r) = tasks.join_next().await {
         outcomes.push(r.expect("task").expect("claim"));
     }
     assert_eq!(
-        outcomes.iter().filter(|c| **c == NonceClaim::Fresh).count(),
+        outcomes
+            .iter()
+            .filter(|c| **c == ReplayClaim::Fresh)
+            .count(),
         1,
         "{outcomes:?}"
     );
 
-    ledger.release("n-1").await.expect("release");
+    ledger.release(&key("n-1")).await.expect("release");
     assert_eq!(
-        ledger.claim("n-1", now + 10).await.expect("claim"),
-        NonceClaim::Fresh
+        ledger
+            .claim(&key("n-1"), now + 10, expires)
+            .await
+            .expect("claim"),
+        ReplayClaim::Fresh
     );
 
-    // Outside the window a nonce is fresh again.
-    let later = now + 10 + 60_001;
+    // A key is kept until its own expiry, however long after its receipt that is…
     assert_eq!(
-        ledger.claim("n-1", later).await.expect("claim"),
-        NonceClaim::Fresh
+        ledger
+            .claim(&key("n-1"), expires, expires)
+            .await
+            .expect("claim"),
+        ReplayClaim::Replayed
+    );
+    // …and is free again after it.
+    assert_eq!(
+        ledger
+            .claim(&key("n-1"), expires + 1, expires + 60_000)
+            .await
+            .expect("claim"),
+        ReplayClaim::Fresh
     );
 
-    // Another process (or this one restarted) sharing the database sees the same nonces.
+    // Another process (or this one restarted) sharing the database sees the same keys.
     drop(ledger);
-    let other = NonceLedger::new(db.conn.clone(), window);
+    let other = ReplayLedger::new(db.conn.clone());
     assert_eq!(
-        other.claim("distinct-7", now + 1).await.expect("claim"),
-        NonceClaim::Replayed
+        other
+            .claim(&key("distinct-7"), now + 1, expires)
+            .await
+            .expect("claim"),
+        ReplayClaim::Replayed
     );
     assert_eq!(
-        other.claim("contended", now + 1).await.expect("claim"),
-        NonceClaim::Replayed
+        other
+            .claim(&key("contended"), now + 1, expires)
+            .await
+            .expect("claim"),
+        ReplayClaim::Replayed
     );
     assert_eq!(
-        other.claim("brand-new", now + 1).await.expect("claim"),
-        NonceClaim::Fresh
+        other
+            .claim(&key("brand-new"), now + 1, expires)
+            .await
+            .expect("claim"),
+        ReplayClaim::Fresh
     );
     drop(other);
     db.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nonce_claims_fail_when_the_database_is_gone() {
+async fn replay_claims_fail_when_the_database_is_gone() {
     let db = fresh_db().await.expect("test database");
     let own = migrations::connect(&db.url, 2).await.expect("second pool");
-    let ledger = NonceLedger::new(own.clone(), Duration::from_secs(60));
+    let ledger = ReplayLedger::new(own.clone());
     own.clone().close().await.expect("close");
-    let err = ledger.claim("x", 1).await.expect_err("database closed");
+    let err = ledger
+        .claim(&key("x"), 1, 2)
+        .await
+        .expect_err("database closed");
     assert!(matches!(err, QueueError::Unavailable(_)), "{err}");
     db.cleanup().await;
 }
