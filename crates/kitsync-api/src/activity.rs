@@ -11,8 +11,9 @@
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::ApiState;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use kitsync_domain::Scope;
 use kitsync_store::{ActivityEvent, ActivityKind, DAY_MS};
@@ -22,6 +23,8 @@ use std::sync::Arc;
 
 /// Events per batch, at most.
 pub const MAX_EVENTS: usize = 1000;
+/// Longest `tenantId` / `userName`: the Kit's own limit for both.
+pub const MAX_ID_CHARS: usize = 64;
 /// How far in the future an event's `at` may be (clock skew between the ISV's app and us).
 pub const MAX_SKEW_MS: i64 = 5 * 60_000;
 
@@ -71,8 +74,24 @@ fn event(
             None => Err(format!("events[{i}].{name}: is required")),
         }
     };
-    let tenant_id = text("tenantId")?;
-    let user_name = text("userName")?;
+    // Kit identifiers are at most 64 characters; anything else names no member, and could
+    // not be stored (PostgreSQL refuses U+0000 in text and over-long index keys).
+    let kit_id = |name: &str| -> Result<String, String> {
+        let v = text(name)?;
+        if v.chars().count() > MAX_ID_CHARS {
+            return Err(format!(
+                "events[{i}].{name}: at most {MAX_ID_CHARS} characters (a Kit identifier)"
+            ));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(format!(
+                "events[{i}].{name}: must not contain control characters"
+            ));
+        }
+        Ok(v)
+    };
+    let tenant_id = kit_id("tenantId")?;
+    let user_name = kit_id("userName")?;
     let kind = match text("kind")?.as_str() {
         "login" => ActivityKind::Login,
         "use" => ActivityKind::Use,
@@ -113,14 +132,18 @@ fn event(
 /// `POST /api/v1/activity`.
 ///
 /// # Errors
-/// 401/403 per [`Caller`]; 400 naming `events` when the body is not `{"events":[…]}` or
-/// holds more than 1 000 events; 500 when the database fails (then nothing is stored).
+/// 401/403 per [`Caller`] (decided before any of the body is read); 413/408 for a body over
+/// `api.body_limit_bytes` or too slow; 400 naming `events` when the body is not
+/// `{"events":[…]}` or holds more than 1 000 events; 500 when the database fails (then
+/// nothing is stored).
 pub async fn post(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<ActivityAnswer>, ApiError> {
     caller.require(Scope::ActivityWrite, caller.0.tenant_id.as_deref())?;
+    let body = crate::limits::read_body(&headers, body, &state.settings).await?;
     let doc: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_param("body", format!("not JSON: {e}")))?;
     let list = doc

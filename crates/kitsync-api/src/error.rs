@@ -17,6 +17,15 @@ pub enum ApiError {
     /// A bad query or path parameter; the message names it.
     #[error("{param}: {message}")]
     BadRequest { param: String, message: String },
+    /// The body is (or declares itself) larger than the route accepts.
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The body did not arrive in time.
+    #[error("the request body was not received within {ms} ms")]
+    BodyTimeout { ms: u64 },
+    /// Too many requests at once, or one that took too long: shed, try again.
+    #[error("the server is busy ({0}); retry")]
+    Unavailable(&'static str),
     /// The database failed; the cause is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -37,6 +46,11 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -68,6 +82,12 @@ impl IntoResponse for ApiError {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
             );
         }
         res

@@ -5,6 +5,11 @@
 //! that polls from its last cursor sees every change exactly once while writes go on. The
 //! cursor is the id of the last row read (matching the filter or not), and `nextCursor` is
 //! never null: a feed does not end, the consumer keeps polling from it.
+//!
+//! One request reads at most [`kitsync_store::feed::MAX_SCAN_ROWS`] (10 000) journal rows,
+//! matching or not, so a rare `types` or `tenantId` cannot make it read the whole journal.
+//! A request that stops there answers the events found so far, possibly none, with
+//! `nextCursor` at the last row it read; polling from it goes on where it stopped.
 use crate::auth::Caller;
 use crate::directory::TestFilter;
 use crate::error::ApiError;

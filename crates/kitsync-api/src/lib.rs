@@ -3,6 +3,9 @@
 //!
 //! - [`auth`]: the bearer-token extractor ([`auth::Caller`]) and the scope/tenant checks:
 //!   no or a bad token is 401, a token without the scope or bound to another tenant is 403.
+//! - [`limits`]: `[api]` settings and the bounds on a request: no body is read before its
+//!   caller is authenticated and authorised, every body has a size limit and a deadline,
+//!   and load beyond the concurrency limit is answered 503 at once.
 //! - [`error`]: the one mapping from failures to HTTP statuses and JSON error bodies
 //!   `{"code","message"}`, where the message names the parameter at fault.
 //! - [`page`]: cursor pagination (`?cursor=&limit=` → `{"items","nextCursor"}`).
@@ -22,11 +25,13 @@ pub mod dashboard;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod limits;
 pub mod page;
 pub mod scim;
 pub mod stats;
 
 pub use error::ApiError;
+pub use limits::ApiSettings;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -36,11 +41,29 @@ use std::sync::Arc;
 /// What every handler shares.
 pub struct ApiState {
     pub store: Store,
+    pub settings: ApiSettings,
+    /// One permit per request being handled ([`limits::limit`]).
+    slots: tokio::sync::Semaphore,
+}
+
+/// The `/api/v1` and `/scim/v2` routes, and `/dashboard`, with the default [`ApiSettings`].
+pub fn router(store: Store) -> Router {
+    router_with(store, ApiSettings::default())
 }
 
 /// The `/api/v1` and `/scim/v2` routes, and `/dashboard`.
-pub fn router(store: Store) -> Router {
-    let state = Arc::new(ApiState { store });
+pub fn router_with(store: Store, settings: ApiSettings) -> Router {
+    let slots = tokio::sync::Semaphore::new(
+        settings
+            .max_concurrent_requests
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    );
+    let body_limit = settings.body_limit_bytes;
+    let state = Arc::new(ApiState {
+        store,
+        settings,
+        slots,
+    });
     Router::new()
         .route("/api/v1/tenants", get(directory::tenants))
         .route("/api/v1/tenants/{tenant_id}", get(directory::tenant))
@@ -69,5 +92,9 @@ pub fn router(store: Store) -> Router {
         .route("/api/v1/stats/tenants", get(stats::tenants))
         .route("/dashboard", get(dashboard::page))
         .with_state(state.clone())
-        .merge(scim::router(state))
+        .merge(scim::router(state.clone()))
+        // Handlers read bodies themselves after authorising (`limits::read_body`); this limit
+        // is the net under any extractor that reads one on its own.
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state, limits::limit))
 }

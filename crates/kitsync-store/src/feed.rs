@@ -8,11 +8,26 @@
 //! `until` (a journal id already seen, see [`crate::Store::journal_head`]) that ends before it
 //! is full resumes after `until`: every row up to it is committed (journal order), so none can
 //! appear behind the cursor later.
+//!
+//! A page reads at most [`MAX_SCAN_ROWS`] journal rows, matching or not: a filter that matches
+//! rarely (`types=group.deleted`, a small tenant) would otherwise read the whole journal in
+//! one request. When a page stops there, it holds the events found so far (maybe none) and
+//! its cursor is the id of the last row it was allowed to read, a row that exists and is
+//! committed, so resuming after it skips nothing; a consumer just keeps polling. The bound is
+//! found first, as the id of the `MAX_SCAN_ROWS`-th row after the cursor (a walk of the
+//! primary key), and the page's reads stop at it; a page whose filter excludes nothing reads
+//! at most `limit` rows and needs no bound.
+use crate::entity::journal;
 use crate::error::StoreError;
 use crate::model::JournalEntry;
 use crate::read::{self, JournalFilter};
-use sea_orm::DatabaseConnection;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
+
+/// Journal rows one page reads at most, matching its filter or not (see the module docs).
+/// Ten times the largest page: a page of ordinary filters fills up well before, and reading
+/// that many ids is a few milliseconds.
+pub const MAX_SCAN_ROWS: u64 = 10_000;
 
 /// Every event type, with the journal entity it comes from.
 pub const EVENT_TYPES: &[(&str, &str)] = &[
@@ -153,9 +168,34 @@ pub struct FeedPage {
     pub next_cursor: i64,
 }
 
-/// Reads up to `limit` events after journal id `after` (and at most up to `until`, when
-/// given), see the module docs. When the read ends before `limit` events, the cursor is
-/// `until` (when given): rows the filter excludes are passed over without being read.
+/// The id of the `n`-th journal row after `after` (and at most `until`); `None` when there are
+/// fewer.
+async fn nth_id_after(
+    db: &DatabaseConnection,
+    after: i64,
+    until: Option<i64>,
+    n: u64,
+) -> Result<Option<i64>, StoreError> {
+    let mut q = journal::Entity::find()
+        .select_only()
+        .column(journal::Column::Id)
+        .filter(journal::Column::Id.gt(after));
+    if let Some(until) = until {
+        q = q.filter(journal::Column::Id.lte(until));
+    }
+    Ok(q.order_by_asc(journal::Column::Id)
+        .offset(n.saturating_sub(1))
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?)
+}
+
+/// Reads up to `limit` (at most [`MAX_SCAN_ROWS`]) events after journal id `after` (and at
+/// most up to `until`, when given), reading at most [`MAX_SCAN_ROWS`] rows; see the module
+/// docs. When the read ends
+/// before `limit` events, the cursor is `until`, or the last row the scan limit allowed:
+/// rows the filter excludes are passed over without being read.
 pub(crate) async fn page(
     db: &DatabaseConnection,
     after: i64,
@@ -163,7 +203,7 @@ pub(crate) async fn page(
     filter: &FeedFilter,
     limit: u64,
 ) -> Result<FeedPage, StoreError> {
-    let limit = limit.max(1);
+    let limit = limit.clamp(1, MAX_SCAN_ROWS);
     let types = filter.types.as_deref();
     let entities = types.map(|ts| {
         let mut es: Vec<String> = EVENT_TYPES
@@ -179,6 +219,17 @@ pub(crate) async fn page(
         tenant_id: filter.tenant_id.clone(),
         entities,
         include_test: filter.include_test,
+    };
+    // Unfiltered, every row read is an event, so a page reads at most `limit` rows.
+    let excludes = filter.tenant_id.is_some() || types.is_some() || !filter.include_test;
+    let until = if excludes {
+        // Stopping at a row that exists (rather than at `after + MAX_SCAN_ROWS`) keeps the
+        // cursor on a committed row: ids above the newest row may still be handed out.
+        nth_id_after(db, after, until, MAX_SCAN_ROWS)
+            .await?
+            .or(until)
+    } else {
+        until
     };
     let mut events = Vec::new();
     let mut cursor = after;

@@ -8,7 +8,8 @@
 //! and decides what an answer means.
 //!
 //! - [`register`]: validates the URL and filters, issues the `whsec_` secret, stores it
-//!   sealed with the master key and returns it to be shown once.
+//!   sealed with the master key (bound to the endpoint's row) and returns it to be shown
+//!   once.
 //! - [`Dispatcher::run`]: the task `serve` and `worker` run. Every `poll_interval_ms` it asks
 //!   the store which endpoints are due, leases each (only one dispatcher in any process
 //!   delivers an endpoint at a time) and delivers up to `concurrency` endpoints in parallel.
@@ -40,7 +41,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kitsync_secrets::{SealedKind, Sealer, SecretsError};
+use kitsync_secrets::{Place, SealedKind, Sealer, SecretsError};
 use kitsync_store::feed::{parse_event_types, rfc3339, ChangeEvent, FeedFilter};
 use kitsync_store::{
     AttemptOutcome, NewWebhook, Store, StoreError, WebhookAttempt, WebhookEndpoint, WebhookLease,
@@ -173,7 +174,8 @@ pub struct Registration {
 }
 
 /// Registers an endpoint: checks the URL and filters, issues its signing secret and stores it
-/// sealed with the master key. Returns the endpoint and the secret, to show once.
+/// sealed with the master key, bound to the endpoint's id. Returns the endpoint and the
+/// secret, to show once.
 ///
 /// # Errors
 /// [`WebhookError::InvalidUrl`], [`WebhookError::InvalidTypes`], or the store/secret errors.
@@ -186,19 +188,25 @@ pub async fn register(
     let types = parse_event_types(r.types.as_deref().unwrap_or_default())
         .map_err(|e| WebhookError::InvalidTypes(e.to_string()))?;
     let secret = signing::generate_secret()?;
+    // The id is taken first: the secret is sealed bound to its endpoint's row.
+    let id = kitsync_store::new_webhook_id();
     let sealed = sealer.seal(
         SealedKind::Plain,
         secrecy::ExposeSecret::expose_secret(&secret),
+        &Place::webhook_secret(&id),
     )?;
     let endpoint = store
-        .create_webhook(&NewWebhook {
-            url: uri.to_string(),
-            sealed_secret: sealed,
-            tenant_id: r.tenant_id.clone().filter(|t| !t.trim().is_empty()),
-            types,
-            include_test: r.include_test,
-            after: r.after,
-        })
+        .create_webhook_with_id(
+            &id,
+            &NewWebhook {
+                url: uri.to_string(),
+                sealed_secret: sealed,
+                tenant_id: r.tenant_id.clone().filter(|t| !t.trim().is_empty()),
+                types,
+                include_test: r.include_test,
+                after: r.after,
+            },
+        )
         .await?;
     Ok((endpoint, secret))
 }
@@ -478,9 +486,11 @@ impl Dispatcher {
             if page.next_cursor > ep.cursor || ep.pending_until.is_some() {
                 self.store.skip_webhook_to(lease, page.next_cursor).await?;
                 report.skipped = true;
-            } else {
-                self.store.release_webhook(lease).await?;
+                // A page stops scanning after `feed::MAX_SCAN_ROWS` rows: when that left it
+                // short of the head, go on at once rather than a poll later.
+                return Ok(ep.pending_until.is_none() && page.next_cursor < until);
             }
+            self.store.release_webhook(lease).await?;
             return Ok(false);
         };
         let (first_id, last_id) = (first.journal_id, last.journal_id);
@@ -587,11 +597,17 @@ impl Dispatcher {
     }
 
     fn signing_key(&self, lease: &WebhookLease) -> Result<SigningKey, String> {
-        let (_, secret) = self.sealer.open(&lease.sealed_secret).map_err(|_| {
-            "cannot open the signing secret: it was sealed under another master key \
-             (secrets.master_key must be the same on every kitsync process)"
-                .to_owned()
-        })?;
+        let place = Place::webhook_secret(&lease.endpoint.id);
+        let (_, secret) = self
+            .sealer
+            .open(&lease.sealed_secret, &place)
+            .map_err(|e| match e {
+                SecretsError::LegacySeal => format!("cannot open the signing secret: {e}"),
+                _ => "cannot open the signing secret: it was sealed under another master key \
+                      (secrets.master_key must be the same on every kitsync process) or for \
+                      another endpoint"
+                    .to_owned(),
+            })?;
         SigningKey::from_secret(&secret).map_err(|e| format!("signing secret: {e}"))
     }
 

@@ -10,11 +10,25 @@
 //! Precedence: `not` binds tighter than `and`, which binds tighter than `or`. Operators and
 //! attribute names are case-insensitive.
 //!
+//! Bounds, so that no filter can exhaust the stack of whatever walks it (the parser, the
+//! evaluator, the SQL compilation, the database's own parser): at most [`MAX_FILTER_BYTES`]
+//! bytes and [`MAX_DEPTH`] levels of parentheses, `not (…)` and `attr[…]`; a run of `and`s
+//! (or of `or`s) becomes a balanced tree, so the 350 terms 4 096 bytes can hold nest 9 deep,
+//! not 350.
+//! A `compValue` number is a JSON number (no `inf` or `NaN`, none beyond a double), and a
+//! string may not hold U+0000, which no stored value holds and PostgreSQL cannot take as a
+//! parameter.
+//!
 //! Users are filtered in SQL (see `scim::users`, which compiles a [`Filter`] to a
 //! `kitsync_store::MemberCond`); groups, a handful per tenant, with [`Filter::matches`] over
 //! their JSON. The evaluator is also the reference the SQL compilation is tested against.
 use serde_json::Value;
 use std::cmp::Ordering;
+
+/// Longest filter, in bytes.
+pub const MAX_FILTER_BYTES: usize = 4096;
+/// Deepest nesting of parentheses, `not (…)` and `attr[…]`.
+pub const MAX_DEPTH: usize = 32;
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +167,12 @@ fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
                 i += 1;
                 let s: String = serde_json::from_str(&text[start..i])
                     .map_err(|e| format!("bad string {}: {e}", &text[start..i]))?;
+                if s.contains('\0') {
+                    return Err(format!(
+                        "the string {} holds U+0000, which no value can",
+                        &text[start..i]
+                    ));
+                }
                 out.push(Tok::Str(s));
             }
             _ => {
@@ -162,9 +182,13 @@ fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
                 }
                 let word = &text[start..i];
                 if word.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
-                    let n: f64 = word
-                        .parse()
-                        .map_err(|_| format!("`{word}` is not a number"))?;
+                    // JSON's grammar, not Rust's: `-inf`, `NaN` and `1e999` (infinity) are
+                    // not numbers a SCIM value can be.
+                    let n = serde_json::from_str::<serde_json::Number>(word)
+                        .ok()
+                        .and_then(|n| n.as_f64())
+                        .filter(|n| n.is_finite())
+                        .ok_or_else(|| format!("`{word}` is not a number"))?;
                     out.push(Tok::Num(n));
                 } else {
                     out.push(Tok::Word(word.to_owned()));
@@ -196,28 +220,28 @@ impl Parser {
     }
 
     fn or(&mut self, depth: usize) -> Result<Filter, String> {
-        let mut left = self.and(depth)?;
+        let mut terms = vec![self.and(depth)?];
         while self.keyword("or") {
             self.pos += 1;
-            let right = self.and(depth)?;
-            left = Filter::Or(Box::new(left), Box::new(right));
+            terms.push(self.and(depth)?);
         }
-        Ok(left)
+        balanced(terms, Filter::Or)
     }
 
     fn and(&mut self, depth: usize) -> Result<Filter, String> {
-        let mut left = self.unary(depth)?;
+        let mut terms = vec![self.unary(depth)?];
         while self.keyword("and") {
             self.pos += 1;
-            let right = self.unary(depth)?;
-            left = Filter::And(Box::new(left), Box::new(right));
+            terms.push(self.unary(depth)?);
         }
-        Ok(left)
+        balanced(terms, Filter::And)
     }
 
     fn unary(&mut self, depth: usize) -> Result<Filter, String> {
-        if depth > 32 {
-            return Err("the filter nests too deeply (at most 32 levels)".into());
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "the filter nests too deeply (at most {MAX_DEPTH} levels)"
+            ));
         }
         if self.keyword("not") && matches!(self.toks.get(self.pos + 1), Some(Tok::Open)) {
             self.pos += 1;
@@ -293,14 +317,39 @@ impl Parser {
     }
 }
 
+/// Joins `terms` (in order) with `join` as a balanced tree: `a or b or c or d` is
+/// `(a or b) or (c or d)`, the same filter (`and` and `or` are associative), nested log2(n)
+/// deep rather than n.
+fn balanced(
+    mut terms: Vec<Filter>,
+    join: fn(Box<Filter>, Box<Filter>) -> Filter,
+) -> Result<Filter, String> {
+    while terms.len() > 1 {
+        let mut pairs = Vec::with_capacity(terms.len().div_ceil(2));
+        let mut it = terms.into_iter();
+        while let Some(a) = it.next() {
+            pairs.push(match it.next() {
+                Some(b) => join(Box::new(a), Box::new(b)),
+                None => a,
+            });
+        }
+        terms = pairs;
+    }
+    terms
+        .pop()
+        .ok_or_else(|| "an expression is missing".to_owned())
+}
+
 impl Filter {
     /// Parses a filter expression.
     ///
     /// # Errors
     /// A message saying what is wrong and where.
     pub fn parse(text: &str) -> Result<Filter, String> {
-        if text.len() > 4096 {
-            return Err("the filter is longer than 4096 bytes".into());
+        if text.len() > MAX_FILTER_BYTES {
+            return Err(format!(
+                "the filter is longer than {MAX_FILTER_BYTES} bytes"
+            ));
         }
         let mut p = Parser {
             toks: tokenize(text)?,
@@ -512,10 +561,41 @@ mod tests {
             ("emails[value pr", "not closed"),
             ("1abc eq \"x\"", "not a number"),
             ("a.b.c pr", "not an attribute path"),
+            ("x gt -inf", "not a number"),
+            ("x gt -NaN", "not a number"),
+            ("x lt 1e999", "not a number"),
+            ("x lt 01", "not a number"),
+            ("a eq \"x\\u0000\"", "U+0000"),
         ] {
             let err = Filter::parse(bad).unwrap_err();
             assert!(err.contains(says), "{bad:?} → {err}");
         }
+    }
+
+    #[test]
+    fn runs_of_and_and_or_nest_logarithmically_and_keep_their_meaning() {
+        fn depth(f: &Filter) -> usize {
+            match f {
+                Filter::And(a, b) | Filter::Or(a, b) => 1 + depth(a).max(depth(b)),
+                Filter::Not(a) | Filter::ValuePath(_, a) => 1 + depth(a),
+                Filter::Present(_) | Filter::Compare(..) => 0,
+            }
+        }
+        // As many as 4 096 bytes hold.
+        let terms: Vec<String> = (0..350).map(|i| format!("a{i} pr")).collect();
+        let any = Filter::parse(&terms.join(" or ")).unwrap();
+        let all = Filter::parse(&terms.join(" and ")).unwrap();
+        assert_eq!(depth(&any), 9, "⌈log2 350⌉");
+        assert_eq!(depth(&all), 9);
+        let exact = |_: &str| false;
+        assert!(any.matches(&json!({"a349": 1}), &exact));
+        assert!(!any.matches(&json!({"b": 1}), &exact));
+        let every: serde_json::Map<String, Value> =
+            (0..350).map(|i| (format!("a{i}"), json!(1))).collect();
+        assert!(all.matches(&Value::Object(every.clone()), &exact));
+        let mut one_short = every;
+        one_short.remove("a250");
+        assert!(!all.matches(&Value::Object(one_short), &exact));
     }
 
     #[test]

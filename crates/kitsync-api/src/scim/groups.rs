@@ -4,19 +4,26 @@
 //! Members come back exactly as written (`value`, and `$ref`/`type` when a `type` was given),
 //! in the order written, with no server-added `display`: SCIM clients compare what they
 //! wrote with what they read.
+//!
+//! A write is built in a [`Draft`], whose members are indexed by `value`: merging a repeated
+//! member, adding one or removing `members[value eq "…"]` costs the same whatever the group's
+//! size, so a request's work is linear in its size. The limits (`super::MAX_*`, documented in
+//! `scim/mod.rs`) are checked as the request is read.
 use super::error::ScimError;
 use super::filter::{AttrPath, Filter};
 use super::schema::{group_case_exact, GROUP, PATCH_OP};
-use super::{admit, encode_segment, json_body, ListParams, Listing, Projection, RawQuery, Shared};
+use super::{admit, encode_segment, ListParams, Listing, Projection, RawQuery, Shared};
+use super::{MAX_GROUP_MEMBERS, MAX_ID_CHARS, MAX_PATCH_OPERATIONS, MAX_STRING_CHARS};
 use crate::auth::Caller;
 use crate::ApiError;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kitsync_domain::Scope;
 use kitsync_store::{DerivedGroup, GroupMember, GroupWrite, GroupWriteError, IsvGroup};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 
 fn member_json(base: &str, m: &GroupMember) -> Value {
     match m.kind.as_deref() {
@@ -158,6 +165,7 @@ enum Found {
 }
 
 async fn find(state: &Shared, tenant: &str, id: &str) -> Result<Found, ScimError> {
+    check_path_id(id)?;
     if let Some(g) = state.store.isv_group(tenant, id).await? {
         return Ok(Found::Isv(g));
     }
@@ -202,6 +210,152 @@ pub(crate) async fn get(
     Ok(res)
 }
 
+/// A group id from a path: at most [`MAX_ID_CHARS`] characters (400 beyond), and 404 when it
+/// holds U+0000, which no stored id can (PostgreSQL text cannot, and asking would be a 500).
+fn check_path_id(id: &str) -> Result<(), ScimError> {
+    let n = id.chars().count();
+    if n > MAX_ID_CHARS {
+        return Err(ScimError::bad(
+            "invalidValue",
+            format!("id: {n} characters, at most {MAX_ID_CHARS} allowed"),
+        ));
+    }
+    if id.contains('\0') {
+        return Err(ScimError::not_found(
+            "Group not found (its id holds U+0000)",
+        ));
+    }
+    Ok(())
+}
+
+/// A string attribute as stored: at most [`MAX_STRING_CHARS`] characters, and no U+0000
+/// (PostgreSQL text cannot hold it, and the write would fail as a 500).
+fn bounded(what: &str, s: &str) -> Result<(), ScimError> {
+    if s.len() > MAX_STRING_CHARS {
+        let n = s.chars().count();
+        if n > MAX_STRING_CHARS {
+            return Err(ScimError::bad(
+                "invalidValue",
+                format!("{what}: {n} characters, at most {MAX_STRING_CHARS} allowed"),
+            ));
+        }
+    }
+    if s.contains('\0') {
+        return Err(ScimError::bad(
+            "invalidValue",
+            format!("{what}: must not contain U+0000"),
+        ));
+    }
+    Ok(())
+}
+
+/// A group's state while a request is applied to it. Members keep their order in `slots`
+/// (a removed one leaves `None` behind) and are found by `value` through `index`, so adding,
+/// merging a repeat and removing by value never scan the list.
+struct Draft {
+    display_name: String,
+    external_id: Option<String>,
+    slots: Vec<Option<GroupMember>>,
+    /// `value` → its place in `slots`, for every member present.
+    index: HashMap<String, usize>,
+}
+
+impl Draft {
+    fn new(display_name: String, external_id: Option<String>) -> Draft {
+        Draft {
+            display_name,
+            external_id,
+            slots: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn from_group(g: &IsvGroup) -> Draft {
+        let mut d = Draft::new(g.display_name.clone(), g.external_id.clone());
+        d.slots.reserve(g.members.len());
+        for m in &g.members {
+            d.push(m.clone());
+        }
+        d
+    }
+
+    /// Appends `m` unless a member with its `value` is there (the first keeps its place).
+    fn push(&mut self, m: GroupMember) {
+        if !self.index.contains_key(&m.value) {
+            self.index.insert(m.value.clone(), self.slots.len());
+            self.slots.push(Some(m));
+        }
+    }
+
+    /// Like [`Draft::push`], refused when the group would exceed [`MAX_GROUP_MEMBERS`].
+    fn add(&mut self, m: GroupMember) -> Result<(), ScimError> {
+        if self.index.len() >= MAX_GROUP_MEMBERS && !self.index.contains_key(&m.value) {
+            return Err(ScimError::bad(
+                "invalidValue",
+                format!("members: a group has at most {MAX_GROUP_MEMBERS} members"),
+            ));
+        }
+        self.push(m);
+        Ok(())
+    }
+
+    fn remove_value(&mut self, value: &str) {
+        if let Some(i) = self.index.remove(value) {
+            if let Some(slot) = self.slots.get_mut(i) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Removes the members `f` selects; `members[value eq "…"]`, what IdPs send to remove
+    /// one member, is a lookup rather than an evaluation per member.
+    fn remove_where(&mut self, f: &Filter) {
+        if let Some(value) = value_eq(f) {
+            self.remove_value(value);
+            return;
+        }
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(|m| member_matches(f, m)) {
+                if let Some(m) = slot.take() {
+                    self.index.remove(&m.value);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.index.clear();
+    }
+
+    fn into_write(self) -> GroupWrite {
+        GroupWrite {
+            display_name: self.display_name,
+            external_id: self.external_id,
+            members: self.slots.into_iter().flatten().collect(),
+        }
+    }
+}
+
+/// Whether the member filter `f` selects `m`.
+fn member_matches(f: &Filter, m: &GroupMember) -> bool {
+    let v = json!({ "value": m.value, "type": m.kind });
+    f.matches(&v, &|k| k == "value")
+}
+
+/// The `"…"` of a member filter `value eq "…"` (member values compare exactly, as in
+/// [`member_matches`]).
+fn value_eq(f: &Filter) -> Option<&str> {
+    match f {
+        Filter::Compare(p, super::filter::Op::Eq, super::filter::CompValue::Str(s))
+            if p.uri.is_none() && p.sub.is_none() && p.attr.eq_ignore_ascii_case("value") =>
+        {
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
 /// The group's new state from a POST or PUT body.
 fn group_write(body: &Value) -> Result<GroupWrite, ScimError> {
     let obj = body
@@ -224,7 +378,10 @@ fn group_write(body: &Value) -> Result<GroupWrite, ScimError> {
             .map(|(_, v)| v)
     };
     let display_name = match get("displayName") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            bounded("displayName", s)?;
+            s.clone()
+        }
         _ => {
             return Err(ScimError::bad(
                 "invalidValue",
@@ -232,21 +389,20 @@ fn group_write(body: &Value) -> Result<GroupWrite, ScimError> {
             ))
         }
     };
-    let mut w = GroupWrite {
-        display_name,
-        external_id: external_id(get("externalId"))?,
-        members: Vec::new(),
-    };
+    let mut w = Draft::new(display_name, external_id(get("externalId"))?);
     if let Some(m) = get("members") {
         add_members(&mut w, m)?;
     }
-    Ok(w)
+    Ok(w.into_write())
 }
 
 fn external_id(v: Option<&Value>) -> Result<Option<String>, ScimError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => {
+            bounded("externalId", s)?;
+            Ok(Some(s.clone()))
+        }
         Some(_) => Err(ScimError::bad(
             "invalidValue",
             "externalId must be a string",
@@ -255,11 +411,9 @@ fn external_id(v: Option<&Value>) -> Result<Option<String>, ScimError> {
 }
 
 /// Parses members (an array, or one member object) and appends those not already there.
-fn add_members(w: &mut GroupWrite, v: &Value) -> Result<(), ScimError> {
+fn add_members(w: &mut Draft, v: &Value) -> Result<(), ScimError> {
     for m in parse_members(v)? {
-        if !w.members.iter().any(|x| x.value == m.value) {
-            w.members.push(m);
-        }
+        w.add(m)?;
     }
     Ok(())
 }
@@ -289,6 +443,12 @@ fn parse_members(v: &Value) -> Result<Vec<GroupMember>, ScimError> {
                         "every member needs a non-empty string `value`",
                     )
                 })?;
+            bounded("members.value", value)?;
+            for (name, what) in [("type", "members.type"), ("display", "members.display")] {
+                if let Some(Value::String(s)) = item.get(name) {
+                    bounded(what, s)?;
+                }
+            }
             let kind = match item.get("type") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(t))
@@ -341,10 +501,10 @@ pub(crate) async fn create(
     caller: Result<Caller, ApiError>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ScimError> {
     let base = admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
-    let w = group_write(&json_body(&body)?)?;
+    let w = group_write(&super::read_json(&state, &headers, body).await?)?;
     let id = uuid::Uuid::new_v4().to_string();
     let g = state.store.create_group(&tenant, &id, &w).await?;
     Ok(created(&base, &g))
@@ -364,11 +524,11 @@ pub(crate) async fn replace(
     caller: Result<Caller, ApiError>,
     Path((tenant, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ScimError> {
     let base = admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
     writable(&state, &tenant, &id).await?;
-    let w = group_write(&json_body(&body)?)?;
+    let w = group_write(&super::read_json(&state, &headers, body).await?)?;
     let g = state
         .store
         .replace_group(&tenant, &id, &w, if_match(&headers))
@@ -463,16 +623,7 @@ fn string_value(v: Option<&Value>, what: &str) -> Result<String, ScimError> {
 }
 
 /// Applies one operation to the group's state.
-fn apply_op(
-    w: &mut GroupWrite,
-    op: &str,
-    t: Target,
-    value: Option<&Value>,
-) -> Result<(), ScimError> {
-    let member_matches = |f: &Filter, m: &GroupMember| {
-        let v = json!({ "value": m.value, "type": m.kind });
-        f.matches(&v, &|k| k == "value")
-    };
+fn apply_op(w: &mut Draft, op: &str, t: Target, value: Option<&Value>) -> Result<(), ScimError> {
     match (op, t) {
         ("add" | "replace", Target::Whole) => {
             let obj = value.and_then(Value::as_object).ok_or_else(|| {
@@ -490,16 +641,18 @@ fn apply_op(
             }
         }
         ("add" | "replace", Target::DisplayName) => {
-            w.display_name = string_value(value, "displayName")?;
+            let name = string_value(value, "displayName")?;
+            bounded("displayName", &name)?;
+            w.display_name = name;
         }
         ("add" | "replace", Target::ExternalId) => w.external_id = external_id(value)?,
         ("add", Target::Members) => add_members(w, value.unwrap_or(&Value::Null))?,
         ("replace", Target::Members) => {
-            w.members.clear();
+            w.clear();
             add_members(w, value.unwrap_or(&Value::Null))?;
         }
         ("replace", Target::MembersWhere(f)) => {
-            w.members.retain(|m| !member_matches(&f, m));
+            w.remove_where(&f);
             add_members(w, value.unwrap_or(&Value::Null))?;
         }
         ("add", Target::MembersWhere(_)) => {
@@ -521,13 +674,13 @@ fn apply_op(
         ("remove", Target::Members) => match value {
             // Some clients name the members to remove in the value instead of a filter.
             Some(v) if !v.is_null() => {
-                let gone = parse_members(v)?;
-                w.members
-                    .retain(|m| !gone.iter().any(|g| g.value == m.value));
+                for gone in parse_members(v)? {
+                    w.remove_value(&gone.value);
+                }
             }
-            _ => w.members.clear(),
+            _ => w.clear(),
         },
-        ("remove", Target::MembersWhere(f)) => w.members.retain(|m| !member_matches(&f, m)),
+        ("remove", Target::MembersWhere(f)) => w.remove_where(&f),
         (other, _) => {
             return Err(ScimError::bad(
                 "invalidValue",
@@ -566,6 +719,15 @@ fn operations(body: &Value) -> Result<Vec<Operation>, ScimError> {
         .and_then(|(_, v)| v.as_array())
         .filter(|a| !a.is_empty())
         .ok_or_else(|| ScimError::bad("invalidSyntax", "`Operations` must be a non-empty array"))?;
+    if ops.len() > MAX_PATCH_OPERATIONS {
+        return Err(ScimError::bad(
+            "invalidValue",
+            format!(
+                "Operations: {} operations, at most {MAX_PATCH_OPERATIONS} per request",
+                ops.len()
+            ),
+        ));
+    }
     ops.iter()
         .map(|o| {
             let field = |name: &str| {
@@ -599,27 +761,23 @@ pub(crate) async fn patch(
     caller: Result<Caller, ApiError>,
     Path((tenant, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ScimError> {
     let base = admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
-    let ops = operations(&json_body(&body)?)?;
+    let ops = operations(&super::read_json(&state, &headers, body).await?)?;
     let asked = if_match(&headers);
     // Read, apply, write conditioned on the version read; a concurrent writer in between
     // makes the write fail, and (unless the client pinned a version) it is redone.
     for _ in 0..5 {
         let current = writable(&state, &tenant, &id).await?;
-        let mut w = GroupWrite {
-            display_name: current.display_name.clone(),
-            external_id: current.external_id.clone(),
-            members: current.members.clone(),
-        };
+        let mut w = Draft::from_group(&current);
         for o in &ops {
             apply_op(&mut w, &o.op, target(o.path.as_deref())?, o.value.as_ref())?;
         }
         let expected = asked.unwrap_or(current.version);
         match state
             .store
-            .replace_group(&tenant, &id, &w, Some(expected))
+            .replace_group(&tenant, &id, &w.into_write(), Some(expected))
             .await
         {
             Ok(g) => {

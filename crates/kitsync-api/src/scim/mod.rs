@@ -13,6 +13,14 @@
 //!
 //! Tokens: `directory:read` to read, `directory:write` to write groups; a tenant-bound token
 //! sees only its tenant.
+//!
+//! Limits on ISV group writes, so that one request's work stays linear in its size and
+//! bounded (the members are merged through a set, never by scanning the list per member):
+//! [`MAX_GROUP_MEMBERS`] members per group, [`MAX_PATCH_OPERATIONS`] operations per PATCH,
+//! [`MAX_STRING_CHARS`] characters for `displayName`, `externalId` and a member's `value`,
+//! `type` and `display`, [`MAX_ID_CHARS`] for a group id in a path. A request over one is 400
+//! `invalidValue` whose `detail` names the attribute and the limit. A write may still shrink a
+//! group that is over the member limit (one stored before the limit existed).
 pub mod error;
 pub mod filter;
 mod groups;
@@ -33,6 +41,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub(crate) type Shared = Arc<ApiState>;
+
+/// Members of one ISV group, at most (counted after repeated `value`s are merged): a write
+/// that would make a group larger is refused.
+pub const MAX_GROUP_MEMBERS: usize = 10_000;
+/// Operations in one PATCH request, at most.
+pub const MAX_PATCH_OPERATIONS: usize = 1_000;
+/// Characters of a group's `displayName` and `externalId`, and of a member's `value`, `type`
+/// and `display`, at most.
+pub const MAX_STRING_CHARS: usize = 256;
+/// Characters of a group id in a path, at most.
+pub const MAX_ID_CHARS: usize = 256;
 
 /// The `/scim/v2/{tenantId}` routes.
 pub fn router(state: Shared) -> Router {
@@ -365,10 +384,7 @@ impl axum::extract::FromRequest<Shared> for Listing {
             .map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
         let base = admit(state, caller, Scope::DirectoryRead, &tenant, &parts.headers).await?;
         let params = if parts.method == axum::http::Method::POST {
-            let body = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .map_err(|e| ScimError::bad("invalidSyntax", format!("the body: {e}")))?;
-            ListParams::from_search(&json_body(&body)?)?
+            ListParams::from_search(&read_json(state, &parts.headers, body).await?)?
         } else {
             let Query(q) = RawQuery::from_request_parts(&mut parts, state)
                 .await
@@ -560,6 +576,18 @@ fn keep_subs<'a>(value: Value, subs: impl Iterator<Item = &'a str>) -> Value {
 }
 
 /// Parses a request body as JSON (`application/scim+json` or `application/json`).
+/// Reads a write's body (the caller already admitted: nothing is read before) and parses it.
+pub(crate) async fn read_json(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Value, ScimError> {
+    let bytes = crate::limits::read_body(headers, body, &state.settings)
+        .await
+        .map_err(ApiError::from)?;
+    json_body(&bytes)
+}
+
 pub(crate) fn json_body(body: &[u8]) -> Result<Value, ScimError> {
     if body.is_empty() {
         return Err(ScimError::bad("invalidSyntax", "the request body is empty"));

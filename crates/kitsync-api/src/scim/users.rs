@@ -2,10 +2,10 @@
 use super::error::ScimError;
 use super::filter::{AttrPath, CompValue, Filter, Op};
 use super::schema::{ENTERPRISE, USER};
-use super::{admit, encode_segment, json_body, ListParams, Listing, Projection, RawQuery, Shared};
+use super::{admit, encode_segment, ListParams, Listing, Projection, RawQuery, Shared};
 use crate::auth::Caller;
 use crate::ApiError;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -318,11 +318,7 @@ pub(crate) async fn get(
 
 /// Checks a User write's body like a server that took writes would (so a malformed request
 /// hears what is malformed), then refuses it: the marketplace owns Users.
-fn refuse_user_write(body: &[u8], needs_user_name: bool) -> ScimError {
-    let value = match json_body(body) {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
+fn refuse_user_write(value: &Value, needs_user_name: bool) -> ScimError {
     let Some(obj) = value.as_object() else {
         return ScimError::bad("invalidSyntax", "the body must be a JSON object");
     };
@@ -355,9 +351,10 @@ pub(crate) async fn create(
     caller: Result<Caller, ApiError>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ScimError> {
     admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
+    let body = super::read_json(&state, &headers, body).await?;
     Err(refuse_user_write(&body, true))
 }
 
@@ -383,9 +380,10 @@ pub(crate) async fn write(
     Path((tenant, id)): Path<(String, String)>,
     method: axum::http::Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ScimError> {
     existing(&state, caller, &tenant, &id, &headers).await?;
+    let body = super::read_json(&state, &headers, body).await?;
     Err(refuse_user_write(&body, method == axum::http::Method::PUT))
 }
 
