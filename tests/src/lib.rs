@@ -160,6 +160,56 @@ impl Env {
         }
     }
 
+    /// Like [`Env::new`], on a fresh *empty* database: no tables, not even sea-orm's
+    /// `seaql_migrations` (what `kitsync migrate` and the schema check see on a new install).
+    ///
+    /// # Panics
+    /// The database cannot be created.
+    pub async fn unmigrated(label: &str) -> Env {
+        tokio::task::spawn_blocking(kitsync_bin)
+            .await
+            .expect("building kitsync");
+        let db = migrations::testing::fresh_db_with(false)
+            .await
+            .expect("creating the test database");
+        let store = Store::new(db.conn.clone(), StoreSettings::default());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Env {
+            db,
+            store,
+            dir: tempfile::tempdir().expect("temp dir"),
+            queue: QueueSettings {
+                amqp_url: amqp_url(),
+                name: format!("kitsync-e2e.{label}.{}", &id[..12]),
+                ..QueueSettings::default()
+            },
+            server_amqp_url: None,
+            access_keys: vec![format!("kit-key-{}", &id[..16])],
+            master_key: base64::engine::general_purpose::STANDARD
+                .encode(uuid::Uuid::new_v4().as_bytes().repeat(2)),
+            rsa_key_path: None,
+            log_filter: "info".into(),
+            extra_env: Vec::new(),
+            test_queue: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The names of the tables in the test's database (sorted), to see what a command
+    /// created.
+    ///
+    /// # Panics
+    /// The catalog cannot be read.
+    pub async fn tables(&self) -> Vec<String> {
+        let sql = if self.is_postgres() {
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = current_schema() ORDER BY 1"
+        } else {
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite_%' ORDER BY 1"
+        };
+        self.strings(sql).await
+    }
+
     /// True when the processes use PostgreSQL.
     #[must_use]
     pub fn is_postgres(&self) -> bool {

@@ -3,7 +3,7 @@ use crate::operations::{self, Operations};
 use crate::settings::{redact_url, LogSettings, Settings};
 use anyhow::Context as _;
 use kitsync_ingress::Acceptor;
-use kitsync_queue::{NonceLedger, Queue};
+use kitsync_queue::{Queue, ReplayLedger};
 use kitsync_secrets::{RsaDecryptor, Sealer};
 use kitsync_store::Store;
 use kitsync_webhooks::Dispatcher;
@@ -40,28 +40,82 @@ pub fn init_tracing(log: &LogSettings) {
     };
 }
 
-/// Opens the database (creating the SQLite file's directory) and applies migrations.
+/// What opening the database does with its schema. Only `kitsync migrate`, the serving
+/// commands with `--migrate` (the default of `serve` on the embedded SQLite database) and
+/// `bench` (which sets up its own databases) change it; every other command checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply the pending migrations, one process at a time (`migrations::migrate`'s lock).
+    Migrate,
+    /// Change nothing; refuse a schema that is not exactly this build's (pending migrations,
+    /// or migrations of a newer kitsync).
+    Check,
+}
+
+/// Opens the database and migrates it ([`open_db_with`] with [`Schema::Migrate`]), for
+/// `bench`, which sets up its own databases. Commands say which [`Schema`] they need.
 ///
 /// # Errors
 /// The database is unreachable or a migration fails.
 pub async fn open_db(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    open_db_with(settings, Schema::Migrate).await
+}
+
+/// Opens the database (creating a missing SQLite file and its directory, private to kitsync's
+/// user), then migrates it or checks its schema.
+///
+/// # Errors
+/// The database is unreachable, a migration fails, or (checking) the schema is not this
+/// build's.
+pub async fn open_db_with(
+    settings: &Settings,
+    schema: Schema,
+) -> anyhow::Result<DatabaseConnection> {
     let url = settings.database.url.trim();
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
-        let path = path.split('?').next().unwrap_or_default();
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).with_context(|| {
-                    format!("creating the database directory {}", parent.display())
-                })?;
-            }
-        }
+        // Private from the start: SQLite's -wal/-shm files take the database file's mode.
+        crate::files::prepare_sqlite_file(path).with_context(|| {
+            format!(
+                "creating the database file {}",
+                path.split('?').next().unwrap_or(path)
+            )
+        })?;
     }
-    let db = migrations::connect_and_migrate(url, settings.database.max_connections)
+    let db = migrations::connect(url, settings.database.max_connections)
         .await
         .with_context(|| format!("opening the database {}", redact_url(url)))?;
+    match schema {
+        Schema::Migrate => {
+            migrations::migrate(&db, || {
+                tracing::info!(
+                    "waiting for the migration lock: another process is migrating this \
+                     database (or, on SQLite, writing to it)"
+                );
+            })
+            .await
+            .with_context(|| format!("migrating the database {}", redact_url(url)))?;
+            // Secrets sealed by an older kitsync are re-sealed bound to their rows. Only with
+            // a master key that exists: a migration job without one must not invent one (the
+            // workers' upkeep re-seals them then).
+            match existing_sealer(settings)? {
+                Some(sealer) => reseal(&db, &sealer).await?,
+                None => tracing::info!(
+                    "no master key here: secrets sealed by an older kitsync are re-sealed by \
+                     the workers"
+                ),
+            }
+        }
+        Schema::Check => {
+            let status = migrations::SchemaStatus::read(&db)
+                .await
+                .with_context(|| format!("reading the migrations of {}", redact_url(url)))?;
+            // Says what differs and what to run.
+            anyhow::ensure!(status.is_current(), "{status}");
+        }
+    }
     warn_on_linguistic_collation(&db).await;
     Ok(db)
 }
@@ -108,6 +162,34 @@ pub async fn open_queue(settings: &Settings, db: &DatabaseConnection) -> anyhow:
         })
 }
 
+/// Re-seals `v1:` secrets (`crate::reseal`), logging what it did.
+async fn reseal(db: &DatabaseConnection, sealer: &Sealer) -> anyhow::Result<()> {
+    let n = crate::reseal::reseal_legacy_secrets(db, sealer)
+        .await
+        .context("re-sealing secrets sealed by an older kitsync")?;
+    if n > 0 {
+        tracing::info!(count = n, "re-sealed secrets bound to their rows");
+    }
+    Ok(())
+}
+
+/// The configured master key, or the key file if it exists; `None` without creating one.
+///
+/// # Errors
+/// The key file exists but cannot be read, or the key is empty.
+pub fn existing_sealer(settings: &Settings) -> anyhow::Result<Option<Sealer>> {
+    let configured = settings
+        .secrets
+        .master_key
+        .as_ref()
+        .is_some_and(|k| !k.expose_secret().trim().is_empty());
+    if configured || settings.secrets.master_key_path.exists() {
+        sealer(settings).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// The master key: configured, or created once beside the database and reused.
 ///
 /// # Errors
@@ -118,11 +200,14 @@ pub fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
         _ => {
             let path = &settings.secrets.master_key_path;
             match std::fs::read_to_string(path) {
-                Ok(k) => SecretString::from(k.trim().to_owned()),
+                Ok(k) => {
+                    crate::files::warn_if_exposed(path, "the master key file");
+                    SecretString::from(k.trim().to_owned())
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     let k = Sealer::generate_master_key()?;
                     if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent)?;
+                        crate::files::create_private_dir_all(parent)?;
                     }
                     write_private_file(path, &k).with_context(|| {
                         format!("writing a new master key to {}", path.display())
@@ -161,6 +246,7 @@ pub fn decryptor(settings: &Settings) -> anyhow::Result<Option<Arc<RsaDecryptor>
     };
     let pem = std::fs::read(path)
         .with_context(|| format!("reading the RSA private key {}", path.display()))?;
+    crate::files::warn_if_exposed(path, "the RSA private key file");
     let d = RsaDecryptor::from_pem(&pem)
         .with_context(|| format!("loading the RSA private key {}", path.display()))?;
     Ok(Some(Arc::new(d)))
@@ -183,12 +269,21 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// [`start_with`] on a database that must already be migrated (`bench` migrated it).
+///
+/// # Errors
+/// As [`start_with`].
+pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
+    start_with(settings, mode, Schema::Check).await
+}
+
 /// Starts the process's parts and returns once they are listening/consuming.
 ///
 /// # Errors
-/// The database, queue, keys or listening address cannot be opened.
-pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
-    let db = open_db(&settings).await?;
+/// The database, queue, keys or listening address cannot be opened, or the schema is not
+/// this build's and `schema` does not migrate it.
+pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyhow::Result<Running> {
+    let db = open_db_with(&settings, schema).await?;
     let queue = open_queue(&settings, &db).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
@@ -229,12 +324,11 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
             Some(d) => tracing::info!(bits = d.key_size_bits(), "RSA private key loaded for clientSecret"),
             None => tracing::warn!("no RSA private key (KITSYNC_KIT__RSA_PRIVATE_KEY_PATH): clientSecrets are stored sealed but still RSA-encrypted"),
         }
-        let window = Duration::from_secs(settings.kit.timestamp_window_secs.max(1));
-        let nonces = NonceLedger::new(db.clone(), window);
+        let replays = ReplayLedger::new(db.clone());
         let a = Arc::new(Acceptor::new(
             settings.kit.clone(),
             queue.clone(),
-            nonces,
+            replays,
             decryptor,
             sealer,
         ));
@@ -245,11 +339,15 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
 
     if let Some(acceptor) = acceptor {
         let prefix = settings.kit.normalized_prefix();
-        let api = kitsync_api::router(Store::new(db.clone(), settings.store.clone()));
+        // Each part bounds its own bodies, concurrency and time, answering in its own terms
+        // (the ingress `000005`, the API 413/503); the listener bounds connections and heads.
+        let api = kitsync_api::router_with(
+            Store::new(db.clone(), settings.store.clone()),
+            settings.api.clone(),
+        );
         let router = kitsync_ingress::router(acceptor)
             .merge(api)
-            .merge(operations::routes(Arc::clone(&ops)))
-            .layer(axum::extract::DefaultBodyLimit::disable());
+            .merge(operations::routes(Arc::clone(&ops)));
         let listener = tokio::net::TcpListener::bind(&settings.http.addr)
             .await
             .with_context(|| format!("listening on {}", settings.http.addr))?;
@@ -258,12 +356,10 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         // Scripts and the end-to-end tests read the bound address from stdout.
         println!("listening on http://{local}");
         tracing::info!(addr = %local, callbacks = %format!("http://{local}{prefix}/produceAPI/v2/{{tenantSync,applicationSync,authSync,singleOrgSync,allOrgSync}}"), "listening");
-        let mut rx = shutdown_rx.clone();
+        let rx = shutdown_rx.clone();
+        let http = settings.http.clone();
         tasks.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
+            crate::http::serve(listener, router, &http, rx)
                 .await
                 .context("HTTP server")
         });
@@ -279,12 +375,10 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         println!("metrics listening on http://{local}");
         tracing::info!(addr = %local, "serving /healthz, /readyz and /metrics");
         let router = operations::routes(Arc::clone(&ops));
-        let mut rx = shutdown_rx.clone();
+        let rx = shutdown_rx.clone();
+        let http = settings.http.clone();
         tasks.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
+            crate::http::serve(listener, router, &http, rx)
                 .await
                 .context("metrics HTTP server")
         });
@@ -303,6 +397,14 @@ pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
         let rx = shutdown_rx.clone();
         tasks.spawn(async move {
             maintain_stats(store, rx).await;
+            Ok(())
+        });
+
+        // Messages sealed by an ingress of an older release may be applied after `migrate`
+        // re-sealed the rows: the workers re-seal what such messages wrote.
+        let (db2, upkeep_sealer, rx) = (db.clone(), sealer(&settings)?, shutdown_rx.clone());
+        tasks.spawn(async move {
+            reseal_periodically(db2, upkeep_sealer, rx).await;
             Ok(())
         });
 
@@ -402,12 +504,32 @@ async fn maintain_stats(store: Store, mut shutdown: tokio::sync::watch::Receiver
     }
 }
 
+/// Re-seals `v1:` secrets a minute after start, then hourly (see `crate::reseal`); a pass
+/// that finds nothing costs one scan of two small tables (apps, webhook endpoints).
+async fn reseal_periodically(
+    db: DatabaseConnection,
+    sealer: Sealer,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut pause = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        if let Err(e) = reseal(&db, &sealer).await {
+            tracing::warn!(error = %format!("{e:#}"), "re-sealing secrets failed; will retry");
+        }
+        pause = Duration::from_secs(3600);
+    }
+}
+
 /// Runs until SIGINT/SIGTERM, then stops taking requests, finishes in-flight work and exits.
 ///
 /// # Errors
 /// Startup failed, or a component stopped with an error.
-pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<()> {
-    let running = start(settings, mode).await?;
+pub async fn serve(settings: Settings, mode: Mode, schema: Schema) -> anyhow::Result<()> {
+    let running = start_with(settings, mode, schema).await?;
     let shutdown = running.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -7,7 +7,10 @@ mod app;
 mod bench;
 mod bench_read;
 mod bench_stats;
+mod files;
+mod http;
 mod operations;
+mod reseal;
 mod settings;
 
 use anyhow::Context as _;
@@ -37,12 +40,22 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the Kit ingress and the workers in one process.
-    Serve,
+    Serve {
+        #[command(flatten)]
+        schema: MigrateFlags,
+    },
     /// Run only the Kit ingress (HTTP → queue); scale out with several.
-    Ingress,
+    Ingress {
+        #[command(flatten)]
+        schema: MigrateFlags,
+    },
     /// Run only the workers (queue → database); scale out with several.
-    Worker,
-    /// Apply pending database migrations and exit.
+    Worker {
+        #[command(flatten)]
+        schema: MigrateFlags,
+    },
+    /// Apply pending database migrations and exit (several at once are safe: they take
+    /// turns).
     Migrate,
     /// Configuration helpers.
     Config {
@@ -74,6 +87,29 @@ enum Cmd {
         #[command(subcommand)]
         command: bench::BenchCmd,
     },
+}
+
+/// Whether a serving command migrates the database before it starts. Without either flag:
+/// `serve` on the embedded SQLite database migrates (one command for a new install), every
+/// other case only checks the schema and refuses to start when it is not this build's.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct MigrateFlags {
+    /// Apply pending migrations first (safe with several processes starting at once).
+    #[arg(long, overrides_with = "no_migrate")]
+    migrate: bool,
+    /// Do not migrate: refuse to start unless `kitsync migrate` already ran.
+    #[arg(long, overrides_with = "migrate")]
+    no_migrate: bool,
+}
+
+impl MigrateFlags {
+    fn schema(self, migrate_by_default: bool) -> app::Schema {
+        if self.migrate || (migrate_by_default && !self.no_migrate) {
+            app::Schema::Migrate
+        } else {
+            app::Schema::Check
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,11 +228,18 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Cmd::Serve => app::serve(settings, app::Mode::Both).await,
-        Cmd::Ingress => app::serve(settings, app::Mode::Ingress).await,
-        Cmd::Worker => app::serve(settings, app::Mode::Worker).await,
+        Cmd::Serve { schema } => {
+            let embedded = settings.database.url.trim().starts_with("sqlite:");
+            app::serve(settings, app::Mode::Both, schema.schema(embedded)).await
+        }
+        Cmd::Ingress { schema } => {
+            app::serve(settings, app::Mode::Ingress, schema.schema(false)).await
+        }
+        Cmd::Worker { schema } => {
+            app::serve(settings, app::Mode::Worker, schema.schema(false)).await
+        }
         Cmd::Migrate => {
-            let db = app::open_db(&settings).await?;
+            let db = app::open_db_with(&settings, app::Schema::Migrate).await?;
             db.close().await.ok();
             println!("migrations applied");
             Ok(())
@@ -211,7 +254,7 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
-    let db = app::open_db(&settings).await?;
+    let db = app::open_db_with(&settings, app::Schema::Check).await?;
     let store = kitsync_store::Store::new(db, settings.store.clone());
     match command {
         TokenCmd::Create {
@@ -249,7 +292,7 @@ async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
 }
 
 async fn webhooks(settings: Settings, command: WebhookCmd) -> anyhow::Result<()> {
-    let db = app::open_db(&settings).await?;
+    let db = app::open_db_with(&settings, app::Schema::Check).await?;
     let store = kitsync_store::Store::new(db, settings.store.clone());
     match command {
         WebhookCmd::Add {
@@ -339,7 +382,7 @@ fn webhook_view(e: &kitsync_store::WebhookEndpoint) -> serde_json::Value {
 }
 
 async fn deadletters(settings: Settings, command: DeadLetterCmd) -> anyhow::Result<()> {
-    let db = app::open_db(&settings).await?;
+    let db = app::open_db_with(&settings, app::Schema::Check).await?;
     let queue = app::open_queue(&settings, &db).await?;
     let dl = queue.dead_letters();
     match command {
@@ -388,7 +431,7 @@ async fn deadletters(settings: Settings, command: DeadLetterCmd) -> anyhow::Resu
 }
 
 async fn plans(settings: Settings, command: PlanCmd) -> anyhow::Result<()> {
-    let db = app::open_db(&settings).await?;
+    let db = app::open_db_with(&settings, app::Schema::Check).await?;
     let store = kitsync_store::Store::new(db, settings.store.clone());
     match command {
         PlanCmd::List { status } => {
@@ -417,4 +460,42 @@ fn fmt_ms(ms: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema policy `kitsync ARGS` gets, on the embedded database and on PostgreSQL.
+    fn schema_of(args: &[&str]) -> (app::Schema, app::Schema) {
+        let cli =
+            Cli::try_parse_from(std::iter::once("kitsync").chain(args.iter().copied())).unwrap();
+        let (Cmd::Serve { schema: f } | Cmd::Ingress { schema: f } | Cmd::Worker { schema: f }) =
+            cli.command
+        else {
+            panic!("not a serving command: {args:?}");
+        };
+        let serve = matches!(args[0], "serve");
+        (f.schema(serve), f.schema(false))
+    }
+
+    #[test]
+    fn only_serve_on_the_embedded_database_migrates_without_a_flag() {
+        use app::Schema::{Check, Migrate};
+        assert_eq!(schema_of(&["serve"]), (Migrate, Check));
+        assert_eq!(schema_of(&["ingress"]), (Check, Check));
+        assert_eq!(schema_of(&["worker"]), (Check, Check));
+        assert_eq!(schema_of(&["serve", "--no-migrate"]), (Check, Check));
+        assert_eq!(schema_of(&["worker", "--migrate"]), (Migrate, Migrate));
+        // The last flag wins, as with --color/--no-color.
+        assert_eq!(
+            schema_of(&["serve", "--migrate", "--no-migrate"]),
+            (Check, Check)
+        );
+        assert_eq!(
+            schema_of(&["ingress", "--no-migrate", "--migrate"]),
+            (Migrate, Migrate)
+        );
+        assert!(Cli::try_parse_from(["kitsync", "token", "list", "--migrate"]).is_err());
+    }
 }

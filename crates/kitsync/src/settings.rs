@@ -2,6 +2,7 @@
 //!
 //! Each section's struct lives in the crate it configures; this file only assembles them.
 use anyhow::Context as _;
+use kitsync_api::ApiSettings;
 use kitsync_ingress::KitSettings;
 use kitsync_queue::QueueSettings;
 use kitsync_store::StoreSettings;
@@ -9,7 +10,10 @@ use kitsync_webhooks::WebhookSettings;
 use kitsync_worker::WorkerSettings;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+mod known;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -18,6 +22,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub queue: QueueSettings,
     pub kit: KitSettings,
+    pub api: ApiSettings,
     pub secrets: SecretsSettings,
     pub worker: WorkerSettings,
     pub store: StoreSettings,
@@ -32,12 +37,21 @@ pub struct HttpSettings {
     /// Where `serve`/`ingress` listen. Use `0.0.0.0:8080` behind the TLS-terminating proxy
     /// that faces the marketplace.
     pub addr: String,
+    /// Time allowed for a request's head (request line and headers) to arrive.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head, in bytes (at least 8192); a larger one is answered 431.
+    pub max_header_bytes: usize,
+    /// Open connections at most (per listener); more are closed as soon as accepted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             addr: "127.0.0.1:8080".into(),
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_connections: 8192,
         }
     }
 }
@@ -73,7 +87,7 @@ impl Default for DatabaseSettings {
 pub struct SecretsSettings {
     /// Master key sealing secrets at rest (base64 of 32 random bytes). When unset, a key is
     /// created on first start at `master_key_path` and reused afterwards.
-    #[serde(skip_serializing)]
+    #[serde(serialize_with = "redacted_secret")]
     pub master_key: Option<SecretString>,
     pub master_key_path: PathBuf,
 }
@@ -98,7 +112,7 @@ pub struct MetricsSettings {
     /// When set, `/metrics` requires `Authorization: Bearer <token>` (on every listener);
     /// `/healthz` and `/readyz` stay open. Unset by default, like most exporters on a private
     /// network.
-    #[serde(skip_serializing)]
+    #[serde(serialize_with = "redacted_secret")]
     pub bearer_token: Option<SecretString>,
     /// How long the gauges read from the queue and the database (backlog, dead letters, held
     /// plans, statistics) are reused between scrapes.
@@ -137,8 +151,15 @@ impl Settings {
     /// Loads defaults, then `file` (or `kitsync.toml` if present), then `KITSYNC_*`.
     ///
     /// # Errors
-    /// A file that does not parse, or a value of the wrong type, named by its key.
+    /// A file that does not parse, a value of the wrong type (named by its key), or a key of
+    /// the file or a `KITSYNC_*` variable that names no setting (with the nearest that does).
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_from(file, std::env::vars_os().collect())
+    }
+
+    /// [`Settings::load`] with `env` as the environment.
+    fn load_from(file: Option<&Path>, env: Vec<(OsString, OsString)>) -> anyhow::Result<Self> {
+        let env = Self::check_names(file, env)?;
         let defaults = config::Config::try_from(&Settings::default())
             .context("building the default configuration")?;
         let mut b = config::Config::builder().add_source(defaults);
@@ -162,7 +183,8 @@ impl Settings {
             config::Environment::with_prefix("KITSYNC")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(env)),
         );
         let cfg = b.build().context("reading the configuration")?;
         let mut s: Settings = cfg
@@ -178,12 +200,81 @@ impl Settings {
         Ok(s)
     }
 
-    /// The defaults as TOML, for `kitsync config print-default`.
+    /// Refuses a key of the configuration file or a `KITSYNC_*` variable that names no
+    /// setting (`settings/known.rs`), and returns the environment's variables as the `config`
+    /// crate reads them.
+    fn check_names(
+        file: Option<&Path>,
+        env: Vec<(OsString, OsString)>,
+    ) -> anyhow::Result<config::Map<String, String>> {
+        let known = known::Known::from_defaults(&Self::defaults_value()?);
+        let mut problems = Vec::new();
+        let path = file.unwrap_or(Path::new("kitsync.toml"));
+        match std::fs::read_to_string(path) {
+            // A file that does not parse is left to the `config` crate, which says where.
+            Ok(text) => {
+                if let Ok(table) = text.parse::<toml::Table>() {
+                    problems.extend(known.check_file(&table, &path.display().to_string()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && file.is_none() => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading the configuration {}", path.display()))
+            }
+        }
+        let mut vars = config::Map::new();
+        for (name, value) in env {
+            // Like the `config` crate: a name that is not Unicode cannot be a setting's.
+            let Ok(name) = name.into_string() else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    vars.insert(name, value);
+                }
+                Err(_) if name.to_uppercase().starts_with("KITSYNC_") => {
+                    anyhow::bail!("the variable {name} is not valid UTF-8")
+                }
+                Err(_) => {}
+            }
+        }
+        problems.extend(known.check_env(vars.keys().map(String::as_str)));
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "{}\n(`kitsync config print-default` prints every setting)",
+                problems.join("\n")
+            );
+        }
+        Ok(vars)
+    }
+
+    /// Every setting with its default, secrets as a placeholder; the source of the names
+    /// [`Settings::load`] accepts.
+    fn defaults_value() -> anyhow::Result<serde_json::Value> {
+        serde_json::to_value(Settings::default()).context("serialising the default settings")
+    }
+
+    /// The defaults as TOML, for `kitsync config print-default`: every setting, those unset
+    /// by default commented out.
     ///
     /// # Errors
     /// Serialisation failed.
     pub fn default_toml() -> anyhow::Result<String> {
-        Ok(toml::to_string_pretty(&Settings::default())?)
+        Ok(known::default_toml(&Self::defaults_value()?)?)
+    }
+}
+
+/// A secret serialises as `"<redacted>"`, never as its value, and `null` when unset: its name
+/// still appears wherever the settings are serialised (the names [`Settings::load`] accepts,
+/// `kitsync config print-default`), its value nowhere.
+fn redacted_secret<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
     }
 }
 
@@ -230,5 +321,235 @@ mod tests {
         assert!(text.contains("[webhooks]") && text.contains("retry_max_delay_ms = 3600000"));
         let back: Settings = toml::from_str(&text).unwrap();
         assert_eq!(back.http.addr, "127.0.0.1:8080");
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    /// `text` as a configuration file, loaded with `env`.
+    fn load_toml(text: &str, env: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kitsync.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load_from(Some(&path), vars(env))
+    }
+
+    fn error_of(r: anyhow::Result<Settings>) -> String {
+        let e = r.expect_err("the configuration should be refused");
+        format!("{:#}", e.root_cause())
+    }
+
+    #[test]
+    fn a_misspelt_key_in_the_file_is_refused_with_the_nearest_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kitsync.toml");
+        std::fs::write(&path, "[kit]\nacess_keys = [\"k\"]\n").unwrap();
+        let e = Settings::load_from(Some(&path), vars(&[])).unwrap_err();
+        assert_eq!(
+            e.to_string().lines().next().unwrap(),
+            format!(
+                "unknown setting `kit.acess_keys` in {}; did you mean `kit.access_keys`?",
+                path.display()
+            )
+        );
+        // Every unknown key is named, a whole unknown section once.
+        let e = error_of(load_toml(
+            "[kti]\naccess_keys = [\"k\"]\n[queue]\namqp_ur = \"amqp://h\"\nnmae = \"q\"\n",
+            &[],
+        ));
+        assert!(e.contains("unknown setting `kti` in "), "{e}");
+        assert!(e.contains("; did you mean `kit`?"), "{e}");
+        assert!(e.contains("`queue.amqp_ur` in "), "{e}");
+        assert!(e.contains("; did you mean `queue.amqp_url`?"), "{e}");
+        assert!(e.contains("`queue.nmae` in "), "{e}");
+        assert!(e.contains("; did you mean `queue.name`?"), "{e}");
+        assert!(e.contains("`kitsync config print-default`"), "{e}");
+        // A top-level key that is no section.
+        let e = error_of(load_toml("adr = \"0.0.0.0:1\"\n", &[]));
+        assert!(e.contains("unknown setting `adr`"), "{e}");
+    }
+
+    #[test]
+    fn nested_keys_in_any_toml_form_are_accepted_and_applied() {
+        let s = load_toml(
+            "kit.prefix = \"/isv\"\n\
+             metrics = { cache_ms = 7 }\n\
+             [queue]\n\
+             amqp_url = \"amqp://h/%2f\"\n\
+             [webhooks]\n\
+             ca_file = \"/etc/ca.pem\"\n\
+             [secrets]\n\
+             master_key = \"bWFzdGVy\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.kit.prefix, "/isv");
+        assert_eq!(s.metrics.cache_ms, 7);
+        assert_eq!(s.queue.amqp_url.as_deref(), Some("amqp://h/%2f"));
+        assert_eq!(
+            s.webhooks.ca_file.as_deref(),
+            Some(Path::new("/etc/ca.pem"))
+        );
+        assert!(s.secrets.master_key.is_some());
+        // A type error is still serde's, named by its key.
+        let e = load_toml("[worker]\nconcurrency = \"many\"\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("concurrency"), "{e:#}");
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_refused_with_the_nearest_setting() {
+        let e = error_of(load_toml("", &[("KITSYNC_KIT__ACESS_KEYS", "k")]));
+        assert!(
+            e.starts_with(
+                "unknown variable KITSYNC_KIT__ACESS_KEYS; did you mean KITSYNC_KIT__ACCESS_KEYS?"
+            ),
+            "{e}"
+        );
+        // One underscore where two nest; and every such variable at once.
+        let e = error_of(load_toml(
+            "",
+            &[
+                ("KITSYNC_KIT_PREFIX", "/x"),
+                ("KITSYNC_DATABASE__URI", "sqlite://x"),
+                ("KITSYNC_QUEUE", "x"),
+            ],
+        ));
+        assert!(
+            e.contains("unknown variable KITSYNC_KIT_PREFIX; did you mean KITSYNC_KIT__PREFIX?"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "unknown variable KITSYNC_DATABASE__URI; did you mean KITSYNC_DATABASE__URL?"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("unknown variable KITSYNC_QUEUE;"), "{e}");
+        // The `config` crate matches the prefix case-insensitively: so does the check.
+        let e = error_of(load_toml("", &[("kitsync_log__fromat", "json")]));
+        assert!(
+            e.contains("unknown variable kitsync_log__fromat; did you mean KITSYNC_LOG__FORMAT?"),
+            "{e}"
+        );
+        // Variables of other programs are none of kitsync's business.
+        load_toml(
+            "",
+            &[("KITSYNCX", "1"), ("HOME", "/root"), ("RUST_LOG", "x")],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn variables_of_nested_and_secret_settings_are_accepted_and_applied() {
+        let s = load_toml(
+            "",
+            &[
+                ("KITSYNC_KIT__ACCESS_KEYS", "a,b"),
+                ("KITSYNC_QUEUE__AMQP_URL", "amqp://h/%2f"),
+                ("KITSYNC_SECRETS__MASTER_KEY", "bWFzdGVy"),
+                ("KITSYNC_METRICS__BEARER_TOKEN", "t"),
+                ("KITSYNC_KIT__RSA_PRIVATE_KEY_PATH", "/k.pem"),
+                ("KITSYNC_WORKER__CONCURRENCY", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.kit.access_keys.len(), 2);
+        assert_eq!(s.queue.amqp_url.as_deref(), Some("amqp://h/%2f"));
+        assert!(s.secrets.master_key.is_some() && s.metrics.bearer_token.is_some());
+        assert_eq!(
+            s.kit.rsa_private_key_path.as_deref(),
+            Some(Path::new("/k.pem"))
+        );
+        assert_eq!(s.worker.concurrency, 5);
+    }
+
+    #[test]
+    fn the_test_suites_and_cis_variables_are_allowed_and_only_they() {
+        load_toml(
+            "",
+            &[
+                ("KITSYNC_CONFIG", "kitsync.toml"),
+                ("KITSYNC_TEST_DATABASE_URL", "postgres://h/test"),
+                ("KITSYNC_TEST_AMQP_URL", "amqp://h/%2f"),
+                ("KITSYNC_SCIM_TOOLS", "/venv/bin"),
+                ("KITSYNC_DASHBOARD_SCREENSHOTS", "/tmp/shots"),
+                ("KITSYNC_CHROMIUM", "/usr/bin/chromium"),
+                ("KITSYNC_CI_DATABASE_URL", "postgres://h/ci"),
+                ("KITSYNC_CI_ANYTHING_ELSE", "x"),
+            ],
+        )
+        .unwrap();
+        let e = error_of(load_toml("", &[("KITSYNC_TEST_DATABSE_URL", "x")]));
+        assert!(
+            e.contains("did you mean KITSYNC_TEST_DATABASE_URL?"),
+            "a misspelt allowed name is caught too: {e}"
+        );
+    }
+
+    #[test]
+    fn every_setting_is_known_and_printed_by_print_default_without_a_secret() {
+        let keys = known::Known::from_defaults(&Settings::defaults_value().unwrap()).keys;
+        // `None` and secret settings are part of the set (as `null`).
+        for key in [
+            "queue.amqp_url",
+            "kit.rsa_private_key_path",
+            "webhooks.ca_file",
+            "secrets.master_key",
+            "metrics.bearer_token",
+            "kit.access_keys",
+            "http.addr",
+            "log.format",
+        ] {
+            assert!(keys.contains(key), "{key} missing from {keys:?}");
+        }
+
+        // Every printed line, commented-out ones uncommented, is accepted…
+        let text = Settings::default_toml().unwrap();
+        let mut printed = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        let mut uncommented = String::new();
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            }
+            let setting = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((key, _)) = setting.split_once(" = ") {
+                printed.insert(format!("{section}.{key}"));
+                uncommented.push_str(setting);
+            } else {
+                uncommented.push_str(line);
+            }
+            uncommented.push('\n');
+        }
+        let s = load_toml(&uncommented, &[]).unwrap();
+        assert!(s.secrets.master_key.is_some() && s.queue.amqp_url.is_some());
+        // …and they are every setting.
+        assert_eq!(printed, keys);
+
+        // A configured secret is serialised as a placeholder, never as itself.
+        let mut s = Settings::default();
+        s.secrets.master_key = Some(SecretString::from("hunter2-master".to_owned()));
+        s.metrics.bearer_token = Some(SecretString::from("hunter2-token".to_owned()));
+        s.kit.access_keys = vec![SecretString::from("hunter2-kit".to_owned())];
+        for shown in [
+            serde_json::to_string(&s).unwrap(),
+            toml::to_string(&s).unwrap(),
+            format!("{s:?}"),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        assert!(toml::to_string(&s)
+            .unwrap()
+            .contains("master_key = \"<redacted>\""));
+    }
+
+    #[test]
+    fn the_deploy_example_names_only_real_settings() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kitsync.example.toml");
+        Settings::load_from(Some(&path), vars(&[])).unwrap();
     }
 }
