@@ -1,7 +1,9 @@
 //! The replay ledger keyed by the verified signature.
 //!
 //! `kit_replay_keys` holds the 32-byte `x-sign` of every accepted Kit callback until its
-//! signed timestamp leaves the acceptance window (`expires_at`, Unix ms). It replaces
+//! signed timestamp leaves the acceptance window (`expires_at`, Unix ms), keyed by
+//! `(expires_at, mac)`: a replay has the same signed timestamp, so the pair is as unique as the
+//! MAC, and keys arrive in expiry order (a SQLite `WITHOUT ROWID` table: the key is the row). It replaces
 //! `kit_nonces`, whose key (the nonce alone) a replay could change by moving a digit between
 //! nonce and timestamp, and whose expiry counted from receipt. `kit_nonces` is left in place
 //! (unused) so that ingress processes of the previous release keep answering during a rolling
@@ -20,21 +22,19 @@ pub struct Migration;
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
-        let blob = match manager.get_database_backend() {
-            DbBackend::Postgres => "BYTEA",
-            _ => "BLOB",
+        // Keyed by expiry first: new keys append at the end of the one index, the clean-up
+        // deletes a range at its start (see `kitsync-queue`'s replay ledger).
+        let (blob, without_rowid) = match manager.get_database_backend() {
+            DbBackend::Postgres => ("BYTEA", ""),
+            _ => ("BLOB", " WITHOUT ROWID"),
         };
         db.execute_unprepared(&format!(
             "CREATE TABLE kit_replay_keys (
-                mac {blob} NOT NULL PRIMARY KEY,
-                expires_at BIGINT NOT NULL
-            )"
+                expires_at BIGINT NOT NULL,
+                mac {blob} NOT NULL,
+                PRIMARY KEY (expires_at, mac)
+            ){without_rowid}"
         ))
-        .await?;
-        // The periodic clean-up deletes by expiry.
-        db.execute_unprepared(
-            "CREATE INDEX kit_replay_keys_expires_at ON kit_replay_keys (expires_at)",
-        )
         .await?;
         if manager.get_database_backend() == DbBackend::Postgres {
             db.execute_unprepared(

@@ -55,7 +55,7 @@ pub fn sign(key: &[u8], nonce: &str, timestamp: &str, payload: &[u8]) -> String 
 }
 
 /// Which body forms an `x-sign` may cover (`kit.signature_mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureMode {
     /// Only the body bytes as received.
@@ -65,6 +65,25 @@ pub enum SignatureMode {
     /// The raw bytes first, then the canonical form (the marketplace's choice is undocumented).
     #[default]
     Both,
+}
+
+/// Read from a string, so a configuration typo gets the list of valid values.
+impl<'de> serde::Deserialize<'de> for SignatureMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        [
+            SignatureMode::Raw,
+            SignatureMode::Canonical,
+            SignatureMode::Both,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s.trim())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a signature mode: expected \"raw\", \"canonical\" or \"both\""
+            ))
+        })
+    }
 }
 
 impl SignatureMode {
@@ -401,6 +420,14 @@ mod tests {
         assert!(SignatureMode::Both.tries_raw() && SignatureMode::Both.tries_canonical());
         assert!(!SignatureMode::Raw.tries_canonical() && !SignatureMode::Canonical.tries_raw());
         assert_eq!(SignatureMode::default(), SignatureMode::Both);
+        let m: SignatureMode = serde_json::from_str("\"canonical\"").unwrap();
+        assert_eq!(m, SignatureMode::Canonical);
+        let e = serde_json::from_str::<SignatureMode>("\"rawx\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("expected \"raw\", \"canonical\" or \"both\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -180,7 +180,7 @@ impl Acceptor {
         let body = match queued.to_bytes() {
             Ok(body) => body,
             Err(e) => {
-                self.forget(mac);
+                self.forget(mac, expires_at);
                 return Err(KitError::Internal(format!("serialising the command: {e}")));
             }
         };
@@ -194,17 +194,17 @@ impl Acceptor {
             Ok(Err(e)) => unavailable(e),
             Err(_) => too_slow(budget, "queueing the callback"),
         };
-        self.forget(mac);
+        self.forget(mac, expires_at);
         Err(failure)
     }
 
     /// Releases the replay key of a callback we could not queue, so the marketplace's retry
     /// is not refused as a replay. In the background: the answer must not wait for a database
     /// that is probably the reason we failed.
-    fn forget(&self, key: ReplayKey) {
+    fn forget(&self, key: ReplayKey, expires_at: i64) {
         let replays = self.replays.clone();
         tokio::spawn(async move {
-            if let Err(e) = replays.release(&key).await {
+            if let Err(e) = replays.release(&key, expires_at).await {
                 tracing::warn!(error = %e, "could not release the replay key of a refused callback");
             }
         });

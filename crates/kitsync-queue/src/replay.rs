@@ -9,6 +9,12 @@
 //! refused as stale before it reaches the ledger. Keeping it for a window after *receipt*
 //! would forget a request signed ahead of our clock while it is still acceptable.
 //!
+//! Rows are keyed by `(expires_at, mac)`. A replay carries the same signed timestamp as the
+//! original (the MAC covers it), so the pair is as unique as the MAC; ordered by expiry, new
+//! keys land at the end of the index instead of at random places in it (a random 32-byte key
+//! would touch a different index page per insert), and the clean-up is a range delete at its
+//! start, with no second index.
+//!
 //! Claims are group-committed: a background task takes whatever claims are pending (up to
 //! [`MAX_CLAIM_BATCH`]) and settles them with one multi-row upsert, so 64 concurrent
 //! callbacks cost a handful of statements rather than 64 transactions. The same task
@@ -136,17 +142,17 @@ impl ReplayLedger {
         self.upserts.load(Ordering::Relaxed)
     }
 
-    /// Forgets `key`, so the marketplace's retry of a callback we could not queue is not
-    /// refused as a replay.
+    /// Forgets `key` (claimed with `expires_at_ms`), so the marketplace's retry of a callback
+    /// we could not queue is not refused as a replay.
     ///
     /// # Errors
     /// The database statement failed.
-    pub async fn release(&self, key: &ReplayKey) -> Result<(), QueueError> {
+    pub async fn release(&self, key: &ReplayKey, expires_at_ms: i64) -> Result<(), QueueError> {
         self.db
             .execute(stmt(
                 self.db.get_database_backend(),
-                "DELETE FROM kit_replay_keys WHERE mac = $1",
-                vec![key.to_vec().into()],
+                "DELETE FROM kit_replay_keys WHERE expires_at = $1 AND mac = $2",
+                vec![expires_at_ms.into(), key.to_vec().into()],
             ))
             .await?;
         Ok(())
@@ -193,7 +199,7 @@ async fn settle(
                 let mut fresh = fresh;
                 let mut orphans = Vec::new();
                 for r in batch {
-                    let claim = if fresh.remove(&r.key) {
+                    let claim = if fresh.remove(&(r.expires_at_ms, r.key)) {
                         ReplayClaim::Fresh
                     } else {
                         ReplayClaim::Replayed
@@ -201,7 +207,7 @@ async fn settle(
                     // The caller gave up waiting (and answered 000005): a key recorded for it
                     // would make the marketplace's retry look like a replay. Forget it.
                     if r.done.send(Ok(claim)).is_err() && claim == ReplayClaim::Fresh {
-                        orphans.push(r.key);
+                        orphans.push((r.expires_at_ms, r.key));
                     }
                 }
                 if !orphans.is_empty() {
@@ -219,41 +225,44 @@ async fn settle(
 
 /// Deletes keys whose claimants stopped waiting. Best effort: if it fails, the retry of
 /// such a callback within the window is refused as a replay, which the log says.
-async fn forget(db: &DatabaseConnection, keys: &[ReplayKey]) {
+async fn forget(db: &DatabaseConnection, keys: &[(i64, ReplayKey)]) {
     let backend = db.get_database_backend();
     let sql = format!(
-        "DELETE FROM kit_replay_keys WHERE mac IN ({})",
-        placeholders(1, keys.len(), 1)
+        "DELETE FROM kit_replay_keys WHERE (expires_at, mac) IN (VALUES {})",
+        placeholders(1, keys.len(), 2)
     );
-    let values: Vec<Value> = keys.iter().map(|k| k.to_vec().into()).collect();
+    let values: Vec<Value> = keys
+        .iter()
+        .flat_map(|(at, k)| [Value::from(*at), k.to_vec().into()])
+        .collect();
     if let Err(e) = db.execute(stmt(backend, &sql, values)).await {
         tracing::warn!(error = %e, count = keys.len(), "could not forget replay keys of abandoned claims; their retries will be refused as replays");
     }
 }
 
-/// One upsert for the batch; returns the keys that were fresh.
+/// One upsert for the batch; returns the `(expires_at, key)` pairs that were fresh.
 async fn insert(
     db: &DatabaseConnection,
     batch: &[ClaimRequest],
-) -> Result<HashSet<ReplayKey>, String> {
+) -> Result<HashSet<(i64, ReplayKey)>, String> {
     // A stored key counts as expired only if it has expired for every claimant of the batch.
     let now = batch.iter().map(|r| r.now_ms).min().unwrap_or_default();
     // PostgreSQL refuses an upsert that touches one row twice: send each key once.
     let mut seen = HashSet::with_capacity(batch.len());
     let mut values: Vec<Value> = vec![now.into()];
     for r in batch {
-        if seen.insert(r.key) {
-            values.push(r.key.to_vec().into());
+        if seen.insert((r.expires_at_ms, r.key)) {
             values.push(r.expires_at_ms.into());
+            values.push(r.key.to_vec().into());
         }
     }
     // An expired key is fresh again (its row just has not been cleaned up yet); RETURNING
     // lists the rows inserted or so refreshed.
     let sql = format!(
-        "INSERT INTO kit_replay_keys (mac, expires_at) VALUES {} \
-         ON CONFLICT (mac) DO UPDATE SET expires_at = excluded.expires_at \
+        "INSERT INTO kit_replay_keys (expires_at, mac) VALUES {} \
+         ON CONFLICT (expires_at, mac) DO UPDATE SET expires_at = excluded.expires_at \
          WHERE kit_replay_keys.expires_at < $1 \
-         RETURNING mac",
+         RETURNING expires_at, mac",
         placeholders(2, seen.len(), 2)
     );
     let returned = db
@@ -263,11 +272,12 @@ async fn insert(
     returned
         .iter()
         .map(|row| {
-            let mac: Vec<u8> = row
-                .try_get("", "mac")
-                .map_err(|e| format!("replay ledger: {e}"))?;
-            ReplayKey::try_from(mac.as_slice())
-                .map_err(|_| format!("replay ledger: a stored key of {} bytes", mac.len()))
+            let err = |e: sea_orm::DbErr| format!("replay ledger: {e}");
+            let at: i64 = row.try_get("", "expires_at").map_err(err)?;
+            let mac: Vec<u8> = row.try_get("", "mac").map_err(err)?;
+            let key = ReplayKey::try_from(mac.as_slice())
+                .map_err(|_| format!("replay ledger: a stored key of {} bytes", mac.len()))?;
+            Ok((at, key))
         })
         .collect()
 }
