@@ -37,6 +37,8 @@ pub const MIN_RSA_BITS: usize = 3072;
 pub enum SecretsError {
     #[error("RSA private key: {0}")]
     BadPrivateKey(String),
+    #[error("RSA public key: {0}")]
+    BadPublicKey(String),
     #[error(
         "RSA private key: {0} bits is too small; the marketplace only accepts RSA keys of at \
          least 3072 bits, so generate one with \
@@ -155,19 +157,7 @@ impl RsaDecryptor {
                     .into(),
             ));
         }
-        let der = if text.contains("-----BEGIN") {
-            let body: Zeroizing<String> = Zeroizing::new(
-                text.lines()
-                    .filter(|l| !l.starts_with("-----"))
-                    .map(str::trim)
-                    .collect(),
-            );
-            Zeroizing::new(B64.decode(body.as_bytes()).map_err(|e| {
-                SecretsError::BadPrivateKey(format!("PEM body is not base64 ({e})"))
-            })?)
-        } else {
-            Zeroizing::new(pem.to_vec())
-        };
+        let der = pem_der(pem).map_err(SecretsError::BadPrivateKey)?;
         let key = RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| match e {
             RsaError::NotRsa => SecretsError::BadPrivateKey("not an RSA key".into()),
             other => SecretsError::BadPrivateKey(format!("not a PKCS#8 RSA key ({other})")),
@@ -450,11 +440,93 @@ impl Sealer {
     }
 }
 
+/// The DER inside a PEM (or the bytes themselves when they are not PEM).
+fn pem_der(pem: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+    let text = String::from_utf8_lossy(pem);
+    if !text.contains("-----BEGIN") {
+        return Ok(Zeroizing::new(pem.to_vec()));
+    }
+    let body: Zeroizing<String> = Zeroizing::new(
+        text.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::trim)
+            .collect(),
+    );
+    B64.decode(body.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|e| format!("PEM body is not base64 ({e})"))
+}
+
+/// `der` as PEM with `label` (`PRIVATE KEY`, `PUBLIC KEY`).
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = B64.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(chunk));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
+/// The marketplace side of `clientSecret`: encrypts with the public key an ISV uploaded, as
+/// the marketplace does (for `kitsync send` and the emulator).
+pub struct RsaEncryptor {
+    key: RsaPublicKey,
+}
+
+impl fmt::Debug for RsaEncryptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RsaEncryptor({} bits)", self.key.bits())
+    }
+}
+
+impl RsaEncryptor {
+    /// Loads an X.509 `SubjectPublicKeyInfo` PEM (`-----BEGIN PUBLIC KEY-----`) or its DER.
+    ///
+    /// # Errors
+    /// [`SecretsError::BadPublicKey`] naming what is wrong (a PKCS#1 public key gets the
+    /// command that converts it).
+    pub fn from_pem(pem: &[u8]) -> Result<Self, SecretsError> {
+        if String::from_utf8_lossy(pem).contains("BEGIN RSA PUBLIC KEY") {
+            return Err(SecretsError::BadPublicKey(
+                "PKCS#1 (`BEGIN RSA PUBLIC KEY`) is not supported; convert it with \
+                 `openssl rsa -RSAPublicKey_in -in key.pem -pubout -out key.spki.pem`"
+                    .into(),
+            ));
+        }
+        let der = pem_der(pem).map_err(SecretsError::BadPublicKey)?;
+        let key = RsaPublicKey::from_spki_der(&der).map_err(|e| match e {
+            RsaError::NotRsa => SecretsError::BadPublicKey("not an RSA key".into()),
+            other => SecretsError::BadPublicKey(format!("not an RSA public key ({other})")),
+        })?;
+        Ok(Self { key })
+    }
+
+    #[must_use]
+    pub fn key_size_bits(&self) -> usize {
+        self.key.bits()
+    }
+
+    /// RSA-OAEP `variant` of `plaintext`, base64: a `clientSecret` as the marketplace sends it.
+    ///
+    /// # Errors
+    /// Encryption failed (plaintext too long for the key and variant).
+    pub fn encrypt(&self, plaintext: &str, variant: OaepVariant) -> Result<String, SecretsError> {
+        let ct = self
+            .key
+            .encrypt(variant.oaep(), plaintext.as_bytes())
+            .map_err(|e| SecretsError::Crypto(e.to_string()))?;
+        Ok(B64.encode(ct))
+    }
+}
+
 /// A throwaway RSA key pair, for tests, the emulator and benchmarks: the marketplace side of
 /// `clientSecret` encryption.
 pub struct TestKeyPair {
     private: aws_lc_rs::rsa::PrivateDecryptingKey,
-    public: RsaPublicKey,
+    public: RsaEncryptor,
+    spki: Vec<u8>,
 }
 
 impl TestKeyPair {
@@ -469,9 +541,13 @@ impl TestKeyPair {
             .public_key()
             .as_der()
             .map_err(|_| SecretsError::Crypto("public key encoding".into()))?;
-        let public = RsaPublicKey::from_spki_der(spki.as_ref())
+        let public = RsaEncryptor::from_pem(spki.as_ref())
             .map_err(|e| SecretsError::Crypto(format!("public key: {e}")))?;
-        Ok(Self { private, public })
+        Ok(Self {
+            private,
+            public,
+            spki: spki.as_ref().to_vec(),
+        })
     }
 
     /// The private key as PKCS#8 PEM (what an ISV puts at `kit.rsa_private_key_path`).
@@ -484,14 +560,13 @@ impl TestKeyPair {
             .private
             .as_der()
             .map_err(|_| SecretsError::Crypto("PKCS#8 encoding".into()))?;
-        let b64 = B64.encode(der.as_ref());
-        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            pem.push_str(&String::from_utf8_lossy(chunk));
-            pem.push('\n');
-        }
-        pem.push_str("-----END PRIVATE KEY-----\n");
-        Ok(pem)
+        Ok(pem("PRIVATE KEY", der.as_ref()))
+    }
+
+    /// The public key as X.509 `SubjectPublicKeyInfo` PEM (what an ISV uploads).
+    #[must_use]
+    pub fn public_pem(&self) -> String {
+        pem("PUBLIC KEY", &self.spki)
     }
 
     /// Encrypts like the marketplace, with the public key only: RSA-OAEP `variant`, base64.
@@ -499,11 +574,7 @@ impl TestKeyPair {
     /// # Errors
     /// Encryption failed (plaintext too long).
     pub fn encrypt(&self, plaintext: &str, variant: OaepVariant) -> Result<String, SecretsError> {
-        let ct = self
-            .public
-            .encrypt(variant.oaep(), plaintext.as_bytes())
-            .map_err(|e| SecretsError::Crypto(e.to_string()))?;
-        Ok(B64.encode(ct))
+        self.public.encrypt(plaintext, variant)
     }
 }
 
@@ -522,6 +593,30 @@ mod tests {
     fn fresh_sealer() -> Sealer {
         Sealer::from_master_key(&SecretString::from(Sealer::generate_master_key().unwrap()))
             .unwrap()
+    }
+
+    #[test]
+    fn the_public_key_alone_encrypts_what_the_private_key_decrypts() {
+        let kp = TestKeyPair::generate_3072().unwrap();
+        let public = kp.public_pem();
+        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        let enc = RsaEncryptor::from_pem(public.as_bytes()).unwrap();
+        assert_eq!(enc.key_size_bits(), 3072);
+        let dec = RsaDecryptor::from_pem(kp.private_pem().unwrap().as_bytes()).unwrap();
+        for variant in OaepVariant::ALL {
+            let ct = enc.encrypt("from the public half", variant).unwrap();
+            let (used, pt) = dec.decrypt_variant(&ct).unwrap();
+            assert_eq!(
+                (pt.expose_secret(), used),
+                ("from the public half", variant)
+            );
+        }
+        let e = RsaEncryptor::from_pem(
+            b"-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("openssl rsa"), "{e}");
+        assert!(RsaEncryptor::from_pem(kp.private_pem().unwrap().as_bytes()).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `kitsync`: the one binary. Subcommands wire the library crates together:
 //! `serve` (ingress + worker), `ingress`, `worker`, `migrate`, `config print-default`,
-//! `deadletters`, `plans`, `token`, `webhooks`, `bench`.
+//! `deadletters`, `plans`, `token`, `webhooks`, `send` (one signed callback, as the
+//! marketplace sends it), `bench`.
 #![forbid(unsafe_code)]
 
 mod app;
@@ -11,6 +12,7 @@ mod files;
 mod http;
 mod operations;
 mod reseal;
+mod send;
 mod settings;
 
 use anyhow::Context as _;
@@ -82,6 +84,8 @@ enum Cmd {
         #[command(subcommand)]
         command: WebhookCmd,
     },
+    /// Sign and send one Kit callback as the marketplace does, and check the answer.
+    Send(send::SendArgs),
     /// Benchmarks (programs, not tests): each prints its figure next to a raw baseline.
     Bench {
         #[command(subcommand)]
@@ -249,6 +253,7 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
         Cmd::Plans { command } => plans(settings, command).await,
         Cmd::Token { command } => token(settings, command).await,
         Cmd::Webhooks { command } => webhooks(settings, command).await,
+        Cmd::Send(args) => send::run(&settings, args).await,
         Cmd::Bench { command } => bench::run(settings, command).await,
     }
 }

@@ -1,0 +1,168 @@
+//! `kitsync send` against the real server: every callback built from flags lands in the
+//! directory, a `clientSecret` encrypted with the ISV's public key (every OAEP variant) is
+//! decrypted, a file is sent byte for byte, and an answer the marketplace would not take makes
+//! the command fail.
+//!
+//! Runs on the embedded defaults and, when `KITSYNC_TEST_DATABASE_URL` /
+//! `KITSYNC_TEST_AMQP_URL` are set, on PostgreSQL / RabbitMQ.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
+
+use kitsync_secrets::{OaepVariant, Place, Sealer, TestKeyPair};
+use secrecy::{ExposeSecret, SecretString};
+use std::process::Output;
+use std::time::Duration;
+use tests::{wait_until, Env};
+
+const APPLY_TIMEOUT: Duration = Duration::from_secs(45);
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn explain(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        stdout(out),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_builds_signs_and_checks_every_callback() {
+    let mut env = Env::new("send").await;
+    let kp = TestKeyPair::generate_3072().unwrap();
+    let private = env.dir().join("isv-private.pem");
+    let public = env.dir().join("isv-public.pem");
+    std::fs::write(&private, kp.private_pem().unwrap()).unwrap();
+    std::fs::write(&public, kp.public_pem()).unwrap();
+    env.rsa_key_path = Some(private);
+    let server = env.start("serve").await;
+    let url = server.kit().base_url().to_owned();
+    let public = public.display().to_string();
+    let t = "t-send";
+
+    let send = |args: Vec<String>| {
+        let env = &env;
+        let url = url.clone();
+        async move {
+            let mut all: Vec<String> = vec!["send".into()];
+            all.extend(args);
+            all.extend(["--url".into(), url]);
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            env.cli(&refs).await
+        }
+    };
+    let args = |s: &str| -> Vec<String> { s.split(' ').map(str::to_owned).collect() };
+
+    for a in [
+        format!("tenantSync --tenant {t} --name Sendco"),
+        format!("allOrgSync --tenant {t} --org root:Head --org sales:Sales:root --org eu:Europe:sales"),
+        format!("singleOrgSync --tenant {t} --org ops:Operations:root"),
+        format!("authSync --tenant {t} --app app-1 --user alice:admin --org sales:Sales --user bob::false"),
+    ] {
+        let out = send(args(&a)).await;
+        assert!(out.status.success(), "{a}: {}", explain(&out));
+        let text = stdout(&out);
+        assert!(text.contains("x-sign: ") && text.contains("Body-Sign: verified"), "{a}: {text}");
+        assert!(text.contains("\"resultCode\":\"000000\""), "{a}: {text}");
+    }
+    // The secret, encrypted with the ISV's public key under each OAEP variant.
+    for (i, variant) in OaepVariant::ALL.into_iter().enumerate() {
+        let out = send(args(&format!(
+            "applicationSync --tenant {t} --app app-{i} --client-secret secret-{i} --rsa-public-key {public} --oaep {}",
+            variant.as_str()
+        )))
+        .await;
+        assert!(out.status.success(), "{variant:?}: {}", explain(&out));
+        assert!(
+            !stdout(&out).contains(&format!("secret-{i}")),
+            "the secret is sent encrypted: {}",
+            stdout(&out)
+        );
+    }
+
+    wait_until("everything sent is applied", APPLY_TIMEOUT, || async {
+        let s = env.snapshot(t).await;
+        s.tenant.is_some()
+            && s.departments.len() == 4
+            && s.apps.len() == 3
+            && s.authorizations.len() == 2
+    })
+    .await;
+    let s = env.snapshot(t).await;
+    assert_eq!(s.tenant.as_ref().unwrap().name, "Sendco");
+    let eu = s.departments.iter().find(|d| d.org_code == "eu").unwrap();
+    assert_eq!(
+        (eu.org_name.as_str(), eu.parent_code.as_deref()),
+        ("Europe", Some("sales"))
+    );
+    let mut auths: Vec<(&str, &str, bool)> = s
+        .authorizations
+        .iter()
+        .map(|a| (a.user_name.as_str(), a.role.as_str(), a.enabled))
+        .collect();
+    auths.sort_unstable();
+    assert_eq!(auths, [("alice", "admin", true), ("bob", "user", false)]);
+    let alice = s.members.iter().find(|m| m.user_name == "alice").unwrap();
+    assert_eq!(alice.org_code.as_deref(), Some("sales"), "the first --org");
+    let sealer = Sealer::from_master_key(&SecretString::from(env.master_key.clone())).unwrap();
+    for (i, _) in OaepVariant::ALL.iter().enumerate() {
+        let app = format!("app-{i}");
+        let row = s.apps.iter().find(|a| a.app_id == app).unwrap();
+        let (_, plain) = sealer
+            .open(&row.client_secret.0, &Place::app_client_secret(t, &app))
+            .unwrap();
+        assert_eq!(plain.expose_secret(), &format!("secret-{i}"));
+    }
+
+    // A file is sent byte for byte (here with spaces the flags would not produce).
+    let file = env.dir().join("tenant.json");
+    let raw = format!(
+        "{{ \"tenantId\": \"t-file\", \"name\": \"From a file\", \"tenantCode\": \"c\", \"domainName\": \"https://f.example.com\", \"flag\": 1, \"testFlag\": 1, \"timeStamp\": \"{}\" }}",
+        tests::payload::time(0)
+    );
+    std::fs::write(&file, &raw).unwrap();
+    let out = send(vec![
+        "tenantSync".into(),
+        "--file".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", explain(&out));
+    wait_until("the file's tenant is applied", APPLY_TIMEOUT, || async {
+        env.snapshot("t-file").await.tenant.is_some()
+    })
+    .await;
+    assert!(env.snapshot("t-file").await.tenant.unwrap().test);
+
+    // What the marketplace would not take fails the command, and says why.
+    let out = send(args(&format!("tenantSync --tenant {t} --key not-the-key"))).await;
+    assert!(!out.status.success(), "{}", explain(&out));
+    assert!(
+        stdout(&out).contains("\"resultCode\":\"000001\""),
+        "{}",
+        explain(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not accepted: resultCode 000001"),
+        "{}",
+        explain(&out)
+    );
+    // Flags that cannot make a valid body are refused before anything is sent.
+    let out = send(args(&format!("authSync --tenant {t} --app a"))).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--user"),
+        "{}",
+        explain(&out)
+    );
+    let out = send(args(&format!("appSync --tenant {t}"))).await;
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("applicationSync"),
+        "{}",
+        explain(&out)
+    );
+    env.finish().await;
+}
