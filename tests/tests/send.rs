@@ -116,6 +116,31 @@ async fn send_builds_signs_and_checks_every_callback() {
         assert_eq!(plain.expose_secret(), &format!("secret-{i}"));
     }
 
+    // The ISV's app gets its decrypted secret from the CLI only, and the reveal is logged
+    // without it.
+    let out = env
+        .cli(&["apps", "show", t, "app-1", "--reveal-secret"])
+        .await;
+    assert!(out.status.success(), "{}", explain(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["clientSecret"], "secret-1", "{shown}");
+    assert_eq!(shown["clientId"], "app-1-client", "{shown}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("clientSecret revealed") && !stderr.contains("secret-1"),
+        "{stderr}"
+    );
+    let out = env.cli(&["apps", "show", t, "app-1"]).await;
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(shown.get("clientSecret").is_none(), "{shown}");
+    let out = env.cli(&["apps", "show", t, "no-such-app"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no app no-such-app"),
+        "{}",
+        explain(&out)
+    );
+
     // A file is sent byte for byte (here with spaces the flags would not produce).
     let file = env.dir().join("tenant.json");
     let raw = format!(
@@ -163,6 +188,87 @@ async fn send_builds_signs_and_checks_every_callback() {
         String::from_utf8_lossy(&out.stderr).contains("applicationSync"),
         "{}",
         explain(&out)
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_kept_as_ciphertext_is_revealed_once_a_key_is_given_and_output_is_plain() {
+    let mut env = Env::new("send-plain").await;
+    let server = env.start("serve").await;
+
+    // Without an RSA key the server keeps the marketplace's ciphertext (sealed); the CLI,
+    // given the key later, still reveals the secret.
+    let kp = TestKeyPair::generate_3072().unwrap();
+    let public = env.dir().join("isv-public.pem");
+    std::fs::write(&public, kp.public_pem()).unwrap();
+    let url = server.kit().base_url().to_owned();
+    let out = env
+        .cli(&[
+            "send",
+            "applicationSync",
+            "--tenant",
+            "t-late",
+            "--app",
+            "a",
+            "--client-secret",
+            "late-secret",
+            "--rsa-public-key",
+            &public.display().to_string(),
+            "--oaep",
+            "sha1",
+            "--url",
+            &url,
+        ])
+        .await;
+    assert!(out.status.success(), "{}", explain(&out));
+    wait_until("the app is applied", APPLY_TIMEOUT, || async {
+        !env.snapshot("t-late").await.apps.is_empty()
+    })
+    .await;
+    let out = env
+        .cli(&["apps", "show", "t-late", "a", "--reveal-secret"])
+        .await;
+    assert!(!out.status.success(), "no RSA key yet: {}", explain(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rsa_private_key_path"),
+        "{}",
+        explain(&out)
+    );
+    let private = env.dir().join("isv-private.pem");
+    std::fs::write(&private, kp.private_pem().unwrap()).unwrap();
+    env.rsa_key_path = Some(private);
+    let out = env
+        .cli(&["apps", "show", "t-late", "a", "--reveal-secret"])
+        .await;
+    assert!(out.status.success(), "{}", explain(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["clientSecret"], "late-secret", "{shown}");
+
+    let out = env
+        .cli(&["token", "create", "--name", "t", "--scope", "stats:read"])
+        .await;
+    assert!(out.status.success(), "{}", explain(&out));
+    let out = env.cli(&["token", "list"]).await;
+    assert!(out.status.success(), "{}", explain(&out));
+    let line: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    let created = line["createdAt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created).is_ok(),
+        "createdAt {created}"
+    );
+    assert!(
+        line["revokedAt"].is_null() && line["lastUsedAt"].is_null(),
+        "{line}"
+    );
+    let logs = server.logs();
+    assert!(logs.contains(" ready "), "the ready line: {logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no colour codes in a log file: {logs}"
     );
     env.finish().await;
 }

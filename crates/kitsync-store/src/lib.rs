@@ -528,6 +528,19 @@ impl Store {
         groups::memberships(&self.db, tenant_id, users).await
     }
 
+    /// One live app with its sealed `clientSecret` (`kitsync apps show`; never served over
+    /// HTTP).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn app_credentials(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+    ) -> Result<Option<AppState>, StoreError> {
+        read::app(&self.db, tenant_id, app_id).await
+    }
+
     /// The live directory of one tenant (tombstones absent), deterministically ordered.
     ///
     /// # Errors

@@ -157,6 +157,31 @@ pub(crate) async fn departments(
         .collect())
 }
 
+fn app_state(m: apps::Model) -> AppState {
+    AppState {
+        app_id: m.app_id,
+        client_id: m.client_id,
+        client_secret: SecretText(m.client_secret.0),
+        test: m.test,
+        version: m.version,
+    }
+}
+
+/// One live app of a tenant, with its sealed secret.
+pub(crate) async fn app(
+    db: &DatabaseConnection,
+    tenant_id: &str,
+    app_id: &str,
+) -> Result<Option<AppState>, StoreError> {
+    Ok(apps::Entity::find()
+        .filter(apps::Column::TenantId.eq(tenant_id))
+        .filter(apps::Column::AppId.eq(app_id))
+        .filter(apps::Column::Deleted.eq(false))
+        .one(db)
+        .await?
+        .map(app_state))
+}
+
 pub(crate) async fn snapshot(
     db: &DatabaseConnection,
     t: &str,
@@ -179,13 +204,7 @@ pub(crate) async fn snapshot(
         .all(db)
         .await?
         .into_iter()
-        .map(|m| AppState {
-            app_id: m.app_id,
-            client_id: m.client_id,
-            client_secret: SecretText(m.client_secret.0),
-            test: m.test,
-            version: m.version,
-        })
+        .map(app_state)
         .collect();
     apps.sort_by(|a, b| a.app_id.cmp(&b.app_id));
     let mut departments: Vec<DepartmentState> = departments::Entity::find()

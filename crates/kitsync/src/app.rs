@@ -28,9 +28,11 @@ pub fn init_tracing(log: &LogSettings) {
         .or_else(|_| EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr; stdout carries only what scripts read (the `listening on` lines).
+    // Colour only for a person at a terminal: files and log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second init (tests, bench) is harmless: keep the first subscriber.
     let _ = if log.format == "json" {
@@ -162,6 +164,34 @@ pub async fn open_queue(settings: &Settings, db: &DatabaseConnection) -> anyhow:
         })
 }
 
+/// What a new user can do next, once `serve` listens: at a terminal, a few lines to copy;
+/// otherwise one log line (a log collector wants no prose).
+fn next_steps(addr: std::net::SocketAddr, prefix: &str, no_key: bool) {
+    let base = format!("http://{addr}");
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        tracing::info!(callbacks = %format!("{base}{prefix}/produceAPI/v2/…"), dashboard = %format!("{base}/dashboard"), "ready");
+        return;
+    }
+    // The program as it was started (`target/release/kitsync` under `cargo run`), so the
+    // lines run as they are from the same directory.
+    let bin = std::env::args().next().unwrap_or_else(|| "kitsync".into());
+    let key = if no_key {
+        "KITSYNC_KIT__ACCESS_KEYS=your-kit-access-key "
+    } else {
+        ""
+    };
+    eprintln!(
+        "
+kitsync is ready.
+  The marketplace calls   {base}{prefix}/produceAPI/v2/{{tenantSync,applicationSync,authSync,singleOrgSync,allOrgSync}}
+  Send one like it does   {key}{bin} send tenantSync --tenant t1 --name Acme --url {base}{prefix}
+  Create an API token     {bin} token create --name me --scope directory:read,stats:read
+  Read the directory      curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/tenants/t1
+  Dashboard               {base}/dashboard
+"
+    );
+}
+
 /// Re-seals `v1:` secrets (`crate::reseal`), logging what it did.
 async fn reseal(db: &DatabaseConnection, sealer: &Sealer) -> anyhow::Result<()> {
     let n = crate::reseal::reseal_legacy_secrets(db, sealer)
@@ -236,6 +266,40 @@ fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result
     }
     let mut f = opts.open(path)?;
     f.write_all(contents.as_bytes())
+}
+
+/// The plaintext `clientSecret` of an app from its sealed value: opened with the master key
+/// (bound to the app's row), and — when it was stored as the marketplace's ciphertext because
+/// no RSA key was configured then — decrypted with the RSA key configured now.
+///
+/// # Errors
+/// No master key, a seal that does not open here, or a ciphertext no configured key decrypts.
+pub fn reveal_client_secret(
+    settings: &Settings,
+    tenant: &str,
+    app: &str,
+    sealed: &str,
+) -> anyhow::Result<SecretString> {
+    use kitsync_secrets::{Place, SealedKind};
+    if sealed.is_empty() {
+        anyhow::bail!("the marketplace sent no clientSecret for app {app} of tenant {tenant}");
+    }
+    let sealer = existing_sealer(settings)?.context(
+        "no master key here (secrets.master_key or secrets.master_key_path): the secret cannot be opened",
+    )?;
+    let (kind, secret) = sealer
+        .open(sealed, &Place::app_client_secret(tenant, app))
+        .context("opening the sealed clientSecret")?;
+    match kind {
+        SealedKind::Plain => Ok(secret),
+        SealedKind::RsaCiphertext => {
+            let d = decryptor(settings)?.context(
+                "the secret was stored as the marketplace's ciphertext (no RSA key was configured \
+                 when it arrived): configure kit.rsa_private_key_path to decrypt it",
+            )?;
+            Ok(d.decrypt(secret.expose_secret())?)
+        }
+    }
 }
 
 /// # Errors
@@ -356,6 +420,9 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         // Scripts and the end-to-end tests read the bound address from stdout.
         println!("listening on http://{local}");
         tracing::info!(addr = %local, callbacks = %format!("http://{local}{prefix}/produceAPI/v2/{{tenantSync,applicationSync,authSync,singleOrgSync,allOrgSync}}"), "listening");
+        if mode == Mode::Both {
+            next_steps(local, &prefix, settings.kit.access_keys.is_empty());
+        }
         let rx = shutdown_rx.clone();
         let http = settings.http.clone();
         tasks.spawn(async move {

@@ -62,6 +62,7 @@ pub struct ApplyArgs {
     /// authSync callbacks of `--batch` users each.
     #[arg(long, default_value_t = 200)]
     callbacks: usize,
+    /// Users per authSync callback.
     #[arg(long, default_value_t = 500)]
     batch: usize,
     /// Departments in the full sync.

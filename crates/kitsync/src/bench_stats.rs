@@ -19,6 +19,7 @@ pub struct StatsArgs {
     /// Members, spread over `tenants` tenants.
     #[arg(long, default_value_t = 100_000)]
     members: usize,
+    /// Production tenants the members are spread over.
     #[arg(long, default_value_t = 50)]
     tenants: usize,
     /// Activity events over the last 30 days.

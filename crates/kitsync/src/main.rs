@@ -84,6 +84,11 @@ enum Cmd {
         #[command(subcommand)]
         command: WebhookCmd,
     },
+    /// The apps the marketplace bound, and their credentials.
+    Apps {
+        #[command(subcommand)]
+        command: AppCmd,
+    },
     /// Sign and send one Kit callback as the marketplace does, and check the answer.
     Send(send::SendArgs),
     /// Benchmarks (programs, not tests): each prints its figure next to a raw baseline.
@@ -126,8 +131,10 @@ enum ConfigCmd {
 enum DeadLetterCmd {
     /// List dead letters (not yet replayed, unless --all).
     List {
+        /// Also the ones already replayed.
         #[arg(long)]
         all: bool,
+        /// At most this many, newest first.
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
@@ -135,6 +142,7 @@ enum DeadLetterCmd {
     Replay {
         /// Dead-letter id, as shown by `list`.
         id: Option<i64>,
+        /// Every dead letter not yet replayed.
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
@@ -147,25 +155,30 @@ enum TokenCmd {
         /// What the token is for (shown by `list`).
         #[arg(long)]
         name: String,
-        /// Comma-separated: directory:read, activity:write, stats:read, admin.
+        /// Comma-separated: directory:read (the directory API, SCIM reads, the change feed),
+        /// directory:write (SCIM group writes), activity:write (POST /api/v1/activity),
+        /// stats:read (the statistics and the dashboard), admin (all of them).
         #[arg(long)]
         scope: String,
         /// Bind the token to one tenant; it then sees nothing else.
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// List tokens (never their secrets), as JSON lines.
+    /// List tokens (never their secrets), as JSON lines with RFC 3339 times.
     List,
-    /// Revoke a token by id (the part after `kst_`, as shown by `list`).
-    Revoke { id: String },
+    /// Revoke a token.
+    Revoke {
+        /// The token's id: the 12 hex digits after `kst_`, as shown by `list`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum WebhookCmd {
     /// Register an endpoint; prints its id, then its signing secret (shown once).
     Add {
-        /// `http://host:port/path` (plain HTTP: put a TLS-originating proxy in front of an
-        /// https receiver).
+        /// The receiver, `http://host:port/path` or `https://…` (trusted by the system's roots
+        /// or `webhooks.ca_file`).
         url: String,
         /// Only this tenant's events.
         #[arg(long)]
@@ -184,32 +197,68 @@ enum WebhookCmd {
     /// List endpoints (never their secrets), as JSON lines.
     List,
     /// Remove an endpoint and its delivery log.
-    Remove { id: String },
+    Remove {
+        /// The endpoint's id, as `add` and `list` show it.
+        id: String,
+    },
     /// An endpoint's latest delivery attempts, newest first, as JSON lines.
     Deliveries {
+        /// The endpoint's id.
         id: String,
+        /// At most this many attempts.
         #[arg(long, default_value_t = 20)]
         limit: u64,
     },
     /// Deliver now: restart the endpoint's backoff and make it due at once.
-    Retry { id: String },
+    Retry {
+        /// The endpoint's id.
+        id: String,
+    },
     /// Stop delivering to an endpoint (its cursor stays; `enable` resumes from it).
-    Disable { id: String },
+    Disable {
+        /// The endpoint's id.
+        id: String,
+    },
     /// Resume delivering to a disabled endpoint.
-    Enable { id: String },
+    Enable {
+        /// The endpoint's id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AppCmd {
+    /// An app's `clientId`, test flag and version, as JSON; with --reveal-secret also its
+    /// decrypted `clientSecret` (what the app needs to call the tenant's auth centre).
+    Show {
+        /// The tenant's id.
+        tenant: String,
+        /// The app's id.
+        app: String,
+        /// Print the decrypted `clientSecret`. Logged (without the secret) as an audit line.
+        #[arg(long)]
+        reveal_secret: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum PlanCmd {
-    /// List plans (held ones unless --status is given).
+    /// List plans, as JSON lines.
     List {
-        #[arg(long)]
-        status: Option<String>,
+        /// Only plans in this state.
+        #[arg(long, default_value = "held", value_parser = ["held", "approved", "rejected", "confirmed", "superseded"])]
+        status: String,
     },
     /// Apply a held plan.
-    Approve { id: i64 },
+    Approve {
+        /// The plan's id, as `list` shows it.
+        id: i64,
+    },
     /// Discard a held plan.
-    Reject { id: i64 },
+    Reject {
+        /// The plan's id, as `list` shows it.
+        id: i64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -254,6 +303,7 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
         Cmd::Token { command } => token(settings, command).await,
         Cmd::Webhooks { command } => webhooks(settings, command).await,
         Cmd::Send(args) => send::run(&settings, args).await,
+        Cmd::Apps { command } => apps(settings, command).await,
         Cmd::Bench { command } => bench::run(settings, command).await,
     }
 }
@@ -285,7 +335,15 @@ async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
         }
         TokenCmd::List => {
             for t in store.list_tokens().await? {
-                println!("{}", serde_json::to_string(&t)?);
+                let mut v = serde_json::to_value(&t)?;
+                for (field, ms) in [
+                    ("createdAt", Some(t.created_at)),
+                    ("revokedAt", t.revoked_at),
+                    ("lastUsedAt", t.last_used_at),
+                ] {
+                    v[field] = ms.map(fmt_ms).into();
+                }
+                println!("{v}");
             }
         }
         TokenCmd::Revoke { id } => {
@@ -293,6 +351,34 @@ async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
             println!("token {id} revoked");
         }
     }
+    Ok(())
+}
+
+async fn apps(settings: Settings, command: AppCmd) -> anyhow::Result<()> {
+    let AppCmd::Show {
+        tenant,
+        app,
+        reveal_secret,
+    } = command;
+    let db = app::open_db_with(&settings, app::Schema::Check).await?;
+    let store = kitsync_store::Store::new(db, settings.store.clone());
+    let found = store
+        .app_credentials(&tenant, &app)
+        .await?
+        .with_context(|| format!("no app {app} in tenant {tenant}"))?;
+    let mut v = serde_json::json!({
+        "tenantId": tenant,
+        "appId": found.app_id,
+        "clientId": found.client_id,
+        "test": found.test,
+        "changedAt": fmt_ms(found.version),
+    });
+    if reveal_secret {
+        let secret = app::reveal_client_secret(&settings, &tenant, &app, &found.client_secret.0)?;
+        tracing::warn!(%tenant, %app, "clientSecret revealed on the command line");
+        v["clientSecret"] = secrecy::ExposeSecret::expose_secret(&secret).into();
+    }
+    println!("{v}");
     Ok(())
 }
 
@@ -440,7 +526,6 @@ async fn plans(settings: Settings, command: PlanCmd) -> anyhow::Result<()> {
     let store = kitsync_store::Store::new(db, settings.store.clone());
     match command {
         PlanCmd::List { status } => {
-            let status = status.unwrap_or_else(|| "held".into());
             let plans = store.list_plans(Some(status.as_str())).await?;
             if plans.is_empty() {
                 println!("no {status} plans");
@@ -502,5 +587,38 @@ mod tests {
             (Migrate, Migrate)
         );
         assert!(Cli::try_parse_from(["kitsync", "token", "list", "--migrate"]).is_err());
+    }
+
+    /// Every command and every argument says what it is for in `--help` (the bench's
+    /// programs included).
+    #[test]
+    fn every_command_and_argument_is_described() {
+        use clap::CommandFactory as _;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "kitsync", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:#?}");
+    }
+
+    #[test]
+    fn a_plan_status_outside_the_known_ones_is_refused() {
+        let e =
+            Cli::try_parse_from(["kitsync", "plans", "list", "--status", "pending"]).unwrap_err();
+        assert!(e.to_string().contains("held"), "{e}");
+        assert!(Cli::try_parse_from(["kitsync", "plans", "list", "--status", "approved"]).is_ok());
     }
 }
