@@ -61,6 +61,7 @@ impl Default for HttpSettings {
 pub struct DatabaseSettings {
     /// `sqlite://path?mode=rwc` (embedded default) or `postgres://user:pass@host/db`.
     pub url: String,
+    /// Connections in the pool of each process.
     pub max_connections: u32,
 }
 
@@ -89,6 +90,8 @@ pub struct SecretsSettings {
     /// created on first start at `master_key_path` and reused afterwards.
     #[serde(serialize_with = "redacted_secret")]
     pub master_key: Option<SecretString>,
+    /// Where the master key is read from when `master_key` is unset (created there, 0600, on
+    /// the first start that needs one).
     pub master_key_path: PathBuf,
 }
 
@@ -488,6 +491,60 @@ mod tests {
             e.contains("did you mean KITSYNC_TEST_DATABASE_URL?"),
             "a misspelt allowed name is caught too: {e}"
         );
+    }
+
+    /// `docs/configuration.md` has a row per setting with its variable and its default, and
+    /// no row for a setting that does not exist.
+    #[test]
+    fn docs_configuration_lists_every_setting_with_its_default() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let mut rows = std::collections::BTreeMap::new();
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line
+                .split(" | ")
+                .map(|c| c.trim_matches(['|', ' ', '`']))
+                .collect();
+            rows.insert(
+                cells[0].to_owned(),
+                (
+                    cells[1].to_owned(),
+                    cells[2].to_owned(),
+                    cells[3].to_owned(),
+                ),
+            );
+        }
+        let defaults = Settings::defaults_value().unwrap();
+        let keys = known::Known::from_defaults(&defaults).keys;
+        let mut wrong = Vec::new();
+        for key in &keys {
+            let Some((env, default, what)) = rows.get(key) else {
+                wrong.push(format!("{key}: no row"));
+                continue;
+            };
+            if *env != known::env_name(key) {
+                wrong.push(format!(
+                    "{key}: variable {env}, expected {}",
+                    known::env_name(key)
+                ));
+            }
+            let (section, name) = key.split_once('.').unwrap();
+            let expected = match &defaults[section][name] {
+                serde_json::Value::Null => "unset".to_owned(),
+                // Secrets serialise redacted; they have no default.
+                serde_json::Value::String(s) if s == "<redacted>" => "unset".to_owned(),
+                v => v.to_string(),
+            };
+            if *default != expected {
+                wrong.push(format!("{key}: default {default}, expected {expected}"));
+            }
+            if what.is_empty() {
+                wrong.push(format!("{key}: not described"));
+            }
+        }
+        for key in rows.keys().filter(|k| !keys.contains(*k)) {
+            wrong.push(format!("{key}: documented, but no such setting"));
+        }
+        assert!(wrong.is_empty(), "docs/configuration.md: {wrong:#?}");
     }
 
     #[test]
