@@ -436,6 +436,7 @@ async fn apps_authorizations_and_groups() {
             app_id: "a1".into(),
             client_id: "client-a1".into(),
             client_secret: kitsync_domain::SecretText("v1:sealed-never-shown".into()),
+            secret_fp: None,
             op: Op::Upsert,
             test: false,
             version: KitTime(10),

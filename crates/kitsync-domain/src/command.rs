@@ -125,6 +125,11 @@ pub struct AppChange {
     pub client_id: String,
     /// Sealed by the ingress (see `kitsync-secrets`); the marketplace's RSA ciphertext before.
     pub client_secret: SecretText,
+    /// A keyed digest of the secret, set by the ingress: the same secret gives the same digest
+    /// however often it is re-encrypted and re-sealed (both use fresh randomness), so a repeat
+    /// of the same change is recognised as one. Absent in messages of older releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_fp: Option<String>,
     pub op: Op,
     pub test: bool,
     pub version: KitTime,

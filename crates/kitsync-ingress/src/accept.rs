@@ -151,7 +151,9 @@ impl Acceptor {
         } = kit;
         if let Command::App(app) = &mut command {
             if !app.client_secret.0.is_empty() {
-                app.client_secret = self.seal_client_secret(app)?;
+                let (sealed, fp) = self.seal_client_secret(app)?;
+                app.client_secret = sealed;
+                app.secret_fp = Some(fp);
             }
         }
         let now = self.now_ms();
@@ -212,24 +214,34 @@ impl Acceptor {
 
     /// Seals the app's received `clientSecret` for the row it will be stored in
     /// (`apps`, keyed by tenant and app), so the sealed value opens nowhere else.
-    fn seal_client_secret(&self, app: &AppChange) -> Result<SecretText, KitError> {
+    ///
+    /// Also returns the secret's fingerprint (`Sealer::fingerprint` of the plaintext, or of
+    /// the ciphertext as received when there is no RSA key: a marketplace retry re-sends the
+    /// same bytes), so a repeat of the same binding is a duplicate however it was sealed.
+    fn seal_client_secret(&self, app: &AppChange) -> Result<(SecretText, String), KitError> {
         let received = &app.client_secret;
         let place = Place::app_client_secret(&app.tenant_id, &app.app_id);
-        let sealed = match &self.decryptor {
+        let (sealed, fp) = match &self.decryptor {
             Some(d) => {
                 let plain = d
                     .decrypt(&received.0)
                     .map_err(|e| KitError::BadSecret(secret_problem(&e)))?;
-                self.sealer
-                    .seal(SealedKind::Plain, plain.expose_secret(), &place)
+                (
+                    self.sealer
+                        .seal(SealedKind::Plain, plain.expose_secret(), &place),
+                    self.sealer.fingerprint(plain.expose_secret()),
+                )
             }
-            None => self
-                .sealer
-                .seal(SealedKind::RsaCiphertext, &received.0, &place),
+            None => (
+                self.sealer
+                    .seal(SealedKind::RsaCiphertext, &received.0, &place),
+                self.sealer.fingerprint(&received.0),
+            ),
         };
-        sealed
+        let sealed = sealed
             .map(SecretText)
-            .map_err(|e| KitError::Internal(format!("sealing clientSecret: {e}")))
+            .map_err(|e| KitError::Internal(format!("sealing clientSecret: {e}")))?;
+        Ok((sealed, fp))
     }
 }
 

@@ -247,3 +247,55 @@ async fn client_secret_is_decrypted_and_sealed_before_queueing() {
         )
         .is_err());
 }
+
+#[tokio::test]
+async fn the_same_secret_encrypted_twice_gets_the_same_fingerprint() {
+    let kp = TestKeyPair::generate_3072().unwrap();
+    let f = fixture(&["k"], Some(&kp), 1 << 20).await;
+    for (nonce, variant) in [
+        ("f1", kitsync_secrets::OaepVariant::Sha256),
+        ("f2", kitsync_secrets::OaepVariant::Sha1),
+        ("f3", kitsync_secrets::OaepVariant::Sha256Mgf1Sha1),
+    ] {
+        let secret = if nonce == "f3" {
+            "another-secret"
+        } else {
+            "same-secret"
+        };
+        let ct = kp.encrypt(secret, variant).unwrap();
+        let body = format!(
+            r#"{{"instanceId":"i","tenantId":"t","appId":"a","clientId":"cid","clientSecret":"{ct}","flag":1,"testFlag":0,"timeStamp":"20240101120000000"}}"#
+        );
+        let r = send(&f.app, "applicationSync", "k", nonce, now_ms(), &body, None).await;
+        assert_eq!(r.code, "000000", "{}", r.msg);
+    }
+    let mut consumer = f.queue.consumer("fp").await.unwrap();
+    let batch = consumer
+        .next_batch(10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    let apps: Vec<kitsync_domain::AppChange> = batch
+        .iter()
+        .map(
+            |d| match QueuedCallback::from_bytes(&d.body).unwrap().command {
+                Command::App(a) => a,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(apps.len(), 3);
+    assert_ne!(
+        apps[0].client_secret, apps[1].client_secret,
+        "sealed afresh"
+    );
+    assert_eq!(
+        apps[0].secret_fp, apps[1].secret_fp,
+        "one secret, one fingerprint"
+    );
+    assert_ne!(apps[0].secret_fp, apps[2].secret_fp);
+    assert!(!apps[0]
+        .secret_fp
+        .as_deref()
+        .unwrap()
+        .contains("same-secret"));
+}

@@ -346,6 +346,22 @@ impl Sealer {
         Ok(LessSafeKey::new(unbound))
     }
 
+    /// A keyed digest of `value` (32 hex digits): equal for equal values under one master
+    /// key, and meaningless without it. Lets the store recognise a repeated secret although
+    /// every sealing of it differs.
+    #[must_use]
+    pub fn fingerprint(&self, value: &str) -> String {
+        let mut derived = Sha256::new();
+        derived.update(b"kitsync-secret-fingerprint\0");
+        derived.update(self.key);
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &derived.finalize());
+        let tag = aws_lc_rs::hmac::sign(&key, value.as_bytes());
+        tag.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Seals `plaintext` as `kind`, to be stored at `place` only.
     ///
     /// # Errors

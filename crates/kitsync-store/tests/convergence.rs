@@ -1,4 +1,4 @@
-//! The property the product promises (product.md §2): the final state after any delivery
+//! The property the product promises (docs/protocol.md §7): the final state after any delivery
 //! order and any duplication equals the state after applying the same changes in timestamp
 //! order — and applying a history again changes nothing.
 //!
@@ -187,6 +187,7 @@ impl Case {
                 app_id: format!("a{app}"),
                 client_id: format!("c{client}"),
                 client_secret: SecretText(format!("s{client}")),
+                secret_fp: None,
                 op: Op::Upsert,
                 test,
                 version: v,
@@ -197,6 +198,7 @@ impl Case {
                 app_id: format!("a{app}"),
                 client_id: String::new(),
                 client_secret: SecretText(String::new()),
+                secret_fp: None,
                 op: Op::Delete,
                 test,
                 version: v,

@@ -59,6 +59,41 @@ async fn repeats_are_duplicates_and_change_nothing() {
     db.cleanup().await;
 }
 
+/// The same binding sent again carries the same secret, but sealed afresh (and, with no RSA
+/// key, encrypted afresh by the marketplace): the secret's fingerprint, not its sealing, makes
+/// it a repeat.
+#[tokio::test]
+async fn a_binding_repeated_with_a_resealed_secret_is_a_duplicate() {
+    let (db, s) = store().await;
+    let bound = |sealed: &str, fp: &str| {
+        let kitsync_domain::Command::App(mut a) = app("t", "a", "client", 11) else {
+            unreachable!()
+        };
+        a.client_secret = kitsync_domain::SecretText(sealed.into());
+        a.secret_fp = Some(fp.into());
+        kitsync_domain::Command::App(a)
+    };
+    assert!(applied(
+        &s.apply(&bound("v2:first-sealing", "fp-1")).await.unwrap()
+    ));
+    let journal = s.journal_after(0, 1000).await.unwrap().len();
+    assert_eq!(
+        s.apply(&bound("v2:second-sealing", "fp-1")).await.unwrap(),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        s.journal_after(0, 1000).await.unwrap().len(),
+        journal,
+        "nothing journaled"
+    );
+    // Another secret at the same version is a change (ordered by content).
+    assert_ne!(
+        s.apply(&bound("v2:third-sealing", "fp-2")).await.unwrap(),
+        Outcome::Duplicate
+    );
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn outcomes_and_counts_of_a_simple_history() {
     let (db, s) = store().await;

@@ -1,4 +1,4 @@
-//! The statistics definitions (product.md §3) checked against an independent computation on
+//! The statistics definitions (docs/statistics.md) checked against an independent computation on
 //! generated histories: several tenants (one of them test data, one deleted at the end),
 //! members authorised, disabled, deauthorised and re-authorised over 40 days, app deletes,
 //! and activity across UTC+8 midnights — including users that are never authorised. The
@@ -87,6 +87,7 @@ fn command(c: &Change, v: i64, test: bool) -> Command {
             app_id: a.clone(),
             client_id: "c".into(),
             client_secret: SecretText(String::new()),
+            secret_fp: None,
             op: Op::Delete,
             test,
             version: KitTime(v),

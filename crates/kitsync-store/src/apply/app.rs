@@ -20,7 +20,10 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
             let current = cx
                 .load_current(&APPS, &[("tenant_id", t)], Some(&[a]), &[])
                 .await?;
-            let rank = Rank::upsert(v, app_fp(&c.client_id, &c.client_secret.0, c.test));
+            // The secret's fingerprint, not its sealing (fresh randomness each time): a
+            // repeated binding is then a duplicate. Older messages carry none.
+            let secret = c.secret_fp.as_deref().unwrap_or(&c.client_secret.0);
+            let rank = Rank::upsert(v, app_fp(&c.client_id, secret, c.test));
             let change = row(c, false, rank, cx.now);
             let written = cx
                 .write_changes(
