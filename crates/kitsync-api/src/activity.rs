@@ -20,6 +20,7 @@ use kitsync_store::{ActivityEvent, ActivityKind, DAY_MS};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// Events per batch, at most.
 pub const MAX_EVENTS: usize = 1000;
@@ -28,21 +29,71 @@ pub const MAX_ID_CHARS: usize = 64;
 /// How far in the future an event's `at` may be (clock skew between the ISV's app and us).
 pub const MAX_SKEW_MS: i64 = 5 * 60_000;
 
-#[derive(Debug, Serialize)]
+// The body's schema. `post` reads the body as JSON and judges each event by the rules of
+// `event` (which these types describe), so that one bad event is rejected alone instead of
+// failing the batch; tests/openapi.rs checks the limits below against the constants.
+
+/// A batch of activity events.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct ActivityBatch {
+    /// At most 1 000 events.
+    #[schema(max_items = 1000)]
+    events: Vec<ActivityIn>,
+}
+
+/// One login or use of a tenant's user.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)] // documentation only
+pub struct ActivityIn {
+    /// The Kit `tenantId` (1–64 characters, no control characters; surrounding blanks are
+    /// trimmed).
+    #[schema(min_length = 1, max_length = 64)]
+    tenant_id: String,
+    /// The Kit `userName` (1–64 characters, no control characters; surrounding blanks are
+    /// trimmed).
+    #[schema(min_length = 1, max_length = 64)]
+    user_name: String,
+    kind: ActivityKindName,
+    /// When it happened (RFC 3339): at most 5 minutes ahead of the server's clock, and
+    /// within `store.activity_retention_days` (400) before it.
+    #[schema(format = DateTime)]
+    at: String,
+}
+
+/// What the user did.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // documentation only
+pub enum ActivityKindName {
+    Login,
+    Use,
+}
+
+/// An accepted event that names no live member of a live tenant (stored all the same: the
+/// authorisation may still be on its way).
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Unmatched {
+    /// Its position in the request's `events`.
     index: usize,
     tenant_id: String,
     user_name: String,
 }
 
-#[derive(Debug, Serialize)]
+/// An event that was not stored, and why.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Rejected {
+    /// Its position in the request's `events`.
     index: usize,
+    /// Names the field at fault (`events[3].at: … is in the future …`).
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+/// What became of a batch: every event is either accepted (stored, or already stored) or
+/// rejected.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivityAnswer {
     /// Events stored or already stored (everything not rejected).
@@ -136,6 +187,30 @@ fn event(
 /// `api.body_limit_bytes` or too slow; 400 naming `events` when the body is not
 /// `{"events":[…]}` or holds more than 1 000 events; 500 when the database fails (then
 /// nothing is stored).
+#[utoipa::path(
+    post,
+    path = "/api/v1/activity",
+    operation_id = "postActivity",
+    tag = "activity",
+    summary = "Record a batch of logins and uses of tenants' users",
+    description = "Scope `activity:write`; a tenant-bound token only for its own tenant's \
+                   events (others are rejected). The accepted events are stored in one \
+                   transaction before the answer; a re-sent batch counts once \
+                   (`duplicates`). Each event is judged alone: a malformed one is listed in \
+                   `rejected` with its reason, and the rest are stored. Only a body that is \
+                   not `{\"events\":[…]}` or holds over 1 000 events is a 400.",
+    request_body(
+        content = ActivityBatch,
+        content_type = "application/json",
+        description = "Up to 1 000 events (and at most `api.body_limit_bytes`, 1 MiB).",
+    ),
+    responses(
+        (status = 200, description = "Stored; what became of each event.", body = ActivityAnswer),
+        crate::openapi::BodyErrors,
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["activity:write"])),
+)]
 pub async fn post(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

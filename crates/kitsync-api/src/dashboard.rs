@@ -1,4 +1,4 @@
-//! The dashboard (`GET /dashboard`, product.md §1): one self-contained HTML page — inline CSS
+//! The dashboard (`GET /dashboard`): one self-contained HTML page — inline CSS
 //! and vanilla JavaScript, no build step, no third-party origin — compiled into the binary.
 //!
 //! The page itself needs no token: it asks for a `stats:read` token (or reads one from the

@@ -1,21 +1,35 @@
-//! Directory reads (product.md §1, "Shapes that clients … rely on").
+//! Directory reads (the shapes README.md documents).
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::page::{Page, PageQuery};
 use crate::ApiState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use kitsync_domain::Scope;
 use kitsync_store::{MemberApp, MemberFilter, MemberView};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+
+/// The value of an enumerated query parameter: one of `T`'s serde names, which are also the
+/// values its schema lists (so what is documented is what is accepted).
+pub(crate) fn choice<T: DeserializeOwned>(raw: &str) -> Option<T> {
+    use serde::de::value::{Error, StrDeserializer};
+    T::deserialize(StrDeserializer::<Error>::new(raw)).ok()
+}
 
 /// `?includeTest=true` shows test tenants' data (hidden otherwise).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct TestFilter {
+    /// `true` shows test tenants (`testFlag=1`) and their data; without it they are hidden
+    /// (a test tenant is 404).
     #[serde(default)]
+    #[param(value_type = bool)]
     include_test: Option<String>,
 }
 
@@ -34,14 +48,18 @@ impl TestFilter {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A tenant: an enterprise that bought the ISV's product on the marketplace.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantBody {
     tenant_id: String,
     tenant_code: String,
     name: String,
+    #[schema(required = true)]
     domain_name: Option<String>,
+    /// A test tenant (`testFlag=1`), shown only with `includeTest=true`.
     test: bool,
+    /// Its marketplace instances (one per purchase), in id order.
     instance_ids: Vec<String>,
 }
 
@@ -50,6 +68,21 @@ pub struct TenantBody {
 /// # Errors
 /// 401/403 per [`Caller`]; 404 for an unknown or deleted tenant, or a test tenant without
 /// `includeTest=true`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenantId}",
+    operation_id = "getTenant",
+    tag = "directory",
+    summary = "One tenant and its instance ids",
+    description = "Scope `directory:read`; a tenant-bound token only for its own tenant.",
+    params(TenantPath, TestFilter),
+    responses(
+        (status = 200, description = "The tenant.", body = TenantBody),
+        crate::openapi::NotFound,
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
 pub async fn tenant(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -69,6 +102,20 @@ pub async fn tenant(
 ///
 /// # Errors
 /// 401/403 per [`Caller`]; 400 for a bad cursor, limit or `includeTest`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants",
+    operation_id = "listTenants",
+    tag = "directory",
+    summary = "Live tenants, by tenant id",
+    description = "Scope `directory:read`. A tenant-bound token sees its own tenant only.",
+    params(TestFilter, PageQuery),
+    responses(
+        (status = 200, description = "A page of tenants.", body = Page<TenantBody>),
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
 pub async fn tenants(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -128,27 +175,56 @@ async fn visible_tenant(
     }
 }
 
+/// The `{tenantId}` of a path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documentation only: the handlers take `Path<String>`
+pub struct TenantPath {
+    /// The Kit `tenantId`.
+    #[param(rename = "tenantId")]
+    tenant_id: String,
+}
+
+/// `?view=`: departments as a flat list or nested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DepartmentView {
+    List,
+    Tree,
+}
+
 /// `?view=list|tree`, `?includeTest=`, `?cursor=&limit=`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct DepartmentQuery {
+    /// `list` (the default): pages of departments in `orgCode` order, each naming its
+    /// parent. `tree`: one page holding every root with its subtree (`cursor` and `limit`
+    /// do not apply).
     #[serde(default)]
+    #[param(inline, value_type = DepartmentView)]
     view: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     test: TestFilter,
     #[serde(flatten)]
+    #[param(ignore)]
     page: PageQuery,
 }
 
-#[derive(Debug, Serialize)]
+/// A department of the flat list.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DepartmentItem {
     org_code: String,
     org_name: String,
+    /// `null` at the root.
+    #[schema(required = true)]
     parent_code: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A department of the tree, with its children.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DepartmentNode {
     org_code: String,
@@ -157,14 +233,60 @@ pub struct DepartmentNode {
     /// parents form a cycle).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     orphan: bool,
+    #[schema(no_recursion)]
     children: Vec<DepartmentNode>,
 }
 
+/// `view=list`: a page of departments; `view=tree`: every root with its subtree.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum DepartmentsBody {
     List(Page<DepartmentItem>),
     Tree(Page<DepartmentNode>),
+}
+
+// The schema is `anyOf` the two pages, not the `oneOf` an untagged enum derives: an empty
+// page is both. The pages are named here as the `#[utoipa::path]` macro names the other
+// generic pages (`Page_AppItem`, …).
+const LIST_PAGE: &str = "Page_DepartmentItem";
+const TREE_PAGE: &str = "Page_DepartmentNode";
+
+impl utoipa::PartialSchema for DepartmentsBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, Ref};
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name(LIST_PAGE))
+            .item(Ref::from_schema_name(TREE_PAGE))
+            .description(Some(
+                "`view=list`: a page of departments; `view=tree`: every root with its subtree.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for DepartmentsBody {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.extend([
+            (LIST_PAGE.to_owned(), Page::<DepartmentItem>::schema()),
+            (TREE_PAGE.to_owned(), Page::<DepartmentNode>::schema()),
+            (
+                DepartmentItem::name().into_owned(),
+                DepartmentItem::schema(),
+            ),
+            (
+                DepartmentNode::name().into_owned(),
+                DepartmentNode::schema(),
+            ),
+        ]);
+        <Page<DepartmentItem> as ToSchema>::schemas(schemas);
+        <Page<DepartmentNode> as ToSchema>::schemas(schemas);
+    }
 }
 
 /// `GET /api/v1/tenants/{tenantId}/departments` (`?view=tree` for the nested form, which is
@@ -173,6 +295,23 @@ pub enum DepartmentsBody {
 /// # Errors
 /// 401/403 per [`Caller`]; 404 for an unknown tenant; 400 naming `view`, `limit`, `cursor`
 /// or `includeTest`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenantId}/departments",
+    operation_id = "listDepartments",
+    tag = "directory",
+    summary = "The tenant's departments, flat or nested",
+    description = "Scope `directory:read`. In the tree, a department whose parent is unknown \
+                   (or in a parent cycle) is at the root with `orphan: true`.",
+    params(TenantPath, DepartmentQuery, TestFilter, PageQuery),
+    responses(
+        (status = 200, description = "Departments (`view=list`: a page; `view=tree`: every \
+                                      root, `nextCursor` null).", body = DepartmentsBody),
+        crate::openapi::NotFound,
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
 pub async fn departments(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -182,14 +321,17 @@ pub async fn departments(
     caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
     let include_test = q.test.include_test()?;
     let tree = match q.view.as_deref() {
-        None | Some("") | Some("list") => false,
-        Some("tree") => true,
-        Some(other) => {
-            return Err(ApiError::bad_param(
-                "view",
-                format!("must be `list` or `tree`, got `{other}`"),
-            ))
-        }
+        None | Some("") => false,
+        Some(raw) => match choice(raw) {
+            Some(DepartmentView::List) => false,
+            Some(DepartmentView::Tree) => true,
+            None => {
+                return Err(ApiError::bad_param(
+                    "view",
+                    format!("must be `list` or `tree`, got `{raw}`"),
+                ))
+            }
+        },
     };
     let limit = q.page.limit()?;
     let after = q.page.after("dept")?;
@@ -401,23 +543,53 @@ mod tests {
     }
 }
 
+/// An authorisation's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    User,
+    Admin,
+}
+
+impl MemberRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::User => "user",
+            MemberRole::Admin => "admin",
+        }
+    }
+}
+
 /// `?orgCode=&appId=&role=&enabled=&q=&includeTest=&cursor=&limit=`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct MemberQuery {
+    /// Only members of this department (`orgCode`).
     #[serde(default)]
+    #[param(value_type = String)]
     org_code: Option<String>,
+    /// Only members this app authorises.
     #[serde(default)]
+    #[param(value_type = String)]
     app_id: Option<String>,
+    /// Only members with an authorisation of this role.
     #[serde(default)]
+    #[param(inline, value_type = MemberRole)]
     role: Option<String>,
+    /// Only members with an enabled (`true`) or disabled (`false`) authorisation.
     #[serde(default)]
+    #[param(value_type = bool)]
     enabled: Option<String>,
+    /// A prefix of `userName` or `name` (at most 64 characters).
     #[serde(default)]
+    #[param(value_type = String, max_length = 64)]
     q: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     test: TestFilter,
     #[serde(flatten)]
+    #[param(ignore)]
     page: PageQuery,
 }
 
@@ -429,13 +601,15 @@ impl MemberQuery {
     fn filter(self) -> Result<(MemberFilter, PageQuery), ApiError> {
         let role = match non_empty(self.role) {
             None => None,
-            Some(r) if r == "user" || r == "admin" => Some(r),
-            Some(other) => {
-                return Err(ApiError::bad_param(
-                    "role",
-                    format!("must be `user` or `admin`, got `{other}`"),
-                ))
-            }
+            Some(raw) => match choice::<MemberRole>(&raw) {
+                Some(r) => Some(r.as_str().to_owned()),
+                None => {
+                    return Err(ApiError::bad_param(
+                        "role",
+                        format!("must be `user` or `admin`, got `{raw}`"),
+                    ))
+                }
+            },
         };
         let enabled = match self.enabled.as_deref() {
             None | Some("") => None,
@@ -466,21 +640,54 @@ impl MemberQuery {
     }
 }
 
-/// A member as the directory shows it (product.md §1).
-#[derive(Debug, Serialize)]
+/// A member as the directory shows it: the newest profile any app's authorisation carried,
+/// and every app that authorises it.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberBody {
     user_name: String,
+    #[schema(required = true)]
     name: Option<String>,
+    /// Its department.
+    #[schema(required = true)]
     org_code: Option<String>,
+    #[schema(required = true)]
     position: Option<String>,
+    #[schema(required = true)]
     employee_code: Option<String>,
+    #[schema(required = true)]
     employee_type: Option<i32>,
+    #[schema(required = true)]
     email: Option<String>,
+    #[schema(required = true)]
     mobile: Option<String>,
+    #[schema(required = true)]
     work_place: Option<String>,
+    /// The Kit's `extension`, as it arrived.
+    #[schema(required = true)]
     extension: Option<String>,
-    apps: Vec<MemberApp>,
+    /// Every app that authorises it, by app id (never empty).
+    apps: Vec<MemberAppItem>,
+}
+
+/// One app's authorisation of a member.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberAppItem {
+    app_id: String,
+    #[schema(inline, value_type = MemberRole)]
+    role: String,
+    enabled: bool,
+}
+
+impl From<MemberApp> for MemberAppItem {
+    fn from(a: MemberApp) -> Self {
+        MemberAppItem {
+            app_id: a.app_id,
+            role: a.role,
+            enabled: a.enabled,
+        }
+    }
 }
 
 impl From<MemberView> for MemberBody {
@@ -497,7 +704,7 @@ impl From<MemberView> for MemberBody {
             mobile: p.mobile,
             work_place: p.work_place,
             extension: p.extension,
-            apps: v.apps,
+            apps: v.apps.into_iter().map(MemberAppItem::from).collect(),
         }
     }
 }
@@ -507,6 +714,23 @@ impl From<MemberView> for MemberBody {
 /// # Errors
 /// 401/403 per [`Caller`]; 404 for an unknown tenant; 400 naming `role`, `enabled`, `q`,
 /// `limit`, `cursor` or `includeTest`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenantId}/members",
+    operation_id = "listMembers",
+    tag = "directory",
+    summary = "Members some app authorises, by userName, each with its apps",
+    description = "Scope `directory:read`. The filters combine (and); `role` and `enabled` \
+                   select members with one authorisation matching both (and `appId`, when \
+                   given).",
+    params(TenantPath, MemberQuery, TestFilter, PageQuery),
+    responses(
+        (status = 200, description = "A page of members.", body = Page<MemberBody>),
+        crate::openapi::NotFound,
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
 pub async fn members(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -535,6 +759,25 @@ pub async fn members(
 ///
 /// # Errors
 /// 401/403 per [`Caller`]; 404 for an unknown tenant, or a member no app authorises.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenantId}/members/{userName}",
+    operation_id = "getMember",
+    tag = "directory",
+    summary = "One member with its apps",
+    description = "Scope `directory:read`. 404 also for a member no app authorises.",
+    params(
+        TenantPath,
+        ("userName" = String, Path, description = "The member's Kit `userName`."),
+        TestFilter,
+    ),
+    responses(
+        (status = 200, description = "The member.", body = MemberBody),
+        crate::openapi::NotFound,
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
 pub async fn member(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -565,7 +808,8 @@ pub struct ListQuery {
     page: PageQuery,
 }
 
-#[derive(Debug, Serialize)]
+/// An app of the tenant (never its client secret).
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppItem {
     app_id: String,
@@ -576,6 +820,21 @@ pub struct AppItem {
 ///
 /// # Errors
 /// 401/403 per [`Caller`]; 404 for an unknown tenant; 400 naming a bad parameter.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenantId}/apps",
+    operation_id = "listApps",
+    tag = "directory",
+    summary = "The tenant's apps and their clientId, by app id",
+    description = "Scope `directory:read`. The client secret is never served over HTTP.",
+    params(TenantPath, TestFilter, PageQuery),
+    responses(
+        (status = 200, description = "A page of apps.", body = Page<AppItem>),
+        crate::openapi::NotFound,
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
 pub async fn apps(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -603,10 +862,12 @@ pub async fn apps(
     })))
 }
 
-#[derive(Debug, Serialize)]
+/// An app's authorisation of a member.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizationItem {
     user_name: String,
+    #[schema(inline, value_type = MemberRole)]
     role: String,
     enabled: bool,
 }
@@ -615,6 +876,27 @@ pub struct AuthorizationItem {
 ///
 /// # Errors
 /// 401/403 per [`Caller`]; 404 for an unknown tenant or app; 400 naming a bad parameter.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenantId}/apps/{appId}/authorizations",
+    operation_id = "listAuthorizations",
+    tag = "directory",
+    summary = "Who the app authorises, with role and enabled flag, by userName",
+    description = "Scope `directory:read`. 404 when neither the app nor any authorisation \
+                   of it is known.",
+    params(
+        TenantPath,
+        ("appId" = String, Path, description = "The Kit `appId`."),
+        TestFilter,
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of authorisations.", body = Page<AuthorizationItem>),
+        crate::openapi::NotFound,
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
 pub async fn authorizations(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -667,11 +949,14 @@ pub async fn authorizations(
     )))
 }
 
-#[derive(Debug, Serialize)]
+/// A group: a per-app role group (`{appId}:{role}`, derived from the authorisations) or a
+/// group created through SCIM.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupItem {
     group_id: String,
     display_name: String,
+    /// The `userName`s of its user members, in the group's order (nested groups left out).
     members: Vec<String>,
 }
 
@@ -681,6 +966,21 @@ pub struct GroupItem {
 ///
 /// # Errors
 /// 401/403 per [`Caller`]; 404 for an unknown tenant; 400 naming a bad parameter.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenantId}/groups",
+    operation_id = "listGroups",
+    tag = "directory",
+    summary = "Role groups and SCIM groups, with their members, by group id",
+    description = "Scope `directory:read`.",
+    params(TenantPath, TestFilter, PageQuery),
+    responses(
+        (status = 200, description = "A page of groups.", body = Page<GroupItem>),
+        crate::openapi::NotFound,
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
 pub async fn groups(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

@@ -1,8 +1,10 @@
-//! API failures and their one mapping to HTTP (product.md §1: "every JSON error body has a
-//! stable machine-readable code and a human message naming the field or parameter at fault").
+//! API failures and their one mapping to HTTP: every JSON error body has a stable
+//! machine-readable code and a human message naming the field or parameter at fault.
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kitsync_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -40,20 +42,48 @@ impl ApiError {
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             ApiError::PayloadTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
             }
-            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::BodyTimeout { .. } => {
+                (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout)
+            }
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
+}
+
+/// The stable, machine-readable part of an error: one per HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    BadRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unavailable,
+    Internal,
+}
+
+/// The body of every `/api/v1` error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// `unauthorized` (401), `forbidden` (403), `not_found` (404), `bad_request` (400),
+    /// `payload_too_large` (413), `request_timeout` (408), `unavailable` (503) or `internal`
+    /// (500).
+    pub code: ErrorCode,
+    /// For people: what went wrong. A 400 names the parameter at fault first
+    /// (`limit: must be a whole number from 1 to 1000, got `0``).
+    pub message: String,
 }
 
 impl From<StoreError> for ApiError {
@@ -73,11 +103,11 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(%cause, "API request failed");
         }
-        let mut res = (
-            status,
-            axum::Json(serde_json::json!({ "code": code, "message": self.to_string() })),
-        )
-            .into_response();
+        let body = ErrorBody {
+            code,
+            message: self.to_string(),
+        };
+        let mut res = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -13,41 +13,61 @@
 use crate::auth::Caller;
 use crate::directory::TestFilter;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::page::PageQuery;
 use crate::ApiState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use kitsync_domain::Scope;
 use kitsync_store::feed::{parse_event_types, ChangeEvent, FeedFilter};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 /// Every event type, with the journal entity it comes from (defined beside the event shape in
 /// [`kitsync_store::feed`], which the webhook push shares).
 pub use kitsync_store::feed::EVENT_TYPES;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
+    /// The cursor to read after: a `nextCursor` (or an event's `cursor`) of this feed; absent
+    /// or `0`: from the start of the journal.
     #[serde(default)]
+    #[param(value_type = i64, minimum = 0)]
     after: Option<String>,
+    /// Only this tenant's events (required for a tenant-bound token).
     #[serde(default)]
+    #[param(value_type = String)]
     tenant_id: Option<String>,
+    /// Comma-separated event types or their prefixes (`member,department.removed`): `member`
+    /// (`member.authorized`, `.modified`, `.deauthorized`, `.removed`), `department`
+    /// (`.added`, `.renamed`, `.moved`, `.updated`, `.removed`), `tenant` (`.created`,
+    /// `.updated`, `.deleted`, `.instance_added`), `app` (`.created`, `.updated`, `.deleted`),
+    /// `group` (`.created`, `.updated`, `.deleted`). Absent: every type.
     #[serde(default)]
+    #[param(value_type = String, example = "member,department.removed")]
     types: Option<String>,
+    /// Events per page, from 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(value_type = u64, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     test: TestFilter,
 }
 
 /// One item of the feed (the shape lives in [`kitsync_store::feed`]).
 pub type Event = ChangeEvent;
 
-#[derive(Debug, Serialize)]
+/// A page of the change feed.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventPage {
+    /// In commit order.
     items: Vec<Event>,
+    /// Never null: poll from it (as `after`) to see every later change exactly once.
     next_cursor: String,
 }
 
@@ -56,6 +76,24 @@ pub struct EventPage {
 /// # Errors
 /// 401/403 per [`Caller`] (a tenant-bound token must name its tenant); 400 naming `after`,
 /// `types`, `limit` or `includeTest`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    operation_id = "listEvents",
+    tag = "events",
+    summary = "The change feed: every applied change, in commit order",
+    description = "Scope `directory:read`; a tenant-bound token must name its tenant \
+                   (`tenantId`). A request reads at most 10 000 journal rows, matching or \
+                   not: with a rare `types` or `tenantId` it may answer fewer than `limit` \
+                   items, even none, with `nextCursor` moved past the rows it read; keep \
+                   polling.",
+    params(EventQuery, TestFilter),
+    responses(
+        (status = 200, description = "A page of events.", body = EventPage),
+        crate::openapi::ReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
 pub async fn events(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

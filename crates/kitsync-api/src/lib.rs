@@ -1,4 +1,4 @@
-//! The HTTP API the ISV's own apps and dashboards call (`/api/v1/…`, product.md §1), and the
+//! The HTTP API the ISV's own apps and dashboards call (`/api/v1/…`, README.md), and the
 //! dashboard page that reads it, as an axum router over [`kitsync_store::Store`].
 //!
 //! - [`auth`]: the bearer-token extractor ([`auth::Caller`]) and the scope/tenant checks:
@@ -13,6 +13,9 @@
 //! - [`events`]: the change feed over the journal.
 //! - [`activity`]: activity ingestion (`POST /api/v1/activity`).
 //! - [`stats`]: the statistics (`/api/v1/stats/overview`, `daily`, `tenants`).
+//! - [`openapi`]: the OpenAPI 3.1 document of `/api/v1` (`GET /api/v1/openapi.json`), derived
+//!   from the handlers' annotations and types; the router serves exactly its operations
+//!   ([`api_v1_operations`]).
 //! - [`dashboard`]: the HTML dashboard at `/dashboard` (one embedded page over [`stats`]).
 //! - [`scim`]: SCIM 2.0 at `/scim/v2/{tenantId}/` (Users read-only, Groups CRUD).
 //!
@@ -25,7 +28,9 @@ pub mod dashboard;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod limits;
+pub mod openapi;
 pub mod page;
 pub mod scim;
 pub mod stats;
@@ -33,10 +38,12 @@ pub mod stats;
 pub use error::ApiError;
 pub use limits::ApiSettings;
 
-use axum::routing::{get, post};
+use axum::handler::Handler;
+use axum::routing::{get, MethodFilter, MethodRouter};
 use axum::Router;
 use kitsync_store::Store;
 use std::sync::Arc;
+use utoipa::openapi::path::HttpMethod;
 
 /// What every handler shares.
 pub struct ApiState {
@@ -64,37 +71,104 @@ pub fn router_with(store: Store, settings: ApiSettings) -> Router {
         settings,
         slots,
     });
-    Router::new()
-        .route("/api/v1/tenants", get(directory::tenants))
-        .route("/api/v1/tenants/{tenant_id}", get(directory::tenant))
-        .route(
-            "/api/v1/tenants/{tenant_id}/departments",
-            get(directory::departments),
-        )
-        .route(
-            "/api/v1/tenants/{tenant_id}/members",
-            get(directory::members),
-        )
-        .route(
-            "/api/v1/tenants/{tenant_id}/members/{user_name}",
-            get(directory::member),
-        )
-        .route("/api/v1/tenants/{tenant_id}/apps", get(directory::apps))
-        .route(
-            "/api/v1/tenants/{tenant_id}/apps/{app_id}/authorizations",
-            get(directory::authorizations),
-        )
-        .route("/api/v1/tenants/{tenant_id}/groups", get(directory::groups))
-        .route("/api/v1/events", get(events::events))
-        .route("/api/v1/activity", post(activity::post))
-        .route("/api/v1/stats/overview", get(stats::overview))
-        .route("/api/v1/stats/daily", get(stats::daily))
-        .route("/api/v1/stats/tenants", get(stats::tenants))
-        .route("/dashboard", get(dashboard::page))
+    // `/api/v1` only from `api_v1()`: a route there without a documented operation does not
+    // compile, and one missing from the document fails tests/openapi.rs.
+    let api = api_v1()
+        .into_iter()
+        .fold(Router::new(), |r, op| r.route(&op.path, op.route));
+    api.route("/dashboard", get(dashboard::page))
         .with_state(state.clone())
         .merge(scim::router(state.clone()))
         // Handlers read bodies themselves after authorising (`limits::read_body`); this limit
         // is the net under any extractor that reads one on its own.
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state, limits::limit))
+}
+
+/// One `/api/v1` operation, served at the path and with the methods its `#[utoipa::path]`
+/// documents.
+struct Operation {
+    methods: Vec<HttpMethod>,
+    path: String,
+    route: MethodRouter<Arc<ApiState>>,
+}
+
+/// `handler`, routed as its documented operation `P` (the `__path_…` type that
+/// `#[utoipa::path]` generates beside it) says.
+fn operation<P, H, T>(handler: H) -> Operation
+where
+    P: utoipa::Path,
+    H: Handler<T, Arc<ApiState>>,
+    T: 'static,
+{
+    let methods = P::methods();
+    let route = methods.iter().fold(MethodRouter::new(), |route, m| {
+        route.on(method_filter(m), handler.clone())
+    });
+    Operation {
+        methods,
+        path: P::path(),
+        route,
+    }
+}
+
+fn method_filter(m: &HttpMethod) -> MethodFilter {
+    match m {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Options => MethodFilter::OPTIONS,
+        HttpMethod::Head => MethodFilter::HEAD,
+        HttpMethod::Patch => MethodFilter::PATCH,
+        HttpMethod::Trace => MethodFilter::TRACE,
+    }
+}
+
+/// The one list of `/api/v1` operations; [`openapi::ApiDoc`] must list the same handlers.
+fn api_v1() -> Vec<Operation> {
+    vec![
+        operation::<directory::__path_tenants, _, _>(directory::tenants),
+        operation::<directory::__path_tenant, _, _>(directory::tenant),
+        operation::<directory::__path_departments, _, _>(directory::departments),
+        operation::<directory::__path_members, _, _>(directory::members),
+        operation::<directory::__path_member, _, _>(directory::member),
+        operation::<directory::__path_apps, _, _>(directory::apps),
+        operation::<directory::__path_authorizations, _, _>(directory::authorizations),
+        operation::<directory::__path_groups, _, _>(directory::groups),
+        operation::<events::__path_events, _, _>(events::events),
+        operation::<activity::__path_post, _, _>(activity::post),
+        operation::<stats::__path_overview, _, _>(stats::overview),
+        operation::<stats::__path_daily, _, _>(stats::daily),
+        operation::<stats::__path_tenants, _, _>(stats::tenants),
+        operation::<openapi::__path_document, _, _>(openapi::document),
+    ]
+}
+
+/// Every `/api/v1` operation the router serves, as (method in capitals, path template):
+/// `("GET", "/api/v1/tenants/{tenantId}")`.
+#[must_use]
+pub fn api_v1_operations() -> Vec<(String, String)> {
+    api_v1()
+        .into_iter()
+        .flat_map(|op| {
+            let path = op.path;
+            op.methods
+                .into_iter()
+                .map(move |m| (method_filter_name(&m).to_owned(), path.clone()))
+        })
+        .collect()
+}
+
+fn method_filter_name(m: &HttpMethod) -> &'static str {
+    match m {
+        HttpMethod::Get => "GET",
+        HttpMethod::Post => "POST",
+        HttpMethod::Put => "PUT",
+        HttpMethod::Delete => "DELETE",
+        HttpMethod::Options => "OPTIONS",
+        HttpMethod::Head => "HEAD",
+        HttpMethod::Patch => "PATCH",
+        HttpMethod::Trace => "TRACE",
+    }
 }

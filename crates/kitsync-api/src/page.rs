@@ -6,16 +6,23 @@ use crate::error::ApiError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 pub const DEFAULT_LIMIT: u64 = 100;
 pub const MAX_LIMIT: u64 = 1000;
 
 /// `?cursor=&limit=`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Where the page starts: the previous page's `nextCursor`, unchanged (absent: the first
+    /// page).
     #[serde(default)]
+    #[param(value_type = String)]
     pub cursor: Option<String>,
+    /// Items per page, from 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(value_type = u64, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
 
@@ -71,10 +78,12 @@ pub fn cursor(kind: &str, key: &str) -> String {
 }
 
 /// `{"items": […], "nextCursor": …}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// Pass it as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

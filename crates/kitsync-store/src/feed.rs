@@ -103,8 +103,12 @@ fn wanted(types: Option<&[String]>, kind: &str) -> bool {
     })
 }
 
-/// One change as the feed shows it (product.md §1: the items of `GET /api/v1/events`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One change as the feed shows it (the items of `GET /api/v1/events`, README.md).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(
+    description = "One change as the feed shows it: an item of `GET /api/v1/events`, and of \
+                   a webhook delivery's `data.events`."
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeEvent {
     /// The journal id, as text.
@@ -112,12 +116,15 @@ pub struct ChangeEvent {
     /// Where to resume after this event (today the same as `id`).
     pub cursor: String,
     #[serde(rename = "type")]
+    #[schema(example = "member.authorized")]
     pub kind: String,
     pub tenant_id: String,
     pub key: String,
     /// The marketplace time of the change (RFC 3339).
+    #[schema(required = true, format = DateTime)]
     pub changed_at: Option<String>,
     /// When kitsync applied it (RFC 3339).
+    #[schema(required = true, format = DateTime)]
     pub applied_at: Option<String>,
     pub test: bool,
     pub data: serde_json::Value,

@@ -1,4 +1,4 @@
-//! Statistics (product.md §3): the authorisation history they need, and their queries.
+//! Statistics (docs/statistics.md): the authorisation history they need, and their queries.
 //!
 //! **History.** "Authorised at the end of the period" is judged in marketplace time, so the
 //! current directory is not enough. `auth_spans` holds, per (tenant, user, app), the spans of

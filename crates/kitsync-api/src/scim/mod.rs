@@ -1,7 +1,7 @@
 //! SCIM 2.0 (RFC 7643/7644) at `/scim/v2/{tenantId}/…`, one SCIM service provider per tenant.
 //!
 //! - Users are the tenant's listed members (some app authorises them), read-only: the
-//!   marketplace owns them. `id` = `userName`; the mapping is product.md §1's. A write is
+//!   marketplace owns them. `id` = `userName`; the mapping is README.md's (SCIM 2.0). A write is
 //!   checked for syntax first (400 `invalidSyntax`/`invalidValue`), then refused with 400
 //!   `mutability` (every User attribute is published `readOnly`); a DELETE gets 403.
 //! - Groups are the derived per-app role groups (id `{appId}:{role}`, read-only like Users)
