@@ -1048,7 +1048,7 @@ impl Kit {
     }
 }
 
-/// The five callback bodies (docs/kit-protocol.md §6–§10), as JSON text.
+/// The five callback bodies (docs/protocol.md §5), as JSON text.
 pub mod payload {
     use serde_json::{json, Value};
 

@@ -165,7 +165,7 @@ async fn scim_users_are_the_members_the_callbacks_built() {
         }
     };
 
-    // One user, mapped as product.md §1 says.
+    // One user, mapped as README.md's SCIM section says.
     let r = get("/Users/user005".into()).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let u = &r.body;

@@ -125,6 +125,12 @@ impl Spec {
     }
 }
 
+/// The `domainName` a tenantSync carries unless one is given.
+#[must_use]
+pub fn default_domain_name(tenant_id: &str) -> String {
+    format!("https://{tenant_id}.tenant.example.com")
+}
+
 /// The body of `kind` for `spec`.
 ///
 /// # Errors
@@ -151,7 +157,7 @@ pub fn build(kind: CallbackKind, spec: &Spec) -> Result<Value, String> {
             "tenantCode": format!("code-{t}"),
             "name": spec.name.clone().unwrap_or_else(|| format!("Tenant {t}")),
             "domainName": spec.domain_name.clone()
-                .unwrap_or_else(|| format!("https://{t}.tenant.example.com")),
+                .unwrap_or_else(|| default_domain_name(t)),
         }),
         CallbackKind::ApplicationSync => {
             let app = spec.app(kind)?;

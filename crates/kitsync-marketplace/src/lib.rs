@@ -9,10 +9,24 @@
 //!   HTTPS, and reads the answer: HTTP status, `resultCode`/`resultMsg`, and whether
 //!   `Body-Sign` is the HMAC of the answer's exact bytes under the same key.
 //!
+//! - [`emulate`]: a local marketplace. It plays histories (purchase, binding, authorisation in
+//!   batches of 500, department changes, full syncs, a mass deletion, unbinding, a test
+//!   purchase) with the faults a real delivery has (duplicates, reordering, delays, replays,
+//!   retries) and the attacks it must survive (bad or missing signatures, skewed clocks,
+//!   oversize bodies), checks every answer, and — given a kitsync's directory API — that the
+//!   directory converged to the marketplace's truth.
+//!
+//! - [`authcentre`]: a tenant's auth centre (OAuth 2.0 authorization code, userinfo, logout,
+//!   the unified login page) whose users are those the emulator authorised, for trying an ISV
+//!   app's login locally.
+//!
 //! It works against any server that implements the Kit callbacks, not only kitsync.
 #![forbid(unsafe_code)]
 
+pub mod authcentre;
 pub mod body;
+pub mod emulate;
+pub mod rng;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -47,6 +61,14 @@ pub struct Signed {
     pub timestamp: String,
     pub sign: String,
     pub body: Vec<u8>,
+}
+
+/// The Kit headers of a request, any of them left out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Headers<'a> {
+    pub nonce: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub sign: Option<&'a str>,
 }
 
 /// What `Body-Sign` of an answer says.
@@ -100,7 +122,7 @@ impl Answer {
 pub struct Marketplace {
     base: String,
     key: String,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     timeout: Duration,
 }
 
@@ -125,18 +147,10 @@ impl Marketplace {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(SendError::BadUrl(base));
         }
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config()?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(Self {
             base,
             key: key.to_owned(),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: https_client()?,
             timeout: MARKETPLACE_TIMEOUT,
         })
     }
@@ -177,12 +191,38 @@ impl Marketplace {
     /// # Errors
     /// No answer in time, or the connection failed.
     pub async fn send(&self, kind: CallbackKind, req: &Signed) -> Result<Answer, SendError> {
-        let request = hyper::Request::post(self.url(kind))
-            .header("content-type", "application/json")
-            .header("x-nonce", &req.nonce)
-            .header("x-timestamp", &req.timestamp)
-            .header("x-sign", &req.sign)
-            .body(Full::new(Bytes::from(req.body.clone())))
+        let headers = Headers {
+            nonce: Some(&req.nonce),
+            timestamp: Some(&req.timestamp),
+            sign: Some(&req.sign),
+        };
+        self.send_parts(kind, &headers, req.body.clone()).await
+    }
+
+    /// POSTs `body` with exactly these Kit headers (`None`: left out), for the cases a
+    /// well-behaved marketplace never sends.
+    ///
+    /// # Errors
+    /// No answer in time, or the connection failed.
+    pub async fn send_parts(
+        &self,
+        kind: CallbackKind,
+        headers: &Headers<'_>,
+        body: Vec<u8>,
+    ) -> Result<Answer, SendError> {
+        let mut builder =
+            hyper::Request::post(self.url(kind)).header("content-type", "application/json");
+        for (name, value) in [
+            ("x-nonce", headers.nonce),
+            ("x-timestamp", headers.timestamp),
+            ("x-sign", headers.sign),
+        ] {
+            if let Some(v) = value {
+                builder = builder.header(name, v);
+            }
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| SendError::BadUrl(format!("{}: {e}", self.url(kind))))?;
         let started = Instant::now();
         let exchange = async {
@@ -276,7 +316,7 @@ pub fn check_body_sign(header: Option<&str>, key: &[u8], body: &[u8]) -> BodySig
 }
 
 /// The error and its causes on one line (hyper's top-level messages say little).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -285,6 +325,21 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     out
+}
+
+/// An HTTP/1.1 client for http:// and https:// URLs.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub(crate) fn https_client() -> Result<HttpClient, SendError> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config()?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
 /// The system's trust roots, on the aws-lc-rs provider the workspace builds.

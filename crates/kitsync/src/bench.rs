@@ -476,7 +476,7 @@ async fn raw_handle(
     }
 }
 
-/// The raw handler-with-confirm server (product.md §5), on a port of its own.
+/// The raw handler-with-confirm server (README.md, "Benchmarks"), on a port of its own.
 struct RawHandler {
     uri: String,
     nonce_uri: String,

@@ -1,13 +1,15 @@
 //! `kitsync`: the one binary. Subcommands wire the library crates together:
 //! `serve` (ingress + worker), `ingress`, `worker`, `migrate`, `config print-default`,
-//! `deadletters`, `plans`, `token`, `webhooks`, `send` (one signed callback, as the
-//! marketplace sends it), `bench`.
+//! `deadletters`, `plans`, `token`, `webhooks`, `apps`, `send` (one signed callback, as the
+//! marketplace sends it), `emulate` (a local marketplace; `emulate auth-centre`, its tenants'
+//! auth centre), `bench`.
 #![forbid(unsafe_code)]
 
 mod app;
 mod bench;
 mod bench_read;
 mod bench_stats;
+mod emulate;
 mod files;
 mod http;
 mod operations;
@@ -91,6 +93,11 @@ enum Cmd {
     },
     /// Sign and send one Kit callback as the marketplace does, and check the answer.
     Send(send::SendArgs),
+    /// A local marketplace: play purchase-to-unbinding histories with delivery faults and
+    /// attacks against a Kit endpoint, judge every answer, and check that a kitsync's
+    /// directory converged; exits 0 only if the endpoint behaved. `emulate auth-centre`
+    /// serves the emulated tenants' auth centre (OAuth 2.0 login of their users).
+    Emulate(emulate::EmulateArgs),
     /// Benchmarks (programs, not tests): each prints its figure next to a raw baseline.
     Bench {
         #[command(subcommand)]
@@ -303,6 +310,7 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
         Cmd::Token { command } => token(settings, command).await,
         Cmd::Webhooks { command } => webhooks(settings, command).await,
         Cmd::Send(args) => send::run(&settings, args).await,
+        Cmd::Emulate(args) => emulate::run(&settings, args).await,
         Cmd::Apps { command } => apps(settings, command).await,
         Cmd::Bench { command } => bench::run(settings, command).await,
     }

@@ -36,11 +36,11 @@ pub struct SendArgs {
     /// The tenant's `name` (tenantSync).
     #[arg(long)]
     name: Option<String>,
-    /// A user of an authSync, NAME[:role[:enabled]] (role `user` or `admin`, enabled `true`
+    /// A user of an authSync, `NAME[:role[:enabled]]` (role `user` or `admin`, enabled `true`
     /// or `false`); repeat for more. Their `orgCode` is the first --org, else `root`.
     #[arg(long = "user", value_name = "NAME[:ROLE[:ENABLED]]")]
     users: Vec<User>,
-    /// A department, CODE:NAME[:PARENT]: the one of a singleOrgSync, the list of an
+    /// A department, `CODE:NAME[:PARENT]`: the one of a singleOrgSync, the list of an
     /// allOrgSync; repeat for more.
     #[arg(long = "org", value_name = "CODE:NAME[:PARENT]")]
     orgs: Vec<Org>,
@@ -98,7 +98,7 @@ fn parse_time(s: &str) -> Result<KitTime, String> {
 
 /// Where this configuration's ingress listens: `http.addr` (a wildcard address reached on
 /// loopback) and `kit.prefix`.
-fn local_url(settings: &Settings) -> String {
+pub(crate) fn local_url(settings: &Settings) -> String {
     let addr = settings.http.addr.trim();
     let addr = addr
         .strip_prefix("0.0.0.0:")
