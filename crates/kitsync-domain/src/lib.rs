@@ -1,7 +1,7 @@
 //! Pure types and rules of kitsync: no I/O, no async, no database or HTTP types.
 //!
 //! Layout, in the order data flows through it:
-//! - [`signing`]: the Kit request signature (`x-sign`, §2.2 of docs/kit-protocol.md), its
+//! - [`signing`]: the Kit request signature (`x-sign`, docs/protocol.md §2), its
 //!   canonical JSON form, and the `Body-Sign` response header (§3).
 //! - [`time`]: the marketplace's `yyyyMMddHHmmssSSS` UTC+8 timestamps ([`KitTime`]).
 //! - [`parse`]: tolerant parsing and strict validation of the five callback bodies into

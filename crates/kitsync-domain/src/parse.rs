@@ -1,4 +1,4 @@
-//! Tolerant parsing, strict validation (docs/kit-protocol.md §6–§10, §17).
+//! Tolerant parsing, strict validation (docs/protocol.md §5 and §6).
 //!
 //! Tolerated: numbers sent as strings and strings sent as numbers, `enable` as `"true"`/`true`/
 //! `1`, `userList`/`orgInfoList` as an array or as a JSON-encoded string (even one with
@@ -64,6 +64,7 @@ fn app(o: &Obj) -> Result<AppChange, FieldError> {
         app_id: req_str(o, "appId", 64)?,
         client_id: str_or_empty(o, "clientId", 64, deleting)?,
         client_secret: SecretText(str_or_empty(o, "clientSecret", 8192, deleting)?),
+        secret_fp: None,
         op,
         test: test_flag(o)?,
         version: kit_time(o, "timeStamp")?,
@@ -77,7 +78,7 @@ fn auth(o: &Obj) -> Result<AuthChange, FieldError> {
         2 => AuthOp::Modify,
         _ => AuthOp::Cancel,
     };
-    // `currentSyncTime` versions the batch (product.md §2); an old caller that only sends
+    // `currentSyncTime` versions the batch (docs/protocol.md §5.3); an old caller that only sends
     // `timeStamp` still gets a usable version.
     let time_stamp = opt_kit_time(o, "timeStamp")?;
     let version = match opt_kit_time(o, "currentSyncTime")? {

@@ -1,4 +1,4 @@
-//! What an API token may do (product.md §1): read the directory, write the ISV's own groups
+//! What an API token may do (README.md, `kitsync token create`): read the directory, write the ISV's own groups
 //! (SCIM), write activity, read statistics, or administer (which includes the others).
 use crate::error::FieldError;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Kit request signatures (docs/kit-protocol.md §2.2) and the `Body-Sign` response header (§3).
+//! Kit request signatures (docs/protocol.md §2) and the `Body-Sign` response header (§3).
 //!
 //! `x-sign = hex(HMAC-SHA256(key = accessKey, accessKey + x-nonce + x-timestamp + P))`, where the
 //! official sample builds `P` by re-serialising the body with top-level keys sorted and

@@ -1,4 +1,4 @@
-//! Marketplace timestamps: `yyyyMMddHHmmssSSS` in UTC+8 (kit-protocol.md §14).
+//! Marketplace timestamps: `yyyyMMddHHmmssSSS` in UTC+8 (docs/protocol.md §5).
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -6,7 +6,7 @@ use kitsync_domain::CallbackKind;
 use kitsync_metrics::{Counter, Encoder, Histogram, Kind, LATENCY_BUCKETS};
 use std::time::Duration;
 
-/// The result codes an answer can carry (kit-protocol.md §5), in exposition order.
+/// The result codes an answer can carry (docs/protocol.md §3), in exposition order.
 pub const RESULT_CODES: [&str; 4] = ["000000", "000001", "000002", "000005"];
 
 /// Callback counters and latencies, shared by every request.

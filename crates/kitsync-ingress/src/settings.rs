@@ -40,7 +40,7 @@ pub struct KitSettings {
     /// second is answered `000005`.
     pub max_inflight_body_bytes: usize,
     /// Time allowed for a body to arrive, from the end of the headers; a slower one is
-    /// refused with `000002`.
+    /// refused with `000002` — still inside the marketplace's 5 s, so it hears why.
     pub body_read_timeout_ms: u64,
 }
 
@@ -58,7 +58,7 @@ impl Default for KitSettings {
             canonical_concurrency: 2,
             max_concurrent_requests: 1024,
             max_inflight_body_bytes: 64 * 1024 * 1024,
-            body_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 4_000,
         }
     }
 }
