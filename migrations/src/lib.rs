@@ -16,6 +16,8 @@
 //! - `m20261129_000009_activity`: raw activity events and their daily rollups.
 //! - `m20261129_000010_stats_windows`: precomputed statistics per tenant and day.
 //! - `m20261203_000011_replay_keys`: the Kit replay ledger keyed by the verified signature.
+//! - `m20261203_000012_login`: OpenID Connect clients, signing keys, login flows, sessions and
+//!   tokens of the Kit login bridge.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and [`testing`] gives each test its own fresh database. [`migrate`] applies the
@@ -35,6 +37,7 @@ mod m20261129_000008_member_name_search;
 mod m20261129_000009_activity;
 mod m20261129_000010_stats_windows;
 mod m20261203_000011_replay_keys;
+mod m20261203_000012_login;
 pub mod testing;
 
 pub use apply::{ensure_current, migrate, SchemaStatus, MIGRATION_LOCK_KEY};
@@ -58,6 +61,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000009_activity::Migration),
             Box::new(m20261129_000010_stats_windows::Migration),
             Box::new(m20261203_000011_replay_keys::Migration),
+            Box::new(m20261203_000012_login::Migration),
         ]
     }
 }

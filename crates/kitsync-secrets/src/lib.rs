@@ -66,6 +66,13 @@ pub enum SecretsError {
     LegacySeal,
     #[error("master key: {0}")]
     BadMasterKey(String),
+    #[error("the marketplace sent no clientSecret for this app")]
+    NoClientSecret,
+    #[error(
+        "the clientSecret was stored as the marketplace's ciphertext (no RSA key was configured \
+         when it arrived): configure kit.rsa_private_key_path to decrypt it"
+    )]
+    NoRsaKey,
     #[error("crypto failure: {0}")]
     Crypto(String),
 }
@@ -236,6 +243,8 @@ pub struct Place<'a>(PlaceKind<'a>);
 enum PlaceKind<'a> {
     AppClientSecret { tenant_id: &'a str, app_id: &'a str },
     WebhookSecret { endpoint_id: &'a str },
+    OidcSigningKey { kid: &'a str },
+    OidcKitTokens { session_id: &'a str },
 }
 
 /// Starts the associated data of a `v2:` seal; a later format gets another tag.
@@ -254,6 +263,19 @@ impl<'a> Place<'a> {
         Place(PlaceKind::WebhookSecret { endpoint_id })
     }
 
+    /// `oidc_keys.private_key` of the signing key `kid`.
+    #[must_use]
+    pub fn oidc_signing_key(kid: &'a str) -> Self {
+        Place(PlaceKind::OidcSigningKey { kid })
+    }
+
+    /// `oidc_sessions.kit_tokens` of the login session `session_id`: the Kit access and refresh
+    /// tokens behind it.
+    #[must_use]
+    pub fn oidc_kit_tokens(session_id: &'a str) -> Self {
+        Place(PlaceKind::OidcKitTokens { session_id })
+    }
+
     /// Table, column, then the row's key parts.
     fn fields(&self) -> Vec<&'a str> {
         match self.0 {
@@ -262,6 +284,10 @@ impl<'a> Place<'a> {
             }
             PlaceKind::WebhookSecret { endpoint_id } => {
                 vec!["webhook_endpoints", "secret", endpoint_id]
+            }
+            PlaceKind::OidcSigningKey { kid } => vec!["oidc_keys", "private_key", kid],
+            PlaceKind::OidcKitTokens { session_id } => {
+                vec!["oidc_sessions", "kit_tokens", session_id]
             }
         }
     }
@@ -285,6 +311,33 @@ impl<'a> Place<'a> {
 /// is only a guard against wrapping into a short length.
 fn push_len(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+}
+
+/// The plaintext `clientSecret` of the app `(tenant_id, app_id)` from its stored value: opened
+/// with the master key (bound to the app's row) and, when it was kept as the marketplace's
+/// ciphertext because no RSA key was configured then, decrypted with `rsa`, the key configured
+/// now.
+///
+/// # Errors
+/// [`SecretsError::NoClientSecret`] for an empty value; the errors of [`Sealer::open`];
+/// [`SecretsError::NoRsaKey`] or the decryption's errors for a ciphertext.
+pub fn reveal_client_secret(
+    sealer: &Sealer,
+    rsa: Option<&RsaDecryptor>,
+    tenant_id: &str,
+    app_id: &str,
+    sealed: &str,
+) -> Result<SecretString, SecretsError> {
+    if sealed.is_empty() {
+        return Err(SecretsError::NoClientSecret);
+    }
+    let (kind, secret) = sealer.open(sealed, &Place::app_client_secret(tenant_id, app_id))?;
+    match kind {
+        SealedKind::Plain => Ok(secret),
+        SealedKind::RsaCiphertext => rsa
+            .ok_or(SecretsError::NoRsaKey)?
+            .decrypt(secret.expose_secret()),
+    }
 }
 
 /// AES-256-GCM with the master key.

@@ -66,8 +66,26 @@ pub(crate) async fn record(
     if events.is_empty() {
         return Ok(Recorded::default());
     }
-    let backend = db.get_database_backend();
     let txn = db.begin().await?;
+    let recorded = record_in(&txn, events, now_ms).await?;
+    txn.commit().await?;
+    Ok(recorded)
+}
+
+/// [`Store::record_activity`](crate::Store::record_activity) inside the caller's transaction, so the events commit (or roll back) with the
+/// caller's other writes: a login's `login` event is written with its session.
+///
+/// # Errors
+/// [`StoreError::Database`] when the database fails.
+pub async fn record_in<C: ConnectionTrait>(
+    txn: &C,
+    events: &[ActivityEvent],
+    now_ms: i64,
+) -> Result<Recorded, StoreError> {
+    if events.is_empty() {
+        return Ok(Recorded::default());
+    }
+    let backend = txn.get_database_backend();
     // 1. The raw events; RETURNING names the ones that were new.
     let mut fresh: Vec<ActivityEvent> = Vec::new();
     for chunk in events.chunks(rows_per_statement(5)) {
@@ -165,7 +183,7 @@ pub(crate) async fn record(
     for ((tenant, day, _), _) in &rows {
         crate::windows::note_change(&mut changed, tenant, *day);
     }
-    crate::windows::invalidate(&txn, backend, &changed).await?;
+    crate::windows::invalidate(txn, backend, &changed).await?;
     // 3. Which events name a live member of a live tenant.
     let pairs: Vec<(&str, &str)> = events
         .iter()
@@ -192,7 +210,6 @@ pub(crate) async fn record(
             known.insert((row.try_get_by_index(0)?, row.try_get_by_index(1)?));
         }
     }
-    txn.commit().await?;
     let unmatched = events
         .iter()
         .enumerate()

@@ -75,13 +75,16 @@ mod groups;
 mod members;
 mod model;
 mod read;
-mod sql;
+pub mod sql;
 mod stats;
 mod tokens;
 mod webhooks;
 mod windows;
 
-pub use activity::{utc8_day, ActivityEvent, ActivityKind, DailyRow, Recorded, DAY_MS, UTC8_MS};
+pub use activity::{
+    record_in as record_activity_in, utc8_day, ActivityEvent, ActivityKind, DailyRow, Recorded,
+    DAY_MS, UTC8_MS,
+};
 pub use error::StoreError;
 pub use feed::{ChangeEvent, FeedFilter, FeedPage};
 pub use groups::{GroupMember, GroupWrite, GroupWriteError, IsvGroup};

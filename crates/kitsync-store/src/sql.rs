@@ -13,14 +13,15 @@ pub(crate) fn rows_per_statement(columns: usize) -> usize {
     (MAX_PARAMS / columns.max(1)).clamp(1, MAX_ROWS)
 }
 
-pub(crate) struct Sql {
+/// SQL text and its bound values, built piece by piece (see the module).
+pub struct Sql {
     backend: DbBackend,
     text: String,
     values: Vec<Value>,
 }
 
 impl Sql {
-    pub(crate) fn new(backend: DbBackend) -> Self {
+    pub fn new(backend: DbBackend) -> Self {
         Sql {
             backend,
             text: String::with_capacity(256),
@@ -29,13 +30,13 @@ impl Sql {
     }
 
     /// Appends SQL text.
-    pub(crate) fn push(&mut self, s: &str) -> &mut Self {
+    pub fn push(&mut self, s: &str) -> &mut Self {
         self.text.push_str(s);
         self
     }
 
     /// Appends one placeholder bound to `v`.
-    pub(crate) fn bind(&mut self, v: impl Into<Value>) -> &mut Self {
+    pub fn bind(&mut self, v: impl Into<Value>) -> &mut Self {
         self.values.push(v.into());
         match self.backend {
             DbBackend::Postgres => {
@@ -47,7 +48,7 @@ impl Sql {
     }
 
     /// Appends `(p, p, …)`, one placeholder per value.
-    pub(crate) fn bind_tuple<I, V>(&mut self, values: I) -> &mut Self
+    pub fn bind_tuple<I, V>(&mut self, values: I) -> &mut Self
     where
         I: IntoIterator<Item = V>,
         V: Into<Value>,
@@ -64,7 +65,7 @@ impl Sql {
     }
 
     /// Appends `p, p, …` (no parentheses).
-    pub(crate) fn bind_list<I, V>(&mut self, values: I) -> &mut Self
+    pub fn bind_list<I, V>(&mut self, values: I) -> &mut Self
     where
         I: IntoIterator<Item = V>,
         V: Into<Value>,
@@ -78,7 +79,7 @@ impl Sql {
         self
     }
 
-    pub(crate) fn build(self) -> Statement {
+    pub fn build(self) -> Statement {
         Statement::from_sql_and_values(self.backend, self.text, self.values)
     }
 }
