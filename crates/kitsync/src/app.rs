@@ -166,7 +166,7 @@ pub async fn open_queue(settings: &Settings, db: &DatabaseConnection) -> anyhow:
 
 /// What a new user can do next, once `serve` listens: at a terminal, a few lines to copy;
 /// otherwise one log line (a log collector wants no prose).
-fn next_steps(addr: std::net::SocketAddr, prefix: &str, no_key: bool) {
+fn next_steps(addr: std::net::SocketAddr, prefix: &str, no_key: bool, issuer: &str) {
     let base = format!("http://{addr}");
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         tracing::info!(callbacks = %format!("{base}{prefix}/produceAPI/v2/…"), dashboard = %format!("{base}/dashboard"), "ready");
@@ -188,6 +188,8 @@ kitsync is ready.
   Create an API token     {bin} token create --name me --scope directory:read,stats:read
   Read the directory      curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/tenants/t1
   Dashboard               {base}/dashboard
+  Log users in (OIDC)     {bin} oidc-client add --app APP_ID --redirect-uri https://app.example.com/cb
+                          issuer {issuer} (login.public_url: the address apps and browsers use)
 "
     );
 }
@@ -280,26 +282,12 @@ pub fn reveal_client_secret(
     app: &str,
     sealed: &str,
 ) -> anyhow::Result<SecretString> {
-    use kitsync_secrets::{Place, SealedKind};
-    if sealed.is_empty() {
-        anyhow::bail!("the marketplace sent no clientSecret for app {app} of tenant {tenant}");
-    }
     let sealer = existing_sealer(settings)?.context(
         "no master key here (secrets.master_key or secrets.master_key_path): the secret cannot be opened",
     )?;
-    let (kind, secret) = sealer
-        .open(sealed, &Place::app_client_secret(tenant, app))
-        .context("opening the sealed clientSecret")?;
-    match kind {
-        SealedKind::Plain => Ok(secret),
-        SealedKind::RsaCiphertext => {
-            let d = decryptor(settings)?.context(
-                "the secret was stored as the marketplace's ciphertext (no RSA key was configured \
-                 when it arrived): configure kit.rsa_private_key_path to decrypt it",
-            )?;
-            Ok(d.decrypt(secret.expose_secret())?)
-        }
-    }
+    let rsa = decryptor(settings)?;
+    kitsync_secrets::reveal_client_secret(&sealer, rsa.as_deref(), tenant, app, sealed)
+        .with_context(|| format!("the clientSecret of app {app} of tenant {tenant}"))
 }
 
 /// # Errors
@@ -409,19 +397,22 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
             Store::new(db.clone(), settings.store.clone()),
             settings.api.clone(),
         );
-        let router = kitsync_ingress::router(acceptor)
-            .merge(api)
-            .merge(operations::routes(Arc::clone(&ops)));
         let listener = tokio::net::TcpListener::bind(&settings.http.addr)
             .await
             .with_context(|| format!("listening on {}", settings.http.addr))?;
         let local = listener.local_addr()?;
+        let login = login_bridge(&settings, &db, local).await?;
+        let issuer = login.issuer().to_owned();
+        let router = kitsync_ingress::router(acceptor)
+            .merge(api)
+            .merge(kitsync_login::router(login))
+            .merge(operations::routes(Arc::clone(&ops)));
         addr = Some(local);
         // Scripts and the end-to-end tests read the bound address from stdout.
         println!("listening on http://{local}");
         tracing::info!(addr = %local, callbacks = %format!("http://{local}{prefix}/produceAPI/v2/{{tenantSync,applicationSync,authSync,singleOrgSync,allOrgSync}}"), "listening");
         if mode == Mode::Both {
-            next_steps(local, &prefix, settings.kit.access_keys.is_empty());
+            next_steps(local, &prefix, settings.kit.access_keys.is_empty(), &issuer);
         }
         let rx = shutdown_rx.clone();
         let http = settings.http.clone();
@@ -464,6 +455,12 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         let rx = shutdown_rx.clone();
         tasks.spawn(async move {
             maintain_stats(store, rx).await;
+            Ok(())
+        });
+
+        let (db2, rx) = (db.clone(), shutdown_rx.clone());
+        tasks.spawn(async move {
+            prune_logins(db2, rx).await;
             Ok(())
         });
 
@@ -517,6 +514,39 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
     })
 }
 
+/// The Kit login bridge of this process: its issuer is `login.public_url`, or — for a local
+/// trial — `http://` and the address just bound.
+async fn login_bridge(
+    settings: &Settings,
+    db: &DatabaseConnection,
+    local: std::net::SocketAddr,
+) -> anyhow::Result<kitsync_login::Login> {
+    let issuer = if settings.login.public_url.trim().is_empty() {
+        let host = if local.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+        } else {
+            local
+        };
+        format!("http://{host}")
+    } else {
+        settings.login.public_url.clone()
+    };
+    let login = kitsync_login::Login::new(
+        Store::new(db.clone(), settings.store.clone()),
+        sealer(settings)?,
+        decryptor(settings)?,
+        settings.login.clone(),
+        &issuer,
+    )
+    .context("login.public_url")?;
+    login
+        .ensure_signing_key()
+        .await
+        .context("creating the first ID-token signing key")?;
+    tracing::info!(issuer = %login.issuer(), kit_callback = %login.kit_callback_url(), "OpenID Connect login bridge ready");
+    Ok(login)
+}
+
 /// Background upkeep of the statistics: reads new journal rows into their authorisation
 /// history every 2 s (so a stats request has little to catch up), computes the missing
 /// statistics windows of the last 31 days (so the presets' requests only read rows), and
@@ -568,6 +598,24 @@ async fn maintain_stats(store: Store, mut shutdown: tokio::sync::watch::Receiver
             _ = shutdown.wait_for(|s| *s) => return,
             () = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+/// Deletes ended login flows, codes, tokens and sessions every ten minutes (the first pass a
+/// minute after start). Several workers may run it at once: the deletes are idempotent.
+async fn prune_logins(db: DatabaseConnection, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut pause = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        match kitsync_login::prune(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "pruned ended login rows"),
+            Err(e) => tracing::warn!(error = %e, "pruning ended login rows failed; will retry"),
+        }
+        pause = Duration::from_secs(600);
     }
 }
 

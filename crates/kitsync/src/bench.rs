@@ -8,8 +8,11 @@
 //! - `kitsync bench apply`: a 100 000-member tenant (200 authSync batches of 500) plus a
 //!   10 000-department full sync, queued first, then drained by a real worker; next to a raw
 //!   batched `INSERT … ON CONFLICT` of the same member rows (1 000 per statement).
+//! - `read`, `stats` and `login` live in `bench_read`, `bench_stats` and `bench_login`
+//!   (`login`: OpenID Connect logins through the Kit login bridge, 16 concurrent browsers
+//!   against an emulated auth centre, next to the auth centre's own code exchange).
 //!
-//! Both use the configured database and queue (`KITSYNC_DATABASE__URL`,
+//! All use the configured database and queue (`KITSYNC_DATABASE__URL`,
 //! `KITSYNC_QUEUE__AMQP_URL`); with no configuration, a throwaway SQLite file.
 use crate::app;
 use crate::settings::Settings;
@@ -39,6 +42,9 @@ pub enum BenchCmd {
     /// The 30-day statistics over 100 000 members and 1 000 000 activity events, next to
     /// the equivalent single aggregate SQL query.
     Stats(crate::bench_stats::StatsArgs),
+    /// Kit account logins bridged to OpenID Connect through the whole flow (emulated auth
+    /// centre on loopback), next to the auth centre's own token + userinfo exchange.
+    Login(crate::bench_login::LoginArgs),
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +85,7 @@ pub async fn run(settings: Settings, command: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Apply(a) => apply(settings, a).await,
         BenchCmd::Read(a) => crate::bench_read::run(settings, a).await,
         BenchCmd::Stats(a) => crate::bench_stats::run(settings, a).await,
+        BenchCmd::Login(a) => crate::bench_login::run(settings, a).await,
     }
 }
 
@@ -344,7 +351,7 @@ async fn drive(
     Ok((all, errors.load(Ordering::Relaxed)))
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => 0.0,
@@ -353,7 +360,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn list(v: &[f64]) -> String {
+pub(crate) fn list(v: &[f64]) -> String {
     v.iter()
         .map(|r| format!("{r:.0}"))
         .collect::<Vec<_>>()

@@ -7,6 +7,7 @@
 
 mod app;
 mod bench;
+mod bench_login;
 mod bench_read;
 mod bench_stats;
 mod emulate;
@@ -90,6 +91,16 @@ enum Cmd {
     Apps {
         #[command(subcommand)]
         command: AppCmd,
+    },
+    /// The ISV's apps registered as OpenID Connect clients of kitsync's Kit login bridge.
+    OidcClient {
+        #[command(subcommand)]
+        command: OidcClientCmd,
+    },
+    /// The keys that sign kitsync's ID tokens.
+    OidcKey {
+        #[command(subcommand)]
+        command: OidcKeyCmd,
     },
     /// Sign and send one Kit callback as the marketplace does, and check the answer.
     Send(send::SendArgs),
@@ -178,6 +189,48 @@ enum TokenCmd {
         /// The token's id: the 12 hex digits after `kst_`, as shown by `list`.
         id: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum OidcClientCmd {
+    /// Register an app; prints its client_id, then (unless --public) its client_secret, shown
+    /// once (only its hash is stored).
+    Add {
+        /// The Kit appId whose users log in through this client: its Kit clientId and
+        /// clientSecret are used at the tenant's auth centre, and only the users that app
+        /// authorises are admitted.
+        #[arg(long)]
+        app: String,
+        /// Where kitsync may send the browser back with a code (repeatable; compared exactly):
+        /// https, or http to localhost / 127.0.0.1 / `[::1]`.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// Where /oidc/logout may send the browser afterwards (repeatable; compared exactly).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// A name for `list` (default: the app id).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A public client (single-page or native app): no secret, PKCE required.
+        #[arg(long)]
+        public: bool,
+    },
+    /// List clients (never their secrets), as JSON lines with RFC 3339 times.
+    List,
+    /// Unregister a client and end its sessions.
+    Remove {
+        /// The client_id (`kc_…`), as shown by `list`.
+        client_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OidcKeyCmd {
+    /// Add a new signing key; the others stop signing but stay published until the tokens
+    /// they signed have expired.
+    Rotate,
+    /// List the published keys, newest first, as JSON lines with RFC 3339 times.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,6 +365,8 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
         Cmd::Send(args) => send::run(&settings, args).await,
         Cmd::Emulate(args) => emulate::run(&settings, args).await,
         Cmd::Apps { command } => apps(settings, command).await,
+        Cmd::OidcClient { command } => oidc_client(settings, command).await,
+        Cmd::OidcKey { command } => oidc_key(settings, command).await,
         Cmd::Bench { command } => bench::run(settings, command).await,
     }
 }
@@ -387,6 +442,90 @@ async fn apps(settings: Settings, command: AppCmd) -> anyhow::Result<()> {
         v["clientSecret"] = secrecy::ExposeSecret::expose_secret(&secret).into();
     }
     println!("{v}");
+    Ok(())
+}
+
+async fn oidc_client(settings: Settings, command: OidcClientCmd) -> anyhow::Result<()> {
+    let db = app::open_db_with(&settings, app::Schema::Check).await?;
+    match command {
+        OidcClientCmd::Add {
+            app,
+            redirect_uris,
+            post_logout_redirect_uris,
+            name,
+            public,
+        } => {
+            let new = kitsync_login::clients::NewClient {
+                name,
+                app_id: app,
+                redirect_uris,
+                post_logout_redirect_uris,
+                public,
+            };
+            let (client, secret) = kitsync_login::clients::register(&db, &new).await?;
+            println!("{}", client.client_id);
+            let public_url = settings.login.public_url.trim().trim_end_matches('/');
+            let base = if public_url.is_empty() {
+                format!("http://{}", settings.http.addr)
+            } else {
+                public_url.to_owned()
+            };
+            eprintln!(
+                "OIDC client {} for Kit app {}; issuer {base} (discovery: {base}/.well-known/openid-configuration).\n\
+                 Register {base}/login/kit/callback as the app's callback URL in the marketplace console.",
+                client.client_id, client.app_id
+            );
+            if let Some(secret) = secret {
+                eprintln!("its client_secret follows, shown once, keep it:");
+                println!("{}", secrecy::ExposeSecret::expose_secret(&secret));
+            } else {
+                eprintln!("a public client: no secret; it must use PKCE (S256)");
+            }
+        }
+        OidcClientCmd::List => {
+            for c in kitsync_login::clients::list(&db).await? {
+                let mut v = serde_json::to_value(&c)?;
+                v["public"] = c.is_public().into();
+                v["createdAt"] = fmt_ms(c.created_at).into();
+                println!("{v}");
+            }
+        }
+        OidcClientCmd::Remove { client_id } => {
+            if !kitsync_login::clients::remove(&db, &client_id).await? {
+                anyhow::bail!("no OIDC client {client_id}");
+            }
+            println!("OIDC client {client_id} removed; its sessions are ended");
+        }
+    }
+    Ok(())
+}
+
+async fn oidc_key(settings: Settings, command: OidcKeyCmd) -> anyhow::Result<()> {
+    let db = app::open_db_with(&settings, app::Schema::Check).await?;
+    match command {
+        OidcKeyCmd::Rotate => {
+            let sealer = app::sealer(&settings)?;
+            let kid = kitsync_login::keys::rotate(&db, &sealer, &settings.login).await?;
+            println!("{kid}");
+            eprintln!(
+                "new signing key {kid}; running processes sign with it within 30 s, and the \
+                 previous keys stay published until the tokens they signed have expired"
+            );
+        }
+        OidcKeyCmd::List => {
+            for k in kitsync_login::keys::list(&db).await? {
+                let mut v = serde_json::to_value(&k)?;
+                for (field, ms) in [
+                    ("createdAt", Some(k.created_at)),
+                    ("retiredAt", k.retired_at),
+                    ("publishUntil", k.publish_until),
+                ] {
+                    v[field] = ms.map(fmt_ms).into();
+                }
+                println!("{v}");
+            }
+        }
+    }
     Ok(())
 }
 

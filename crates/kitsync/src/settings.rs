@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use kitsync_api::ApiSettings;
 use kitsync_ingress::KitSettings;
+use kitsync_login::LoginSettings;
 use kitsync_queue::QueueSettings;
 use kitsync_store::StoreSettings;
 use kitsync_webhooks::WebhookSettings;
@@ -23,6 +24,7 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub kit: KitSettings,
     pub api: ApiSettings,
+    pub login: LoginSettings,
     pub secrets: SecretsSettings,
     pub worker: WorkerSettings,
     pub store: StoreSettings,
