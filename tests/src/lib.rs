@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 pub use migrations::testing::amqp_url;
 
 pub mod browser;
+pub mod web;
 
 // ---------------------------------------------------------------------------------------------
 // The binary
