@@ -12,6 +12,7 @@ mod bench_read;
 mod bench_stats;
 mod emulate;
 mod files;
+mod health;
 mod http;
 mod operations;
 mod reseal;
@@ -102,6 +103,9 @@ enum Cmd {
         #[command(subcommand)]
         command: OidcKeyCmd,
     },
+    /// Probe a running kitsync (a container health check without curl): GET one URL, exit 0
+    /// only on a 2xx answer within the timeout. Reads no configuration.
+    Health(health::HealthArgs),
     /// Sign and send one Kit callback as the marketplace does, and check the answer.
     Send(send::SendArgs),
     /// A local marketplace: play purchase-to-unbinding histories with delivery faults and
@@ -330,6 +334,9 @@ fn main() -> anyhow::Result<()> {
         print!("{}", Settings::default_toml()?);
         return Ok(());
     }
+    if let Cmd::Health(args) = &cli.command {
+        return health::run(args);
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     app::init_tracing(&settings.log);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -357,7 +364,7 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Cmd::Config { .. } => Ok(()),
+        Cmd::Config { .. } | Cmd::Health(_) => Ok(()),
         Cmd::Deadletters { command } => deadletters(settings, command).await,
         Cmd::Plans { command } => plans(settings, command).await,
         Cmd::Token { command } => token(settings, command).await,

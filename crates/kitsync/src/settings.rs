@@ -611,4 +611,53 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kitsync.example.toml");
         Settings::load_from(Some(&path), vars(&[])).unwrap();
     }
+
+    /// Every `KITSYNC_*` variable that `deploy/compose.yaml` sets or `deploy/.env.example`
+    /// names (commented or not) is a real setting with a valid value: loaded together, the
+    /// way a container gets them, they are accepted.
+    #[test]
+    fn the_compose_file_and_its_env_example_name_only_real_settings() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let compose = std::fs::read_to_string(deploy.join("compose.yaml")).unwrap();
+        for line in compose.lines() {
+            if let Some((k, v)) = line.trim().split_once(": ") {
+                if k.starts_with("KITSYNC_") {
+                    pairs.push((k.to_owned(), v.to_owned()));
+                }
+            }
+        }
+        let example = std::fs::read_to_string(deploy.join(".env.example")).unwrap();
+        for line in example.lines() {
+            let line = line.trim_start_matches(['#', ' ']);
+            if let Some((k, v)) = line.split_once('=') {
+                if k.starts_with("KITSYNC_") && !k.contains(' ') {
+                    pairs.push((k.to_owned(), v.to_owned()));
+                }
+            }
+        }
+        assert!(pairs.len() >= 8, "{pairs:?}");
+        // `${VAR:?message}` is compose's interpolation: a password here.
+        let pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| {
+                let mut v = v;
+                while let (Some(a), Some(b)) = (v.find("${"), v.find('}')) {
+                    v.replace_range(a..=b, "secret");
+                }
+                (k, v)
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let s =
+            Settings::load_from(None, vars(&refs)).unwrap_or_else(|e| panic!("{e:#}\n{refs:?}"));
+        assert!(s
+            .database
+            .url
+            .starts_with("postgres://kitsync:secret@postgres:5432/"));
+        assert_eq!(s.metrics.addr, "0.0.0.0:9090");
+    }
 }
