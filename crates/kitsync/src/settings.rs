@@ -612,6 +612,48 @@ mod tests {
         Settings::load_from(Some(&path), vars(&[])).unwrap();
     }
 
+    /// Every `KITSYNC_*` variable the Kubernetes manifests set (the base ConfigMap, the
+    /// Deployments, the production overlay's literals, the example Secret) is a real setting,
+    /// and together they load.
+    #[test]
+    fn the_kubernetes_manifests_name_only_real_settings() {
+        let k8s = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for file in [
+            "base/configmap.yaml",
+            "base/secret.example.yaml",
+            "base/worker-deployment.yaml",
+            "overlays/production/kustomization.yaml",
+        ] {
+            let text = std::fs::read_to_string(k8s.join(file)).unwrap();
+            let lines: Vec<&str> = text.lines().map(str::trim).collect();
+            for (i, line) in lines.iter().enumerate() {
+                let line = line.trim_start_matches("- ");
+                let found = line
+                    .split_once(": ")
+                    .or_else(|| line.split_once('='))
+                    .filter(|(k, _)| k.starts_with("KITSYNC_"))
+                    .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()));
+                // `- name: KITSYNC_…` followed by `value: …` (a Deployment's env).
+                let named = line
+                    .strip_prefix("name: KITSYNC_")
+                    .map(|rest| format!("KITSYNC_{rest}"))
+                    .zip(lines.get(i + 1).and_then(|l| l.strip_prefix("value: ")))
+                    .map(|(k, v)| (k, v.trim_matches('"').to_owned()));
+                pairs.extend(found.into_iter().chain(named));
+            }
+        }
+        assert!(pairs.len() >= 10, "{pairs:?}");
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let s =
+            Settings::load_from(None, vars(&refs)).unwrap_or_else(|e| panic!("{e:#}\n{refs:?}"));
+        assert_eq!(s.worker.concurrency, 4);
+        assert_eq!(s.metrics.addr, "0.0.0.0:9090");
+    }
+
     /// Every `KITSYNC_*` variable that `deploy/compose.yaml` sets or `deploy/.env.example`
     /// names (commented or not) is a real setting with a valid value: loaded together, the
     /// way a container gets them, they are accepted.
