@@ -223,9 +223,19 @@ impl Acceptor {
         let place = Place::app_client_secret(&app.tenant_id, &app.app_id);
         let (sealed, fp) = match &self.decryptor {
             Some(d) => {
-                let plain = d
-                    .decrypt(&received.0)
+                let (key, _, plain) = d
+                    .decrypt_detailed(&received.0)
                     .map_err(|e| KitError::BadSecret(secret_problem(&e)))?;
+                self.metrics.record_decrypted(key > 0);
+                if key > 0 {
+                    tracing::info!(
+                        tenant = %app.tenant_id,
+                        app = %app.app_id,
+                        previous_key = key,
+                        "clientSecret decrypted with a previous RSA key \
+                         (kit.previous_rsa_private_key_paths): the marketplace still encrypts to it"
+                    );
+                }
                 (
                     self.sealer
                         .seal(SealedKind::Plain, plain.expose_secret(), &place),

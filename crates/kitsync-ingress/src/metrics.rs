@@ -14,6 +14,8 @@ pub const RESULT_CODES: [&str; 4] = ["000000", "000001", "000002", "000005"];
 pub struct IngressMetrics {
     callbacks: [[Counter; RESULT_CODES.len()]; CallbackKind::ALL.len()],
     duration: [Histogram; CallbackKind::ALL.len()],
+    /// `clientSecret`s decrypted with the current RSA key, and with a previous one.
+    decrypted: [Counter; 2],
 }
 
 impl Default for IngressMetrics {
@@ -21,6 +23,7 @@ impl Default for IngressMetrics {
         Self {
             callbacks: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
             duration: std::array::from_fn(|_| Histogram::new(LATENCY_BUCKETS)),
+            decrypted: std::array::from_fn(|_| Counter::new()),
         }
     }
 }
@@ -47,6 +50,11 @@ impl IngressMetrics {
         if let Some(h) = self.duration.get(k) {
             h.observe(took);
         }
+    }
+
+    /// Counts one `clientSecret` decrypted, with the current RSA key or a previous one.
+    pub fn record_decrypted(&self, with_previous_key: bool) {
+        self.decrypted[usize::from(with_previous_key)].inc();
     }
 
     /// Answered callbacks so far for `kind` and `code` (0 for an unknown code).
@@ -90,6 +98,19 @@ impl IngressMetrics {
                 );
             }
         }
+        e.family(
+            "kitsync_client_secrets_decrypted_total",
+            Kind::Counter,
+            "App clientSecrets decrypted, by RSA key (current, or previous: while it grows, \
+             the marketplace still encrypts to a previous public key).",
+        );
+        for (key, counter) in ["current", "previous"].into_iter().zip(&self.decrypted) {
+            e.sample(
+                "kitsync_client_secrets_decrypted_total",
+                &[("key", key)],
+                counter.get(),
+            );
+        }
     }
 }
 
@@ -118,6 +139,12 @@ mod tests {
             text.contains("kitsync_callbacks_total{endpoint=\"allOrgSync\",code=\"000005\"} 0\n")
         );
         assert!(text.contains("kitsync_callback_duration_seconds_count{endpoint=\"authSync\"} 2\n"));
-        assert_eq!(text.matches("# TYPE ").count(), 2);
+        assert_eq!(text.matches("# TYPE ").count(), 3);
+        m.record_decrypted(true);
+        let mut e = Encoder::new();
+        m.encode(&mut e);
+        let text = e.finish();
+        assert!(text.contains("kitsync_client_secrets_decrypted_total{key=\"previous\"} 1\n"));
+        assert!(text.contains("kitsync_client_secrets_decrypted_total{key=\"current\"} 0\n"));
     }
 }

@@ -9,10 +9,15 @@ use std::path::PathBuf;
 pub struct KitSettings {
     /// Kit access keys (several during a rotation). From the environment, a comma-separated
     /// list: `KITSYNC_KIT__ACCESS_KEYS=key1,key2`.
-    #[serde(deserialize_with = "string_or_list", serialize_with = "redacted_list")]
+    #[serde(deserialize_with = "secret_list", serialize_with = "redacted_secrets")]
     pub access_keys: Vec<SecretString>,
     /// PKCS#8 PEM of the RSA private key whose public half was uploaded for `clientSecret`.
     pub rsa_private_key_path: Option<PathBuf>,
+    /// The RSA private keys `rsa_private_key_path` replaces, tried after it while the
+    /// marketplace may still encrypt to their public halves (a rotation). From the
+    /// environment, a comma-separated list of paths.
+    #[serde(deserialize_with = "path_list")]
+    pub previous_rsa_private_key_paths: Vec<PathBuf>,
     /// Route prefix before `/produceAPI/v2/…` (e.g. `/isv/produce`); default empty.
     pub prefix: String,
     /// Largest accepted body, in bytes (a 10 000-department full sync is about 1 MiB).
@@ -49,6 +54,7 @@ impl Default for KitSettings {
         Self {
             access_keys: Vec::new(),
             rsa_private_key_path: None,
+            previous_rsa_private_key_paths: Vec::new(),
             prefix: String::new(),
             body_limit_bytes: 8 * 1024 * 1024,
             timestamp_window_secs: 60,
@@ -76,26 +82,53 @@ impl KitSettings {
     }
 }
 
-fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+/// A list of secrets (see [`list`]).
+///
+/// # Errors
+/// As [`list`].
+pub fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    Ok(list(d)?.into_iter().map(SecretString::from).collect())
+}
+
+/// A list of paths (see [`list`]).
+///
+/// # Errors
+/// As [`list`].
+pub fn path_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    Ok(list(d)?.into_iter().map(PathBuf::from).collect())
+}
+
+/// A comma-separated string (as the environment gives it) or an array; items trimmed, empty
+/// ones dropped.
+///
+/// # Errors
+/// Neither a string nor an array of strings.
+pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Keys {
+    enum Items {
         One(String),
         Many(Vec<String>),
     }
-    let keys = match Keys::deserialize(d)? {
-        Keys::One(s) => s.split(',').map(str::to_owned).collect::<Vec<_>>(),
-        Keys::Many(v) => v,
+    let items = match Items::deserialize(d)? {
+        Items::One(s) => s.split(',').map(str::to_owned).collect::<Vec<_>>(),
+        Items::Many(v) => v,
     };
-    Ok(keys
+    Ok(items
         .into_iter()
         .map(|k| k.trim().to_owned())
         .filter(|k| !k.is_empty())
-        .map(SecretString::from)
         .collect())
 }
 
-fn redacted_list<S: serde::Serializer>(keys: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+/// Serialises secrets as `<redacted>` each.
+///
+/// # Errors
+/// The serialiser's.
+pub fn redacted_secrets<S: serde::Serializer>(
+    keys: &[SecretString],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeSeq;
     let mut seq = s.serialize_seq(Some(keys.len()))?;
     for _ in keys {

@@ -131,14 +131,23 @@ impl fmt::Display for OaepVariant {
     }
 }
 
-/// The ISV's RSA private key, ready to decrypt `clientSecret`s.
+/// The ISV's RSA private key, ready to decrypt `clientSecret`s — and, during a rotation, the
+/// keys it replaces: a `clientSecret` is tried with the current key first, then with each
+/// previous one, so callbacks encrypted to the old public key still decrypt while the
+/// marketplace switches over.
 pub struct RsaDecryptor {
-    key: RsaPrivateKey,
+    /// The current key first.
+    keys: Vec<RsaPrivateKey>,
 }
 
 impl fmt::Debug for RsaDecryptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RsaDecryptor({} bits)", self.key.bits())
+        write!(
+            f,
+            "RsaDecryptor({} bits, {} keys)",
+            self.key_size_bits(),
+            self.keys.len()
+        )
     }
 }
 
@@ -172,12 +181,27 @@ impl RsaDecryptor {
         if key.bits() < MIN_RSA_BITS {
             return Err(SecretsError::KeyTooSmall(key.bits()));
         }
-        Ok(Self { key })
+        Ok(Self { keys: vec![key] })
     }
 
+    /// Adds the keys of `previous` after this one's: tried, in order, when the current key
+    /// does not decrypt a `clientSecret`.
+    #[must_use]
+    pub fn with_previous(mut self, previous: Self) -> Self {
+        self.keys.extend(previous.keys);
+        self
+    }
+
+    /// The size of the current key.
     #[must_use]
     pub fn key_size_bits(&self) -> usize {
-        self.key.bits()
+        self.keys.first().map_or(0, RsaPrivateKey::bits)
+    }
+
+    /// How many keys are tried (the current one and the previous ones).
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
     }
 
     /// Decrypts a base64 `clientSecret`.
@@ -196,19 +220,38 @@ impl RsaDecryptor {
         &self,
         ciphertext_b64: &str,
     ) -> Result<(OaepVariant, SecretString), SecretsError> {
+        self.decrypt_detailed(ciphertext_b64)
+            .map(|(_, variant, plain)| (variant, plain))
+    }
+
+    /// Like [`RsaDecryptor::decrypt_variant`], also saying which key decrypted it: 0 for the
+    /// current key, `i` for the `i`-th previous one.
+    ///
+    /// # Errors
+    /// As [`RsaDecryptor::decrypt`].
+    pub fn decrypt_detailed(
+        &self,
+        ciphertext_b64: &str,
+    ) -> Result<(usize, OaepVariant, SecretString), SecretsError> {
         let ct = decode_b64_lenient(ciphertext_b64)?;
         let candidates = OaepVariant::ALL.map(OaepVariant::oaep);
-        let (oaep, plain) = self
-            .key
-            .decrypt_any(&candidates, &ct)
-            .map_err(|e| match e {
-                RsaError::Decrypt => SecretsError::Undecryptable,
-                other => SecretsError::Crypto(other.to_string()),
-            })?;
+        let mut found = None;
+        for (i, key) in self.keys.iter().enumerate() {
+            match key.decrypt_any(&candidates, &ct) {
+                Ok((oaep, plain)) => {
+                    found = Some((i, oaep, plain));
+                    break;
+                }
+                // Not this key's ciphertext (or not its size): try the next one.
+                Err(RsaError::Decrypt) => {}
+                Err(other) => return Err(SecretsError::Crypto(other.to_string())),
+            }
+        }
+        let (index, oaep, plain) = found.ok_or(SecretsError::Undecryptable)?;
         let variant = OaepVariant::from_oaep(oaep)
             .ok_or_else(|| SecretsError::Crypto("unexpected OAEP parameters".into()))?;
         let s = std::str::from_utf8(&plain).map_err(|_| SecretsError::NotUtf8)?;
-        Ok((variant, SecretString::from(s.to_owned())))
+        Ok((index, variant, SecretString::from(s.to_owned())))
     }
 }
 
@@ -340,10 +383,22 @@ pub fn reveal_client_secret(
     }
 }
 
-/// AES-256-GCM with the master key.
+/// AES-256-GCM with the master key — and, during a rotation, the master keys it replaces:
+/// sealing always uses the current key; opening tries the current key, then each previous
+/// one, so values sealed before the rotation keep opening until they are re-sealed.
 #[derive(Clone)]
 pub struct Sealer {
     key: [u8; 32],
+    previous: Vec<[u8; 32]>,
+}
+
+/// A secret opened by [`Sealer::open_detailed`], and whether it must be sealed again to be
+/// under the current master key only.
+pub struct Opened {
+    pub kind: SealedKind,
+    pub secret: SecretString,
+    /// Opened with a previous master key: re-seal it with the current one.
+    pub under_previous_key: bool,
 }
 
 impl fmt::Debug for Sealer {
@@ -371,16 +426,31 @@ impl Sealer {
     /// # Errors
     /// An empty key.
     pub fn from_master_key(master: &SecretString) -> Result<Self, SecretsError> {
-        let m = master.expose_secret().trim();
-        if m.is_empty() {
-            return Err(SecretsError::BadMasterKey("must not be empty".into()));
+        Ok(Self {
+            key: derive_key(master)?,
+            previous: Vec::new(),
+        })
+    }
+
+    /// Adds the master keys this one replaces, tried in order when the current key does not
+    /// open a value. A previous key equal to the current one is ignored.
+    ///
+    /// # Errors
+    /// An empty key.
+    pub fn with_previous(mut self, previous: &[SecretString]) -> Result<Self, SecretsError> {
+        for master in previous {
+            let key = derive_key(master)?;
+            if key != self.key && !self.previous.contains(&key) {
+                self.previous.push(key);
+            }
         }
-        let mut key = [0u8; 32];
-        match B64.decode(m.as_bytes()) {
-            Ok(bytes) if bytes.len() == 32 => key.copy_from_slice(&bytes),
-            _ => key.copy_from_slice(&Sha256::digest(m.as_bytes())),
-        }
-        Ok(Self { key })
+        Ok(self)
+    }
+
+    /// How many previous master keys are configured.
+    #[must_use]
+    pub fn previous_keys(&self) -> usize {
+        self.previous.len()
     }
 
     /// A fresh random master key, base64 (for `kitsync` to create one on first start).
@@ -394,9 +464,7 @@ impl Sealer {
     }
 
     fn aead(&self) -> Result<LessSafeKey, SecretsError> {
-        let unbound = UnboundKey::new(&AES_256_GCM, &self.key)
-            .map_err(|_| SecretsError::Crypto("AES key".into()))?;
-        Ok(LessSafeKey::new(unbound))
+        aead(&self.key)
     }
 
     /// A keyed digest of `value` (32 hex digits): equal for equal values under one master
@@ -461,6 +529,18 @@ impl Sealer {
         if sealed.starts_with("v1:") {
             return Err(SecretsError::LegacySeal);
         }
+        self.open_detailed(sealed, place)
+            .map(|o| (o.kind, o.secret))
+    }
+
+    /// Like [`Sealer::open`], also saying whether a previous master key opened it.
+    ///
+    /// # Errors
+    /// As [`Sealer::open`].
+    pub fn open_detailed(&self, sealed: &str, place: &Place<'_>) -> Result<Opened, SecretsError> {
+        if sealed.starts_with("v1:") {
+            return Err(SecretsError::LegacySeal);
+        }
         let body = sealed.strip_prefix("v2:").ok_or(SecretsError::Unseal)?;
         self.open_body(body, &place.aad())
     }
@@ -474,13 +554,11 @@ impl Sealer {
     pub fn open_legacy_v1(&self, sealed: &str) -> Result<(SealedKind, SecretString), SecretsError> {
         let body = sealed.strip_prefix("v1:").ok_or(SecretsError::Unseal)?;
         self.open_body(body, LEGACY_V1_AAD)
+            .map(|o| (o.kind, o.secret))
     }
 
-    fn open_body(
-        &self,
-        body: &str,
-        aad: &[u8],
-    ) -> Result<(SealedKind, SecretString), SecretsError> {
+    /// Opens with the current key, then with each previous one.
+    fn open_body(&self, body: &str, aad: &[u8]) -> Result<Opened, SecretsError> {
         let b = B64
             .decode(body)
             .ok()
@@ -489,24 +567,57 @@ impl Sealer {
         let (nonce, ct) = b.split_at(NONCE_LEN);
         let mut nonce_arr = [0u8; NONCE_LEN];
         nonce_arr.copy_from_slice(nonce);
-        let mut buf = Zeroizing::new(ct.to_vec());
-        let pt = self
-            .aead()?
-            .open_in_place(
+        for (i, key) in std::iter::once(&self.key).chain(&self.previous).enumerate() {
+            let mut buf = Zeroizing::new(ct.to_vec());
+            let Ok(pt) = aead(key)?.open_in_place(
                 Nonce::assume_unique_for_key(nonce_arr),
                 Aad::from(aad),
                 &mut buf,
-            )
-            .map_err(|_| SecretsError::Unseal)?;
-        let (marker, rest) = pt.split_first().ok_or(SecretsError::Unseal)?;
-        let kind = match marker {
-            b'p' => SealedKind::Plain,
-            b'r' => SealedKind::RsaCiphertext,
-            _ => return Err(SecretsError::Unseal),
-        };
-        let s = std::str::from_utf8(rest).map_err(|_| SecretsError::Unseal)?;
-        Ok((kind, SecretString::from(s.to_owned())))
+            ) else {
+                continue;
+            };
+            let (kind, secret) = unmark(pt)?;
+            return Ok(Opened {
+                kind,
+                secret,
+                under_previous_key: i > 0,
+            });
+        }
+        Err(SecretsError::Unseal)
     }
+}
+
+fn aead(key: &[u8; 32]) -> Result<LessSafeKey, SecretsError> {
+    let unbound =
+        UnboundKey::new(&AES_256_GCM, key).map_err(|_| SecretsError::Crypto("AES key".into()))?;
+    Ok(LessSafeKey::new(unbound))
+}
+
+/// A master key given as base64 of 32 bytes; any other non-empty string is hashed with
+/// SHA-256.
+fn derive_key(master: &SecretString) -> Result<[u8; 32], SecretsError> {
+    let m = master.expose_secret().trim();
+    if m.is_empty() {
+        return Err(SecretsError::BadMasterKey("must not be empty".into()));
+    }
+    let mut key = [0u8; 32];
+    match B64.decode(m.as_bytes()) {
+        Ok(bytes) if bytes.len() == 32 => key.copy_from_slice(&bytes),
+        _ => key.copy_from_slice(&Sha256::digest(m.as_bytes())),
+    }
+    Ok(key)
+}
+
+/// The kind marker and the secret of an opened plaintext.
+fn unmark(pt: &[u8]) -> Result<(SealedKind, SecretString), SecretsError> {
+    let (marker, rest) = pt.split_first().ok_or(SecretsError::Unseal)?;
+    let kind = match marker {
+        b'p' => SealedKind::Plain,
+        b'r' => SealedKind::RsaCiphertext,
+        _ => return Err(SecretsError::Unseal),
+    };
+    let s = std::str::from_utf8(rest).map_err(|_| SecretsError::Unseal)?;
+    Ok((kind, SecretString::from(s.to_owned())))
 }
 
 /// The DER inside a PEM (or the bytes themselves when they are not PEM).
@@ -658,6 +769,78 @@ mod tests {
     const LEGACY_MASTER: &str = "EyDRv5kwtLyR/HDhBnwtPs6PhaxYxGm3ktRoL4CdcFY=";
     const LEGACY_V1: &str =
         "v1:Rk8R8dRt5hPtymI/2lHzrbAkGs5POV5rGmqq1nB8aFiQ/dTOyoS0xVSPV6mO0ulCdQ==";
+
+    #[test]
+    fn a_rotated_master_key_still_opens_what_the_previous_one_sealed() {
+        let old_master = SecretString::from(Sealer::generate_master_key().unwrap());
+        let new_master = SecretString::from(Sealer::generate_master_key().unwrap());
+        let place = Place::app_client_secret("t1", "a1");
+        let old = Sealer::from_master_key(&old_master).unwrap();
+        let sealed_before = old.seal(SealedKind::Plain, "before", &place).unwrap();
+        let rotated = Sealer::from_master_key(&new_master)
+            .unwrap()
+            .with_previous(&[old_master.clone(), new_master.clone()])
+            .unwrap();
+        // The current key is not counted twice.
+        assert_eq!(rotated.previous_keys(), 1);
+        let opened = rotated.open_detailed(&sealed_before, &place).unwrap();
+        assert_eq!(opened.secret.expose_secret(), "before");
+        assert!(opened.under_previous_key);
+        // New values are sealed with the new key only.
+        let sealed_after = rotated.seal(SealedKind::Plain, "after", &place).unwrap();
+        assert!(
+            !rotated
+                .open_detailed(&sealed_after, &place)
+                .unwrap()
+                .under_previous_key
+        );
+        assert!(matches!(
+            old.open(&sealed_after, &place),
+            Err(SecretsError::Unseal)
+        ));
+        // Without the previous key, the old value no longer opens; the binding to its row
+        // holds under every key.
+        let without = Sealer::from_master_key(&new_master).unwrap();
+        assert!(matches!(
+            without.open(&sealed_before, &place),
+            Err(SecretsError::Unseal)
+        ));
+        assert!(rotated
+            .open(&sealed_before, &Place::app_client_secret("t1", "a2"))
+            .is_err());
+        // A v1 value sealed under a previous key opens for re-sealing too.
+        let legacy = Sealer::from_master_key(&new_master)
+            .unwrap()
+            .with_previous(&[SecretString::from(LEGACY_MASTER.to_owned())])
+            .unwrap();
+        assert!(legacy.open_legacy_v1(LEGACY_V1).is_ok());
+        assert!(rotated
+            .with_previous(&[SecretString::from(String::new())])
+            .is_err());
+    }
+
+    #[test]
+    fn a_rotated_rsa_key_still_decrypts_what_was_encrypted_to_the_previous_one() {
+        let old = TestKeyPair::generate_3072().unwrap();
+        let new = TestKeyPair::generate_3072().unwrap();
+        let load = |kp: &TestKeyPair| {
+            RsaDecryptor::from_pem(kp.private_pem().unwrap().as_bytes()).unwrap()
+        };
+        let both = load(&new).with_previous(load(&old));
+        assert_eq!(both.key_count(), 2);
+        for variant in OaepVariant::ALL {
+            let to_old = old.encrypt("s-old", variant).unwrap();
+            let to_new = new.encrypt("s-new", variant).unwrap();
+            let (v, plain) = both.decrypt_variant(&to_old).unwrap();
+            assert_eq!((v, plain.expose_secret()), (variant, "s-old"));
+            assert_eq!(both.decrypt(&to_new).unwrap().expose_secret(), "s-new");
+            // The new key alone cannot read what was encrypted to the old one.
+            assert!(matches!(
+                load(&new).decrypt(&to_old),
+                Err(SecretsError::Undecryptable)
+            ));
+        }
+    }
 
     fn fresh_sealer() -> Sealer {
         Sealer::from_master_key(&SecretString::from(Sealer::generate_master_key().unwrap()))

@@ -103,7 +103,10 @@ pub async fn open_db_with(
             // a master key that exists: a migration job without one must not invent one (the
             // workers' upkeep re-seals them then).
             match existing_sealer(settings)? {
-                Some(sealer) => reseal(&db, &sealer).await?,
+                Some(sealer) => {
+                    let rsa = decryptor(settings)?;
+                    reseal(&db, &sealer, rsa.as_deref()).await?;
+                }
                 None => tracing::info!(
                     "no master key here: secrets sealed by an older kitsync are re-sealed by \
                      the workers"
@@ -194,13 +197,77 @@ kitsync is ready.
     );
 }
 
-/// Re-seals `v1:` secrets (`crate::reseal`), logging what it did.
-async fn reseal(db: &DatabaseConnection, sealer: &Sealer) -> anyhow::Result<()> {
-    let n = crate::reseal::reseal_legacy_secrets(db, sealer)
+/// Re-seals stored secrets (`crate::reseal`), logging what it did.
+async fn reseal(
+    db: &DatabaseConnection,
+    sealer: &Sealer,
+    rsa: Option<&RsaDecryptor>,
+) -> anyhow::Result<crate::reseal::Resealed> {
+    let r = crate::reseal::reseal_secrets(db, sealer, rsa)
         .await
-        .context("re-sealing secrets sealed by an older kitsync")?;
-    if n > 0 {
-        tracing::info!(count = n, "re-sealed secrets bound to their rows");
+        .context("re-sealing stored secrets")?;
+    if r.rewritten() > 0 {
+        tracing::info!(
+            legacy = r.legacy,
+            from_previous_key = r.from_previous_key,
+            decrypted = r.decrypted,
+            "re-sealed stored secrets for their rows under the current master key"
+        );
+    }
+    if r.unopenable > 0 {
+        tracing::warn!(
+            count = r.unopenable,
+            "stored secrets open with no configured master key (see `kitsync reseal`)"
+        );
+    }
+    Ok(r)
+}
+
+/// `kitsync reseal`: one pass now, and a report an operator can act on.
+///
+/// # Errors
+/// No master key, the database, or values only a removed key opens.
+pub async fn reseal_command(settings: &Settings) -> anyhow::Result<()> {
+    let db = open_db_with(settings, Schema::Check).await?;
+    let sealer = existing_sealer(settings)?.context(
+        "no master key here (secrets.master_key or secrets.master_key_path): nothing can be re-sealed",
+    )?;
+    let rsa = decryptor(settings)?;
+    let r = reseal(&db, &sealer, rsa.as_deref()).await?;
+    println!(
+        "re-sealed {} stored secrets: {} sealed by an older kitsync (v1), {} under a previous \
+         master key, {} RSA ciphertexts stored decrypted",
+        r.rewritten(),
+        r.legacy,
+        r.from_previous_key,
+        r.decrypted
+    );
+    if r.undecryptable > 0 {
+        println!(
+            "{} stored RSA ciphertexts decrypt with no configured RSA key: configure the key \
+             they were encrypted to (kit.previous_rsa_private_key_paths) and run this again",
+            r.undecryptable
+        );
+    }
+    if r.raced > 0 {
+        println!(
+            "{} rows changed while they were re-sealed: run this again",
+            r.raced
+        );
+    }
+    anyhow::ensure!(
+        r.unopenable == 0,
+        "{} stored secrets open with no configured master key (their rows are in the log \
+         above): configure the key they were sealed with in secrets.previous_master_keys and \
+         run this again",
+        r.unopenable
+    );
+    if sealer.previous_keys() > 0 && r.raced == 0 {
+        println!(
+            "every stored secret is sealed under the current master key: once no process runs \
+             with an older configuration and no queued or dead-lettered message predates the \
+             rotation, the previous master keys can be removed"
+        );
     }
     Ok(())
 }
@@ -254,7 +321,16 @@ pub fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
             }
         }
     };
-    Ok(Sealer::from_master_key(&key)?)
+    let mut previous = settings.secrets.previous_master_keys.clone();
+    for path in &settings.secrets.previous_master_key_paths {
+        let k = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the previous master key {}", path.display()))?;
+        crate::files::warn_if_exposed(path, "a previous master key file");
+        previous.push(SecretString::from(k.trim().to_owned()));
+    }
+    Sealer::from_master_key(&key)?
+        .with_previous(&previous)
+        .context("secrets.previous_master_keys")
 }
 
 fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
@@ -293,15 +369,26 @@ pub fn reveal_client_secret(
 /// # Errors
 /// The key file is unreadable or not a PKCS#8 RSA key.
 pub fn decryptor(settings: &Settings) -> anyhow::Result<Option<Arc<RsaDecryptor>>> {
-    let Some(path) = &settings.kit.rsa_private_key_path else {
+    let kit = &settings.kit;
+    let Some(path) = &kit.rsa_private_key_path else {
+        anyhow::ensure!(
+            kit.previous_rsa_private_key_paths.is_empty(),
+            "kit.previous_rsa_private_key_paths is set but kit.rsa_private_key_path is not: \
+             configure the current key too"
+        );
         return Ok(None);
     };
-    let pem = std::fs::read(path)
-        .with_context(|| format!("reading the RSA private key {}", path.display()))?;
-    crate::files::warn_if_exposed(path, "the RSA private key file");
-    let d = RsaDecryptor::from_pem(&pem)
-        .with_context(|| format!("loading the RSA private key {}", path.display()))?;
+    let mut d = rsa_key(path, "the RSA private key")?;
+    for previous in &kit.previous_rsa_private_key_paths {
+        d = d.with_previous(rsa_key(previous, "a previous RSA private key")?);
+    }
     Ok(Some(Arc::new(d)))
+}
+
+fn rsa_key(path: &std::path::Path, what: &str) -> anyhow::Result<RsaDecryptor> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    crate::files::warn_if_exposed(path, &format!("{what} file"));
+    RsaDecryptor::from_pem(&pem).with_context(|| format!("loading {what} {}", path.display()))
 }
 
 /// Short, non-reversible fingerprints of the configured access keys, for the startup log.
@@ -373,7 +460,7 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
             tracing::info!(count = fps.len(), fingerprints = ?fps, "Kit access keys configured (SHA-256 prefixes)");
         }
         match &decryptor {
-            Some(d) => tracing::info!(bits = d.key_size_bits(), "RSA private key loaded for clientSecret"),
+            Some(d) => tracing::info!(bits = d.key_size_bits(), keys = d.key_count(), "RSA private key loaded for clientSecret (keys: the current one, then previous ones)"),
             None => tracing::warn!("no RSA private key (KITSYNC_KIT__RSA_PRIVATE_KEY_PATH): clientSecrets are stored sealed but still RSA-encrypted"),
         }
         let replays = ReplayLedger::new(db.clone());
@@ -467,8 +554,9 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         // Messages sealed by an ingress of an older release may be applied after `migrate`
         // re-sealed the rows: the workers re-seal what such messages wrote.
         let (db2, upkeep_sealer, rx) = (db.clone(), sealer(&settings)?, shutdown_rx.clone());
+        let upkeep_rsa = decryptor(&settings)?;
         tasks.spawn(async move {
-            reseal_periodically(db2, upkeep_sealer, rx).await;
+            reseal_periodically(db2, upkeep_sealer, upkeep_rsa, rx).await;
             Ok(())
         });
 
@@ -619,11 +707,13 @@ async fn prune_logins(db: DatabaseConnection, mut shutdown: tokio::sync::watch::
     }
 }
 
-/// Re-seals `v1:` secrets a minute after start, then hourly (see `crate::reseal`); a pass
-/// that finds nothing costs one scan of two small tables (apps, webhook endpoints).
+/// Re-seals stored secrets a minute after start, then hourly (see `crate::reseal`): values
+/// written by messages an ingress sealed before a rotation (or by an older release) are
+/// sealed again under the current key without an operator's step.
 async fn reseal_periodically(
     db: DatabaseConnection,
     sealer: Sealer,
+    rsa: Option<Arc<RsaDecryptor>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut pause = Duration::from_secs(60);
@@ -632,7 +722,7 @@ async fn reseal_periodically(
             _ = shutdown.wait_for(|s| *s) => return,
             () = tokio::time::sleep(pause) => {}
         }
-        if let Err(e) = reseal(&db, &sealer).await {
+        if let Err(e) = reseal(&db, &sealer, rsa.as_deref()).await {
             tracing::warn!(error = %format!("{e:#}"), "re-sealing secrets failed; will retry");
         }
         pause = Duration::from_secs(3600);

@@ -63,6 +63,10 @@ enum Cmd {
     /// Apply pending database migrations and exit (several at once are safe: they take
     /// turns).
     Migrate,
+    /// Seal every stored secret for its row under the current master key (after a master key
+    /// rotation, or once an RSA key is configured: stored RSA ciphertexts are decrypted), and
+    /// say whether the previous keys are still needed. Safe beside running processes.
+    Reseal,
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -371,6 +375,7 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
         Cmd::Webhooks { command } => webhooks(settings, command).await,
         Cmd::Send(args) => send::run(&settings, args).await,
         Cmd::Emulate(args) => emulate::run(&settings, args).await,
+        Cmd::Reseal => app::reseal_command(&settings).await,
         Cmd::Apps { command } => apps(settings, command).await,
         Cmd::OidcClient { command } => oidc_client(settings, command).await,
         Cmd::OidcKey { command } => oidc_key(settings, command).await,

@@ -1,24 +1,34 @@
-//! Re-sealing the secrets older versions stored as `v1:`.
+//! Re-sealing stored secrets so that each is sealed for its row under the current master
+//! key, and holds the decrypted `clientSecret` where an RSA key is configured.
 //!
-//! A `v1:` value was sealed with the master key but bound to nothing, so it would still open
-//! after being copied to another row. Today's `v2:` seal is bound to its table, column and
-//! row (`kitsync_secrets::Place`), and `Sealer::open` refuses `v1:`. This routine opens
-//! every `v1:` value in `apps.client_secret` and `webhook_endpoints.secret` (migrations
-//! `m20261122_000001_directory` and `m20261129_000007_webhooks`) and writes it back sealed for
-//! its row.
+//! Three kinds of stored value are rewritten:
+//! - `v1:` values, which older versions sealed bound to nothing (they would still open after
+//!   being copied to another row); today's `v2:` seal is bound to its table, column and row
+//!   (`kitsync_secrets::Place`), and `Sealer::open` refuses `v1:`;
+//! - values that open only with a previous master key (`secrets.previous_master_keys`, a
+//!   rotation): sealed again under the current key, so the previous one can be removed;
+//! - app secrets stored as the marketplace's RSA ciphertext (no RSA key was configured when
+//!   they arrived) that a configured RSA key now decrypts: stored decrypted, so a later RSA
+//!   key rotation does not strand them.
 //!
-//! - Safe beside running processes: a row is only updated if it still holds the `v1:` value
-//!   that was read (compare-and-set in the `UPDATE`), so a concurrent write is never
-//!   overwritten; each row is its own statement, so no lock is held across rows and an apply
-//!   transaction cannot deadlock with it.
-//! - Idempotent: re-sealed rows no longer match, so a second run re-seals nothing. Rows are
+//! The sealed columns are listed in [`COLUMNS`] (created by migrations
+//! `m20261122_000001_directory`, `m20261129_000007_webhooks` and `m20261203_000012_login`).
+//!
+//! - Safe beside running processes: a row is only updated if it still holds the value that
+//!   was read (compare-and-set in the `UPDATE`), so a concurrent write is never overwritten;
+//!   each row is its own statement, so no lock is held across rows and an apply transaction
+//!   cannot deadlock with it.
+//! - Idempotent: rewritten rows no longer match, so a second run rewrites nothing. Rows are
 //!   read in key order, a page at a time, so memory stays bounded on any table size.
-//! - A `v1:` value that this master key cannot open is left as it is (it could not be opened
-//!   before either) and reported with its row's key, never its value.
+//! - Cheap when there is nothing to do: without previous master keys and without an RSA key
+//!   only `v1:` rows are read; otherwise every sealed value is opened once (AES-GCM, about a
+//!   microsecond each).
+//! - A value no configured key opens is left as it is and reported with its row's key, never
+//!   its value.
 use anyhow::Context as _;
-use kitsync_secrets::{Place, Sealer};
+use kitsync_secrets::{Opened, Place, RsaDecryptor, SealedKind, Sealer};
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, Statement, Value};
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// Rows read per page.
 const PAGE: u64 = 200;
@@ -30,6 +40,8 @@ struct SealedColumn {
     /// The primary key, in order.
     key: &'static [&'static str],
     place: for<'a> fn(&'a [String]) -> Place<'a>,
+    /// May hold `SealedKind::RsaCiphertext` (only app secrets do).
+    rsa_ciphertext: bool,
 }
 
 fn app_place(key: &[String]) -> Place<'_> {
@@ -40,61 +52,182 @@ fn webhook_place(key: &[String]) -> Place<'_> {
     Place::webhook_secret(&key[0])
 }
 
-const COLUMNS: [SealedColumn; 2] = [
+fn signing_key_place(key: &[String]) -> Place<'_> {
+    Place::oidc_signing_key(&key[0])
+}
+
+fn kit_tokens_place(key: &[String]) -> Place<'_> {
+    Place::oidc_kit_tokens(&key[0])
+}
+
+const COLUMNS: [SealedColumn; 4] = [
     SealedColumn {
         table: "apps",
         column: "client_secret",
         key: &["tenant_id", "app_id"],
         place: app_place,
+        rsa_ciphertext: true,
     },
     SealedColumn {
         table: "webhook_endpoints",
         column: "secret",
         key: &["id"],
         place: webhook_place,
+        rsa_ciphertext: false,
+    },
+    SealedColumn {
+        table: "oidc_keys",
+        column: "private_key",
+        key: &["kid"],
+        place: signing_key_place,
+        rsa_ciphertext: false,
+    },
+    SealedColumn {
+        table: "oidc_sessions",
+        column: "kit_tokens",
+        key: &["id"],
+        place: kit_tokens_place,
+        rsa_ciphertext: false,
     },
 ];
 
-/// Re-seals every `v1:` secret bound to its row; returns how many rows were updated.
+/// What a pass did and found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    /// `v1:` values sealed again for their rows.
+    pub legacy: usize,
+    /// Values sealed again under the current master key.
+    pub from_previous_key: usize,
+    /// RSA ciphertexts stored decrypted.
+    pub decrypted: usize,
+    /// Values no configured master key opens (left as they are).
+    pub unopenable: usize,
+    /// RSA ciphertexts no configured RSA key decrypts (left as they are).
+    pub undecryptable: usize,
+    /// Rows that changed while this pass rewrote them: the concurrent write stands, and the
+    /// next pass looks at them again.
+    pub raced: usize,
+}
+
+impl Resealed {
+    /// Rows rewritten.
+    #[must_use]
+    pub fn rewritten(&self) -> usize {
+        self.legacy + self.from_previous_key + self.decrypted
+    }
+
+    fn add(&mut self, o: Self) {
+        self.legacy += o.legacy;
+        self.from_previous_key += o.from_previous_key;
+        self.decrypted += o.decrypted;
+        self.unopenable += o.unopenable;
+        self.undecryptable += o.undecryptable;
+        self.raced += o.raced;
+    }
+}
+
+/// One pass over every sealed column (see the module documentation).
 ///
 /// # Errors
 /// A database error, or the cipher failed.
-pub async fn reseal_legacy_secrets(
+pub async fn reseal_secrets(
     db: &DatabaseConnection,
     sealer: &Sealer,
-) -> anyhow::Result<usize> {
-    reseal_paged(db, sealer, PAGE).await
+    rsa: Option<&RsaDecryptor>,
+) -> anyhow::Result<Resealed> {
+    reseal_paged(db, sealer, rsa, PAGE).await
 }
 
 async fn reseal_paged(
     db: &DatabaseConnection,
     sealer: &Sealer,
+    rsa: Option<&RsaDecryptor>,
     page: u64,
-) -> anyhow::Result<usize> {
-    let mut resealed = 0;
+) -> anyhow::Result<Resealed> {
+    let mut total = Resealed::default();
     for col in &COLUMNS {
-        resealed += reseal_column(db, sealer, col, page)
+        let found = reseal_column(db, sealer, rsa, col, page)
             .await
             .with_context(|| format!("re-sealing {}.{}", col.table, col.column))?;
+        total.add(found);
     }
-    Ok(resealed)
+    Ok(total)
+}
+
+/// What to do with one stored value.
+enum Verdict {
+    Keep,
+    /// Seal this again for its row under the current key; the counter it adds to.
+    Rewrite(SealedKind, SecretString, fn(&mut Resealed)),
+    Unopenable,
+    Undecryptable,
+}
+
+fn judge(
+    sealer: &Sealer,
+    rsa: Option<&RsaDecryptor>,
+    col: &SealedColumn,
+    old: &str,
+    place: &Place<'_>,
+) -> Verdict {
+    let legacy = old.starts_with("v1:");
+    let opened = if legacy {
+        sealer.open_legacy_v1(old).map(|(kind, secret)| Opened {
+            kind,
+            secret,
+            under_previous_key: false,
+        })
+    } else {
+        sealer.open_detailed(old, place)
+    };
+    let Ok(opened) = opened else {
+        return Verdict::Unopenable;
+    };
+    let stale = legacy || opened.under_previous_key;
+    let count: fn(&mut Resealed) = if legacy {
+        |r| r.legacy += 1
+    } else {
+        |r| r.from_previous_key += 1
+    };
+    if let (true, SealedKind::RsaCiphertext, Some(rsa)) = (col.rsa_ciphertext, opened.kind, rsa) {
+        return match rsa.decrypt(opened.secret.expose_secret()) {
+            Ok(plain) => Verdict::Rewrite(SealedKind::Plain, plain, |r| r.decrypted += 1),
+            // Keep the ciphertext (a key configured later may decrypt it), sealed afresh if
+            // its seal is stale.
+            Err(_) if stale => Verdict::Rewrite(opened.kind, opened.secret, count),
+            Err(_) => Verdict::Undecryptable,
+        };
+    }
+    if stale {
+        Verdict::Rewrite(opened.kind, opened.secret, count)
+    } else {
+        Verdict::Keep
+    }
 }
 
 async fn reseal_column(
     db: &DatabaseConnection,
     sealer: &Sealer,
+    rsa: Option<&RsaDecryptor>,
     col: &SealedColumn,
     page: u64,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Resealed> {
     let keys = col.key.join(", ");
+    // Only v1 values can need work unless a previous key or an RSA key is configured.
+    let every_value = sealer.previous_keys() > 0 || (col.rsa_ciphertext && rsa.is_some());
+    let filter = if every_value {
+        format!("{} <> ''", col.column)
+    } else {
+        format!("substr({}, 1, 3) = 'v1:'", col.column)
+    };
     let mut after: Option<Vec<String>> = None;
-    let mut resealed = 0;
+    let mut found = Resealed::default();
     loop {
-        // Keyset paging on the primary key: unopenable rows stay `v1:`, so "the first page
-        // of v1 rows" would return them forever.
+        // Keyset paging on the primary key: rows left as they are still match, so "the
+        // first page of matching rows" would return them forever.
         let mut values: Vec<Value> = Vec::new();
         let mut sql = format!(
-            "SELECT {keys}, {c} FROM {t} WHERE substr({c}, 1, 3) = 'v1:'",
+            "SELECT {keys}, {c} FROM {t} WHERE {filter}",
             c = col.column,
             t = col.table
         );
@@ -111,23 +244,38 @@ async fn reseal_column(
                 .map(|i| row.try_get_by_index::<String>(i))
                 .collect::<Result<Vec<_>, _>>()?;
             let old: String = row.try_get_by_index(n)?;
-            let Ok((kind, plain)) = sealer.open_legacy_v1(&old) else {
-                tracing::warn!(
-                    table = col.table,
-                    key = %key.join("/"),
-                    "a v1 sealed secret does not open with this master key; left as it is"
-                );
-                after = Some(key);
-                continue;
-            };
-            let new = sealer.seal(kind, plain.expose_secret(), &(col.place)(&key))?;
-            if replace_if_unchanged(db, col, &key, &old, &new).await? {
-                resealed += 1;
+            let place = (col.place)(&key);
+            match judge(sealer, rsa, col, &old, &place) {
+                Verdict::Keep => {}
+                Verdict::Unopenable => {
+                    tracing::warn!(
+                        table = col.table,
+                        key = %key.join("/"),
+                        "a sealed secret opens with no configured master key; left as it is"
+                    );
+                    found.unopenable += 1;
+                }
+                Verdict::Undecryptable => {
+                    tracing::warn!(
+                        table = col.table,
+                        key = %key.join("/"),
+                        "a stored RSA ciphertext decrypts with no configured RSA key; left as it is"
+                    );
+                    found.undecryptable += 1;
+                }
+                Verdict::Rewrite(kind, plain, count) => {
+                    let new = sealer.seal(kind, plain.expose_secret(), &place)?;
+                    if replace_if_unchanged(db, col, &key, &old, &new).await? {
+                        count(&mut found);
+                    } else {
+                        found.raced += 1;
+                    }
+                }
             }
             after = Some(key);
         }
         if (rows.len() as u64) < page {
-            return Ok(resealed);
+            return Ok(found);
         }
     }
 }
@@ -258,7 +406,7 @@ mod tests {
         insert_app(db, "t5", "a5", foreign).await;
         insert_webhook(db, "whk_000000000001", V1_WEBHOOK_SECRET).await;
 
-        assert_eq!(reseal_legacy_secrets(db, &sealer).await.unwrap(), 3);
+        assert_eq!(reseal_secrets(db, &sealer, None).await.unwrap().legacy, 3);
 
         for (t, a) in [("t1", "a1"), ("t2", "a2")] {
             let v = app_secret(db, t, a).await;
@@ -284,7 +432,10 @@ mod tests {
             .unwrap();
         assert_eq!(plain.expose_secret(), WEBHOOK_PLAIN);
 
-        assert_eq!(reseal_legacy_secrets(db, &sealer).await.unwrap(), 0);
+        assert_eq!(
+            reseal_secrets(db, &sealer, None).await.unwrap().rewritten(),
+            0
+        );
         assert_eq!(app_secret(db, "t1", "a1").await, t1, "nothing rewritten");
         tdb.cleanup().await;
     }
@@ -310,7 +461,7 @@ mod tests {
         for i in 0..3 {
             insert_webhook(db, &format!("whk_{i:012}"), V1_WEBHOOK_SECRET).await;
         }
-        assert_eq!(reseal_paged(db, &sealer, 2).await.unwrap(), 8);
+        assert_eq!(reseal_paged(db, &sealer, None, 2).await.unwrap().legacy, 8);
         for i in 0..5 {
             let a = format!("a{i}");
             let v = app_secret(db, "t1", &a).await;
@@ -321,7 +472,13 @@ mod tests {
             let v = webhook_secret(db, &id).await;
             assert!(sealer.open(&v, &Place::webhook_secret(&id)).is_ok());
         }
-        assert_eq!(reseal_paged(db, &sealer, 2).await.unwrap(), 0);
+        assert_eq!(
+            reseal_paged(db, &sealer, None, 2)
+                .await
+                .unwrap()
+                .rewritten(),
+            0
+        );
         tdb.cleanup().await;
     }
 

@@ -95,6 +95,18 @@ pub struct SecretsSettings {
     /// Where the master key is read from when `master_key` is unset (created there, 0600, on
     /// the first start that needs one).
     pub master_key_path: PathBuf,
+    /// Master keys the current one replaces (a rotation): values sealed under them still
+    /// open, and `kitsync reseal` (also run by `migrate` and hourly by workers) seals them
+    /// again under the current key. From the environment, a comma-separated list.
+    #[serde(
+        deserialize_with = "kitsync_ingress::settings::secret_list",
+        serialize_with = "kitsync_ingress::settings::redacted_secrets"
+    )]
+    pub previous_master_keys: Vec<SecretString>,
+    /// Files holding previous master keys, one key per file (for keys mounted as secret
+    /// files); read like `previous_master_keys`.
+    #[serde(deserialize_with = "kitsync_ingress::settings::path_list")]
+    pub previous_master_key_paths: Vec<PathBuf>,
 }
 
 impl Default for SecretsSettings {
@@ -102,6 +114,8 @@ impl Default for SecretsSettings {
         Self {
             master_key: None,
             master_key_path: PathBuf::from("data/master.key"),
+            previous_master_keys: Vec::new(),
+            previous_master_key_paths: Vec::new(),
         }
     }
 }
