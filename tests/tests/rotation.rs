@@ -206,10 +206,10 @@ async fn rotating_the_access_rsa_and_master_keys_loses_no_callback_and_strands_n
         .unwrap();
     assert!(plain.expose_secret().starts_with("whsec_"));
     for (kid, key) in env
-        .strings("SELECT kid FROM oidc_keys")
+        .strings("SELECT kid FROM oidc_keys ORDER BY kid")
         .await
         .into_iter()
-        .zip(env.strings("SELECT private_key FROM oidc_keys").await)
+        .zip(env.strings("SELECT private_key FROM oidc_keys ORDER BY kid").await)
     {
         assert!(
             sealer.open(&key, &Place::oidc_signing_key(&kid)).is_ok(),
@@ -250,5 +250,15 @@ async fn rotating_the_access_rsa_and_master_keys_loses_no_callback_and_strands_n
         .await;
     assert_eq!(r.code, "000002", "{r:?}");
     stop(after).await;
+
+    // A migration job that does not mount the RSA key (a Kubernetes init container) still
+    // migrates and re-seals; only the decryption of stored ciphertexts waits for the workers.
+    env.rsa_key_path = Some(env.dir().join("not-mounted.pem"));
+    let out = env.cli(&["migrate"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     env.finish().await;
 }

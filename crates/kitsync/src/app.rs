@@ -104,7 +104,17 @@ pub async fn open_db_with(
             // workers' upkeep re-seals them then).
             match existing_sealer(settings)? {
                 Some(sealer) => {
-                    let rsa = decryptor(settings)?;
+                    // The RSA key only decrypts stored ciphertexts here; a migration job
+                    // without it (a Kubernetes init container mounts no key) still migrates,
+                    // and the workers' upkeep decrypts them.
+                    let rsa = decryptor(settings).unwrap_or_else(|e| {
+                        tracing::info!(
+                            error = %format!("{e:#}"),
+                            "no usable RSA key here: stored RSA ciphertexts are decrypted by \
+                             the workers"
+                        );
+                        None
+                    });
                     reseal(&db, &sealer, rsa.as_deref()).await?;
                 }
                 None => tracing::info!(
