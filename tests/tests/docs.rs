@@ -120,6 +120,7 @@ fn the_docs_the_readme_points_to_exist() {
         "statistics.md",
         "configuration.md",
         "login.md",
+        "operations.md",
     ] {
         let text = std::fs::read_to_string(root.join("docs").join(doc)).unwrap();
         assert!(text.len() > 2000, "docs/{doc} is a stub");
