@@ -298,10 +298,36 @@ impl Env {
         v
     }
 
+    /// [`Env::process_env`] with `overrides` applied in order: `(name, Some(value))` sets or
+    /// replaces a variable, `(name, None)` removes it. For processes configured from elsewhere
+    /// (the deploy test takes `deploy/compose.yaml`'s settings) while keeping the test's own
+    /// database, queue name and keys unless an override replaces them.
+    #[must_use]
+    pub fn process_env_with(
+        &self,
+        overrides: &[(String, Option<String>)],
+    ) -> Vec<(String, String)> {
+        let mut v = self.process_env();
+        for (name, value) in overrides {
+            v.retain(|(k, _)| k != name);
+            if let Some(value) = value {
+                v.push((name.clone(), value.clone()));
+            }
+        }
+        v
+    }
+
     /// `kitsync ARGS` with this test's environment (and nothing from the caller's
     /// `KITSYNC_*`/`RUST_LOG`), in the test's directory.
     #[must_use]
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with(args, &[])
+    }
+
+    /// [`Env::command`] with [`Env::process_env_with`]`(overrides)`; a removed variable is
+    /// not inherited from the test process either.
+    #[must_use]
+    pub fn command_with(&self, args: &[&str], overrides: &[(String, Option<String>)]) -> Command {
         let mut cmd = Command::new(kitsync_bin());
         for (k, _) in std::env::vars_os() {
             let name = k.to_string_lossy();
@@ -309,7 +335,12 @@ impl Env {
                 cmd.env_remove(&k);
             }
         }
-        cmd.envs(self.process_env())
+        for (name, value) in overrides {
+            if value.is_none() {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.envs(self.process_env_with(overrides))
             .args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
@@ -321,7 +352,15 @@ impl Env {
     /// # Panics
     /// The process cannot be started, or runs longer than 60 s.
     pub async fn cli(&self, args: &[&str]) -> Output {
-        let mut cmd = self.command(args);
+        self.cli_with(args, &[]).await
+    }
+
+    /// [`Env::cli`] with [`Env::process_env_with`]`(overrides)`.
+    ///
+    /// # Panics
+    /// The process cannot be started, or runs longer than 60 s.
+    pub async fn cli_with(&self, args: &[&str], overrides: &[(String, Option<String>)]) -> Output {
+        let mut cmd = self.command_with(args, overrides);
         let label = args.join(" ");
         let out = tokio::time::timeout(
             Duration::from_secs(60),
@@ -341,7 +380,22 @@ impl Env {
     /// # Panics
     /// The process exits or is not ready within 60 s (its stderr is in the message).
     pub async fn start(&self, mode: &str) -> Server {
-        Server::start(self, mode).await
+        Server::start(self, &[mode], &[]).await
+    }
+
+    /// [`Env::start`] for `kitsync ARGS` — `ARGS[0]` is `serve`, `ingress` or `worker`, the
+    /// rest its flags (`--no-migrate`) — with [`Env::process_env_with`]`(overrides)`. The
+    /// logs may be text or JSON (`KITSYNC_LOG__FORMAT`); the process must still run on the
+    /// test's database and queue.
+    ///
+    /// # Panics
+    /// As [`Env::start`]; `args` is empty.
+    pub async fn start_with(
+        &self,
+        args: &[&str],
+        overrides: &[(String, Option<String>)],
+    ) -> Server {
+        Server::start(self, args, overrides).await
     }
 
     /// The database connection the test observes with.
@@ -523,8 +577,9 @@ pub struct Server {
 }
 
 impl Server {
-    async fn start(env: &Env, mode: &str) -> Server {
-        let mut cmd = env.command(&[mode]);
+    async fn start(env: &Env, args: &[&str], overrides: &[(String, Option<String>)]) -> Server {
+        let mode = *args.first().expect("kitsync needs a subcommand");
+        let mut cmd = env.command_with(args, overrides);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawning kitsync");
         let log = Arc::new(Mutex::new(String::new()));
@@ -577,7 +632,7 @@ impl Server {
         let wants_addr = mode != "worker";
         let wants_worker = mode != "ingress";
         let wants_metrics = env
-            .process_env()
+            .process_env_with(overrides)
             .iter()
             .any(|(k, v)| k == "KITSYNC_METRICS__ADDR" && !v.trim().is_empty());
         let mut worker_ready = false;
@@ -605,9 +660,14 @@ impl Server {
                 } else {
                     "sqlite:"
                 };
+                // The `kitsync starting` line, as text (`queue="amqp" database=postgres://…`)
+                // or as JSON (`"queue":"amqp"`, `"database":"postgres://…"`).
+                let on_queue = line.contains(&format!("queue=\"{queue}\""))
+                    || line.contains(&format!("\"queue\":\"{queue}\""));
+                let on_database = line.contains(&format!("database={database}"))
+                    || line.contains(&format!("\"database\":\"{database}"));
                 assert!(
-                    line.contains(&format!("queue=\"{queue}\""))
-                        && line.contains(&format!("database={database}")),
+                    on_queue && on_database,
                     "kitsync {mode} should run on {database} with the {queue} queue:\n{}",
                     server.logs()
                 );

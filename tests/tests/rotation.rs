@@ -209,7 +209,10 @@ async fn rotating_the_access_rsa_and_master_keys_loses_no_callback_and_strands_n
         .strings("SELECT kid FROM oidc_keys ORDER BY kid")
         .await
         .into_iter()
-        .zip(env.strings("SELECT private_key FROM oidc_keys ORDER BY kid").await)
+        .zip(
+            env.strings("SELECT private_key FROM oidc_keys ORDER BY kid")
+                .await,
+        )
     {
         assert!(
             sealer.open(&key, &Place::oidc_signing_key(&kid)).is_ok(),
@@ -255,6 +258,43 @@ async fn rotating_the_access_rsa_and_master_keys_loses_no_callback_and_strands_n
     // migrates and re-seals; only the decryption of stored ciphertexts waits for the workers.
     env.rsa_key_path = Some(env.dir().join("not-mounted.pem"));
     let out = env.cli(&["migrate"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.finish().await;
+}
+
+/// Without a master key, a process on the embedded database makes one beside it (a new
+/// install is one command); on a shared database it refuses to start, because a key of its
+/// own would seal what the other processes cannot open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_embedded_database_gets_a_master_key_made_for_it() {
+    let env = Env::new("no-master-key").await;
+    let key_file = env.dir().join("data/master.key");
+    let unset = [("KITSYNC_SECRETS__MASTER_KEY".to_owned(), None)];
+    if env.is_postgres() {
+        let out = env.cli_with(&["worker"], &unset).await;
+        assert!(!out.status.success(), "the worker refuses to start");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no master key") && err.contains("KITSYNC_SECRETS__MASTER_KEY"),
+            "{err}"
+        );
+        assert!(!key_file.exists(), "no key was made");
+    } else {
+        let mut worker = env.start_with(&["worker"], &unset).await;
+        wait_until(
+            "a key is made beside the database",
+            APPLY_TIMEOUT,
+            || async { key_file.exists() },
+        )
+        .await;
+        assert!(worker.terminate(Duration::from_secs(30)).await.success());
+    }
+    // Commands that only read keep working either way.
+    let out = env.cli_with(&["token", "list"], &unset).await;
     assert!(
         out.status.success(),
         "{}",

@@ -299,7 +299,12 @@ pub fn existing_sealer(settings: &Settings) -> anyhow::Result<Option<Sealer>> {
     }
 }
 
-/// The master key: configured, or created once beside the database and reused.
+fn is_sqlite(url: &str) -> bool {
+    url.trim().starts_with("sqlite:")
+}
+
+/// The master key: configured, or (embedded database only) created once beside the database
+/// and reused.
 ///
 /// # Errors
 /// The key file cannot be read or written, or the key is empty.
@@ -314,6 +319,19 @@ pub fn sealer(settings: &Settings) -> anyhow::Result<Sealer> {
                     SecretString::from(k.trim().to_owned())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // A key made here is this process's own: right beside an embedded
+                    // database, wrong for a shared one, where every process must seal and
+                    // open with the same key (an ingress's secrets would not open in a
+                    // worker with another).
+                    anyhow::ensure!(
+                        is_sqlite(&settings.database.url),
+                        "no master key: secrets.master_key is not set and {} does not exist. \
+                         On a shared database every process must use the same master key, so \
+                         kitsync does not create one: set KITSYNC_SECRETS__MASTER_KEY (the \
+                         same for every process; `openssl rand -base64 32` makes one) or put \
+                         it in that file",
+                        path.display()
+                    );
                     let k = Sealer::generate_master_key()?;
                     if let Some(parent) = path.parent() {
                         crate::files::create_private_dir_all(parent)?;

@@ -100,7 +100,9 @@ fn bench_settings(mut s: Settings) -> anyhow::Result<(Settings, tempfile::TempDi
     }
     // The benchmarks seal no real secret: never create or read the operator's master key.
     s.secrets.master_key_path = dir.path().join("master.key");
-    s.secrets.master_key = None;
+    s.secrets.master_key = Some(secrecy::SecretString::from(
+        kitsync_secrets::Sealer::generate_master_key()?,
+    ));
     s.queue.name = format!("kitsync.bench.{}", uuid::Uuid::new_v4().simple());
     s.http.addr = "127.0.0.1:0".into();
     Ok((s, dir))

@@ -88,8 +88,10 @@ impl Default for DatabaseSettings {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct SecretsSettings {
-    /// Master key sealing secrets at rest (base64 of 32 random bytes). When unset, a key is
-    /// created on first start at `master_key_path` and reused afterwards.
+    /// Master key sealing secrets at rest (base64 of 32 random bytes), the same for every
+    /// process. When unset, a key is read from `master_key_path`; on the embedded SQLite
+    /// database one is created there on first start, on a shared database (PostgreSQL) a
+    /// process refuses to start without one.
     #[serde(serialize_with = "redacted_secret")]
     pub master_key: Option<SecretString>,
     /// Where the master key is read from when `master_key` is unset (created there, 0600, on
