@@ -815,8 +815,17 @@ async fn member_pages_are_complete_while_callbacks_write() {
     // The reader: full passes in pages of 7 while the writer runs.
     let mut passes = 0;
     let mut churn_seen = 0;
+    // Passes during which the writer's changes were applied (the journal grew between the
+    // pass's first and last page): what makes this a test of paging *under* writes.
+    let mut passes_under_writes = 0;
+    let journal_head = "SELECT COALESCE(MAX(id), 0) FROM journal";
     let started = std::time::Instant::now();
-    while passes < 3 || started.elapsed() < Duration::from_secs(3) {
+    while passes < 3 || started.elapsed() < Duration::from_secs(3) || passes_under_writes == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no write was applied during any of {passes} passes"
+        );
+        let head_before = env.scalar(journal_head).await;
         let mut seen: Vec<String> = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -849,12 +858,23 @@ async fn member_pages_are_complete_while_callbacks_write() {
             "pass {passes}: every stable member once"
         );
         churn_seen += seen.len() - stable_seen.len();
+        if env.scalar(journal_head).await > head_before {
+            passes_under_writes += 1;
+        }
         passes += 1;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rounds = writer.await.unwrap();
-    println!("{passes} passes over 150 members during {rounds} write rounds; {churn_seen} churn members seen");
+    println!("{passes} passes over 150 members during {rounds} write rounds ({passes_under_writes} passes with writes applied during them); {churn_seen} churn members seen");
     assert!(rounds >= 2, "the writer kept writing ({rounds} rounds)");
+    assert!(
+        passes_under_writes >= 1,
+        "a write landed while a pass was paging"
+    );
+    assert!(
+        churn_seen > 0,
+        "the passes saw the writer's members come and go"
+    );
     env.finish().await;
 }
 

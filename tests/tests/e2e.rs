@@ -609,7 +609,7 @@ async fn killed_worker_loses_and_doubles_nothing() {
     // The embedded queue gives a dead worker's leases back after this long.
     env.queue.lease_ms = 3_000;
     let ingress = env.start("ingress").await;
-    let mut worker = env.start("worker").await;
+    let (mut worker, mut db_proxy) = killable_worker(&env).await;
     let kit = ingress.kit();
     let t = "tenant-kill";
     let app = "app-kill";
@@ -644,7 +644,9 @@ async fn killed_worker_loses_and_doubles_nothing() {
     }
 
     // Kill the worker twice while it is applying, with callbacks still coming in; each time a
-    // new worker takes over.
+    // new worker takes over. A kill must land while the worker holds messages it has not
+    // acknowledged (mid-batch); one that lands between batches does not count, and the next
+    // worker is killed again.
     for (round, share) in [(1, 4), (2, 2)] {
         let before = env.live_authorizations().await;
         wait_until("the worker applies callbacks", APPLY_TIMEOUT, || async {
@@ -652,16 +654,46 @@ async fn killed_worker_loses_and_doubles_nothing() {
                 && answered.load(Ordering::SeqCst) >= CALLBACKS / share
         })
         .await;
-        worker.kill9();
-        let at_kill = env.live_authorizations().await;
-        let held = if env.is_amqp() {
-            -1
-        } else {
-            env.scalar("SELECT COUNT(*) FROM queue_messages WHERE lease_owner IS NOT NULL")
-                .await
+        let mut attempts = 0;
+        let (at_kill, held) = loop {
+            attempts += 1;
+            let held = if let Some(proxy) = &db_proxy {
+                // RabbitMQ: the broker requeues a dead consumer's messages at once, so count
+                // them before the kill, with the worker's database frozen: it can neither
+                // commit nor acknowledge, so what it holds now it holds when killed.
+                proxy.freeze();
+                wait_until(
+                    "the frozen worker holds messages",
+                    APPLY_TIMEOUT,
+                    || async { unacknowledged(&env).await > 0 },
+                )
+                .await;
+                let held = unacknowledged(&env).await;
+                worker.kill9();
+                proxy.cut();
+                held
+            } else {
+                // Embedded queue: the dead worker's leases, counted after the kill (exact:
+                // nobody clears them before `queue.lease_ms`).
+                wait_until("the worker holds messages", APPLY_TIMEOUT, || async {
+                    unacknowledged(&env).await > 0
+                })
+                .await;
+                worker.kill9();
+                unacknowledged(&env).await
+            };
+            let at_kill = env.live_authorizations().await;
+            (worker, db_proxy) = killable_worker(&env).await;
+            if held > 0 {
+                break (at_kill, held);
+            }
+            assert!(
+                attempts < 5,
+                "no kill landed mid-batch in {attempts} attempts"
+            );
         };
         eprintln!(
-            "kill {round}: worker killed with {at_kill} of {} authorisations applied, {} callbacks answered, {held} messages leased (-1: RabbitMQ)",
+            "kill {round}: worker killed with {at_kill} of {} authorisations applied, {} callbacks answered, {held} messages held unacknowledged, attempt {attempts}",
             expected.len(),
             answered.load(Ordering::SeqCst)
         );
@@ -670,7 +702,6 @@ async fn killed_worker_loses_and_doubles_nothing() {
             "the worker was killed mid-stream ({at_kill} of {} applied)",
             expected.len()
         );
-        worker = env.start("worker").await;
     }
     let mut worker2 = worker;
 
@@ -720,6 +751,48 @@ async fn killed_worker_loses_and_doubles_nothing() {
 
     drop(ingress);
     env.finish().await;
+}
+
+/// A worker; on RabbitMQ + PostgreSQL it reaches the database through a proxy of its own, so
+/// that the test can freeze it mid-batch.
+async fn killable_worker(env: &Env) -> (tests::Server, Option<TcpProxy>) {
+    if !(env.is_amqp() && env.is_postgres()) {
+        return (env.start("worker").await, None);
+    }
+    let proxy = TcpProxy::start(url_socket_addr(&env.db.url, 5432)).await;
+    let url = proxy.rewrite_url(&env.db.url);
+    let worker = env
+        .start_with(&["worker"], &[("KITSYNC_DATABASE__URL".into(), Some(url))])
+        .await;
+    (worker, Some(proxy))
+}
+
+/// Messages delivered to a worker and not yet acknowledged: the embedded queue's leases, or
+/// RabbitMQ's `messages_unacknowledged` of the test's queue (`rabbitmqctl`, on this machine).
+async fn unacknowledged(env: &Env) -> i64 {
+    if !env.is_amqp() {
+        return env
+            .scalar("SELECT COUNT(*) FROM queue_messages WHERE lease_owner IS NOT NULL")
+            .await;
+    }
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl (RabbitMQ's CLI) runs on the machine of the RabbitMQ tests");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next()? == env.queue.name).then(|| f.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
 }
 
 const POISON_USER: &str = "poison-user";
@@ -1067,9 +1140,15 @@ async fn key_rotation_accepts_both_keys_and_signs_with_the_one_used() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ingresses_and_two_workers_share_the_work() {
     const CALLBACKS: usize = 120;
-    let env = Env::new("scale-out").await;
+    let mut env = Env::new("scale-out").await;
     let ingress_a = env.start("ingress").await;
     let ingress_b = env.start("ingress").await;
+    // Each worker's own counters, to show that both took part; small batches, so that one
+    // worker cannot take the whole burst in two batches.
+    env.extra_env
+        .push(("KITSYNC_METRICS__ADDR".into(), "127.0.0.1:0".into()));
+    env.extra_env
+        .push(("KITSYNC_WORKER__BATCH_SIZE".into(), "4".into()));
     let mut worker_1 = env.start("worker").await;
     let mut worker_2 = env.start("worker").await;
     let (kit_a, kit_b) = (ingress_a.kit(), ingress_b.kit());
@@ -1141,6 +1220,19 @@ async fn two_ingresses_and_two_workers_share_the_work() {
         assert!(!users(&env, t).await.is_empty(), "{t} has members");
     }
     assert_eq!(env.scalar("SELECT COUNT(*) FROM dead_letters").await, 0);
+    let shares = [
+        applied_by(&worker_1.metrics_client()).await,
+        applied_by(&worker_2.metrics_client()).await,
+    ];
+    eprintln!("messages applied by worker 1 and worker 2: {shares:?}");
+    assert!(
+        shares.iter().all(|n| *n > 0.0),
+        "both workers applied messages: {shares:?}"
+    );
+    assert!(
+        shares.iter().sum::<f64>() >= expected as f64,
+        "together they applied every message: {shares:?}"
+    );
 
     for w in [&mut worker_1, &mut worker_2] {
         let status = w.terminate(Duration::from_secs(15)).await;
@@ -1462,6 +1554,17 @@ async fn webhooks_push_signed_member_events() {
     assert!(!out.status.success(), "removing twice is an error");
     receiver_task.abort();
     env.finish().await;
+}
+
+/// Messages one worker applied and acknowledged, whatever their outcome.
+async fn applied_by(client: &Kit) -> f64 {
+    let r = client.api("GET", "/metrics", None, &[], None).await;
+    assert_eq!(r.status, 200);
+    String::from_utf8_lossy(&r.raw)
+        .lines()
+        .filter(|l| l.starts_with("kitsync_applied_messages_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The value of one series in `/metrics`, written exactly as the exposition names it.
