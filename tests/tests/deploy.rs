@@ -2071,7 +2071,12 @@ fn the_image_builds_and_reports_the_crate_version_where_a_container_engine_answe
         }
     }
     let Some(engine) = engine else {
-        eprintln!(
+        // Straight to stderr (libtest swallows `eprintln!` of a passing test), so every log
+        // says that the image was not built and why. A missing engine is this machine's
+        // limit, not a fault: the step passes.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
             "image: skipped, no container engine answers: {}",
             why.join("; ")
         );

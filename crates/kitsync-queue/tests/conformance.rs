@@ -1,7 +1,8 @@
 //! One conformance suite, run against both adapters.
 //!
 //! The embedded variant always runs (SQLite, or PostgreSQL with `KITSYNC_TEST_DATABASE_URL`);
-//! the RabbitMQ variant runs when `KITSYNC_TEST_AMQP_URL` is set and is skipped otherwise.
+//! the RabbitMQ variant runs when `KITSYNC_TEST_AMQP_URL` is set and is skipped otherwise,
+//! visibly (see [`broker`]): a skipped test cannot pass as a test that ran.
 //! Every test gets its own database and its own queue names, so they run in parallel.
 // Helpers outside `#[test]` functions are test code too: a panic is how they report failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,6 +12,7 @@ use kitsync_queue::{
 };
 use migrations::testing::{amqp_url, fresh_db, TestDb};
 use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,11 +41,53 @@ fn test_settings() -> QueueSettings {
     }
 }
 
-/// The adapter under test, or `None` when it is RabbitMQ and no broker is configured.
+/// The CI flag that turns a skipped RabbitMQ test into a failed one (`.ci/run` sets it
+/// wherever it also sets `KITSYNC_TEST_AMQP_URL`).
+const REQUIRE_AMQP: &str = "KITSYNC_CI_REQUIRE_AMQP";
+
+/// The marker a skipped test writes; `.ci/run` counts it and refuses it where nothing may skip.
+const SKIP_MARKER: &str = "kitsync-test-skipped:";
+
+/// The broker for a RabbitMQ test, or `None`: the test is skipped, and says so.
+///
+/// Libtest has no run-time skip, so a test without a broker returns early and is counted as
+/// passed. To keep that from passing silently, a skip
+/// - writes `kitsync-test-skipped: <test>: <why>` straight to the process's stderr (not via
+///   `eprintln!`, which the harness captures and drops for a passing test), so the line is in
+///   every log, with or without `--nocapture`; `.ci/run` subtracts these from the passed count
+///   and fails a leg that has one where RabbitMQ is configured;
+/// - fails instead when `KITSYNC_CI_REQUIRE_AMQP=1` is set (`.ci/run` sets it in its
+///   PostgreSQL + RabbitMQ leg), so a missing or misspelt broker URL there is a red test.
+///
+/// `#[ignore]` was the alternative; it is not used because it is fixed at compile time: the
+/// README's single `cargo test --workspace` with `KITSYNC_TEST_AMQP_URL` set would then no longer
+/// run these tests without `--ignored`.
+fn broker() -> Option<String> {
+    let url = amqp_url();
+    if url.is_none() {
+        let current = std::thread::current();
+        let test = current.name().unwrap_or("a RabbitMQ test");
+        let required = std::env::var(REQUIRE_AMQP).is_ok_and(|v| !matches!(v.trim(), "" | "0"));
+        assert!(
+            !required,
+            "{test}: {REQUIRE_AMQP} is set but KITSYNC_TEST_AMQP_URL is not: \
+             this RabbitMQ test would be skipped"
+        );
+        // Best effort: a lost marker line only makes the skip less visible, not a pass.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{SKIP_MARKER} {test}: KITSYNC_TEST_AMQP_URL is unset"
+        );
+    }
+    url
+}
+
+/// The adapter under test, or `None` when it is RabbitMQ and no broker is configured (the
+/// test is then skipped, see [`broker`]).
 async fn fixture(adapter: Adapter, tweak: impl FnOnce(&mut QueueSettings)) -> Option<Fixture> {
     let mut settings = test_settings();
     if adapter == Adapter::Amqp {
-        settings.amqp_url = Some(amqp_url()?);
+        settings.amqp_url = Some(broker()?);
     }
     tweak(&mut settings);
     let db = fresh_db().await.expect("test database");
@@ -629,7 +673,7 @@ fn reroute(url: &str, port: u16) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_publish_fails_fast_while_the_broker_is_away_and_reconnects_after() {
-    let Some(real) = amqp_url() else {
+    let Some(real) = broker() else {
         return;
     };
     let (upstream, _) = reroute(&real, 0);
