@@ -77,13 +77,14 @@ fn nothing_cites_files_outside_the_repository_and_every_cited_section_exists() {
                 ));
             }
         }
-        // A file under the docs folder, optionally followed by a section sign and a number.
+        // A file under the docs folder (or a folder of it, e.g. docs/decisions/), optionally
+        // followed by a section sign and a number.
         let mut rest = text.as_str();
         while let Some(at) = rest.find("docs/") {
             rest = &rest[at + 5..];
             let name: String = rest
                 .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(*c, '-' | '_' | '.' | '/'))
                 .collect();
             let name = name.trim_end_matches('.').to_owned();
             if !name.ends_with(".md") {

@@ -556,7 +556,8 @@ async fn queue_down_answers_000005_quickly_and_recovers() {
     expected.extend(["after-outage".to_owned(), "after-outage-2".to_owned()]);
 
     // The marketplace retrying a callback answered 000005 as it was (same nonce) must not be
-    // refused as a replay (ARCHITECTURE.md: the nonce of a refused callback is released).
+    // refused as a replay (docs/decisions/0005-replay-key-is-the-verified-mac.md: a failed
+    // publish releases its replay key).
     let r = kit.send_signed(AUTH_SYNC, &refused[0]).await.unwrap();
     if r.ok() {
         expected.push("during-outage-0".to_owned());

@@ -12,7 +12,7 @@
 //! users by `userName`, nested groups by id. Their existence is not checked: the ISV may
 //! place a user in a group before the marketplace authorises it, a member the marketplace
 //! deauthorises keeps its place for when it comes back, and SCIM clients expect a member id
-//! to be taken as given (decision in ARCHITECTURE.md).
+//! to be taken as given (decision in docs/decisions/0024-scim-semantics.md).
 use crate::apply::{json, Cx};
 use crate::entity::groups;
 use crate::error::StoreError;
