@@ -442,9 +442,19 @@ mod tests {
 
     #[test]
     fn body_sign_is_base64_hmac_of_the_exact_body() {
-        let v = body_sign(b"k", br#"{"resultCode":"000000"}"#);
-        assert!(v.starts_with("sign_type=\"HMAC-SHA256\", signature=\""));
-        assert!(v.ends_with("=\""));
+        // Known answers computed with openssl, not with this code:
+        // printf '%s' "$BODY" | openssl dgst -sha256 -hmac "$KEY" -binary | base64
+        assert_eq!(
+            body_sign(b"k", br#"{"resultCode":"000000"}"#),
+            r#"sign_type="HMAC-SHA256", signature="8qGKcPzjvFoQGj0NNogjvuuJSXEwL4viB4QZHckX9lQ=""#
+        );
+        // The `000001` answer of docs/protocol.md §3.2: a signature with `+` in it, so the
+        // standard base64 alphabet is pinned too (the URL-safe one writes `-`).
+        let refusal = r#"{"resultCode":"000001","resultMsg":"x-sign does not match the request under any configured access key"}"#;
+        assert_eq!(
+            body_sign(KEY.as_bytes(), refusal.as_bytes()),
+            r#"sign_type="HMAC-SHA256", signature="uWV1FBFs9MZe6NyAKW+szfyiJucD2+pcL9pPcvv1D9A=""#
+        );
     }
 
     mod props {

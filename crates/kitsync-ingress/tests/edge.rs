@@ -23,7 +23,7 @@ struct Fixture {
     queue: Queue,
     clock: Arc<AtomicI64>,
     acceptor: Arc<Acceptor>,
-    _db: migrations::testing::TestDb,
+    db: migrations::testing::TestDb,
 }
 
 async fn fixture(tune: impl FnOnce(&mut KitSettings)) -> Fixture {
@@ -50,7 +50,7 @@ async fn fixture(tune: impl FnOnce(&mut KitSettings)) -> Fixture {
         queue,
         clock,
         acceptor,
-        _db: db,
+        db,
     }
 }
 
@@ -226,6 +226,79 @@ async fn the_replay_key_is_the_mac_not_the_nonce() {
     let other = send(&f.app, "tenantSync", NONCE, ts, &tenant_body("t2")).await;
     assert_eq!(other.code, "000000", "{other:?}");
     assert_eq!(f.queue.depth().await.unwrap(), 2);
+}
+
+/// The replay ledger's keys (`kit_replay_keys.mac`), sorted.
+async fn replay_keys(f: &Fixture) -> Vec<Vec<u8>> {
+    use migrations::sea_orm::{ConnectionTrait, Statement};
+    let conn = &f.db.conn;
+    let sql = "SELECT mac FROM kit_replay_keys ORDER BY mac";
+    let rows = conn
+        .query_all(Statement::from_string(conn.get_database_backend(), sql))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get_by_index::<Vec<u8>>(0).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_that_does_not_verify_claims_nothing() {
+    let f = fixture(|_| {}).await;
+    let ts = f.now().to_string();
+    let body = tenant_body("t1");
+    let sign = signing::sign(KEY.as_bytes(), NONCE, &ts, body.as_bytes());
+    // Forgeries with the authentic request's nonce and timestamp, sent before it. The last
+    // carries its very x-sign, the replay key, over another body: an ingress that recorded
+    // the key before the signature verified would refuse the authentic request as a replay.
+    let forgeries = [
+        ("an arbitrary x-sign", "ab".repeat(32), body.clone()),
+        (
+            "signed under another key",
+            signing::sign(b"not-the-key", NONCE, &ts, body.as_bytes()),
+            body.clone(),
+        ),
+        (
+            "the authentic x-sign over another body",
+            sign.clone(),
+            tenant_body("t2"),
+        ),
+    ];
+    for (name, x_sign, forged) in forgeries {
+        let a = send_raw(
+            &f.app,
+            "tenantSync",
+            Some(NONCE),
+            Some(&ts),
+            Some(&x_sign),
+            forged,
+        )
+        .await;
+        assert_eq!(a.code, "000001", "{name}: {a:?}");
+        assert!(!a.msg.contains("replay"), "{name}: {a:?}");
+    }
+    assert!(
+        replay_keys(&f).await.is_empty(),
+        "a request that did not verify recorded a replay key"
+    );
+    let authentic = send_raw(
+        &f.app,
+        "tenantSync",
+        Some(NONCE),
+        Some(&ts),
+        Some(&sign),
+        body,
+    )
+    .await;
+    assert_eq!(authentic.code, "000000", "{authentic:?}");
+    assert_eq!(
+        replay_keys(&f).await,
+        vec![hex::decode(&sign).unwrap()],
+        "the authentic request's x-sign, alone"
+    );
+    assert_eq!(f.queue.depth().await.unwrap(), 1);
+    let Fixture { db, .. } = f;
+    db.cleanup().await;
 }
 
 #[tokio::test]
