@@ -20,9 +20,10 @@
 //!   tokens of the Kit login bridge.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
-//! off) and [`testing`] gives each test its own fresh database. [`migrate`] applies the
-//! migrations one process at a time (a lock, see `apply.rs`); [`ensure_current`] checks,
-//! without changing anything, that a database's schema is this build's.
+//! off) and `testing` gives each test its own fresh database (behind the `testing` feature,
+//! which only tests enable). [`migrate`] applies the migrations one process at a time (a lock,
+//! see `apply.rs`); [`ensure_current`] checks, without changing anything, that a database's
+//! schema is this build's.
 pub use sea_orm_migration::prelude::*;
 
 mod apply;
@@ -38,6 +39,7 @@ mod m20261129_000009_activity;
 mod m20261129_000010_stats_windows;
 mod m20261203_000011_replay_keys;
 mod m20261203_000012_login;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use apply::{ensure_current, migrate, SchemaStatus, MIGRATION_LOCK_KEY};

@@ -3,7 +3,8 @@
 //! Layout, in the order data flows through it:
 //! - [`signing`]: the Kit request signature (`x-sign`, docs/protocol.md §2), its
 //!   canonical JSON form, and the `Body-Sign` response header (§3).
-//! - [`time`]: the marketplace's `yyyyMMddHHmmssSSS` UTC+8 timestamps ([`KitTime`]).
+//! - [`time`]: the marketplace's `yyyyMMddHHmmssSSS` UTC+8 timestamps ([`KitTime`]), and
+//!   [`time::now_ms`], the wall clock the other crates share (the rules here never read it).
 //! - [`parse`]: tolerant parsing and strict validation of the five callback bodies into
 //!   [`Command`]s, with errors that name the field at fault ([`FieldError`]).
 //! - [`command`]: the validated changes the worker applies; what travels on the queue.

@@ -61,6 +61,15 @@ impl KitTime {
     }
 }
 
+/// Wall-clock Unix milliseconds, the unit every table's times are stored in (leases, retry
+/// times, expiries, `created_at`); they are compared across processes, so it is never a
+/// monotonic clock. The one clock read of this crate, shared by the crates above it: the rules
+/// here take their times as arguments.
+#[must_use]
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
 impl fmt::Display for KitTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_kit_string())

@@ -27,7 +27,7 @@ use tokio::sync::SemaphorePermit;
 /// An authenticated, validated callback.
 #[derive(Debug)]
 pub struct SignedKit {
-    pub kind: CallbackKind,
+    /// The validated callback; its kind is [`Command::kind`].
     pub command: Command,
     /// The verified `x-sign`: the replay key.
     pub mac: MacBytes,
@@ -314,7 +314,6 @@ impl FromRequest<Arc<Acceptor>> for SignedKit {
             key_index: Some(key_index),
         })?;
         Ok(SignedKit {
-            kind,
             command,
             mac: h.mac,
             timestamp_ms: h.timestamp_ms,

@@ -31,6 +31,7 @@ pub mod keys;
 pub mod kit;
 mod pages;
 
+pub(crate) use kitsync_domain::time::now_ms;
 use kitsync_secrets::{RsaDecryptor, Sealer};
 use kitsync_store::Store;
 use serde::{Deserialize, Serialize};
@@ -182,10 +183,6 @@ impl Login {
 /// The database failed.
 pub async fn prune(db: &sea_orm::DatabaseConnection) -> Result<u64, LoginError> {
     db::prune(db, now_ms()).await
-}
-
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// `n` random bytes, base64url without padding.

@@ -17,9 +17,9 @@
 //! of piling up behind the reconnect.
 use crate::dead_letters::{truncate, NewDeadLetter};
 use crate::error::amqp;
-use crate::sql::now_ms;
 use crate::{Delivery, FailOutcome, Handle, OutgoingMessage, QueueError, QueueSettings};
 use futures_util::{FutureExt as _, StreamExt as _};
+use kitsync_domain::time::now_ms;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,

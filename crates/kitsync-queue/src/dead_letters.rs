@@ -3,8 +3,9 @@
 //! Dead letters live in SQL even with RabbitMQ so operators list and replay them in one place
 //! with the directory they concern; the broker's own dead-letter queue is only a safety net
 //! that [`crate::Queue::drain_dlx`] empties into this table.
-use crate::sql::{int, now_ms, stmt};
+use crate::sql::{int, stmt};
 use crate::{OutgoingMessage, Queue, QueueError};
+use kitsync_domain::time::now_ms;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement};
 use serde::{Serialize, Serializer};
 use std::borrow::Cow;

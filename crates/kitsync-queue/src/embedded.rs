@@ -10,8 +10,9 @@
 //! - In-process consumers are woken by a [`Notify`] after each commit; consumers in other
 //!   processes poll every `poll_interval_ms`.
 use crate::dead_letters::{truncate, NewDeadLetter};
-use crate::sql::{gather, int, ms, now_ms, placeholders, stmt};
+use crate::sql::{gather, int, ms, placeholders, stmt};
 use crate::{Delivery, FailOutcome, Handle, OutgoingMessage, QueueError, QueueSettings};
+use kitsync_domain::time::now_ms;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

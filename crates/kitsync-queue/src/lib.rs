@@ -42,6 +42,30 @@ use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The adapter behind a [`Queue`]: RabbitMQ or the embedded table queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueueKind {
+    Amqp,
+    Embedded,
+}
+
+impl QueueKind {
+    /// `"amqp"` or `"embedded"`: the `queue` label of the metrics and the startup log line.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QueueKind::Amqp => "amqp",
+            QueueKind::Embedded => "embedded",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A message to queue.
 #[derive(Clone, Debug)]
 pub struct OutgoingMessage {
@@ -202,12 +226,12 @@ impl Queue {
         DeadLetters::new(db, self.clone())
     }
 
-    /// `"amqp"` or `"embedded"`.
+    /// Which adapter this is.
     #[must_use]
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> QueueKind {
         match self {
-            Queue::Amqp(_) => "amqp",
-            Queue::Embedded(_) => "embedded",
+            Queue::Amqp(_) => QueueKind::Amqp,
+            Queue::Embedded(_) => QueueKind::Embedded,
         }
     }
 

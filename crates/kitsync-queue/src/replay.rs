@@ -20,8 +20,9 @@
 //! callbacks cost a handful of statements rather than 64 transactions. The same task
 //! deletes expired keys every [`CLEANUP_EVERY`], one `cleanup_slack` late, so a process whose
 //! clock runs behind by less than that still finds the keys it needs.
-use crate::sql::{gather, ms, now_ms, placeholders, stmt};
+use crate::sql::{gather, ms, placeholders, stmt};
 use crate::QueueError;
+use kitsync_domain::time::now_ms;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};

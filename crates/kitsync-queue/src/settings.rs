@@ -103,7 +103,13 @@ impl QueueSettings {
     }
 }
 
-/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`.
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`, for every URL kitsync logs
+/// (the broker's and the database's).
+///
+/// The userinfo ends at the last `@` of the authority (RFC 3986), so an unencoded `@` in the
+/// password is hidden too. A password holding an unencoded `/`, `?` or `#` ends the authority
+/// early; the userinfo then ends at the first `@`, so such a URL — one the drivers refuse, and
+/// whose error names it — does not show its password either.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -111,7 +117,7 @@ pub fn redact_url(url: &str) -> String {
     };
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
+    let Some(at) = rest[..authority_end].rfind('@').or_else(|| rest.find('@')) else {
         return url.to_owned();
     };
     let userinfo = &rest[..at];
@@ -179,5 +185,19 @@ mod tests {
         assert_eq!(redact_url("amqp://guest@rabbit/"), "amqp://guest@rabbit/");
         assert_eq!(redact_url("not a url"), "not a url");
         assert_eq!(redact_url("amqp://u:p@h/a@b"), "amqp://u:***@h/a@b");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://data/x"), "sqlite://data/x");
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_written_without_percent_encoding() {
+        assert_eq!(
+            redact_url("postgres://kitsync:p@ss@db:5432/kitsync"),
+            "postgres://kitsync:***@db:5432/kitsync"
+        );
+        assert_eq!(
+            redact_url("postgres://kitsync:ab/cd+e?f#g@db/kitsync"),
+            "postgres://kitsync:***@db/kitsync"
+        );
     }
 }

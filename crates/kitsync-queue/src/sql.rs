@@ -59,11 +59,6 @@ pub(crate) fn gather<T>(
     batch
 }
 
-/// Wall-clock Unix milliseconds: leases and retry times are compared across processes.
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// Milliseconds as the BIGINT the tables use (saturating; settings are never that large).
 pub(crate) fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

@@ -7,8 +7,8 @@
 // Helpers outside `#[test]` functions are test code too: a panic is how they report failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use kitsync_queue::{
-    Delivery, FailOutcome, OutgoingMessage, Queue, QueueError, QueueSettings, ReplayClaim,
-    ReplayKey, ReplayLedger, ReplayOutcome,
+    Delivery, FailOutcome, OutgoingMessage, Queue, QueueError, QueueKind, QueueSettings,
+    ReplayClaim, ReplayKey, ReplayLedger, ReplayOutcome,
 };
 use migrations::testing::{amqp_url, fresh_db, TestDb};
 use std::collections::{HashMap, HashSet};
@@ -95,8 +95,8 @@ async fn fixture(adapter: Adapter, tweak: impl FnOnce(&mut QueueSettings)) -> Op
         .await
         .expect("queue connects");
     let expected = match adapter {
-        Adapter::Embedded => "embedded",
-        Adapter::Amqp => "amqp",
+        Adapter::Embedded => QueueKind::Embedded,
+        Adapter::Amqp => QueueKind::Amqp,
     };
     assert_eq!(queue.kind(), expected);
     Some(Fixture {
@@ -113,8 +113,9 @@ impl Fixture {
         self.db.cleanup().await;
     }
 
+    /// The `source` of the dead letters this adapter writes.
     fn source(&self) -> &'static str {
-        self.queue.kind()
+        self.queue.kind().as_str()
     }
 }
 

@@ -1,6 +1,7 @@
 //! API bearer tokens (table `api_tokens`, migration `m20261129_000004_api_tokens`): issued
 //! once, stored as the hash of their secret, bound to scopes and optionally one tenant.
 use crate::error::StoreError;
+use kitsync_domain::time::now_ms;
 use kitsync_domain::Scope;
 use kitsync_secrets::token;
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Statement, Value};
@@ -58,10 +59,6 @@ fn from_row(row: &QueryResult) -> Result<ApiToken, StoreError> {
         revoked_at: row.try_get_by_index(5)?,
         last_used_at: row.try_get_by_index(6)?,
     })
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 pub(crate) async fn create(

@@ -17,6 +17,7 @@
 //!   are deleted in the transaction that records a new one.
 use crate::error::StoreError;
 use crate::feed::parse_event_types;
+use kitsync_domain::time::now_ms;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, QueryResult, Statement, TransactionTrait, Value,
 };
@@ -224,10 +225,6 @@ fn endpoint_from_row(row: &QueryResult) -> Result<WebhookEndpoint, StoreError> {
         created_at: row.try_get("", "created_at")?,
         id,
     })
-}
-
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// A fresh endpoint id, `whk_<12 hex>`. Taken before the row is created when something

@@ -41,6 +41,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use kitsync_domain::time::now_ms;
 use kitsync_secrets::{Place, SealedKind, Sealer, SecretsError};
 use kitsync_store::feed::{parse_event_types, rfc3339, ChangeEvent, FeedFilter};
 use kitsync_store::{
@@ -690,10 +691,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Unix ms as RFC 3339, for the CLI.

@@ -22,9 +22,10 @@
 #![forbid(unsafe_code)]
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use kitsync_domain::time::now_ms;
 use kitsync_domain::{Command, QueuedCallback};
 use kitsync_metrics::{Encoder, Histogram, Kind, LAG_BUCKETS, LATENCY_BUCKETS};
-use kitsync_queue::{Consumer, Delivery, FailOutcome, Queue, QueueError};
+use kitsync_queue::{Consumer, Delivery, FailOutcome, Queue, QueueError, QueueKind};
 use kitsync_store::{Outcome, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -167,7 +168,8 @@ impl WorkerStats {
     fn acked(&self, deliveries: &[Delivery]) {
         self.messages_acked
             .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
-        let now = unix_now_ms();
+        // The clock the queue stamps `enqueued_at` with.
+        let now = now_ms();
         for d in deliveries {
             if let Some(at) = d.enqueued_at() {
                 let waited = u64::try_from(now.saturating_sub(at)).unwrap_or(0);
@@ -175,13 +177,6 @@ impl WorkerStats {
             }
         }
     }
-}
-
-/// Unix milliseconds now (the queue stamps `enqueued_at` the same way).
-fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What one batch came to.
@@ -232,7 +227,7 @@ impl Worker {
             let rx = shutdown.clone();
             tasks.spawn(async move { me.consume_loop(consumer, rx).await });
         }
-        if self.queue.kind() == "amqp" {
+        if self.queue.kind() == QueueKind::Amqp {
             let me = self.clone();
             let rx = shutdown.clone();
             tasks.spawn(async move { me.drain_dlx_loop(rx).await });

@@ -54,15 +54,6 @@ pub enum Schema {
     Check,
 }
 
-/// Opens the database and migrates it ([`open_db_with`] with [`Schema::Migrate`]), for
-/// `bench`, which sets up its own databases. Commands say which [`Schema`] they need.
-///
-/// # Errors
-/// The database is unreachable or a migration fails.
-pub async fn open_db(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    open_db_with(settings, Schema::Migrate).await
-}
-
 /// Opens the database (creating a missing SQLite file and its directory, private to kitsync's
 /// user), then migrates it or checks its schema.
 ///
@@ -431,17 +422,11 @@ fn key_fingerprints(settings: &Settings) -> Vec<String> {
 
 /// Everything `serve`, `ingress` and `worker` run.
 pub struct Running {
+    /// Where the HTTP server listens (read by the benchmarks, which bind port 0).
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub addr: Option<std::net::SocketAddr>,
     pub shutdown: watch::Sender<bool>,
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-/// [`start_with`] on a database that must already be migrated (`bench` migrated it).
-///
-/// # Errors
-/// As [`start_with`].
-pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Running> {
-    start_with(settings, mode, Schema::Check).await
 }
 
 /// Starts the process's parts and returns once they are listening/consuming.
@@ -458,7 +443,7 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
 
     tracing::info!(
         database = %redact_url(&settings.database.url),
-        queue = queue.kind(),
+        queue = queue.kind().as_str(),
         mode = ?mode,
         "kitsync starting"
     );

@@ -2,14 +2,12 @@
 //! `serve` (ingress + worker), `ingress`, `worker`, `migrate`, `config print-default`,
 //! `deadletters`, `plans`, `token`, `webhooks`, `apps`, `send` (one signed callback, as the
 //! marketplace sends it), `emulate` (a local marketplace; `emulate auth-centre`, its tenants'
-//! auth centre), `bench`.
+//! auth centre), `bench` (the benchmarks of `kitsync-bench`, only with the `bench` feature).
 #![forbid(unsafe_code)]
 
 mod app;
+#[cfg(feature = "bench")]
 mod bench;
-mod bench_login;
-mod bench_read;
-mod bench_stats;
 mod emulate;
 mod files;
 mod health;
@@ -118,9 +116,20 @@ enum Cmd {
     /// serves the emulated tenants' auth centre (OAuth 2.0 login of their users).
     Emulate(emulate::EmulateArgs),
     /// Benchmarks (programs, not tests): each prints its figure next to a raw baseline.
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
-        command: bench::BenchCmd,
+        command: kitsync_bench::BenchCmd,
+    },
+    /// Benchmarks: not in this build; `cargo run --release --features bench -- bench ingest`.
+    ///
+    /// The production binary does not carry the benchmarks and their raw baselines
+    /// (crates/kitsync-bench): build kitsync with its `bench` feature to run them.
+    #[cfg(not(feature = "bench"))]
+    Bench {
+        /// The benchmark and its arguments: ingest, apply, read, stats or login.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -341,6 +350,10 @@ fn main() -> anyhow::Result<()> {
     if let Cmd::Health(args) = &cli.command {
         return health::run(args);
     }
+    #[cfg(not(feature = "bench"))]
+    if let Cmd::Bench { args } = &cli.command {
+        return Err(no_bench(args));
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     app::init_tracing(&settings.log);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -379,8 +392,25 @@ async fn run(command: Cmd, settings: Settings) -> anyhow::Result<()> {
         Cmd::Apps { command } => apps(settings, command).await,
         Cmd::OidcClient { command } => oidc_client(settings, command).await,
         Cmd::OidcKey { command } => oidc_key(settings, command).await,
-        Cmd::Bench { command } => bench::run(settings, command).await,
+        #[cfg(feature = "bench")]
+        Cmd::Bench { command } => kitsync_bench::run(settings, command).await,
+        #[cfg(not(feature = "bench"))]
+        Cmd::Bench { args } => Err(no_bench(&args)),
     }
+}
+
+/// `kitsync bench …` in a build without the `bench` feature: the command that runs it.
+#[cfg(not(feature = "bench"))]
+fn no_bench(args: &[String]) -> anyhow::Error {
+    let args = if args.is_empty() {
+        "ingest".to_owned()
+    } else {
+        args.join(" ")
+    };
+    anyhow::anyhow!(
+        "this kitsync was built without its benchmarks (the production binary does not carry \
+         them); from the source tree, run `cargo run --release --features bench -- bench {args}`"
+    )
 }
 
 async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use kitsync_ingress::IngressMetrics;
 use kitsync_metrics::{Encoder, Kind, CONTENT_TYPE};
-use kitsync_queue::{Backlog, Queue};
+use kitsync_queue::{Backlog, Queue, QueueKind};
 use kitsync_store::{utc8_day, PeriodFigures, Store};
 use kitsync_worker::WorkerStats;
 use sea_orm::{ConnectionTrait as _, DatabaseConnection};
@@ -197,7 +197,7 @@ impl Operations {
             "kitsync_build_info",
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
-                ("queue", self.queue.kind()),
+                ("queue", self.queue.kind().as_str()),
                 ("database", self.database_kind),
             ],
             1u64,
@@ -225,7 +225,8 @@ impl Operations {
     }
 }
 
-fn encode_scraped(e: &mut Encoder, s: &Scraped, queue_kind: &str) {
+fn encode_scraped(e: &mut Encoder, s: &Scraped, kind: QueueKind) {
+    let queue_kind = kind.as_str();
     e.family(
         "kitsync_metrics_source_up",
         Kind::Gauge,
@@ -262,7 +263,7 @@ fn encode_scraped(e: &mut Encoder, s: &Scraped, queue_kind: &str) {
         }
         // The embedded queue knows every message's publish time; RabbitMQ does not tell
         // without consuming, so the series is absent there.
-        if queue_kind == "embedded" {
+        if kind == QueueKind::Embedded {
             #[allow(clippy::cast_precision_loss)]
             let age = b.oldest_enqueued_at_ms.map_or(0.0, |at| {
                 (s.at_ms.saturating_sub(at)).max(0) as f64 / 1000.0

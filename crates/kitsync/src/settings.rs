@@ -299,27 +299,9 @@ fn redacted_secret<S: serde::Serializer>(
     }
 }
 
-/// `scheme://user:password@host` → `scheme://user:***@host`.
-#[must_use]
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_owned();
-    };
-    let creds = &rest[..at];
-    match creds.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &creds[..colon],
-            &rest[at..]
-        ),
-        None => url.to_owned(),
-    }
-}
+/// `scheme://user:password@host` → `scheme://user:***@host` (the one definition is the
+/// queue's; re-exported for the database URL and the callers here).
+pub use kitsync_queue::redact_url;
 
 #[cfg(test)]
 mod tests {

@@ -28,8 +28,7 @@
 //! throwaway master key. The ID-token signing keys belong to the database, so it refuses one
 //! that already has a live key (sealed with another master key, it could not sign); it removes
 //! its OIDC client (revoking its sessions) and the signing key it created when it ends.
-use crate::app;
-use crate::settings::Settings;
+use crate::{Mode, Service};
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
 use clap::Args;
@@ -150,24 +149,24 @@ struct Measured {
 /// Setting up the database, queue, auth centre or server failed, the database holds ID-token
 /// signing keys of another master key, the directory was not applied in time, or a login
 /// failed (the error names its step).
-pub async fn run(mut settings: Settings, a: LoginArgs) -> anyhow::Result<()> {
+pub(crate) async fn run<S: Service>(mut settings: S, a: LoginArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     // The apps' secrets arrive RSA-encrypted, as from the marketplace; kitsync decrypts them
     // with the private half.
     let keys = TestKeyPair::generate_3072().context("generating the bench's RSA key pair")?;
     let private = dir.path().join("isv-private.pem");
-    crate::files::create_private_file_if_missing(&private)?;
+    create_private_file_if_missing(&private)?;
     std::fs::write(&private, keys.private_pem()?)?;
-    settings.kit.rsa_private_key_path = Some(private);
-    settings.kit.access_keys = vec![SecretString::from(ACCESS_KEY.to_owned())];
+    settings.kit_mut().rsa_private_key_path = Some(private);
+    settings.kit_mut().access_keys = vec![SecretString::from(ACCESS_KEY.to_owned())];
     // A throwaway master key (as every bench): it seals the apps' secrets, the Kit tokens
     // and the ID-token signing key this run creates.
-    settings.secrets.master_key = Some(SecretString::from(
+    settings.set_master_key(SecretString::from(
         kitsync_secrets::Sealer::generate_master_key()?,
     ));
-    settings.login.public_url = String::new();
+    settings.login_mut().public_url = String::new();
 
-    let db = app::open_db(&settings).await?;
+    let db = settings.open_db().await?;
     // The signing keys are the database's: one sealed with another master key would sign
     // every ID token, and this run cannot open it.
     let keys_before = signing_keys(&db).await?;
@@ -176,7 +175,7 @@ pub async fn run(mut settings: Settings, a: LoginArgs) -> anyhow::Result<()> {
             "the database {} already has ID-token signing keys (oidc_keys), sealed with its \
              own master key; the bench seals with a throwaway key and cannot sign with them. \
              Run it on the embedded default or on a database of its own (KITSYNC_DATABASE__URL)",
-            crate::settings::redact_url(&settings.database.url)
+            settings.redacted_database_url()
         );
     }
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -220,7 +219,7 @@ pub async fn run(mut settings: Settings, a: LoginArgs) -> anyhow::Result<()> {
     }
     .await
     .context("removing the bench's OIDC client and signing key");
-    if let Ok(q) = Queue::connect(&settings.queue, db.clone()).await {
+    if let Ok(q) = Queue::connect(settings.queue(), db.clone()).await {
         let _ = q.delete_topology().await;
     }
     let m = measured?;
@@ -251,8 +250,8 @@ async fn signing_keys(db: &sea_orm::DatabaseConnection) -> anyhow::Result<Vec<(S
 }
 
 /// The auth centre and kitsync, the seeding, the warm-up and the rounds.
-async fn measure(
-    settings: &Settings,
+async fn measure<S: Service>(
+    settings: &S,
     db: &sea_orm::DatabaseConnection,
     a: &LoginArgs,
     run_id: &str,
@@ -281,10 +280,10 @@ async fn measure(
     }));
 
     // kitsync as `serve` runs it: ingress, API and login bridge, and the worker.
-    let running = app::start(settings.clone(), app::Mode::Both).await?;
+    let running = settings.clone().start(Mode::Both).await?;
     let addr = running.addr.context("kitsync did not report its address")?;
     let kitsync = format!("http://{addr}");
-    let store = Store::new(db.clone(), settings.store.clone());
+    let store = Store::new(db.clone(), settings.store().clone());
     let seeded = Instant::now();
     seed(settings, &kitsync, &auth, &tenants, keys).await?;
     wait_for_directory(&store, &tenants).await?;
@@ -346,14 +345,14 @@ async fn measure(
     Ok(m)
 }
 
-fn report(settings: &Settings, db: &sea_orm::DatabaseConnection, a: &LoginArgs, m: Measured) {
-    let rate = crate::bench::median(&mut m.rates.clone());
-    let base_rate = crate::bench::median(&mut m.base_rates.clone());
+fn report<S: Service>(settings: &S, db: &sea_orm::DatabaseConnection, a: &LoginArgs, m: Measured) {
+    let rate = crate::median(&mut m.rates.clone());
+    let base_rate = crate::median(&mut m.base_rates.clone());
     let pct = |mut v: Vec<Duration>| {
         v.sort();
         (
-            crate::bench::percentile_ms(&v, 0.5),
-            crate::bench::percentile_ms(&v, 0.99),
+            crate::percentile_ms(&v, 0.5),
+            crate::percentile_ms(&v, 0.99),
         )
     };
     let col = |f: fn(&Steps) -> Duration| pct(m.steps.iter().map(f).collect());
@@ -377,7 +376,7 @@ fn report(settings: &Settings, db: &sea_orm::DatabaseConnection, a: &LoginArgs, 
             sea_orm::DatabaseBackend::Postgres => "PostgreSQL",
             _ => "SQLite",
         },
-        if settings.queue.amqp_url.is_some() {
+        if settings.queue().amqp_url.is_some() {
             "RabbitMQ"
         } else {
             "embedded"
@@ -386,7 +385,7 @@ fn report(settings: &Settings, db: &sea_orm::DatabaseConnection, a: &LoginArgs, 
     println!(
         "  {:<28}{rate:>8.0}   (median; rounds {}; steps 1–5: 7 requests, the auth centre's form GET + POST included)",
         "logins/s",
-        crate::bench::list(&m.rates)
+        crate::list(&m.rates)
     );
     lat("login p50 / p99", col(|s| s.total), "the whole flow");
     lat(
@@ -410,7 +409,7 @@ fn report(settings: &Settings, db: &sea_orm::DatabaseConnection, a: &LoginArgs, 
     println!(
         "  {:<28}{base_rate:>8.0}   (median; rounds {}; authorize?login_hint (302 with a code) + token + userinfo, same client and concurrency)",
         "auth centre exchanges/s",
-        crate::bench::list(&m.base_rates)
+        crate::list(&m.base_rates)
     );
     lat("exchange p50 / p99", pct(m.base_lat), "");
     println!(
@@ -472,15 +471,15 @@ fn users_file(tenants: &[BenchTenant], auth: &str) -> UsersFile {
 
 /// Tells kitsync about the tenants the way the marketplace does: tenantSync (domainName = the
 /// tenant's auth centre), applicationSync (the `clientSecret` RSA-encrypted), authSync.
-async fn seed(
-    settings: &Settings,
+async fn seed<S: Service>(
+    settings: &S,
     kitsync: &str,
     auth: &str,
     tenants: &[BenchTenant],
     keys: &TestKeyPair,
 ) -> anyhow::Result<()> {
     let market = Marketplace::new(
-        &format!("{kitsync}{}", settings.kit.normalized_prefix()),
+        &format!("{kitsync}{}", settings.kit().normalized_prefix()),
         ACCESS_KEY,
     )?;
     for t in tenants {
@@ -950,6 +949,23 @@ async fn exchange(
         r.describe()
     );
     Ok(started.elapsed())
+}
+
+/// Creates `path` empty and 0600 unless it exists, as kitsync creates its key files (the
+/// bench's RSA private key is written into it).
+fn create_private_file_if_missing(path: &std::path::Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The query of a URL, decoded.

@@ -1,8 +1,7 @@
 //! `kitsync bench read`: the directory API on a 100 000-member tenant — filtered member
 //! pages and single-member lookups — next to a trivial route on the same server, measured in
 //! the same run with the same client and callers.
-use crate::app;
-use crate::settings::Settings;
+use crate::Service;
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Args;
@@ -38,9 +37,9 @@ pub(crate) type Client = hyper_util::client::legacy::Client<
 
 /// # Errors
 /// The database could not be set up or the server could not start.
-pub async fn run(settings: Settings, a: ReadArgs) -> anyhow::Result<()> {
-    let db = app::open_db(&settings).await?;
-    let store = Store::new(db.clone(), settings.store.clone());
+pub(crate) async fn run<S: Service>(settings: S, a: ReadArgs) -> anyhow::Result<()> {
+    let db = settings.open_db().await?;
+    let store = Store::new(db.clone(), settings.store().clone());
     let tenant = format!("bench-read-{}", uuid::Uuid::new_v4().simple());
     let depts = a.departments.max(1);
     seed(&store, &tenant, a.members, depts).await?;
@@ -296,7 +295,7 @@ pub(crate) async fn drive(
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |p: f64| crate::bench::percentile_ms(&lat, p);
+    let pct = |p: f64| crate::percentile_ms(&lat, p);
     Ok(Run {
         rate: uris.len() as f64 / elapsed,
         p50: pct(0.5),

@@ -2,10 +2,9 @@
 //! activity events, next to the raw time of the equivalent single aggregate SQL query —
 //! the same four figures computed straight from the raw events and the current
 //! authorisations — measured in the same run on the same database.
-use crate::app;
-use crate::bench::percentile_ms;
-use crate::bench_read::{drive, seed, serve_on_loopback, Client};
-use crate::settings::Settings;
+use crate::percentile_ms;
+use crate::read::{drive, seed, serve_on_loopback, Client};
+use crate::Service;
 use anyhow::Context as _;
 use clap::Args;
 use kitsync_domain::Scope;
@@ -32,9 +31,9 @@ pub struct StatsArgs {
 
 /// # Errors
 /// The database could not be set up or the server could not start.
-pub async fn run(settings: Settings, a: StatsArgs) -> anyhow::Result<()> {
-    let db = app::open_db(&settings).await?;
-    let store = Store::new(db.clone(), settings.store.clone());
+pub(crate) async fn run<S: Service>(settings: S, a: StatsArgs) -> anyhow::Result<()> {
+    let db = settings.open_db().await?;
+    let store = Store::new(db.clone(), settings.store().clone());
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let tenants: Vec<String> = (0..a.tenants.max(1))
         .map(|i| format!("bench-stats-{}-{i:03}", &run_id[..8]))
