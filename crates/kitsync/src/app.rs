@@ -462,10 +462,12 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         ops = ops.with_worker(w.stats());
     }
 
+    // The keys, read once: every part that seals or decrypts shares them.
+    let sealer = sealer(&settings)?;
+    let decryptor = decryptor(&settings)?;
+
     let mut acceptor = None;
     if mode != Mode::Worker {
-        let sealer = sealer(&settings)?;
-        let decryptor = decryptor(&settings)?;
         let fps = key_fingerprints(&settings);
         if fps.is_empty() {
             tracing::warn!("no Kit access key configured (KITSYNC_KIT__ACCESS_KEYS): every callback will be refused with 000001");
@@ -481,8 +483,8 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
             settings.kit.clone(),
             queue.clone(),
             replays,
-            decryptor,
-            sealer,
+            decryptor.clone(),
+            sealer.clone(),
         ));
         ops = ops.with_ingress(Arc::clone(a.metrics()));
         acceptor = Some(a);
@@ -501,7 +503,7 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
             .await
             .with_context(|| format!("listening on {}", settings.http.addr))?;
         let local = listener.local_addr()?;
-        let login = login_bridge(&settings, &db, local).await?;
+        let login = login_bridge(&settings, &db, local, &sealer, decryptor.clone()).await?;
         let issuer = login.issuer().to_owned();
         let router = kitsync_ingress::router(acceptor)
             .merge(api)
@@ -566,8 +568,8 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
 
         // Messages sealed by an ingress of an older release may be applied after `migrate`
         // re-sealed the rows: the workers re-seal what such messages wrote.
-        let (db2, upkeep_sealer, rx) = (db.clone(), sealer(&settings)?, shutdown_rx.clone());
-        let upkeep_rsa = decryptor(&settings)?;
+        let (db2, upkeep_sealer, rx) = (db.clone(), sealer.clone(), shutdown_rx.clone());
+        let upkeep_rsa = decryptor.clone();
         tasks.spawn(async move {
             reseal_periodically(db2, upkeep_sealer, upkeep_rsa, rx).await;
             Ok(())
@@ -575,7 +577,7 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
 
         if settings.webhooks.enabled {
             let store = Store::new(db.clone(), settings.store.clone());
-            let dispatcher = Dispatcher::new(store, sealer(&settings)?, settings.webhooks.clone())
+            let dispatcher = Dispatcher::new(store, sealer.clone(), settings.webhooks.clone())
                 .context("starting the webhook dispatcher")?;
             let rx = shutdown_rx.clone();
             tracing::info!(
@@ -621,6 +623,8 @@ async fn login_bridge(
     settings: &Settings,
     db: &DatabaseConnection,
     local: std::net::SocketAddr,
+    sealer: &Sealer,
+    rsa: Option<Arc<RsaDecryptor>>,
 ) -> anyhow::Result<kitsync_login::Login> {
     let issuer = if settings.login.public_url.trim().is_empty() {
         let host = if local.ip().is_unspecified() {
@@ -634,8 +638,8 @@ async fn login_bridge(
     };
     let login = kitsync_login::Login::new(
         Store::new(db.clone(), settings.store.clone()),
-        sealer(settings)?,
-        decryptor(settings)?,
+        sealer.clone(),
+        rsa,
         settings.login.clone(),
         &issuer,
     )
@@ -747,10 +751,14 @@ async fn reseal_periodically(
 /// # Errors
 /// Startup failed, or a component stopped with an error.
 pub async fn serve(settings: Settings, mode: Mode, schema: Schema) -> anyhow::Result<()> {
+    // Registered before anything starts: a SIGTERM that arrives while the process is still
+    // starting (an orchestrator stopping a pod that just came up) is a graceful stop too,
+    // not the default action that kills the process.
+    let signal = shutdown_signal()?;
     let running = start_with(settings, mode, schema).await?;
     let shutdown = running.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutdown requested: finishing in-flight work");
         let _ = shutdown.send(true);
     });
@@ -759,24 +767,24 @@ pub async fn serve(settings: Settings, mode: Mode, schema: Schema) -> anyhow::Re
     r
 }
 
-async fn wait_for_signal() {
+/// SIGINT or SIGTERM, with both handlers installed now.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
