@@ -40,6 +40,20 @@ async fn revealed(env: &Env, tenant: &str, app: &str) -> Result<String, String> 
     Ok(v["clientSecret"].as_str().unwrap().to_owned())
 }
 
+/// The apps bound before and during the rotation, with their secrets.
+const BOUND: [(&str, &str); 4] = [
+    ("a1", "secret-1"),
+    ("a2", "secret-2"),
+    ("a3", "secret-3"),
+    ("a4", "secret-4"),
+];
+
+async fn assert_every_secret_reveals(env: &Env, tenant: &str) {
+    for (app, secret) in BOUND {
+        assert_eq!(revealed(env, tenant, app).await.unwrap(), secret, "{app}");
+    }
+}
+
 async fn wait_for_app(env: &Env, tenant: &str, app: &str) {
     let sql = format!(
         "SELECT COUNT(*) FROM apps WHERE tenant_id = '{tenant}' AND app_id = '{app}' AND client_secret <> ''"
@@ -143,18 +157,12 @@ async fn rotating_the_access_rsa_and_master_keys_loses_no_callback_and_strands_n
     stop(old_ingress).await;
 
     // Everything reveals under the rotated configuration, whichever key sealed it.
-    for (app, secret) in [
-        ("a1", "secret-1"),
-        ("a2", "secret-2"),
-        ("a3", "secret-3"),
-        ("a4", "secret-4"),
-    ] {
-        assert_eq!(revealed(&env, t, app).await.unwrap(), secret, "{app}");
-    }
+    assert_every_secret_reveals(&env, t).await;
 
     // One re-seal pass: a1 (old master, RSA ciphertext) and a2 (old master, ciphertext, from
     // the old ingress) are decrypted and sealed under the new key; the webhook secret and the
-    // signing keys (one made at the first start, one by `oidc-key rotate`) are sealed again. A second pass has nothing left.
+    // signing keys (one made at the first start, one by `oidc-key rotate`) are sealed again.
+    // A second pass has nothing left.
     let signing_keys = env.scalar("SELECT COUNT(*) FROM oidc_keys").await;
     assert!(signing_keys >= 1);
     let out = env.cli(&["reseal"]).await;
@@ -187,14 +195,7 @@ async fn rotating_the_access_rsa_and_master_keys_loses_no_callback_and_strands_n
     set_extra(&mut env, PREVIOUS_RSA, None);
     set_extra(&mut env, PREVIOUS_MASTER, None);
     let after = env.start("serve").await;
-    for (app, secret) in [
-        ("a1", "secret-1"),
-        ("a2", "secret-2"),
-        ("a3", "secret-3"),
-        ("a4", "secret-4"),
-    ] {
-        assert_eq!(revealed(&env, t, app).await.unwrap(), secret, "{app}");
-    }
+    assert_every_secret_reveals(&env, t).await;
     let sealer = Sealer::from_master_key(&SecretString::from(new_master.clone())).unwrap();
     let hook_secret = env
         .strings(&format!(
@@ -291,7 +292,8 @@ async fn only_the_embedded_database_gets_a_master_key_made_for_it() {
             || async { key_file.exists() },
         )
         .await;
-        assert!(worker.terminate(Duration::from_secs(30)).await.success());
+        let status = worker.terminate(Duration::from_secs(30)).await;
+        assert!(status.success(), "{status}:\n{}", worker.logs());
     }
     // Commands that only read keep working either way.
     let out = env.cli_with(&["token", "list"], &unset).await;
