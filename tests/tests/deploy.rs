@@ -16,7 +16,7 @@
 
 use kitsync_secrets::{OaepVariant, TestKeyPair};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -700,6 +700,9 @@ struct Laptop<'c> {
     files: BTreeMap<PathBuf, (String, String)>,
     /// `(variable, from, to)` → the services it was rewritten for.
     rewrites: BTreeMap<(String, String, String), Vec<String>>,
+    /// The secrets the test filled into `.env`: opaque values, passed on as they are (a
+    /// base64 master key may start with `/` and is still no path).
+    secrets: HashSet<String>,
 }
 
 impl<'c> Laptop<'c> {
@@ -722,6 +725,7 @@ impl<'c> Laptop<'c> {
             reached: BTreeSet::new(),
             files: BTreeMap::new(),
             rewrites: BTreeMap::new(),
+            secrets: HashSet::new(),
         };
         for s in &compose.services {
             for (_, target) in &s.ports {
@@ -782,6 +786,9 @@ impl<'c> Laptop<'c> {
 
     /// One value of `what` (`SERVICE: KEY`, for messages) as `seen`.
     fn map_value(&mut self, seen: Seen<'_>, what: &str, value: &str) -> Result<Mapped, String> {
+        if self.secrets.contains(value) {
+            return Ok(Mapped::Same);
+        }
         if let Some(url) = Url::parse(value) {
             return self.map_url(seen, what, value, &url?);
         }
@@ -1031,9 +1038,9 @@ impl<'c> Laptop<'c> {
 /// (a commented-out `# KITSYNC_…=…` line) is switched on when its own description — the
 /// comment lines right above it — says to uncomment it; the others (a rotation's previous
 /// keys) stay off. The `change-me-…` passwords stay: compose puts them only into the
-/// postgres/rabbitmq URLs, which the test replaces. Returns the variables, and the optional
-/// settings left off.
-fn fill_env_example(env: &Env, project: &Path) -> (Vec<(String, String)>, Vec<String>) {
+/// postgres/rabbitmq URLs, which the test replaces. Returns the variables, the optional
+/// settings left off, and the secrets filled in.
+fn fill_env_example(env: &Env, project: &Path) -> FilledEnv {
     let is_setting = |l: &str| {
         l.split_once('=').is_some_and(|(k, _)| {
             k.starts_with("KITSYNC_")
@@ -1043,6 +1050,7 @@ fn fill_env_example(env: &Env, project: &Path) -> (Vec<(String, String)>, Vec<St
     };
     let mut out = String::new();
     let mut left_off = Vec::new();
+    let mut secrets = HashSet::new();
     let mut description = String::new();
     for line in read_deploy(".env.example").lines() {
         let commented = line.strip_prefix('#').map(str::trim_start);
@@ -1071,6 +1079,7 @@ fn fill_env_example(env: &Env, project: &Path) -> (Vec<(String, String)>, Vec<St
                         "deploy/.env.example asks for {k} ({v}), which this test does not know how to fill in"
                     ),
                 };
+                secrets.insert(secret.clone());
                 format!("{k}={secret}")
             }
             _ => line.to_owned(),
@@ -1080,7 +1089,17 @@ fn fill_env_example(env: &Env, project: &Path) -> (Vec<(String, String)>, Vec<St
     }
     std::fs::create_dir_all(project).unwrap();
     std::fs::write(project.join(".env"), &out).unwrap();
-    (parse_env_file(&out), left_off)
+    FilledEnv {
+        vars: parse_env_file(&out),
+        left_off,
+        secrets,
+    }
+}
+
+struct FilledEnv {
+    vars: Vec<(String, String)>,
+    left_off: Vec<String>,
+    secrets: HashSet<String>,
 }
 
 /// The environment of a running process (Linux), to see what it really got.
@@ -1462,8 +1481,12 @@ struct Project {
 /// key for the apps' clientSecret), and prints what was rewritten.
 fn prepare(env: &Env, compose: &Compose, image: &Image, kp: &TestKeyPair) -> Project {
     let project = env.dir().join("compose-project");
-    let (dotenv, left_off) = fill_env_example(env, &project);
-    let dotenv: HashMap<String, String> = dotenv.into_iter().collect();
+    let FilledEnv {
+        vars,
+        left_off,
+        secrets,
+    } = fill_env_example(env, &project);
+    let dotenv: HashMap<String, String> = vars.into_iter().collect();
     let broker = env
         .server_amqp_url
         .clone()
@@ -1475,6 +1498,7 @@ fn prepare(env: &Env, compose: &Compose, image: &Image, kp: &TestKeyPair) -> Pro
         project,
         env.dir().to_path_buf(),
     );
+    laptop.secrets = secrets;
     let kitsync = compose.kitsync();
     let settings: BTreeMap<String, Overrides> = kitsync
         .iter()
@@ -1932,6 +1956,14 @@ fn the_compose_mapping_refuses_host_specific_values_it_does_not_know() {
         "no broker: the embedded queue"
     );
     assert_eq!(map(&mut laptop, "json").unwrap(), Mapped::Same);
+    let key = "/e7VGuaVQfmSDXEMS6jAUP3u1RrmlUH5kg1xDEuowFA=";
+    assert!(map(&mut laptop, key).is_err(), "an unknown /… is a path");
+    laptop.secrets.insert(key.into());
+    assert_eq!(
+        map(&mut laptop, key).unwrap(),
+        Mapped::Same,
+        "a secret the test filled in is opaque, even when base64 starts with /"
+    );
     assert_eq!(
         map(&mut laptop, "/run/kitsync/key.pem").unwrap(),
         Mapped::To("/tmp/project/secrets/key.pem".into())
