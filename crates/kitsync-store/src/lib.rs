@@ -77,6 +77,7 @@ mod model;
 mod read;
 pub mod sql;
 mod stats;
+mod tables;
 mod tokens;
 mod webhooks;
 mod windows;

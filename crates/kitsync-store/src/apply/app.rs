@@ -1,7 +1,8 @@
 //! applicationSync: upsert, or delete with a purge of the app's authorisations.
-use super::{flag, tombstone_action, upsert_action, Change, Cx, Tally, APPS};
+use super::{flag, tombstone_action, upsert_action, Change, Cx, Tally};
 use crate::error::StoreError;
 use crate::model::Outcome;
+use crate::tables::{AppRow, Update};
 use kitsync_domain::decide::{fingerprint, Rank};
 use kitsync_domain::{AppChange, Op};
 
@@ -18,7 +19,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
     match c.op {
         Op::Upsert => {
             let current = cx
-                .load_current(&APPS, &[("tenant_id", t)], Some(&[a]), &[])
+                .load_current::<AppRow>(&[("tenant_id", t)], Some(&[a]), &[])
                 .await?;
             // The secret's fingerprint, not its sealing (fresh randomness each time): a
             // repeated binding is then a duplicate. Older messages carry none.
@@ -27,16 +28,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
             let change = row(c, false, rank, cx.now);
             let written = cx
                 .write_changes(
-                    &APPS,
-                    &[
-                        "client_id",
-                        "client_secret",
-                        "test",
-                        "deleted",
-                        "version",
-                        "fp",
-                        "updated_at",
-                    ],
+                    Update::Upsert,
                     marks.purged,
                     &current,
                     vec![change],
@@ -72,13 +64,12 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
             // The app row: a tombstone, unless a newer upsert (a re-add) is already there.
             // Deleting an app never seen inserts the tombstone, so its purge cutoff is kept.
             let current = cx
-                .load_current(&APPS, &[("tenant_id", t)], Some(&[a]), &[])
+                .load_current::<AppRow>(&[("tenant_id", t)], Some(&[a]), &[])
                 .await?;
             let change = row(c, true, Rank::delete(v), cx.now);
             let written = cx
                 .write_changes(
-                    &APPS,
-                    &["client_secret", "deleted", "version", "fp", "updated_at"],
+                    Update::Tombstone,
                     marks.purged,
                     &current,
                     vec![change],
@@ -105,7 +96,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
     Ok(tally.outcome())
 }
 
-fn row(c: &AppChange, deleted: bool, rank: Rank, now: i64) -> Change {
+fn row(c: &AppChange, deleted: bool, rank: Rank, now: i64) -> Change<AppRow> {
     let data = if deleted {
         serde_json::json!({ "appId": c.app_id, "deleted": true })
     } else {
@@ -120,22 +111,19 @@ fn row(c: &AppChange, deleted: bool, rank: Rank, now: i64) -> Change {
         c.client_secret.0.clone()
     };
     Change {
-        key: c.app_id.clone(),
+        row: AppRow {
+            tenant_id: c.tenant_id.clone(),
+            app_id: c.app_id.clone(),
+            client_id: c.client_id.clone(),
+            client_secret: secret,
+            test: c.test,
+            deleted,
+            version: rank.version,
+            fp: rank.fp,
+            purged_version: if deleted { rank.version } else { 0 },
+            updated_at: now,
+        },
         journal_key: c.app_id.clone(),
-        rank,
-        row: vec![
-            c.tenant_id.clone().into(),
-            c.app_id.clone().into(),
-            c.client_id.clone().into(),
-            secret.into(),
-            c.test.into(),
-            deleted.into(),
-            rank.version.into(),
-            rank.fp.into(),
-            (if deleted { rank.version } else { 0 }).into(),
-            now.into(),
-        ],
         data,
-        test: c.test,
     }
 }

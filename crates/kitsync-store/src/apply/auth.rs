@@ -5,12 +5,10 @@
 //! `modified` (role, enabled or profile), with data
 //! `{"userName","appId","authorization":{"role","enabled"}|{"deleted":true}|null,"profile":{…}|null}`
 //! — `null` where that part was not written (older than what is stored, or unchanged).
-use super::{
-    flag, json, tombstone_action, upsert_action, Change, Cx, Tally, Written, AUTHORIZATIONS,
-    MEMBERS, TOMBSTONE_SET,
-};
+use super::{flag, json, tombstone_action, upsert_action, Change, Cx, Tally, Written};
 use crate::error::StoreError;
 use crate::model::Outcome;
+use crate::tables::{AuthorizationRow, MemberRow, Update};
 use kitsync_domain::decide::{fingerprint, Rank};
 use kitsync_domain::{AuthChange, AuthUser};
 use serde::Serialize;
@@ -52,7 +50,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
     let mut profiles: HashMap<String, Written> = HashMap::new();
     if !c.op.removes() {
         let current = cx
-            .load_current(&MEMBERS, &[("tenant_id", t)], Some(&keys), &[])
+            .load_current::<MemberRow>(&[("tenant_id", t)], Some(&keys), &[])
             .await?;
         let changes = users
             .iter()
@@ -60,8 +58,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
             .collect();
         let written = cx
             .write_changes(
-                &MEMBERS,
-                &MEMBERS.columns[2..],
+                Update::Upsert,
                 marks.purged,
                 &current,
                 changes,
@@ -69,45 +66,27 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
                 &mut tally,
             )
             .await?;
-        profiles = written
-            .into_iter()
-            .map(|w| (w.change.key.clone(), w))
-            .collect();
+        profiles = written.into_iter().map(|w| (w.key.clone(), w)).collect();
     }
 
     let current = cx
-        .load_current(
-            &AUTHORIZATIONS,
-            &[("tenant_id", t), ("app_id", a)],
-            Some(&keys),
-            &[],
-        )
+        .load_current::<AuthorizationRow>(&[("tenant_id", t), ("app_id", a)], Some(&keys), &[])
         .await?;
     let removes = c.op.removes();
     let changes = users
         .iter()
         .map(|u| auth_change(t, a, u, v, c.test, removes, cx.now))
         .collect();
-    let (set, action): (&[&str], super::ActionFn) = if removes {
-        (TOMBSTONE_SET, tombstone_action)
+    let (set, action): (Update, super::ActionFn<AuthorizationRow>) = if removes {
+        (Update::Tombstone, tombstone_action)
     } else {
-        (&AUTHORIZATIONS.columns[3..], upsert_action)
+        (Update::Upsert, upsert_action)
     };
     let written = cx
-        .write_changes(
-            &AUTHORIZATIONS,
-            set,
-            auth_cutoff,
-            &current,
-            changes,
-            action,
-            &mut tally,
-        )
+        .write_changes(set, auth_cutoff, &current, changes, action, &mut tally)
         .await?;
-    let mut grants: HashMap<String, Written> = written
-        .into_iter()
-        .map(|w| (w.change.key.clone(), w))
-        .collect();
+    let mut grants: HashMap<String, Written> =
+        written.into_iter().map(|w| (w.key.clone(), w)).collect();
 
     // One journal row per user whose profile or authorisation this callback changed.
     for u in users {
@@ -123,8 +102,8 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
             r#"{{"userName":{},"appId":{},"authorization":{},"profile":{}}}"#,
             json(&u.user_name),
             json(&a),
-            grant.as_ref().map_or("null", |g| g.change.data.as_str()),
-            profile.as_ref().map_or("null", |p| p.change.data.as_str()),
+            grant.as_ref().map_or("null", |g| g.data.as_str()),
+            profile.as_ref().map_or("null", |p| p.data.as_str()),
         );
         cx.journal(t, "member", u.user_name.clone(), action, v, data, c.test);
     }
@@ -147,31 +126,29 @@ fn dedup(users: &[AuthUser]) -> Vec<&AuthUser> {
     out
 }
 
-fn member_change(t: &str, u: &AuthUser, v: i64, test: bool, now: i64) -> Change {
+fn member_change(t: &str, u: &AuthUser, v: i64, test: bool, now: i64) -> Change<MemberRow> {
     let rank = Rank::upsert(v, member_fp(u, test));
     Change {
-        key: u.user_name.clone(),
+        row: MemberRow {
+            tenant_id: t.to_owned(),
+            user_name: u.user_name.clone(),
+            name: u.name.clone(),
+            org_code: u.org_code.clone(),
+            position: u.position.clone(),
+            employee_code: u.employee_code.clone(),
+            employee_type: u.employee_type,
+            mobile: u.mobile.clone(),
+            email: u.email.clone(),
+            work_place: u.work_place.clone(),
+            entry_date: u.entry_date.clone(),
+            extension: u.extension.clone(),
+            test,
+            deleted: false,
+            version: rank.version,
+            fp: rank.fp,
+            updated_at: now,
+        },
         journal_key: u.user_name.clone(),
-        rank,
-        row: vec![
-            t.to_owned().into(),
-            u.user_name.clone().into(),
-            u.name.clone().into(),
-            u.org_code.clone().into(),
-            u.position.clone().into(),
-            u.employee_code.clone().into(),
-            u.employee_type.into(),
-            u.mobile.clone().into(),
-            u.email.clone().into(),
-            u.work_place.clone().into(),
-            u.entry_date.clone().into(),
-            u.extension.clone().into(),
-            test.into(),
-            false.into(),
-            rank.version.into(),
-            rank.fp.into(),
-            now.into(),
-        ],
         data: json(&MemberData {
             name: u.name.as_deref(),
             org_code: u.org_code.as_deref(),
@@ -184,7 +161,6 @@ fn member_change(t: &str, u: &AuthUser, v: i64, test: bool, now: i64) -> Change 
             entry_date: u.entry_date.as_deref(),
             extension: u.extension.as_deref(),
         }),
-        test,
     }
 }
 
@@ -197,7 +173,7 @@ fn auth_change(
     test: bool,
     deleted: bool,
     now: i64,
-) -> Change {
+) -> Change<AuthorizationRow> {
     let role = u.role.as_str();
     let rank = if deleted {
         Rank::delete(v)
@@ -213,23 +189,20 @@ fn auth_change(
         })
     };
     Change {
-        key: u.user_name.clone(),
+        row: AuthorizationRow {
+            tenant_id: t.to_owned(),
+            app_id: a.to_owned(),
+            user_name: u.user_name.clone(),
+            role: role.to_owned(),
+            enabled: u.enabled,
+            test,
+            deleted,
+            version: rank.version,
+            fp: rank.fp,
+            updated_at: now,
+        },
         journal_key: format!("{a}:{}", u.user_name),
-        rank,
-        row: vec![
-            t.to_owned().into(),
-            a.to_owned().into(),
-            u.user_name.clone().into(),
-            role.into(),
-            u.enabled.into(),
-            test.into(),
-            deleted.into(),
-            rank.version.into(),
-            rank.fp.into(),
-            now.into(),
-        ],
         data,
-        test,
     }
 }
 

@@ -10,6 +10,7 @@
 use crate::error::StoreError;
 use crate::model::Outcome;
 use crate::sql::{rows_per_statement, Sql, MAX_ROWS};
+use crate::tables::{Row, Update};
 use kitsync_domain::decide::{decide, Decision, Rank, DELETE_FP};
 use kitsync_domain::Command;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Value};
@@ -81,115 +82,6 @@ impl Tally {
     }
 }
 
-/// A directory table as the write path sees it.
-pub(crate) struct Table {
-    pub name: &'static str,
-    /// Insert columns, in row order.
-    pub columns: &'static [&'static str],
-    /// The primary key, for `ON CONFLICT`.
-    pub conflict: &'static str,
-    /// The key column that varies within one command's scope (returned by writes).
-    pub key: &'static str,
-}
-
-pub(crate) const TENANTS: Table = Table {
-    name: "tenants",
-    columns: &[
-        "tenant_id",
-        "tenant_code",
-        "name",
-        "domain_name",
-        "test",
-        "deleted",
-        "version",
-        "fp",
-        "updated_at",
-    ],
-    conflict: "tenant_id",
-    key: "tenant_id",
-};
-
-pub(crate) const APPS: Table = Table {
-    name: "apps",
-    columns: &[
-        "tenant_id",
-        "app_id",
-        "client_id",
-        "client_secret",
-        "test",
-        "deleted",
-        "version",
-        "fp",
-        "purged_version",
-        "updated_at",
-    ],
-    conflict: "tenant_id, app_id",
-    key: "app_id",
-};
-
-pub(crate) const DEPARTMENTS: Table = Table {
-    name: "departments",
-    columns: &[
-        "tenant_id",
-        "org_code",
-        "org_name",
-        "parent_code",
-        "test",
-        "deleted",
-        "version",
-        "fp",
-        "updated_at",
-    ],
-    conflict: "tenant_id, org_code",
-    key: "org_code",
-};
-
-pub(crate) const MEMBERS: Table = Table {
-    name: "members",
-    columns: &[
-        "tenant_id",
-        "user_name",
-        "name",
-        "org_code",
-        "position",
-        "employee_code",
-        "employee_type",
-        "mobile",
-        "email",
-        "work_place",
-        "entry_date",
-        "extension",
-        "test",
-        "deleted",
-        "version",
-        "fp",
-        "updated_at",
-    ],
-    conflict: "tenant_id, user_name",
-    key: "user_name",
-};
-
-pub(crate) const AUTHORIZATIONS: Table = Table {
-    name: "authorizations",
-    columns: &[
-        "tenant_id",
-        "app_id",
-        "user_name",
-        "role",
-        "enabled",
-        "test",
-        "deleted",
-        "version",
-        "fp",
-        "updated_at",
-    ],
-    conflict: "tenant_id, app_id, user_name",
-    key: "user_name",
-};
-
-/// What a tombstone rewrites on an existing row; its other fields keep the last upsert.
-pub(crate) const TOMBSTONE_SET: &[&str] = &["deleted", "version", "fp", "updated_at"];
-
 /// A stored row's rank, tombstone flag and the extra columns asked for.
 pub(crate) struct Current {
     pub rank: Rank,
@@ -197,22 +89,39 @@ pub(crate) struct Current {
     pub row: QueryResult,
 }
 
-/// One row a command wants to write.
-pub(crate) struct Change {
-    /// Value of the table's `key` column.
-    pub key: String,
-    pub journal_key: String,
-    pub rank: Rank,
-    /// Values for every insert column of the table, in order.
-    pub row: Vec<Value>,
-    /// The journal's JSON of the new state (see [`json`]).
-    pub data: String,
-    pub test: bool,
+impl Current {
+    /// Column `column` of table `R`, as read back with the rank (see [`Cx::load_current`]).
+    pub(crate) fn get<R: Row, T: sea_orm::TryGetable>(
+        &self,
+        column: &str,
+    ) -> Result<T, StoreError> {
+        crate::tables::read::<R, T>(&self.row, column)
+    }
 }
 
-/// A change [`Cx::write_changes`] wrote, and what it did to the row (`created`, …).
+/// One row a command wants to write.
+pub(crate) struct Change<R> {
+    pub row: R,
+    pub journal_key: String,
+    /// The journal's JSON of the new state (see [`json`]).
+    pub data: String,
+}
+
+impl<R: Row> Change<R> {
+    pub(crate) fn key(&self) -> &str {
+        self.row.key()
+    }
+}
+
+/// What the journal keeps of a change [`Cx::write_changes`] wrote, and what it did to the
+/// row (`created`, …).
 pub(crate) struct Written {
-    pub change: Change,
+    /// The row's [`Row::KEY`].
+    pub key: String,
+    pub journal_key: String,
+    pub data: String,
+    pub version: i64,
+    pub test: bool,
     pub action: &'static str,
 }
 
@@ -222,27 +131,22 @@ pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-/// The text of a string value (`None` for NULL or another type).
-pub(crate) fn text(v: &Value) -> Option<&str> {
-    match v {
-        Value::String(Some(s)) => Some(s.as_str()),
-        _ => None,
-    }
-}
-
 /// Journal action for a written change, given what was stored before.
-pub(crate) type ActionFn = fn(Option<&Current>, &Change) -> Result<&'static str, StoreError>;
+pub(crate) type ActionFn<R> = fn(Option<&Current>, &Change<R>) -> Result<&'static str, StoreError>;
 
-pub(crate) fn upsert_action(cur: Option<&Current>, _: &Change) -> Result<&'static str, StoreError> {
+pub(crate) fn upsert_action<R>(
+    cur: Option<&Current>,
+    _: &Change<R>,
+) -> Result<&'static str, StoreError> {
     Ok(match cur {
         Some(c) if !c.deleted => "updated",
         _ => "created",
     })
 }
 
-pub(crate) fn tombstone_action(
+pub(crate) fn tombstone_action<R>(
     _: Option<&Current>,
-    _: &Change,
+    _: &Change<R>,
 ) -> Result<&'static str, StoreError> {
     Ok("deleted")
 }
@@ -459,11 +363,10 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// Current ranks of `keys` (all rows of the scope when `None`) in `table`, restricted by
-    /// the `scope` equalities, with the `extra` columns (read back from index 4 on).
-    pub(crate) async fn load_current(
+    /// Current ranks of `keys` (all rows of the scope when `None`) in table `R`, restricted
+    /// by the `scope` equalities, with the `extra` columns (read with [`Current::get`]).
+    pub(crate) async fn load_current<R: Row>(
         &self,
-        table: &Table,
         scope: &[(&str, &str)],
         keys: Option<&[&str]>,
         extra: &[&str],
@@ -478,9 +381,9 @@ impl<'a> Cx<'a> {
         for chunk in chunks {
             let sql = match keys {
                 Some(_) if self.backend == DbBackend::Postgres => {
-                    self.probe_keys_pg(table, scope, chunk, extra)
+                    self.probe_keys_pg::<R>(scope, chunk, extra)
                 }
-                _ => self.select_keys(table, scope, keys.map(|_| chunk), extra),
+                _ => self.select_keys::<R>(scope, keys.map(|_| chunk), extra),
             };
             for row in self.query(sql).await? {
                 let key: String = row.try_get_by_index(0)?;
@@ -496,26 +399,25 @@ impl<'a> Cx<'a> {
     }
 
     /// `SELECT key, version, fp, deleted, extra… FROM table WHERE scope [AND key IN (…)]`.
-    fn select_keys(
+    fn select_keys<R: Row>(
         &self,
-        table: &Table,
         scope: &[(&str, &str)],
         keys: Option<&[&str]>,
         extra: &[&str],
     ) -> Sql {
         let mut sql = self.sql();
         sql.push("SELECT ")
-            .push(table.key)
+            .push(R::KEY)
             .push(", version, fp, deleted");
         for e in extra {
             sql.push(", ").push(e);
         }
-        sql.push(" FROM ").push(table.name).push(" WHERE TRUE");
+        sql.push(" FROM ").push(R::TABLE).push(" WHERE TRUE");
         for (col, v) in scope {
             sql.push(" AND ").push(col).push(" = ").bind(*v);
         }
         if let Some(keys) = keys {
-            sql.push(" AND ").push(table.key).push(" IN (");
+            sql.push(" AND ").push(R::KEY).push(" IN (");
             sql.bind_list(keys.iter().copied());
             sql.push(")");
         }
@@ -526,13 +428,7 @@ impl<'a> Cx<'a> {
     /// planned from table statistics, and while a table grows quickly (the first big sync)
     /// they lag behind: the planner then scans the whole tenant through another index for
     /// every batch. A `LATERAL … LIMIT 1` equality on the full key can only be an index probe.
-    fn probe_keys_pg(
-        &self,
-        table: &Table,
-        scope: &[(&str, &str)],
-        keys: &[&str],
-        extra: &[&str],
-    ) -> Sql {
+    fn probe_keys_pg<R: Row>(&self, scope: &[(&str, &str)], keys: &[&str], extra: &[&str]) -> Sql {
         let mut sql = self.sql();
         sql.push("SELECT k.wanted, t.version, t.fp, t.deleted");
         for e in extra {
@@ -549,32 +445,32 @@ impl<'a> Cx<'a> {
         for e in extra {
             sql.push(", ").push(e);
         }
-        sql.push(" FROM ").push(table.name).push(" WHERE ");
+        sql.push(" FROM ").push(R::TABLE).push(" WHERE ");
         for (col, v) in scope {
             sql.push(col).push(" = ").bind(*v).push(" AND ");
         }
-        sql.push(table.key).push(" = k.wanted LIMIT 1) AS t");
+        sql.push(R::KEY).push(" = k.wanted LIMIT 1) AS t");
         sql
     }
 
     /// Decides every change against the stored rows, writes the winners set-based (`update`
-    /// names the columns an existing row takes from the change), tallies the decisions and
-    /// returns what was written, with its journal action (see [`Cx::journal_written`]).
+    /// picks the row's columns an existing row takes from the change), tallies the decisions
+    /// and returns what was written, with its journal action (see [`Cx::journal_written`]).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn write_changes(
+    pub(crate) async fn write_changes<R: Row>(
         &mut self,
-        table: &Table,
-        update: &[&str],
+        update: Update,
         cutoff: i64,
         current: &HashMap<String, Current>,
-        changes: Vec<Change>,
-        action: ActionFn,
+        changes: Vec<Change<R>>,
+        action: ActionFn<R>,
         tally: &mut Tally,
     ) -> Result<Vec<Written>, StoreError> {
+        let update = update.columns::<R>();
         let mut winners = Vec::with_capacity(changes.len());
         for c in changes {
-            let cur = current.get(&c.key);
-            match decide(cur.map(|c| c.rank), c.rank, cutoff) {
+            let cur = current.get(c.key());
+            match decide(cur.map(|c| c.rank), c.row.rank(), cutoff) {
                 Decision::Apply => winners.push(c),
                 d => tally.note(d),
             }
@@ -584,25 +480,37 @@ impl<'a> Cx<'a> {
         }
         let actions = winners
             .iter()
-            .map(|c| action(current.get(&c.key), c))
+            .map(|c| action(current.get(c.key()), c))
             .collect::<Result<Vec<_>, _>>()?;
         let mut written: HashSet<String> = HashSet::with_capacity(winners.len());
-        let per_statement = rows_per_statement(table.columns.len());
-        for chunk in winners.chunks_mut(per_statement) {
+        // The rows go into the statements; what the journal needs stays behind.
+        let mut sent: Vec<Written> = Vec::with_capacity(winners.len());
+        let per_statement = rows_per_statement(R::COLUMNS.len());
+        let mut pending = winners.into_iter().zip(actions).peekable();
+        while pending.peek().is_some() {
             let mut sql = self.sql();
             sql.push("INSERT INTO ")
-                .push(table.name)
+                .push(R::TABLE)
                 .push(" (")
-                .push(&table.columns.join(", "))
+                .push(&R::COLUMNS.join(", "))
                 .push(") VALUES ");
-            for (i, c) in chunk.iter_mut().enumerate() {
+            for (i, (c, action)) in pending.by_ref().take(per_statement).enumerate() {
                 if i > 0 {
                     sql.push(", ");
                 }
-                sql.bind_tuple(std::mem::take(&mut c.row));
+                let rank = c.row.rank();
+                sent.push(Written {
+                    key: c.key().to_owned(),
+                    journal_key: c.journal_key,
+                    data: c.data,
+                    version: rank.version,
+                    test: c.row.test(),
+                    action,
+                });
+                sql.bind_tuple(c.row.values());
             }
             sql.push(" ON CONFLICT (")
-                .push(table.conflict)
+                .push(&R::CONFLICT.join(", "))
                 .push(") DO UPDATE SET ");
             for (i, col) in update.iter().enumerate() {
                 if i > 0 {
@@ -611,24 +519,24 @@ impl<'a> Cx<'a> {
                 sql.push(col).push(" = excluded.").push(col);
             }
             sql.push(" WHERE (excluded.version, excluded.fp) > (")
-                .push(table.name)
+                .push(R::TABLE)
                 .push(".version, ")
-                .push(table.name)
+                .push(R::TABLE)
                 .push(".fp) RETURNING ")
-                .push(table.key);
+                .push(R::KEY);
             for row in self.query(sql).await? {
                 written.insert(row.try_get_by_index::<String>(0)?);
             }
         }
         let mut out = Vec::with_capacity(written.len());
-        for (c, action) in winners.into_iter().zip(actions) {
-            if !written.contains(&c.key) {
+        for w in sent {
+            if !written.contains(&w.key) {
                 // Lost to a concurrent writer that bypassed the tenant lock: older after all.
                 tally.note(Decision::Stale);
                 continue;
             }
             tally.note(Decision::Apply);
-            out.push(Written { change: c, action });
+            out.push(w);
         }
         Ok(out)
     }
@@ -640,15 +548,15 @@ impl<'a> Cx<'a> {
         tenant: &str,
         written: Vec<Written>,
     ) {
-        for Written { change: c, action } in written {
+        for w in written {
             self.journal(
                 tenant,
                 entity,
-                c.journal_key,
-                action,
-                c.rank.version,
-                c.data,
-                c.test,
+                w.journal_key,
+                w.action,
+                w.version,
+                w.data,
+                w.test,
             );
         }
     }

@@ -1,24 +1,15 @@
 //! singleOrgSync and allOrgSync, and the full-sync plans held by the mass-deletion guard.
-use super::{json, text, tombstone_action, Change, Current, Cx, Tally, DEPARTMENTS, TOMBSTONE_SET};
+use super::{json, tombstone_action, Change, Current, Cx, Tally};
 use crate::entity::org_plans;
 use crate::error::StoreError;
 use crate::model::Outcome;
+use crate::tables::{DepartmentRow, Update};
 use kitsync_domain::decide::{org_fingerprint, plan_full_sync, ExistingOrg, FullSyncPlan, Rank};
 use kitsync_domain::{FullOrgSnapshot, Op, OrgChange, OrgInfo};
 use sea_orm::{DatabaseTransaction, EntityTrait};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-/// Columns an upsert rewrites on an existing department.
-const UPSERT_SET: &[&str] = &[
-    "org_name",
-    "parent_code",
-    "test",
-    "deleted",
-    "version",
-    "fp",
-    "updated_at",
-];
 /// Read back with the ranks, to name what a rewrite did (`renamed`, `moved`).
 const EXTRA: &[&str] = &["org_name", "parent_code"];
 
@@ -30,12 +21,7 @@ pub(super) async fn apply_incremental(
     let v = c.version.millis();
     let cutoff = cx.marks(t)?.department_cutoff();
     let current = cx
-        .load_current(
-            &DEPARTMENTS,
-            &[("tenant_id", t)],
-            Some(&[c.org_code.as_str()]),
-            EXTRA,
-        )
+        .load_current::<DepartmentRow>(&[("tenant_id", t)], Some(&[c.org_code.as_str()]), EXTRA)
         .await?;
     let info = OrgInfo {
         org_code: c.org_code.clone(),
@@ -48,8 +34,7 @@ pub(super) async fn apply_incremental(
             let change = upsert_change(t, &info, v, c.test, cx.now);
             let written = cx
                 .write_changes(
-                    &DEPARTMENTS,
-                    UPSERT_SET,
+                    Update::Upsert,
                     cutoff,
                     &current,
                     vec![change],
@@ -63,8 +48,7 @@ pub(super) async fn apply_incremental(
             let change = tombstone_change(t, &info, v, c.test, cx.now);
             let written = cx
                 .write_changes(
-                    &DEPARTMENTS,
-                    TOMBSTONE_SET,
+                    Update::Tombstone,
                     cutoff,
                     &current,
                     vec![change],
@@ -98,7 +82,7 @@ pub(super) async fn apply_full(
     let marks = cx.marks(t)?;
     let cutoff = marks.department_cutoff();
     let current = cx
-        .load_current(&DEPARTMENTS, &[("tenant_id", t)], None, EXTRA)
+        .load_current::<DepartmentRow>(&[("tenant_id", t)], None, EXTRA)
         .await?;
     let existing: Vec<ExistingOrg> = current
         .iter()
@@ -137,15 +121,14 @@ pub(super) async fn apply_full(
     }
 
     let mut tally = Tally::default();
-    let upserts: Vec<Change> = plan
+    let upserts: Vec<Change<DepartmentRow>> = plan
         .upserts
         .iter()
         .map(|o| upsert_change(t, o, v, snapshot.test, cx.now))
         .collect();
     let written = cx
         .write_changes(
-            &DEPARTMENTS,
-            UPSERT_SET,
+            Update::Upsert,
             cutoff,
             &current,
             upserts,
@@ -170,8 +153,7 @@ pub(super) async fn apply_full(
     }
     let written = cx
         .write_changes(
-            &DEPARTMENTS,
-            TOMBSTONE_SET,
+            Update::Tombstone,
             i64::MIN,
             &current,
             deletes,
@@ -220,25 +202,25 @@ fn dedup(s: &FullOrgSnapshot) -> FullOrgSnapshot {
 }
 
 fn stored_name(c: &Current) -> Result<String, StoreError> {
-    Ok(c.row.try_get_by_index::<String>(4)?)
+    c.get::<DepartmentRow, _>("org_name")
 }
 
 fn stored_parent(c: &Current) -> Result<Option<String>, StoreError> {
-    Ok(c.row.try_get_by_index::<Option<String>>(5)?)
+    c.get::<DepartmentRow, _>("parent_code")
 }
 
 /// `renamed`/`moved` when exactly that changed on a live department.
-fn department_action(cur: Option<&Current>, c: &Change) -> Result<&'static str, StoreError> {
+fn department_action(
+    cur: Option<&Current>,
+    c: &Change<DepartmentRow>,
+) -> Result<&'static str, StoreError> {
     let Some(cur) = cur.filter(|cur| !cur.deleted) else {
         return Ok("created");
     };
     let name = stored_name(cur)?;
     let parent = stored_parent(cur)?;
-    // The change's row: tenant_id, org_code, org_name, parent_code, …
-    let new_name = c.row.get(2).and_then(text).unwrap_or_default();
-    let new_parent = c.row.get(3).and_then(text);
-    let renamed = name != new_name;
-    let moved = parent.as_deref() != new_parent;
+    let renamed = name != c.row.org_name;
+    let moved = parent != c.row.parent_code;
     Ok(match (renamed, moved) {
         (true, false) => "renamed",
         (false, true) => "moved",
@@ -246,16 +228,23 @@ fn department_action(cur: Option<&Current>, c: &Change) -> Result<&'static str, 
     })
 }
 
-fn upsert_change(t: &str, o: &OrgInfo, v: i64, test: bool, now: i64) -> Change {
+fn upsert_change(t: &str, o: &OrgInfo, v: i64, test: bool, now: i64) -> Change<DepartmentRow> {
     let rank = Rank::upsert(v, org_fingerprint(&o.org_name, o.parent_code.as_deref()));
     change(t, o, false, rank, test, now)
 }
 
-fn tombstone_change(t: &str, o: &OrgInfo, v: i64, test: bool, now: i64) -> Change {
+fn tombstone_change(t: &str, o: &OrgInfo, v: i64, test: bool, now: i64) -> Change<DepartmentRow> {
     change(t, o, true, Rank::delete(v), test, now)
 }
 
-fn change(t: &str, o: &OrgInfo, deleted: bool, rank: Rank, test: bool, now: i64) -> Change {
+fn change(
+    t: &str,
+    o: &OrgInfo,
+    deleted: bool,
+    rank: Rank,
+    test: bool,
+    now: i64,
+) -> Change<DepartmentRow> {
     let data = if deleted {
         json(&DepartmentData {
             org_code: &o.org_code,
@@ -272,22 +261,19 @@ fn change(t: &str, o: &OrgInfo, deleted: bool, rank: Rank, test: bool, now: i64)
         })
     };
     Change {
-        key: o.org_code.clone(),
+        row: DepartmentRow {
+            tenant_id: t.to_owned(),
+            org_code: o.org_code.clone(),
+            org_name: o.org_name.clone(),
+            parent_code: o.parent_code.clone(),
+            test,
+            deleted,
+            version: rank.version,
+            fp: rank.fp,
+            updated_at: now,
+        },
         journal_key: o.org_code.clone(),
-        rank,
-        row: vec![
-            t.to_owned().into(),
-            o.org_code.clone().into(),
-            o.org_name.clone().into(),
-            o.parent_code.clone().into(),
-            test.into(),
-            deleted.into(),
-            rank.version.into(),
-            rank.fp.into(),
-            now.into(),
-        ],
         data,
-        test,
     }
 }
 

@@ -1,7 +1,8 @@
 //! tenantSync: upsert, or delete with a purge of everything the tenant owns.
-use super::{flag, tombstone_action, upsert_action, Change, Cx, Tally, TENANTS, TOMBSTONE_SET};
+use super::{flag, tombstone_action, upsert_action, Change, Cx, Tally};
 use crate::error::StoreError;
 use crate::model::Outcome;
+use crate::tables::{TenantRow, Update};
 use kitsync_domain::decide::{fingerprint, Rank};
 use kitsync_domain::{Op, TenantChange};
 
@@ -17,13 +18,12 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &TenantChange) -> Result<Outcome, 
     let mut tally = Tally::default();
     match c.op {
         Op::Upsert => {
-            let current = cx.load_current(&TENANTS, &[], Some(&[t]), &[]).await?;
+            let current = cx.load_current::<TenantRow>(&[], Some(&[t]), &[]).await?;
             let fp = tenant_fp(&c.tenant_code, &c.name, domain, c.test);
             let change = row(c, domain, false, Rank::upsert(v, fp), cx.now);
             let written = cx
                 .write_changes(
-                    &TENANTS,
-                    &TENANTS.columns[1..],
+                    Update::Upsert,
                     marks.purged,
                     &current,
                     vec![change],
@@ -45,12 +45,11 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &TenantChange) -> Result<Outcome, 
             }
             // The tenant row itself: a newer upsert (a re-add) may already be there. A delete
             // only names the tenant, so an existing row keeps its other fields.
-            let current = cx.load_current(&TENANTS, &[], Some(&[t]), &[]).await?;
+            let current = cx.load_current::<TenantRow>(&[], Some(&[t]), &[]).await?;
             let change = row(c, domain, true, Rank::delete(v), cx.now);
             let written = cx
                 .write_changes(
-                    &TENANTS,
-                    TOMBSTONE_SET,
+                    Update::Tombstone,
                     i64::MIN,
                     &current,
                     vec![change],
@@ -64,7 +63,13 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &TenantChange) -> Result<Outcome, 
     Ok(tally.outcome())
 }
 
-fn row(c: &TenantChange, domain: Option<&str>, deleted: bool, rank: Rank, now: i64) -> Change {
+fn row(
+    c: &TenantChange,
+    domain: Option<&str>,
+    deleted: bool,
+    rank: Rank,
+    now: i64,
+) -> Change<TenantRow> {
     let data = if deleted {
         serde_json::json!({ "tenantId": c.tenant_id, "deleted": true }).to_string()
     } else {
@@ -78,22 +83,19 @@ fn row(c: &TenantChange, domain: Option<&str>, deleted: bool, rank: Rank, now: i
         .to_string()
     };
     Change {
-        key: c.tenant_id.clone(),
+        row: TenantRow {
+            tenant_id: c.tenant_id.clone(),
+            tenant_code: c.tenant_code.clone(),
+            name: c.name.clone(),
+            domain_name: domain.map(str::to_owned),
+            test: c.test,
+            deleted,
+            version: rank.version,
+            fp: rank.fp,
+            updated_at: now,
+        },
         journal_key: c.tenant_id.clone(),
-        rank,
-        row: vec![
-            c.tenant_id.clone().into(),
-            c.tenant_code.clone().into(),
-            c.name.clone().into(),
-            domain.map(str::to_owned).into(),
-            c.test.into(),
-            deleted.into(),
-            rank.version.into(),
-            rank.fp.into(),
-            now.into(),
-        ],
         data,
-        test: c.test,
     }
 }
 
