@@ -24,10 +24,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
-/// Every event type, with the journal entity it comes from (defined beside the event shape in
-/// [`kitsync_store::feed`], which the webhook push shares).
-pub use kitsync_store::feed::EVENT_TYPES;
-
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
@@ -45,7 +41,9 @@ pub struct EventQuery {
     /// (`member.authorized`, `.modified`, `.deauthorized`, `.removed`), `department`
     /// (`.added`, `.renamed`, `.moved`, `.updated`, `.removed`), `tenant` (`.created`,
     /// `.updated`, `.deleted`, `.instance_added`), `app` (`.created`, `.updated`, `.deleted`),
-    /// `group` (`.created`, `.updated`, `.deleted`). Absent: every type.
+    /// `group` (`.created`, `.updated`, `.deleted`), `plan` (a full department sync held by
+    /// the mass-deletion guard: `.held`, `.approved`, `.rejected`, `.confirmed`,
+    /// `.superseded`). Absent: every type.
     #[serde(default)]
     #[param(value_type = String, example = "member,department.removed")]
     types: Option<String>,

@@ -19,6 +19,7 @@
 //! at most `limit` rows and needs no bound.
 use crate::entity::journal;
 use crate::error::StoreError;
+use crate::journal::{Action, Entity, EventType};
 use crate::model::JournalEntry;
 use crate::read::{self, JournalFilter};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -29,47 +30,24 @@ use serde::Serialize;
 /// that many ids is a few milliseconds.
 pub const MAX_SCAN_ROWS: u64 = 10_000;
 
-/// Every event type, with the journal entity it comes from.
-pub const EVENT_TYPES: &[(&str, &str)] = &[
-    ("member.authorized", "member"),
-    ("member.modified", "member"),
-    ("member.deauthorized", "member"),
-    ("member.removed", "member"),
-    ("member.deauthorized", "authorization"),
-    ("department.added", "department"),
-    ("department.renamed", "department"),
-    ("department.moved", "department"),
-    ("department.updated", "department"),
-    ("department.removed", "department"),
-    ("tenant.created", "tenant"),
-    ("tenant.updated", "tenant"),
-    ("tenant.deleted", "tenant"),
-    ("tenant.instance_added", "tenant"),
-    ("app.created", "app"),
-    ("app.updated", "app"),
-    ("app.deleted", "app"),
-    ("group.created", "group"),
-    ("group.updated", "group"),
-    ("group.deleted", "group"),
-];
-
-/// The event type of a journal row.
-#[must_use]
-pub fn event_type(entity: &str, action: &str) -> String {
-    match (entity, action) {
-        ("member", "deleted") => "member.removed".into(),
-        ("authorization", _) => "member.deauthorized".into(),
-        ("department", "created") => "department.added".into(),
-        ("department", "deleted") => "department.removed".into(),
-        (entity, action) => format!("{entity}.{action}"),
-    }
+/// The event type of a journal row; a pair outside the journal's vocabulary
+/// ([`crate::journal`]) is a corrupt row, named.
+pub fn event_type(entity: &str, action: &str) -> Result<EventType, StoreError> {
+    Entity::parse(entity)
+        .zip(Action::parse(action))
+        .and_then(|(e, a)| EventType::of(e, a))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "journal row with entity {entity:?} and action {action:?}, which is no event"
+            ))
+        })
 }
 
 /// A name in a `types` list that is neither an event type nor the prefix of one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not an event type (use member, department, tenant, app, group, or one of their \
-     types such as member.authorized)"
+    "`{0}` is not an event type (use member, department, tenant, app, group, plan, or one of \
+     their types such as member.authorized)"
 )]
 pub struct UnknownEventType(pub String);
 
@@ -82,9 +60,9 @@ pub struct UnknownEventType(pub String);
 pub fn parse_event_types(list: &str) -> Result<Option<Vec<String>>, UnknownEventType> {
     let mut out = Vec::new();
     for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let known = EVENT_TYPES
+        let known = EventType::ALL
             .iter()
-            .any(|(ty, _)| *ty == t || ty.split('.').next() == Some(t));
+            .any(|ty| ty.as_str() == t || ty.prefix() == t);
         if !known {
             return Err(UnknownEventType(t.to_owned()));
         }
@@ -139,12 +117,14 @@ pub fn rfc3339(ms: i64) -> Option<String> {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339())
 }
 
-impl From<JournalEntry> for ChangeEvent {
-    fn from(e: JournalEntry) -> Self {
-        ChangeEvent {
+impl TryFrom<JournalEntry> for ChangeEvent {
+    type Error = StoreError;
+
+    fn try_from(e: JournalEntry) -> Result<Self, StoreError> {
+        Ok(ChangeEvent {
             id: e.id.to_string(),
             cursor: e.id.to_string(),
-            kind: event_type(&e.entity, &e.action),
+            kind: event_type(&e.entity, &e.action)?.as_str().to_owned(),
             tenant_id: e.tenant_id,
             key: e.entity_key,
             changed_at: rfc3339(e.version),
@@ -152,7 +132,7 @@ impl From<JournalEntry> for ChangeEvent {
             test: e.test,
             data: e.data,
             journal_id: e.id,
-        }
+        })
     }
 }
 
@@ -213,10 +193,11 @@ pub(crate) async fn page(
     let limit = limit.clamp(1, MAX_SCAN_ROWS);
     let types = filter.types.as_deref();
     let entities = types.map(|ts| {
-        let mut es: Vec<String> = EVENT_TYPES
+        let mut es: Vec<String> = EventType::ALL
             .iter()
-            .filter(|(ty, _)| wanted(Some(ts), ty))
-            .map(|(_, entity)| (*entity).to_owned())
+            .filter(|ty| wanted(Some(ts), ty.as_str()))
+            .flat_map(|ty| ty.entities())
+            .map(|entity| entity.as_str().to_owned())
             .collect();
         es.sort();
         es.dedup();
@@ -246,7 +227,7 @@ pub(crate) async fn page(
         exhausted = (rows.len() as u64) < limit;
         for row in rows {
             cursor = row.id;
-            let e = ChangeEvent::from(row);
+            let e = ChangeEvent::try_from(row)?;
             if wanted(types, &e.kind) {
                 events.push(e);
                 if events.len() as u64 == limit {
@@ -295,13 +276,16 @@ mod tests {
 
     #[test]
     fn journal_rows_become_feed_events() {
-        assert_eq!(
-            event_type("authorization", "deleted"),
-            "member.deauthorized"
+        let ty = |e, a| event_type(e, a).map(EventType::as_str).ok();
+        assert_eq!(ty("authorization", "deleted"), Some("member.deauthorized"));
+        assert_eq!(ty("department", "created"), Some("department.added"));
+        assert_eq!(ty("member", "authorized"), Some("member.authorized"));
+        assert_eq!(ty("plan", "held"), Some("plan.held"));
+        assert!(
+            matches!(event_type("member", "exploded"), Err(StoreError::Corrupt(m)) if m.contains("exploded")),
+            "no event type is invented for a row outside the vocabulary"
         );
-        assert_eq!(event_type("department", "created"), "department.added");
-        assert_eq!(event_type("member", "authorized"), "member.authorized");
-        let e = ChangeEvent::from(JournalEntry {
+        let e = ChangeEvent::try_from(JournalEntry {
             id: 7,
             tenant_id: "t".into(),
             entity: "member".into(),
@@ -311,7 +295,8 @@ mod tests {
             data: serde_json::json!({"userName": "alice"}),
             test: false,
             applied_at: 1_000,
-        });
+        })
+        .unwrap();
         let v = serde_json::to_value(&e).unwrap_or_default();
         assert_eq!(
             v,

@@ -16,6 +16,7 @@
 use crate::apply::{json, Cx};
 use crate::entity::groups;
 use crate::error::StoreError;
+use crate::journal::{Action, Entity};
 use crate::sql::Sql;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -235,9 +236,9 @@ pub(crate) async fn write(
         let version = current.map_or(1, |(v, _)| v + 1);
         cx.journal(
             tenant,
-            "group",
+            Entity::Group,
             group_id.to_owned(),
-            "deleted",
+            Action::Deleted,
             // The journal's version is when the change happened (the feed's `changedAt`):
             // for the ISV's own groups, kitsync's clock.
             cx.now,
@@ -342,9 +343,13 @@ pub(crate) async fn write(
     };
     cx.journal(
         tenant,
-        "group",
+        Entity::Group,
         group_id.to_owned(),
-        if creating { "created" } else { "updated" },
+        if creating {
+            Action::Created
+        } else {
+            Action::Updated
+        },
         cx.now,
         json(&group),
         test,

@@ -72,6 +72,7 @@ pub mod entity;
 mod error;
 pub mod feed;
 mod groups;
+pub mod journal;
 mod members;
 mod model;
 mod read;
@@ -159,12 +160,14 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("no outcome for the command".into()))
     }
 
-    /// Full-sync plans, oldest first; only those with `status` when given (`held`,
-    /// `approved`, `rejected`, `confirmed`, `superseded`).
+    /// Full-sync plans, oldest first; only those with `status` when given.
     ///
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable plan.
-    pub async fn list_plans(&self, status: Option<&str>) -> Result<Vec<Plan>, StoreError> {
+    pub async fn list_plans(
+        &self,
+        status: Option<journal::PlanStatus>,
+    ) -> Result<Vec<Plan>, StoreError> {
         read::list_plans(&self.db, status).await
     }
 

@@ -51,8 +51,7 @@ pub struct Plan {
     pub tenant_id: String,
     /// The snapshot's `timeStamp` (Unix ms).
     pub version: i64,
-    /// `held`, `approved`, `rejected`, `confirmed` or `superseded`.
-    pub status: String,
+    pub status: crate::journal::PlanStatus,
     /// Departments in the snapshot.
     pub org_count: i32,
     /// Live departments when the plan was made.

@@ -4,6 +4,7 @@ use crate::entity::{
     apps, authorizations, departments, journal, members, org_plans, tenant_instances, tenants,
 };
 use crate::error::StoreError;
+use crate::journal::PlanStatus;
 use crate::model::{
     AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
     JournalEntry, MemberState, Plan, TenantState, TenantView,
@@ -454,7 +455,7 @@ pub(crate) async fn journal_range(
 }
 
 pub(crate) async fn held_plans(db: &DatabaseConnection) -> Result<u64, StoreError> {
-    let sql = "SELECT COUNT(*) FROM org_plans WHERE status = 'held'";
+    let sql = "SELECT COUNT(*) FROM org_plans WHERE status = 'held'"; // PlanStatus::Held
     let row = db
         .query_one(Statement::from_string(db.get_database_backend(), sql))
         .await?
@@ -507,7 +508,7 @@ struct PlanRow {
 
 pub(crate) async fn list_plans(
     db: &DatabaseConnection,
-    status: Option<&str>,
+    status: Option<PlanStatus>,
 ) -> Result<Vec<Plan>, StoreError> {
     use org_plans::Column as C;
     let mut q = org_plans::Entity::find()
@@ -527,7 +528,7 @@ pub(crate) async fn list_plans(
         ])
         .order_by_asc(C::Id);
     if let Some(s) = status {
-        q = q.filter(C::Status.eq(s));
+        q = q.filter(C::Status.eq(s.as_str()));
     }
     q.into_model::<PlanRow>()
         .all(db)
@@ -540,7 +541,9 @@ pub(crate) async fn list_plans(
                 id: m.id,
                 tenant_id: m.tenant_id,
                 version: m.version,
-                status: m.status,
+                status: PlanStatus::parse(&m.status).ok_or_else(|| {
+                    StoreError::Corrupt(format!("plan {}: status {:?}", m.id, m.status))
+                })?,
                 org_count: m.org_count,
                 live_before: m.live_before,
                 delete_count: m.delete_count,

@@ -23,6 +23,7 @@
 //! computed here.
 use crate::activity::{utc8_day, DAY_MS, UTC8_MS};
 use crate::error::StoreError;
+use crate::journal::Entity;
 use crate::sql::{rows_per_statement, Sql};
 use crate::windows;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
@@ -87,8 +88,8 @@ pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, St
         let version: i64 = row.try_get_by_index(4)?;
         let data: String = row.try_get_by_index(5)?;
         let test: bool = row.try_get_by_index(6)?;
-        match entity.as_str() {
-            "member" => {
+        match Entity::parse(&entity) {
+            Some(Entity::Member) => {
                 let Ok(d) = serde_json::from_str::<Json>(&data) else {
                     continue;
                 };
@@ -102,7 +103,7 @@ pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, St
                     && !auth["deleted"].as_bool().unwrap_or(false);
                 changes.push(((tenant, key, app.to_owned()), enabled, version, test));
             }
-            "authorization" => {
+            Some(Entity::Authorization) => {
                 // A tombstone of a tenant or app delete: key `{appId}:{userName}`.
                 let Some((app, user)) = key.split_once(':') else {
                     continue;

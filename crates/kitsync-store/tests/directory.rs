@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use kitsync_domain::{AuthOp, Role};
+use kitsync_store::journal::PlanStatus;
 use kitsync_store::{Outcome, StoreError};
 
 fn applied(o: &Outcome) -> bool {
@@ -507,7 +508,7 @@ async fn mass_deletion_is_held_until_approved() {
         s.apply(&full_codes("t", 20, &["a", "x"])).await.unwrap(),
         Outcome::Duplicate
     );
-    let held = s.list_plans(Some("held")).await.unwrap();
+    let held = s.list_plans(Some(PlanStatus::Held)).await.unwrap();
     assert_eq!(held.len(), 1);
     let p = &held[0];
     assert_eq!(
@@ -532,7 +533,28 @@ async fn mass_deletion_is_held_until_approved() {
         .map(|d| d.org_code)
         .collect();
     assert_eq!(codes, ["a", "c", "x"]);
-    assert_eq!(s.list_plans(Some("approved")).await.unwrap().len(), 1);
+    // The plan's life is in the change feed, under types the feed documents.
+    let plan_feed = kitsync_store::FeedFilter {
+        types: Some(vec!["plan".into()]),
+        include_test: true,
+        ..Default::default()
+    };
+    let kinds: Vec<String> = s
+        .feed_page(0, None, &plan_feed, 100)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["plan.held", "plan.approved"]);
+    assert_eq!(
+        s.list_plans(Some(PlanStatus::Approved))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(matches!(
         s.approve_plan(plan_id).await,
         Err(StoreError::Conflict(_))
@@ -574,8 +596,15 @@ async fn rejected_plans_stay_unapplied() {
         panic!("expected a held plan");
     };
     s.reject_plan(plan_id).await.unwrap();
-    assert_eq!(s.list_plans(Some("rejected")).await.unwrap()[0].id, plan_id);
-    assert!(s.list_plans(Some("held")).await.unwrap().is_empty());
+    assert_eq!(
+        s.list_plans(Some(PlanStatus::Rejected)).await.unwrap()[0].id,
+        plan_id
+    );
+    assert!(s
+        .list_plans(Some(PlanStatus::Held))
+        .await
+        .unwrap()
+        .is_empty());
     // Redelivered: still not applied, not held again.
     assert_eq!(
         s.apply(&full_codes("t", 20, &[])).await.unwrap(),
@@ -640,16 +669,16 @@ async fn plans_are_superseded_by_newer_snapshots() {
         s.apply(&full_codes("t", 25, &["c"])).await.unwrap(),
         Outcome::Superseded
     );
-    let status: Vec<(i64, String)> = s
+    let status: Vec<(i64, PlanStatus)> = s
         .list_plans(None)
         .await
         .unwrap()
         .into_iter()
         .map(|p| (p.id, p.status))
         .collect();
-    assert_eq!(status[0], (p1, "superseded".to_string()));
-    assert_eq!(status[1], (p2, "held".to_string()));
-    assert_eq!(status[2].1, "superseded");
+    assert_eq!(status[0], (p1, PlanStatus::Superseded));
+    assert_eq!(status[1], (p2, PlanStatus::Held));
+    assert_eq!(status[2].1, PlanStatus::Superseded);
     assert!(matches!(
         s.approve_plan(p1).await,
         Err(StoreError::Conflict(_))
@@ -660,7 +689,11 @@ async fn plans_are_superseded_by_newer_snapshots() {
             .await
             .unwrap()
     ));
-    assert!(s.list_plans(Some("held")).await.unwrap().is_empty());
+    assert!(s
+        .list_plans(Some(PlanStatus::Held))
+        .await
+        .unwrap()
+        .is_empty());
     // A tenant delete supersedes the held plans it overtakes.
     s.apply(&full_codes("t", 50, &["a", "b", "c", "d"]))
         .await

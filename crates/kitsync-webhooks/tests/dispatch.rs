@@ -260,7 +260,7 @@ impl World {
             .await
             .unwrap()
             .into_iter()
-            .map(ChangeEvent::from)
+            .map(|row| ChangeEvent::try_from(row).unwrap())
             .filter(|e| keep(e))
             .map(|e| serde_json::to_value(e).unwrap())
             .collect()

@@ -19,8 +19,10 @@ mod settings;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kitsync_store::journal::PlanStatus;
 use settings::Settings;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 /// mimalloc instead of the system allocator: the callback path (HTTP, JSON, AMQP frames) is
 /// allocation-heavy, and glibc's malloc was a sixth of its CPU time in `bench ingest`.
@@ -323,8 +325,8 @@ enum PlanCmd {
     /// List plans, as JSON lines.
     List {
         /// Only plans in this state.
-        #[arg(long, default_value = "held", value_parser = ["held", "approved", "rejected", "confirmed", "superseded"])]
-        status: String,
+        #[arg(long, default_value = "held", value_parser = PlanStatus::from_str)]
+        status: PlanStatus,
     },
     /// Apply a held plan.
     Approve {
@@ -715,7 +717,7 @@ async fn plans(settings: Settings, command: PlanCmd) -> anyhow::Result<()> {
     let store = kitsync_store::Store::new(db, settings.store.clone());
     match command {
         PlanCmd::List { status } => {
-            let plans = store.list_plans(Some(status.as_str())).await?;
+            let plans = store.list_plans(Some(status)).await?;
             if plans.is_empty() {
                 println!("no {status} plans");
             }

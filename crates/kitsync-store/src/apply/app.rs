@@ -1,6 +1,7 @@
 //! applicationSync: upsert, or delete with a purge of the app's authorisations.
 use super::{flag, tombstone_action, upsert_action, Change, Cx, Tally};
 use crate::error::StoreError;
+use crate::journal::Entity;
 use crate::model::Outcome;
 use crate::tables::{AppRow, Update};
 use kitsync_domain::decide::{fingerprint, Rank};
@@ -36,7 +37,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
                     &mut tally,
                 )
                 .await?;
-            cx.journal_written("app", t, written);
+            cx.journal_written(Entity::App, t, written);
         }
         Op::Delete => {
             if v <= marks.purged {
@@ -51,7 +52,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
                 tally.applied += cx
                     .purge(
                         "authorizations",
-                        "authorization",
+                        Entity::Authorization,
                         &[("tenant_id", t), ("app_id", a)],
                         &[("app_id", "appId"), ("user_name", "userName")],
                         "",
@@ -77,7 +78,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
                     &mut tally,
                 )
                 .await?;
-            cx.journal_written("app", t, written);
+            cx.journal_written(Entity::App, t, written);
             if v > app_purge {
                 let mut sql = cx.sql();
                 sql.push("UPDATE apps SET purged_version = ")

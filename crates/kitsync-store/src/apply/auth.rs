@@ -7,6 +7,7 @@
 //! — `null` where that part was not written (older than what is stored, or unchanged).
 use super::{flag, json, tombstone_action, upsert_action, Change, Cx, Tally, Written};
 use crate::error::StoreError;
+use crate::journal::{Action, Entity};
 use crate::model::Outcome;
 use crate::tables::{AuthorizationRow, MemberRow, Update};
 use kitsync_domain::decide::{fingerprint, Rank};
@@ -92,10 +93,10 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
     for u in users {
         let (profile, grant) = (profiles.remove(&u.user_name), grants.remove(&u.user_name));
         let action = match grant.as_ref().map(|g| g.action) {
-            Some("created") => "authorized",
-            Some("deleted") => "deauthorized",
-            Some(_) => "modified",
-            None if profile.is_some() => "modified",
+            Some(Action::Created) => Action::Authorized,
+            Some(Action::Deleted) => Action::Deauthorized,
+            Some(_) => Action::Modified,
+            None if profile.is_some() => Action::Modified,
             None => continue,
         };
         let data = format!(
@@ -105,7 +106,15 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
             grant.as_ref().map_or("null", |g| g.data.as_str()),
             profile.as_ref().map_or("null", |p| p.data.as_str()),
         );
-        cx.journal(t, "member", u.user_name.clone(), action, v, data, c.test);
+        cx.journal(
+            t,
+            Entity::Member,
+            u.user_name.clone(),
+            action,
+            v,
+            data,
+            c.test,
+        );
     }
     Ok(tally.outcome())
 }

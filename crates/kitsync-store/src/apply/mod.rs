@@ -8,6 +8,7 @@
 //! writers — and (4) the journal rows of what was actually written, buffered and inserted
 //! multi-row at the end of the batch. Purges are set-based `UPDATE … RETURNING`.
 use crate::error::StoreError;
+use crate::journal::{Action, Entity};
 use crate::model::Outcome;
 use crate::sql::{rows_per_statement, Sql, MAX_ROWS};
 use crate::tables::{Row, Update};
@@ -122,7 +123,7 @@ pub(crate) struct Written {
     pub data: String,
     pub version: i64,
     pub test: bool,
-    pub action: &'static str,
+    pub action: Action,
 }
 
 /// JSON text of a journal payload. The payloads are plain structs of strings, numbers and
@@ -132,30 +133,27 @@ pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// Journal action for a written change, given what was stored before.
-pub(crate) type ActionFn<R> = fn(Option<&Current>, &Change<R>) -> Result<&'static str, StoreError>;
+pub(crate) type ActionFn<R> = fn(Option<&Current>, &Change<R>) -> Result<Action, StoreError>;
 
-pub(crate) fn upsert_action<R>(
-    cur: Option<&Current>,
-    _: &Change<R>,
-) -> Result<&'static str, StoreError> {
+pub(crate) fn upsert_action<R>(cur: Option<&Current>, _: &Change<R>) -> Result<Action, StoreError> {
     Ok(match cur {
-        Some(c) if !c.deleted => "updated",
-        _ => "created",
+        Some(c) if !c.deleted => Action::Updated,
+        _ => Action::Created,
     })
 }
 
 pub(crate) fn tombstone_action<R>(
     _: Option<&Current>,
     _: &Change<R>,
-) -> Result<&'static str, StoreError> {
-    Ok("deleted")
+) -> Result<Action, StoreError> {
+    Ok(Action::Deleted)
 }
 
 struct JournalRow {
     tenant_id: String,
-    entity: &'static str,
+    entity: Entity,
     key: String,
-    action: &'static str,
+    action: Action,
     version: i64,
     data: String,
     test: bool,
@@ -298,9 +296,9 @@ impl<'a> Cx<'a> {
     pub(crate) fn journal(
         &mut self,
         tenant: &str,
-        entity: &'static str,
+        entity: Entity,
         key: String,
-        action: &'static str,
+        action: Action,
         version: i64,
         data: String,
         test: bool,
@@ -350,9 +348,9 @@ impl<'a> Cx<'a> {
                 }
                 sql.bind_tuple::<_, Value>([
                     r.tenant_id.into(),
-                    r.entity.into(),
+                    r.entity.as_str().into(),
                     r.key.into(),
-                    r.action.into(),
+                    r.action.as_str().into(),
                     r.version.into(),
                     r.data.into(),
                     r.test.into(),
@@ -542,12 +540,7 @@ impl<'a> Cx<'a> {
     }
 
     /// Journals written changes, one row each, in the order they were made.
-    pub(crate) fn journal_written(
-        &mut self,
-        entity: &'static str,
-        tenant: &str,
-        written: Vec<Written>,
-    ) {
+    pub(crate) fn journal_written(&mut self, entity: Entity, tenant: &str, written: Vec<Written>) {
         for w in written {
             self.journal(
                 tenant,
@@ -568,7 +561,7 @@ impl<'a> Cx<'a> {
     pub(crate) async fn purge(
         &mut self,
         table: &str,
-        entity: &'static str,
+        entity: Entity,
         scope: &[(&str, &str)],
         keys: &[(&str, &str)],
         extra_set: &str,
@@ -617,7 +610,7 @@ impl<'a> Cx<'a> {
                 tenant,
                 entity,
                 k.join(":"),
-                "deleted",
+                Action::Deleted,
                 version,
                 serde_json::Value::Object(data).to_string(),
                 test,
@@ -666,9 +659,9 @@ impl<'a> Cx<'a> {
                 let data = serde_json::json!({ "tenantId": t, "instanceId": inst });
                 self.journal(
                     &t,
-                    "tenant",
+                    Entity::Tenant,
                     t.clone(),
-                    "instance_added",
+                    Action::InstanceAdded,
                     version,
                     data.to_string(),
                     test,

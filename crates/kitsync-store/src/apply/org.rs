@@ -2,6 +2,7 @@
 use super::{json, tombstone_action, Change, Current, Cx, Tally};
 use crate::entity::org_plans;
 use crate::error::StoreError;
+use crate::journal::{Action, Entity, PlanStatus};
 use crate::model::Outcome;
 use crate::tables::{DepartmentRow, Update};
 use kitsync_domain::decide::{org_fingerprint, plan_full_sync, ExistingOrg, FullSyncPlan, Rank};
@@ -42,7 +43,7 @@ pub(super) async fn apply_incremental(
                     &mut tally,
                 )
                 .await?;
-            cx.journal_written("department", t, written);
+            cx.journal_written(Entity::Department, t, written);
         }
         Op::Delete => {
             let change = tombstone_change(t, &info, v, c.test, cx.now);
@@ -56,7 +57,7 @@ pub(super) async fn apply_incremental(
                     &mut tally,
                 )
                 .await?;
-            cx.journal_written("department", t, written);
+            cx.journal_written(Entity::Department, t, written);
         }
     }
     Ok(tally.outcome())
@@ -95,7 +96,7 @@ pub(super) async fn apply_full(
     if plan.superseded {
         if let Mode::Approve(id) = mode {
             let reason = "a later snapshot or tenant delete already covers it";
-            set_status(cx, t, &[id], "superseded", reason).await?;
+            set_status(cx, t, &[id], PlanStatus::Superseded, reason).await?;
         }
         return Ok(Outcome::Superseded);
     }
@@ -136,7 +137,7 @@ pub(super) async fn apply_full(
             &mut tally,
         )
         .await?;
-    cx.journal_written("department", t, written);
+    cx.journal_written(Entity::Department, t, written);
     // The snapshot removes what is older than itself, so its tombstones rank just below it,
     // at `v - 1`: an incremental change stamped exactly `v` then wins whether it arrived
     // before the snapshot (kept: not older) or after (written over the tombstone). Ranks still
@@ -161,7 +162,7 @@ pub(super) async fn apply_full(
             &mut tally,
         )
         .await?;
-    cx.journal_written("department", t, written);
+    cx.journal_written(Entity::Department, t, written);
     if v > marks.snapshot {
         cx.set_snapshot(t, v).await?;
         tally.moved = true;
@@ -169,10 +170,17 @@ pub(super) async fn apply_full(
     if !confirmed.is_empty() {
         let reason =
             format!("confirmed by the snapshot of version {v}, which deletes the same departments");
-        set_status(cx, t, &confirmed, "confirmed", &reason).await?;
+        set_status(cx, t, &confirmed, PlanStatus::Confirmed, &reason).await?;
     }
     if let Mode::Approve(id) = mode {
-        set_status(cx, t, &[id], "approved", "approved by an operator").await?;
+        set_status(
+            cx,
+            t,
+            &[id],
+            PlanStatus::Approved,
+            "approved by an operator",
+        )
+        .await?;
     }
     let reason = format!("the snapshot of version {v} was applied");
     supersede_held(cx, t, v, reason).await?;
@@ -213,18 +221,18 @@ fn stored_parent(c: &Current) -> Result<Option<String>, StoreError> {
 fn department_action(
     cur: Option<&Current>,
     c: &Change<DepartmentRow>,
-) -> Result<&'static str, StoreError> {
+) -> Result<Action, StoreError> {
     let Some(cur) = cur.filter(|cur| !cur.deleted) else {
-        return Ok("created");
+        return Ok(Action::Created);
     };
     let name = stored_name(cur)?;
     let parent = stored_parent(cur)?;
     let renamed = name != c.row.org_name;
     let moved = parent != c.row.parent_code;
     Ok(match (renamed, moved) {
-        (true, false) => "renamed",
-        (false, true) => "moved",
-        _ => "updated",
+        (true, false) => Action::Renamed,
+        (false, true) => Action::Moved,
+        _ => Action::Updated,
     })
 }
 
@@ -300,7 +308,9 @@ async fn held_plans(cx: &Cx<'_>, t: &str) -> Result<Vec<HeldPlan>, StoreError> {
     let mut sql = cx.sql();
     sql.push("SELECT id, version, deletes FROM org_plans WHERE tenant_id = ")
         .bind(t)
-        .push(" AND status = 'held' ORDER BY id");
+        .push(" AND status = ")
+        .bind(PlanStatus::Held.as_str())
+        .push(" ORDER BY id");
     let mut out = Vec::new();
     for r in cx.query(sql).await? {
         let id: i64 = r.try_get_by_index(0)?;
@@ -340,9 +350,12 @@ async fn hold(
 ) -> Result<Outcome, StoreError> {
     let newer = held.iter().filter(|h| h.version > v).map(|h| h.id).max();
     let (status, reason) = match newer {
-        Some(id) => ("superseded", format!("plan {id} holds a newer snapshot")),
+        Some(id) => (
+            PlanStatus::Superseded,
+            format!("plan {id} holds a newer snapshot"),
+        ),
         None => (
-            "held",
+            PlanStatus::Held,
             format!(
                 "would delete {} of {} live departments (more than {}%)",
                 plan.deletes.len(),
@@ -366,7 +379,7 @@ async fn hold(
         to_i32(plan.deletes.len()).into(),
         to_i32(plan.live_before).into(),
         to_i32(org_count).into(),
-        status.into(),
+        status.as_str().into(),
         cx.now.into(),
         newer.map(|_| cx.now).into(),
         reason.clone().into(),
@@ -379,14 +392,14 @@ async fn hold(
     let data = plan_data(id, status, plan.deletes.len(), plan.live_before, &reason);
     cx.journal(
         t,
-        "plan",
+        Entity::Plan,
         id.to_string(),
-        status_action(status),
+        status.action(),
         v,
         data,
         false,
     );
-    tracing::warn!(tenant = %t, plan = id, deletes = plan.deletes.len(), live = plan.live_before, status, "full department sync held by the mass-deletion guard");
+    tracing::warn!(tenant = %t, plan = id, deletes = plan.deletes.len(), live = plan.live_before, status = status.as_str(), "full department sync held by the mass-deletion guard");
     if newer.is_some() {
         return Ok(Outcome::Superseded);
     }
@@ -403,13 +416,17 @@ pub(super) async fn supersede_held(
     reason: String,
 ) -> Result<(), StoreError> {
     let mut sql = cx.sql();
-    sql.push("UPDATE org_plans SET status = 'superseded', decided_at = ")
+    sql.push("UPDATE org_plans SET status = ")
+        .bind(PlanStatus::Superseded.as_str())
+        .push(", decided_at = ")
         .bind(cx.now)
         .push(", reason = ")
         .bind(reason.clone())
         .push(" WHERE tenant_id = ")
         .bind(t)
-        .push(" AND status = 'held' AND version <= ")
+        .push(" AND status = ")
+        .bind(PlanStatus::Held.as_str())
+        .push(" AND version <= ")
         .bind(v)
         .push(" RETURNING id, version, delete_count, live_before");
     let mut rows = Vec::new();
@@ -423,12 +440,18 @@ pub(super) async fn supersede_held(
     }
     rows.sort();
     for (id, version, dels, live) in rows {
-        let data = plan_data(id, "superseded", dels as usize, live as usize, &reason);
+        let data = plan_data(
+            id,
+            PlanStatus::Superseded,
+            dels as usize,
+            live as usize,
+            &reason,
+        );
         cx.journal(
             t,
-            "plan",
+            Entity::Plan,
             id.to_string(),
-            "superseded",
+            Action::Superseded,
             version,
             data,
             false,
@@ -441,13 +464,13 @@ async fn set_status(
     cx: &mut Cx<'_>,
     t: &str,
     ids: &[i64],
-    status: &'static str,
+    status: PlanStatus,
     reason: &str,
 ) -> Result<(), StoreError> {
     for &id in ids {
         let mut sql = cx.sql();
         sql.push("UPDATE org_plans SET status = ")
-            .bind(status)
+            .bind(status.as_str())
             .push(", decided_at = ")
             .bind(cx.now)
             .push(", reason = ")
@@ -462,9 +485,9 @@ async fn set_status(
             let data = plan_data(id, status, dels as usize, live as usize, reason);
             cx.journal(
                 t,
-                "plan",
+                Entity::Plan,
                 id.to_string(),
-                status_action(status),
+                status.action(),
                 version,
                 data,
                 false,
@@ -474,17 +497,7 @@ async fn set_status(
     Ok(())
 }
 
-fn status_action(status: &str) -> &'static str {
-    match status {
-        "held" => "held",
-        "approved" => "approved",
-        "rejected" => "rejected",
-        "confirmed" => "confirmed",
-        _ => "superseded",
-    }
-}
-
-fn plan_data(id: i64, status: &str, deletes: usize, live: usize, reason: &str) -> String {
+fn plan_data(id: i64, status: PlanStatus, deletes: usize, live: usize, reason: &str) -> String {
     serde_json::json!({
         "planId": id,
         "status": status,
@@ -517,7 +530,7 @@ async fn locked_held_plan(
         .await?
         .filter(|p| p.tenant_id == tenant)
         .ok_or_else(|| StoreError::NotFound(format!("plan {id}")))?;
-    if plan.status != "held" {
+    if plan.status != PlanStatus::Held.as_str() {
         return Err(StoreError::Conflict(format!(
             "plan {id} is {}; only held plans can be {verb}",
             plan.status
@@ -556,7 +569,7 @@ pub(crate) async fn reject_plan(
         &mut cx,
         &plan.tenant_id,
         &[id],
-        "rejected",
+        PlanStatus::Rejected,
         "rejected by an operator",
     )
     .await?;

@@ -1,6 +1,7 @@
 //! tenantSync: upsert, or delete with a purge of everything the tenant owns.
 use super::{flag, tombstone_action, upsert_action, Change, Cx, Tally};
 use crate::error::StoreError;
+use crate::journal::{Action, Entity};
 use crate::model::Outcome;
 use crate::tables::{TenantRow, Update};
 use kitsync_domain::decide::{fingerprint, Rank};
@@ -31,7 +32,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &TenantChange) -> Result<Outcome, 
                     &mut tally,
                 )
                 .await?;
-            cx.journal_written("tenant", t, written);
+            cx.journal_written(Entity::Tenant, t, written);
         }
         Op::Delete => {
             if v < marks.purged {
@@ -57,7 +58,7 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &TenantChange) -> Result<Outcome, 
                     &mut tally,
                 )
                 .await?;
-            cx.journal_written("tenant", t, written);
+            cx.journal_written(Entity::Tenant, t, written);
         }
     }
     Ok(tally.outcome())
@@ -106,7 +107,7 @@ async fn purge(cx: &mut Cx<'_>, t: &str, v: i64) -> Result<u32, StoreError> {
     let mut n = cx
         .purge(
             "authorizations",
-            "authorization",
+            Entity::Authorization,
             &scope,
             &[("app_id", "appId"), ("user_name", "userName")],
             "",
@@ -117,7 +118,7 @@ async fn purge(cx: &mut Cx<'_>, t: &str, v: i64) -> Result<u32, StoreError> {
     n += cx
         .purge(
             "members",
-            "member",
+            Entity::Member,
             &scope,
             &[("user_name", "userName")],
             "",
@@ -128,7 +129,7 @@ async fn purge(cx: &mut Cx<'_>, t: &str, v: i64) -> Result<u32, StoreError> {
     n += cx
         .purge(
             "apps",
-            "app",
+            Entity::App,
             &scope,
             &[("app_id", "appId")],
             ", client_secret = ''",
@@ -139,7 +140,7 @@ async fn purge(cx: &mut Cx<'_>, t: &str, v: i64) -> Result<u32, StoreError> {
     n += cx
         .purge(
             "departments",
-            "department",
+            Entity::Department,
             &scope,
             &[("org_code", "orgCode")],
             "",
@@ -172,7 +173,7 @@ async fn purge(cx: &mut Cx<'_>, t: &str, v: i64) -> Result<u32, StoreError> {
     n += groups.len() as u32;
     for g in groups {
         let data = serde_json::json!({ "groupId": g, "deleted": true }).to_string();
-        cx.journal(t, "group", g, "deleted", v, data, false);
+        cx.journal(t, Entity::Group, g, Action::Deleted, v, data, false);
     }
     // A held full-sync plan at or below the delete can never apply any more.
     super::org::supersede_held(cx, t, v, format!("the tenant was deleted at version {v}")).await?;
