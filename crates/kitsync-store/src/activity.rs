@@ -93,10 +93,7 @@ pub async fn record_in<C: ConnectionTrait>(
         sql.push(
             "INSERT INTO activity_events (tenant_id, user_name, kind, at_ms, received_at) VALUES ",
         );
-        for (i, e) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
+        sql.joined(chunk.iter(), ", ", |sql, e| {
             sql.bind_tuple::<_, Value>([
                 e.tenant_id.clone().into(),
                 e.user_name.clone().into(),
@@ -104,7 +101,7 @@ pub async fn record_in<C: ConnectionTrait>(
                 e.at_ms.into(),
                 now_ms.into(),
             ]);
-        }
+        });
         sql.push(" ON CONFLICT DO NOTHING RETURNING tenant_id, user_name, kind, at_ms");
         for row in txn.query_all(sql.build()).await? {
             let kind: String = row.try_get_by_index(2)?;
@@ -155,10 +152,7 @@ pub async fn record_in<C: ConnectionTrait>(
         sql.push(
             "INSERT INTO activity_daily (tenant_id, day, user_name, logins, uses, first_at, last_at) VALUES ",
         );
-        for (i, ((tenant, day, user), d)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
+        sql.joined(chunk.iter(), ", ", |sql, ((tenant, day, user), d)| {
             sql.bind_tuple::<_, Value>([
                 (*tenant).into(),
                 i32::try_from(*day).unwrap_or(i32::MAX).into(),
@@ -168,7 +162,7 @@ pub async fn record_in<C: ConnectionTrait>(
                 d.first.into(),
                 d.last.into(),
             ]);
-        }
+        });
         sql.push(&format!(
             " ON CONFLICT (tenant_id, user_name, day) DO UPDATE SET \
              logins = activity_daily.logins + excluded.logins, \
@@ -199,12 +193,9 @@ pub async fn record_in<C: ConnectionTrait>(
              ON t.tenant_id = m.tenant_id AND t.deleted = FALSE \
              WHERE m.deleted = FALSE AND (m.tenant_id, m.user_name) IN (VALUES ",
         );
-        for (i, (t, u)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
+        sql.joined(chunk.iter(), ", ", |sql, (t, u)| {
             sql.bind_tuple([*t, *u]);
-        }
+        });
         sql.push(")");
         for row in txn.query_all(sql.build()).await? {
             known.insert((row.try_get_by_index(0)?, row.try_get_by_index(1)?));

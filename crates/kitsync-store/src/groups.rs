@@ -318,10 +318,7 @@ pub(crate) async fn write(
             "INSERT INTO group_members (tenant_id, group_id, user_name, member_type, position) \
              VALUES ",
         );
-        for (i, (position, m)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
+        sql.joined(chunk.iter(), ", ", |sql, (position, m)| {
             sql.bind_tuple::<_, sea_orm::Value>([
                 tenant.into(),
                 group_id.into(),
@@ -329,7 +326,7 @@ pub(crate) async fn write(
                 m.kind.clone().into(),
                 i32::try_from(*position).unwrap_or(i32::MAX).into(),
             ]);
-        }
+        });
         cx.exec(sql).await?;
     }
     let group = IsvGroup {

@@ -47,6 +47,23 @@ impl Sql {
         self
     }
 
+    /// Appends one piece per item, written by `each`, with `sep` between them: the one place
+    /// a list's separators are handled.
+    pub fn joined<T>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+        sep: &str,
+        mut each: impl FnMut(&mut Self, T),
+    ) -> &mut Self {
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(sep);
+            }
+            each(self, item);
+        }
+        self
+    }
+
     /// Appends `(p, p, …)`, one placeholder per value.
     pub fn bind_tuple<I, V>(&mut self, values: I) -> &mut Self
     where
@@ -54,12 +71,7 @@ impl Sql {
         V: Into<Value>,
     {
         self.text.push('(');
-        for (i, v) in values.into_iter().enumerate() {
-            if i > 0 {
-                self.text.push_str(", ");
-            }
-            self.bind(v);
-        }
+        self.bind_list(values);
         self.text.push(')');
         self
     }
@@ -70,13 +82,20 @@ impl Sql {
         I: IntoIterator<Item = V>,
         V: Into<Value>,
     {
-        for (i, v) in values.into_iter().enumerate() {
-            if i > 0 {
-                self.text.push_str(", ");
-            }
-            self.bind(v);
-        }
-        self
+        self.joined(values, ", ", |sql, v| {
+            sql.bind(v);
+        })
+    }
+
+    /// Appends `(p, …), (p, …)`: one tuple per row.
+    pub fn bind_rows<R, V>(&mut self, rows: impl IntoIterator<Item = R>) -> &mut Self
+    where
+        R: IntoIterator<Item = V>,
+        V: Into<Value>,
+    {
+        self.joined(rows, ", ", |sql, row| {
+            sql.bind_tuple(row);
+        })
     }
 
     pub fn build(self) -> Statement {
@@ -96,10 +115,17 @@ mod tests {
             .push(" AND b IN (")
             .bind_list(["x", "y"])
             .push(") AND c = ")
-            .bind_tuple([true]);
+            .bind_tuple([true])
+            .push(" AND d IN ")
+            .bind_rows([["p", "q"], ["r", "s"]])
+            .push(" AND ")
+            .joined(["e", "f"], " OR ", |sql, c| {
+                sql.push(c).push(" = ").bind(0_i64);
+            });
         assert_eq!(
             pg.build().sql,
-            "SELECT 1 WHERE a = $1 AND b IN ($2, $3) AND c = ($4)"
+            "SELECT 1 WHERE a = $1 AND b IN ($2, $3) AND c = ($4) AND d IN ($5, $6), ($7, $8) \
+             AND e = $9 OR f = $10"
         );
         let mut lite = Sql::new(DbBackend::Sqlite);
         lite.push("x = ")

@@ -154,12 +154,9 @@ async fn apply_spans(
             "SELECT tenant_id, user_name, app_id, from_v FROM auth_spans WHERE to_v IS NULL \
              AND (tenant_id, user_name, app_id) IN (VALUES ",
         );
-        for (i, (t, u, a)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
+        sql.joined(chunk.iter(), ", ", |sql, (t, u, a)| {
             sql.bind_tuple([t.as_str(), u.as_str(), a.as_str()]);
-        }
+        });
         sql.push(")");
         for row in txn.query_all(sql.build()).await? {
             open.insert(
@@ -200,10 +197,7 @@ async fn apply_spans(
     for chunk in closed.chunks(rows_per_statement(5)) {
         let mut sql = Sql::new(backend);
         sql.push("WITH v (t, u, a, f, e) AS (VALUES ");
-        for (i, ((t, u, a), from, to)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
+        sql.joined(chunk.iter(), ", ", |sql, ((t, u, a), from, to)| {
             sql.bind_tuple::<_, Value>([
                 t.clone().into(),
                 u.clone().into(),
@@ -211,7 +205,7 @@ async fn apply_spans(
                 (*from).into(),
                 (*to).into(),
             ]);
-        }
+        });
         sql.push(
             ") UPDATE auth_spans SET to_v = (SELECT v.e FROM v WHERE v.t = auth_spans.tenant_id \
              AND v.u = auth_spans.user_name AND v.a = auth_spans.app_id \
@@ -226,19 +220,20 @@ async fn apply_spans(
         sql.push(
             "INSERT INTO auth_spans (tenant_id, user_name, app_id, from_v, to_v, test) VALUES ",
         );
-        for (i, (((t, u, a), from), (to, test))) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind_tuple::<_, Value>([
-                t.clone().into(),
-                u.clone().into(),
-                a.clone().into(),
-                (*from).into(),
-                (*to).into(),
-                (*test).into(),
-            ]);
-        }
+        sql.joined(
+            chunk.iter(),
+            ", ",
+            |sql, (((t, u, a), from), (to, test))| {
+                sql.bind_tuple::<_, Value>([
+                    t.clone().into(),
+                    u.clone().into(),
+                    a.clone().into(),
+                    (*from).into(),
+                    (*to).into(),
+                    (*test).into(),
+                ]);
+            },
+        );
         // A span re-opened at the very version another one started (a repeat): keep one.
         sql.push(" ON CONFLICT (tenant_id, user_name, app_id, from_v) DO NOTHING");
         txn.execute(sql.build()).await?;

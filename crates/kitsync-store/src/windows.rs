@@ -72,12 +72,9 @@ async fn lock_marks<'a>(
     for chunk in tenants.chunks(crate::sql::rows_per_statement(2)) {
         let mut sql = Sql::new(backend);
         sql.push("INSERT INTO stats_marks (tenant_id, changes) VALUES ");
-        for (i, t) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
+        sql.joined(chunk.iter(), ", ", |sql, t| {
             sql.bind_tuple::<_, Value>([(*t).into(), i64::from(bump).into()]);
-        }
+        });
         sql.push(if bump {
             " ON CONFLICT (tenant_id) DO UPDATE SET changes = stats_marks.changes + 1"
         } else {
@@ -103,16 +100,13 @@ pub(crate) async fn invalidate(
     for chunk in rows.chunks(500) {
         let mut sql = Sql::new(backend);
         sql.push("DELETE FROM stats_windows WHERE ");
-        for (i, (t, d)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(" OR ");
-            }
+        sql.joined(chunk.iter(), " OR ", |sql, (t, d)| {
             sql.push("(tenant_id = ")
                 .bind(t.as_str())
                 .push(" AND day >= ")
                 .bind(day_value(**d))
                 .push(")");
-        }
+        });
         txn.execute(sql.build()).await?;
     }
     Ok(())
@@ -225,12 +219,9 @@ async fn fill(
     // The last activity up to `day`: the latest of the tenant's last active day.
     let mut sql = Sql::new(backend);
     sql.push("WITH t (tenant_id) AS (VALUES ");
-    for (i, t) in tenants.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
+    sql.joined(tenants.iter(), ", ", |sql, t| {
         sql.push("(").bind(t.as_str()).push(")");
-    }
+    });
     sql.push(
         ") SELECT t.tenant_id, (SELECT MAX(d.last_at) FROM activity_daily d \
          WHERE d.tenant_id = t.tenant_id AND d.day = (SELECT MAX(x.day) FROM activity_daily x \
@@ -249,20 +240,17 @@ async fn fill(
         "INSERT INTO stats_windows (tenant_id, day, authorized, active, last_active_at, \
          computed_at) VALUES ",
     );
-    for (i, t) in tenants.iter().enumerate() {
+    sql.bind_rows(tenants.iter().map(|t| {
         let w = &out[t];
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.bind_tuple::<_, Value>([
-            t.clone().into(),
+        [
+            Value::from(t.clone()),
             day_v.into(),
             i64::try_from(w.authorized).unwrap_or(i64::MAX).into(),
             w.encode_active().into(),
             w.last_active_at.into(),
             now_ms.into(),
-        ]);
-    }
+        ]
+    }));
     sql.push(
         " ON CONFLICT (tenant_id, day) DO UPDATE SET authorized = excluded.authorized, \
          active = excluded.active, last_active_at = excluded.last_active_at, \

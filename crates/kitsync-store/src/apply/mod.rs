@@ -204,12 +204,9 @@ impl<'a> Cx<'a> {
         for chunk in sorted.chunks(MAX_ROWS) {
             let mut sql = self.sql();
             sql.push("INSERT INTO tenant_marks (tenant_id) VALUES ");
-            for (i, t) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
+            sql.joined(chunk.iter(), ", ", |sql, t| {
                 sql.bind_tuple([*t]);
-            }
+            });
             sql.push(
                 " ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = excluded.tenant_id \
                  RETURNING tenant_id, purged_version, org_snapshot_version",
@@ -342,10 +339,7 @@ impl<'a> Cx<'a> {
             sql.push(
                 "INSERT INTO journal (tenant_id, entity, entity_key, action, version, data, test, applied_at) VALUES ",
             );
-            for (i, r) in chunk.into_iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
+            sql.joined(chunk, ", ", |sql, r| {
                 sql.bind_tuple::<_, Value>([
                     r.tenant_id.into(),
                     r.entity.as_str().into(),
@@ -356,7 +350,7 @@ impl<'a> Cx<'a> {
                     r.test.into(),
                     self.now.into(),
                 ]);
-            }
+            });
             self.exec(sql).await?;
         }
     }
@@ -433,12 +427,9 @@ impl<'a> Cx<'a> {
             sql.push(", t.").push(e);
         }
         sql.push(" FROM (VALUES ");
-        for (i, k) in keys.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
+        sql.joined(keys.iter(), ", ", |sql, k| {
             sql.bind_tuple([*k]);
-        }
+        });
         sql.push(") AS k(wanted) CROSS JOIN LATERAL (SELECT version, fp, deleted");
         for e in extra {
             sql.push(", ").push(e);
@@ -492,30 +483,28 @@ impl<'a> Cx<'a> {
                 .push(" (")
                 .push(&R::COLUMNS.join(", "))
                 .push(") VALUES ");
-            for (i, (c, action)) in pending.by_ref().take(per_statement).enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                let rank = c.row.rank();
-                sent.push(Written {
-                    key: c.key().to_owned(),
-                    journal_key: c.journal_key,
-                    data: c.data,
-                    version: rank.version,
-                    test: c.row.test(),
-                    action,
-                });
-                sql.bind_tuple(c.row.values());
-            }
+            sql.joined(
+                pending.by_ref().take(per_statement),
+                ", ",
+                |sql, (c, action)| {
+                    let rank = c.row.rank();
+                    sent.push(Written {
+                        key: c.key().to_owned(),
+                        journal_key: c.journal_key,
+                        data: c.data,
+                        version: rank.version,
+                        test: c.row.test(),
+                        action,
+                    });
+                    sql.bind_tuple(c.row.values());
+                },
+            );
             sql.push(" ON CONFLICT (")
                 .push(&R::CONFLICT.join(", "))
                 .push(") DO UPDATE SET ");
-            for (i, col) in update.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
+            sql.joined(update.iter(), ", ", |sql, col| {
                 sql.push(col).push(" = excluded.").push(col);
-            }
+            });
             sql.push(" WHERE (excluded.version, excluded.fp) > (")
                 .push(R::TABLE)
                 .push(".version, ")
@@ -636,12 +625,9 @@ impl<'a> Cx<'a> {
             sql.push(
                 "INSERT INTO tenant_instances (tenant_id, instance_id, first_seen_at) VALUES ",
             );
-            for (i, ((t, inst), _)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
+            sql.joined(chunk.iter(), ", ", |sql, ((t, inst), _)| {
                 sql.bind_tuple::<_, Value>([(*t).into(), (*inst).into(), self.now.into()]);
-            }
+            });
             sql.push(
                 " ON CONFLICT (tenant_id, instance_id) DO NOTHING RETURNING tenant_id, instance_id",
             );
