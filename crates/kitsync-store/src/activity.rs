@@ -250,3 +250,30 @@ pub(crate) async fn daily(
         })
         .collect()
 }
+
+impl crate::Store {
+    /// Records a batch of activity events in one transaction (see the `activity` module):
+    /// repeats of stored events change nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails; nothing of the batch is kept then.
+    pub async fn record_activity(&self, events: &[ActivityEvent]) -> Result<Recorded, StoreError> {
+        record(&self.db, events, chrono::Utc::now().timestamp_millis()).await
+    }
+
+    /// Deletes raw activity events that happened before `before_ms` (the daily rollups stay).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn prune_activity(&self, before_ms: i64) -> Result<u64, StoreError> {
+        prune(&self.db, before_ms).await
+    }
+
+    /// A tenant's activity rollups, by UTC+8 day then user.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn activity_daily(&self, tenant_id: &str) -> Result<Vec<DailyRow>, StoreError> {
+        daily(&self.db, tenant_id).await
+    }
+}

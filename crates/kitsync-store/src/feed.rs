@@ -252,6 +252,61 @@ pub(crate) async fn page(
     })
 }
 
+impl crate::Store {
+    /// Up to `limit` journal entries with id above `after_id` that match `filter`, in id
+    /// order, which is commit order (see "Journal order" above): polling from the last id seen
+    /// misses nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable entry.
+    pub async fn journal_page(
+        &self,
+        after_id: i64,
+        filter: &JournalFilter,
+        limit: u64,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        crate::read::journal_page(&self.db, after_id, filter, limit).await
+    }
+
+    /// A page of the change feed: up to `limit` events after journal id `after` (and not
+    /// past `until`, when given) that match `filter`, with the cursor to resume from (the
+    /// last journal row read, matching or not; `until` when the page ends before `limit`
+    /// events). See [`feed`].
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable entry.
+    pub async fn feed_page(
+        &self,
+        after: i64,
+        until: Option<i64>,
+        filter: &FeedFilter,
+        limit: u64,
+    ) -> Result<FeedPage, StoreError> {
+        page(&self.db, after, until, filter, limit).await
+    }
+
+    /// The newest journal id (0 for an empty journal). Every row up to it is committed, so a
+    /// reader bounded by it misses nothing below it (see "Journal order" above).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn journal_head(&self) -> Result<i64, StoreError> {
+        crate::webhooks::max_journal_id(&self.db).await
+    }
+
+    /// Up to `limit` journal entries with id above `after_id`, in id order.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable entry.
+    pub async fn journal_after(
+        &self,
+        after_id: i64,
+        limit: u64,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        crate::read::journal_after(&self.db, after_id, limit).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

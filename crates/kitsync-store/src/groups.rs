@@ -160,95 +160,142 @@ async fn load(
         .collect())
 }
 
-/// What a write does to an existing group (or creates).
-pub(crate) enum Write<'a> {
-    Create {
-        group_id: &'a str,
-        new: &'a GroupWrite,
-    },
-    Replace {
-        group_id: &'a str,
-        new: &'a GroupWrite,
-        if_version: Option<i64>,
-    },
-    Delete {
-        group_id: &'a str,
-        if_version: Option<i64>,
-    },
-}
-
-/// Runs one group write in its own transaction; `None` for a delete.
-pub(crate) async fn write(
+/// Creates group `group_id` in its own transaction.
+pub(crate) async fn create(
     db: &DatabaseConnection,
     tenant: &str,
-    w: Write<'_>,
-) -> Result<Option<IsvGroup>, GroupWriteError> {
+    group_id: &str,
+    new: &GroupWrite,
+) -> Result<IsvGroup, GroupWriteError> {
     let txn = db.begin().await?;
-    let mut cx = Cx::new(&txn, 1.0);
+    let mut cx = Cx::new(&txn);
+    let test = lock_live_tenant(&mut cx, tenant).await?;
+    let group = save(&cx, tenant, group_id, new, None).await?;
+    journal(
+        &mut cx,
+        tenant,
+        group_id,
+        Action::Created,
+        json(&group),
+        test,
+    );
+    cx.flush_journal().await?;
+    txn.commit().await?;
+    Ok(group)
+}
+
+/// Replaces group `group_id` (at version `if_version`, when given) in its own transaction.
+pub(crate) async fn replace(
+    db: &DatabaseConnection,
+    tenant: &str,
+    group_id: &str,
+    new: &GroupWrite,
+    if_version: Option<i64>,
+) -> Result<IsvGroup, GroupWriteError> {
+    let txn = db.begin().await?;
+    let mut cx = Cx::new(&txn);
+    let test = lock_live_tenant(&mut cx, tenant).await?;
+    let current = current(&cx, tenant, group_id, if_version).await?;
+    let group = save(&cx, tenant, group_id, new, Some(current)).await?;
+    journal(
+        &mut cx,
+        tenant,
+        group_id,
+        Action::Updated,
+        json(&group),
+        test,
+    );
+    cx.flush_journal().await?;
+    txn.commit().await?;
+    Ok(group)
+}
+
+/// Deletes group `group_id` (at version `if_version`, when given) in its own transaction.
+pub(crate) async fn delete(
+    db: &DatabaseConnection,
+    tenant: &str,
+    group_id: &str,
+    if_version: Option<i64>,
+) -> Result<(), GroupWriteError> {
+    let txn = db.begin().await?;
+    let mut cx = Cx::new(&txn);
+    let test = lock_live_tenant(&mut cx, tenant).await?;
+    let current = current(&cx, tenant, group_id, if_version).await?;
+    delete_rows(&cx, "group_members", tenant, group_id).await?;
+    delete_rows(&cx, "groups", tenant, group_id).await?;
+    let data = json(&serde_json::json!({
+        "groupId": group_id,
+        "deleted": true,
+        "version": current.version + 1,
+    }));
+    journal(&mut cx, tenant, group_id, Action::Deleted, data, test);
+    cx.flush_journal().await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Locks the tenant for the write and returns its test flag; a tenant that is not live is
+/// [`GroupWriteError::TenantNotFound`].
+async fn lock_live_tenant(cx: &mut Cx<'_>, tenant: &str) -> Result<bool, GroupWriteError> {
     cx.lock(&BTreeSet::from([tenant])).await?;
     let mut live = cx.sql();
     live.push("SELECT test FROM tenants WHERE tenant_id = ")
         .bind(tenant)
         .push(" AND deleted = FALSE");
-    let test: bool = match cx.query(live).await?.first() {
-        Some(row) => row.try_get_by_index(0).map_err(StoreError::from)?,
-        None => return Err(GroupWriteError::TenantNotFound(tenant.to_owned())),
-    };
-    let (group_id, new, if_version, creating) = match w {
-        Write::Create { group_id, new } => (group_id, Some(new), None, true),
-        Write::Replace {
-            group_id,
-            new,
-            if_version,
-        } => (group_id, Some(new), if_version, false),
-        Write::Delete {
-            group_id,
-            if_version,
-        } => (group_id, None, if_version, false),
-    };
-    let current = if creating {
-        None
-    } else {
-        let mut sql = cx.sql();
-        sql.push("SELECT version, created_at FROM groups WHERE tenant_id = ")
-            .bind(tenant)
-            .push(" AND group_id = ")
-            .bind(group_id);
-        let row = cx
-            .query(sql)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| GroupWriteError::GroupNotFound(group_id.to_owned()))?;
-        let version: i64 = row.try_get_by_index(0).map_err(StoreError::from)?;
-        let created: i64 = row.try_get_by_index(1).map_err(StoreError::from)?;
-        if let Some(expected) = if_version.filter(|e| *e != version) {
-            return Err(GroupWriteError::VersionMismatch {
-                expected,
-                current: version,
-            });
-        }
-        Some((version, created))
-    };
-    let Some(new) = new else {
-        delete_rows(&cx, "group_members", tenant, group_id).await?;
-        delete_rows(&cx, "groups", tenant, group_id).await?;
-        let version = current.map_or(1, |(v, _)| v + 1);
-        cx.journal(
-            tenant,
-            Entity::Group,
-            group_id.to_owned(),
-            Action::Deleted,
-            // The journal's version is when the change happened (the feed's `changedAt`):
-            // for the ISV's own groups, kitsync's clock.
-            cx.now,
-            json(&serde_json::json!({ "groupId": group_id, "deleted": true, "version": version })),
-            test,
-        );
-        cx.flush_journal().await?;
-        txn.commit().await?;
-        return Ok(None);
-    };
+    match cx.query(live).await?.first() {
+        Some(row) => Ok(row.try_get_by_index(0).map_err(StoreError::from)?),
+        None => Err(GroupWriteError::TenantNotFound(tenant.to_owned())),
+    }
+}
+
+/// A stored group's version and creation time.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    version: i64,
+    created_at: i64,
+}
+
+/// The stored group, checked against `if_version` when given.
+async fn current(
+    cx: &Cx<'_>,
+    tenant: &str,
+    group_id: &str,
+    if_version: Option<i64>,
+) -> Result<Current, GroupWriteError> {
+    let mut sql = cx.sql();
+    sql.push("SELECT version, created_at FROM groups WHERE tenant_id = ")
+        .bind(tenant)
+        .push(" AND group_id = ")
+        .bind(group_id);
+    let row = cx
+        .query(sql)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| GroupWriteError::GroupNotFound(group_id.to_owned()))?;
+    let version: i64 = row.try_get_by_index(0).map_err(StoreError::from)?;
+    let created_at: i64 = row.try_get_by_index(1).map_err(StoreError::from)?;
+    if let Some(expected) = if_version.filter(|e| *e != version) {
+        return Err(GroupWriteError::VersionMismatch {
+            expected,
+            current: version,
+        });
+    }
+    Ok(Current {
+        version,
+        created_at,
+    })
+}
+
+/// Writes the group row (inserted when `current` is `None`, else updated) and replaces its
+/// memberships, after checking the name and the members.
+async fn save(
+    cx: &Cx<'_>,
+    tenant: &str,
+    group_id: &str,
+    new: &GroupWrite,
+    current: Option<Current>,
+) -> Result<IsvGroup, GroupWriteError> {
     let display_name = new.display_name.trim();
     if display_name.is_empty() {
         return Err(GroupWriteError::EmptyName);
@@ -275,11 +322,11 @@ pub(crate) async fn write(
         }
     }
     let (version, created_at) = match current {
-        Some((v, created)) => (v + 1, created),
+        Some(c) => (c.version + 1, c.created_at),
         None => (1, cx.now),
     };
     let mut sql = cx.sql();
-    if creating {
+    if current.is_none() {
         sql.push(
             "INSERT INTO groups (tenant_id, group_id, display_name, source, created_at, \
              updated_at, version, external_id) VALUES ",
@@ -310,7 +357,7 @@ pub(crate) async fn write(
     }
     cx.exec(sql).await?;
     // Memberships: replace the list.
-    delete_rows(&cx, "group_members", tenant, group_id).await?;
+    delete_rows(cx, "group_members", tenant, group_id).await?;
     let numbered: Vec<(usize, &GroupMember)> = members.iter().enumerate().collect();
     for chunk in numbered.chunks(crate::sql::rows_per_statement(5)) {
         let mut sql = cx.sql();
@@ -318,18 +365,18 @@ pub(crate) async fn write(
             "INSERT INTO group_members (tenant_id, group_id, user_name, member_type, position) \
              VALUES ",
         );
-        sql.joined(chunk.iter(), ", ", |sql, (position, m)| {
-            sql.bind_tuple::<_, sea_orm::Value>([
-                tenant.into(),
+        sql.bind_rows(chunk.iter().map(|(position, m)| {
+            [
+                sea_orm::Value::from(tenant),
                 group_id.into(),
                 m.value.clone().into(),
                 m.kind.clone().into(),
                 i32::try_from(*position).unwrap_or(i32::MAX).into(),
-            ]);
-        });
+            ]
+        }));
         cx.exec(sql).await?;
     }
-    let group = IsvGroup {
+    Ok(IsvGroup {
         group_id: group_id.to_owned(),
         display_name: display_name.to_owned(),
         external_id: new.external_id.clone(),
@@ -337,23 +384,29 @@ pub(crate) async fn write(
         created_at,
         updated_at: cx.now,
         members,
-    };
+    })
+}
+
+/// Journals a group change. Its version is when the change happened (the feed's
+/// `changedAt`): for the ISV's own groups, kitsync's clock.
+fn journal(
+    cx: &mut Cx<'_>,
+    tenant: &str,
+    group_id: &str,
+    action: Action,
+    data: String,
+    test: bool,
+) {
+    let now = cx.now;
     cx.journal(
         tenant,
         Entity::Group,
         group_id.to_owned(),
-        if creating {
-            Action::Created
-        } else {
-            Action::Updated
-        },
-        cx.now,
-        json(&group),
+        action,
+        now,
+        data,
         test,
     );
-    cx.flush_journal().await?;
-    txn.commit().await?;
-    Ok(Some(group))
 }
 
 /// Deletes a group's rows from `table` (`groups` or `group_members`).
@@ -401,4 +454,70 @@ pub(crate) async fn memberships(
             ))
         })
         .collect()
+}
+
+impl crate::Store {
+    /// The groups the ISV created through SCIM, by id, each with its members in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn isv_groups(&self, tenant_id: &str) -> Result<Vec<IsvGroup>, StoreError> {
+        list(&self.db, tenant_id).await
+    }
+
+    /// One ISV group.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn isv_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+    ) -> Result<Option<IsvGroup>, StoreError> {
+        one(&self.db, tenant_id, group_id).await
+    }
+
+    /// Creates an ISV group with the id the caller chose (a fresh UUID for SCIM).
+    ///
+    /// # Errors
+    /// [`GroupWriteError`]: the tenant is not live, the name is empty or taken, a member's
+    /// value is empty, or the database failed.
+    pub async fn create_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        new: &GroupWrite,
+    ) -> Result<IsvGroup, GroupWriteError> {
+        create(&self.db, tenant_id, group_id, new).await
+    }
+
+    /// Replaces an ISV group's name, external id and members; when `if_version` is given the
+    /// group must still be at that version.
+    ///
+    /// # Errors
+    /// As [`Store::create_group`], plus [`GroupWriteError::GroupNotFound`] and
+    /// [`GroupWriteError::VersionMismatch`].
+    pub async fn replace_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        new: &GroupWrite,
+        if_version: Option<i64>,
+    ) -> Result<IsvGroup, GroupWriteError> {
+        replace(&self.db, tenant_id, group_id, new, if_version).await
+    }
+
+    /// Deletes an ISV group (at `if_version`, when given).
+    ///
+    /// # Errors
+    /// [`GroupWriteError::TenantNotFound`], [`GroupWriteError::GroupNotFound`],
+    /// [`GroupWriteError::VersionMismatch`], or the database failed.
+    pub async fn delete_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        if_version: Option<i64>,
+    ) -> Result<(), GroupWriteError> {
+        delete(&self.db, tenant_id, group_id, if_version).await
+    }
 }

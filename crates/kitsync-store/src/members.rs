@@ -495,3 +495,32 @@ async fn query_in(
         load(db, tenant, &names, true).await?,
     ))
 }
+
+impl crate::Store {
+    /// Listed members (some app authorises them, test data included) that satisfy `cond`,
+    /// in `userName` order from `offset`, with how many satisfy it in all.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn query_members(
+        &self,
+        tenant_id: &str,
+        cond: &MemberCond,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<MemberView>), StoreError> {
+        query(&self.db, tenant_id, cond, offset, limit).await
+    }
+
+    /// The ISV groups each of `users` is in: `(userName, groupId, displayName)`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn group_memberships(
+        &self,
+        tenant_id: &str,
+        users: &[String],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        crate::groups::memberships(&self.db, tenant_id, users).await
+    }
+}

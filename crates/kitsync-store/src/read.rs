@@ -5,6 +5,7 @@ use crate::entity::{
 };
 use crate::error::StoreError;
 use crate::journal::PlanStatus;
+use crate::members::{MemberFilter, MemberView};
 use crate::model::{
     AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
     JournalEntry, MemberState, Plan, TenantState, TenantView,
@@ -554,4 +555,147 @@ pub(crate) async fn list_plans(
             })
         })
         .collect()
+}
+
+impl crate::Store {
+    /// One live tenant with its instance ids (`None` when unknown or deleted).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn tenant(&self, tenant_id: &str) -> Result<Option<TenantView>, StoreError> {
+        tenant(&self.db, tenant_id).await
+    }
+
+    /// A page of live tenants in `tenant_id` order after `after` (keyset pagination); test
+    /// tenants only with `include_test`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn tenants(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+        include_test: bool,
+    ) -> Result<Vec<TenantView>, StoreError> {
+        tenants_page(&self.db, after, limit, include_test).await
+    }
+
+    /// A page of a tenant's live departments in `org_code` order, after `after` (keyset
+    /// pagination: stable while others write); `limit: None` reads them all. Test rows only
+    /// with `include_test`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn departments(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: Option<u64>,
+        include_test: bool,
+    ) -> Result<Vec<DepartmentState>, StoreError> {
+        departments(&self.db, tenant_id, after, limit, include_test).await
+    }
+
+    /// A keyset page (after `after`, at most `limit`) of the tenant's members that at least
+    /// one app authorises and that match `filter`, in `userName` order, each with its apps.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn members(
+        &self,
+        tenant_id: &str,
+        filter: &MemberFilter,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<MemberView>, StoreError> {
+        crate::members::page(&self.db, tenant_id, filter, after, limit).await
+    }
+
+    /// One member, if live and authorised by at least one app.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn member(
+        &self,
+        tenant_id: &str,
+        user_name: &str,
+        include_test: bool,
+    ) -> Result<Option<MemberView>, StoreError> {
+        crate::members::one(&self.db, tenant_id, user_name, include_test).await
+    }
+
+    /// A keyset page of the tenant's live apps (secrets stay sealed; callers never show them).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn apps(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: u64,
+        include_test: bool,
+    ) -> Result<Vec<AppState>, StoreError> {
+        apps_page(&self.db, tenant_id, after, limit, include_test).await
+    }
+
+    /// A keyset page of one app's live authorisations, in `userName` order.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn authorizations(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+        after: Option<&str>,
+        limit: u64,
+        include_test: bool,
+    ) -> Result<Vec<AuthorizationState>, StoreError> {
+        authorizations_page(&self.db, tenant_id, app_id, after, limit, include_test).await
+    }
+
+    /// One live app with its sealed `clientSecret` (`kitsync apps show`; never served over
+    /// HTTP).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn app_credentials(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+    ) -> Result<Option<AppState>, StoreError> {
+        app(&self.db, tenant_id, app_id).await
+    }
+
+    /// The live directory of one tenant (tombstones absent), deterministically ordered.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn snapshot(&self, tenant_id: &str) -> Result<DirectoryState, StoreError> {
+        snapshot(&self.db, tenant_id).await
+    }
+
+    /// Every tenant id any applied command named (deleted tenants included), sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn tenant_ids(&self) -> Result<Vec<String>, StoreError> {
+        tenant_ids(&self.db).await
+    }
+
+    /// The per-app role groups of a tenant, derived from its live authorisations (enabled or
+    /// not): id `{appId}:{role}`, display name `{appId} {role}s`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn derived_groups(&self, tenant_id: &str) -> Result<Vec<DerivedGroup>, StoreError> {
+        derived_groups(&self.db, tenant_id).await
+    }
+
+    /// Live rows per directory table, journal rows and held plans.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        counts(&self.db).await
+    }
 }

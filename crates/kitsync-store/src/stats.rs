@@ -301,3 +301,87 @@ pub struct TenantFigures {
     /// The last activity (Unix ms) of any of its users up to the period's end, if any.
     pub last_active_at: Option<i64>,
 }
+
+impl crate::Store {
+    /// Reads journal rows into the statistics' authorisation history, up to `limit` per call
+    /// (see the `stats` module); how many it read (0: caught up).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails (nothing of the batch is kept).
+    pub async fn index_stats(&self, limit: u64) -> Result<u64, StoreError> {
+        index(&self.db, limit).await
+    }
+
+    /// Indexes until caught up with the journal, at most `max_rounds` batches of 5 000.
+    ///
+    /// # Errors
+    /// As [`Store::index_stats`].
+    pub async fn catch_up_stats(&self, max_rounds: u32) -> Result<(), StoreError> {
+        for _ in 0..max_rounds {
+            if self.index_stats(5000).await? < 5000 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The statistics of UTC+8 days `[from_day, to_day]` (days since 1970-01-01), at most
+    /// [`WINDOW_DAYS`] days: read from the precomputed windows, computing those missing.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] for a period of more than [`WINDOW_DAYS`] days or none;
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn stats_period(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<PeriodFigures, StoreError> {
+        crate::windows::period(&self.db, from_day, to_day).await
+    }
+
+    /// Computes the statistics windows of the 31 UTC+8 days up to `today` that do not exist
+    /// yet — what the presets (`day`, `7d`, `30d`), their previous periods and their daily
+    /// series read — so their requests only read; how many tenant-days it computed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn warm_stats(&self, today: i64) -> Result<usize, StoreError> {
+        crate::windows::warm(&self.db, today).await
+    }
+
+    /// A value that changes whenever a statistics window may have been deleted or a
+    /// production tenant was added or removed: while it stays the same (and so does the
+    /// day), [`Store::warm_stats`] has nothing to do.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn stats_fingerprint(&self) -> Result<(i64, i64), StoreError> {
+        crate::windows::fingerprint(&self.db).await
+    }
+
+    /// Per day of `[from_day, to_day]`: `(day, active members, active projects)`, days with
+    /// activity only.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn stats_daily(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+        crate::windows::daily(&self.db, from_day, to_day).await
+    }
+
+    /// Every production tenant's figures for `[from_day, to_day]` (at most [`WINDOW_DAYS`]
+    /// days), by tenant id.
+    ///
+    /// # Errors
+    /// As [`Store::stats_period`].
+    pub async fn stats_tenants(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<TenantFigures>, StoreError> {
+        crate::windows::tenants(&self.db, from_day, to_day).await
+    }
+}

@@ -171,3 +171,43 @@ pub(crate) async fn authenticate(
     }
     Ok(Some(t))
 }
+
+impl crate::Store {
+    /// Issues an API token; the returned secret is shown once and never stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] without scopes; [`StoreError::Database`] when the insert fails.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        scopes: &[kitsync_domain::Scope],
+        tenant_id: Option<&str>,
+    ) -> Result<(ApiToken, secrecy::SecretString), StoreError> {
+        create(&self.db, name, scopes, tenant_id).await
+    }
+
+    /// Every token issued, revoked ones included, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        list(&self.db).await
+    }
+
+    /// Revokes token `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id, [`StoreError::Conflict`] when already revoked.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
+        revoke(&self.db, id).await
+    }
+
+    /// The live token a bearer string is, or `None` (unknown, malformed, revoked, wrong
+    /// secret: the caller cannot tell which).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn authenticate(&self, bearer: &str) -> Result<Option<ApiToken>, StoreError> {
+        authenticate(&self.db, bearer).await
+    }
+}

@@ -642,3 +642,143 @@ pub(crate) async fn deliveries(
         })
         .collect()
 }
+
+impl crate::Store {
+    /// Registers a webhook endpoint (`active`, due now) starting after `new.after`, or after
+    /// the newest journal row.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] for a negative cursor; [`StoreError::Database`].
+    pub async fn create_webhook(&self, new: &NewWebhook) -> Result<WebhookEndpoint, StoreError> {
+        create(&self.db, new_webhook_id(), new).await
+    }
+
+    /// [`Store::create_webhook`] under an id taken beforehand with [`new_webhook_id`], for a
+    /// secret that is sealed bound to its endpoint before the row exists.
+    ///
+    /// # Errors
+    /// As [`Store::create_webhook`]; [`StoreError::Database`] when the id is already taken.
+    pub async fn create_webhook_with_id(
+        &self,
+        id: &str,
+        new: &NewWebhook,
+    ) -> Result<WebhookEndpoint, StoreError> {
+        create(&self.db, id.to_owned(), new).await
+    }
+
+    /// Every webhook endpoint, oldest first (never their secrets).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn list_webhooks(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        list(&self.db).await
+    }
+
+    /// One webhook endpoint.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn webhook(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        get(&self.db, id).await
+    }
+
+    /// Removes a webhook endpoint and its delivery log.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id; [`StoreError::Database`].
+    pub async fn remove_webhook(&self, id: &str) -> Result<(), StoreError> {
+        remove(&self.db, id).await
+    }
+
+    /// Disables a webhook endpoint (`enabled = false`: nothing is sent, its cursor stays) or
+    /// enables it again (due now).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id; [`StoreError::Database`].
+    pub async fn set_webhook_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<WebhookEndpoint, StoreError> {
+        set_enabled(&self.db, id, enabled).await
+    }
+
+    /// Makes a webhook endpoint due now and restarts its backoff.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id, [`StoreError::Conflict`] when it is
+    /// disabled; [`StoreError::Database`].
+    pub async fn retry_webhook(&self, id: &str) -> Result<WebhookEndpoint, StoreError> {
+        retry_now(&self.db, id).await
+    }
+
+    /// The latest delivery attempts of an endpoint, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id; [`StoreError::Database`].
+    pub async fn webhook_deliveries(
+        &self,
+        id: &str,
+        limit: u64,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        deliveries(&self.db, id, limit).await
+    }
+
+    /// Ids of the endpoints due at `now` (Unix ms) with something to send and no live lease,
+    /// most overdue first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn due_webhooks(&self, now: i64, limit: u64) -> Result<Vec<String>, StoreError> {
+        due(&self.db, now, limit).await
+    }
+
+    /// Leases endpoint `id` to `owner` for `lease_ms` if it is due and no live lease holds
+    /// it; `None` otherwise (another dispatcher has it, or it is not due or disabled).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn claim_webhook(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Option<WebhookLease>, StoreError> {
+        claim(&self.db, id, owner, now, lease_ms).await
+    }
+
+    /// Moves a leased endpoint's cursor to `cursor` without sending (the rows up to it do not
+    /// match its filter) and releases the lease. False when the lease was lost.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn skip_webhook_to(
+        &self,
+        lease: &WebhookLease,
+        cursor: i64,
+    ) -> Result<bool, StoreError> {
+        skip_to(&self.db, lease, cursor).await
+    }
+
+    /// Records a delivery attempt and releases the lease, in one transaction (see
+    /// [`AttemptOutcome`]). False, with nothing written, when the lease was lost.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn record_webhook_attempt(
+        &self,
+        lease: &WebhookLease,
+        attempt: &WebhookAttempt,
+    ) -> Result<bool, StoreError> {
+        record(&self.db, lease, attempt).await
+    }
+
+    /// Releases a lease without recording anything.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn release_webhook(&self, lease: &WebhookLease) -> Result<(), StoreError> {
+        release(&self.db, lease).await
+    }
+}

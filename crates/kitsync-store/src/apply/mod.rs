@@ -164,19 +164,17 @@ pub(crate) struct Cx<'a> {
     pub txn: &'a DatabaseTransaction,
     pub backend: DbBackend,
     pub now: i64,
-    pub mass_delete_share: f64,
     marks: HashMap<String, Marks>,
     app_purges: HashMap<(String, String), i64>,
     journal: Vec<JournalRow>,
 }
 
 impl<'a> Cx<'a> {
-    pub(crate) fn new(txn: &'a DatabaseTransaction, mass_delete_share: f64) -> Self {
+    pub(crate) fn new(txn: &'a DatabaseTransaction) -> Self {
         Cx {
             txn,
             backend: txn.get_database_backend(),
             now: chrono::Utc::now().timestamp_millis(),
-            mass_delete_share,
             marks: HashMap::new(),
             app_purges: HashMap::new(),
             journal: Vec::new(),
@@ -664,7 +662,7 @@ pub(crate) async fn apply_batch(
     mass_delete_share: f64,
     commands: &[Command],
 ) -> Result<Vec<Outcome>, StoreError> {
-    let mut cx = Cx::new(txn, mass_delete_share);
+    let mut cx = Cx::new(txn);
     let tenants: BTreeSet<&str> = commands.iter().map(Command::tenant_id).collect();
     cx.lock(&tenants).await?;
     cx.record_instances(commands).await?;
@@ -675,7 +673,12 @@ pub(crate) async fn apply_batch(
             Command::App(c) => app::apply(&mut cx, c).await?,
             Command::Auth(c) => auth::apply(&mut cx, c).await?,
             Command::Org(c) => org::apply_incremental(&mut cx, c).await?,
-            Command::FullOrg(c) => org::apply_full(&mut cx, c, org::Mode::Callback).await?,
+            Command::FullOrg(c) => {
+                let mode = org::Mode::Callback {
+                    guard: mass_delete_share,
+                };
+                org::apply_full(&mut cx, c, mode).await?
+            }
         };
         tracing::debug!(tenant = %c.tenant_id(), kind = %c.kind(), version = c.version().millis(), ?outcome, "applied");
         outcomes.push(outcome);

@@ -64,10 +64,11 @@ pub(super) async fn apply_incremental(
 }
 
 /// Why a full snapshot is being applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Mode {
-    /// From the marketplace: the mass-deletion guard applies.
-    Callback,
+    /// From the marketplace: the mass-deletion guard holds a snapshot that would delete
+    /// more than this share of the live departments.
+    Callback { guard: f64 },
     /// An operator approved held plan `id`: applied whatever it deletes.
     Approve(i64),
 }
@@ -102,7 +103,11 @@ pub(super) async fn apply_full(
     }
 
     let mut confirmed: Vec<i64> = Vec::new();
-    if mode == Mode::Callback && plan.exceeds_guard(cx.mass_delete_share) {
+    let guard = match mode {
+        Mode::Callback { guard } => Some(guard),
+        Mode::Approve(_) => None,
+    };
+    if let Some(guard) = guard.filter(|g| plan.exceeds_guard(*g)) {
         let text = serde_json::to_string(&snapshot)
             .map_err(|e| StoreError::Corrupt(format!("snapshot to JSON: {e}")))?;
         if is_known_plan(cx, t, v, &text).await? {
@@ -117,7 +122,13 @@ pub(super) async fn apply_full(
             .map(|h| h.id)
             .collect();
         if confirmed.is_empty() {
-            return hold(cx, t, v, &text, &plan, &held, snapshot.orgs.len()).await;
+            let held_plan = Held {
+                text: &text,
+                plan: &plan,
+                guard,
+                org_count: snapshot.orgs.len(),
+            };
+            return hold(cx, t, v, held_plan, &held).await;
         }
     }
 
@@ -339,15 +350,27 @@ async fn is_known_plan(cx: &Cx<'_>, t: &str, v: i64, text: &str) -> Result<bool,
 /// Stores the snapshot as a plan instead of applying it. It is `held`, and supersedes older
 /// held plans — unless a newer snapshot is already held, which supersedes this one at once.
 #[allow(clippy::too_many_arguments)]
+/// A snapshot the guard holds: its JSON, its plan, the guard it exceeded, its size.
+struct Held<'a> {
+    text: &'a str,
+    plan: &'a FullSyncPlan,
+    guard: f64,
+    org_count: usize,
+}
+
 async fn hold(
     cx: &mut Cx<'_>,
     t: &str,
     v: i64,
-    text: &str,
-    plan: &FullSyncPlan,
+    h: Held<'_>,
     held: &[HeldPlan],
-    org_count: usize,
 ) -> Result<Outcome, StoreError> {
+    let Held {
+        text,
+        plan,
+        org_count,
+        ..
+    } = h;
     let newer = held.iter().filter(|h| h.version > v).map(|h| h.id).max();
     let (status, reason) = match newer {
         Some(id) => (
@@ -360,7 +383,7 @@ async fn hold(
                 "would delete {} of {} live departments (more than {}%)",
                 plan.deletes.len(),
                 plan.live_before,
-                cx.mass_delete_share * 100.0
+                h.guard * 100.0
             ),
         ),
     };
@@ -543,11 +566,10 @@ async fn locked_held_plan(
 /// deletes (see [`crate::Store::approve_plan`]).
 pub(crate) async fn approve_plan(
     txn: &DatabaseTransaction,
-    mass_delete_share: f64,
     tenant: &str,
     id: i64,
 ) -> Result<Outcome, StoreError> {
-    let mut cx = Cx::new(txn, mass_delete_share);
+    let mut cx = Cx::new(txn);
     let plan = locked_held_plan(&mut cx, txn, tenant, id, "approved").await?;
     let snapshot: FullOrgSnapshot = serde_json::from_str(&plan.snapshot)
         .map_err(|e| StoreError::Corrupt(format!("plan {id}: snapshot: {e}")))?;
@@ -559,11 +581,10 @@ pub(crate) async fn approve_plan(
 /// Marks held plan `id` rejected (see [`crate::Store::reject_plan`]).
 pub(crate) async fn reject_plan(
     txn: &DatabaseTransaction,
-    mass_delete_share: f64,
     tenant: &str,
     id: i64,
 ) -> Result<(), StoreError> {
-    let mut cx = Cx::new(txn, mass_delete_share);
+    let mut cx = Cx::new(txn);
     let plan = locked_held_plan(&mut cx, txn, tenant, id, "rejected").await?;
     set_status(
         &mut cx,
