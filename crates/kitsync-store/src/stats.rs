@@ -384,4 +384,59 @@ impl crate::Store {
     ) -> Result<Vec<TenantFigures>, StoreError> {
         crate::windows::tenants(&self.db, from_day, to_day).await
     }
+
+    /// Background upkeep of the statistics: reads new journal rows into their authorisation
+    /// history every 2 s (so a stats request has little to catch up), computes the missing
+    /// statistics windows of the last 31 days (so the presets' requests only read rows), and
+    /// deletes raw activity events past the settings' `activity_retention_days` at start and
+    /// hourly (the daily rollups stay), until `shutdown` turns true. Several processes may do
+    /// both at once: the indexer locks its cursor, the delete is idempotent.
+    pub async fn maintain_stats(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let retention_ms = i64::from(self.settings().activity_retention_days) * crate::DAY_MS;
+        let mut next_prune = tokio::time::Instant::now();
+        let interval = std::time::Duration::from_secs(2);
+        let mut warmed = None;
+        loop {
+            let started = tokio::time::Instant::now();
+            if let Err(e) = self.catch_up_stats(20).await {
+                tracing::warn!(error = %e, "indexing the statistics history failed; will retry");
+            }
+            // Keep the last 31 days' windows computed, so the presets only read. Under heavy
+            // activity every tick recomputes the tenants that changed: the pause after a tick is
+            // at least four times the tick, so this stays under a fifth of one core.
+            // Skipped while nothing changed (read before the pass: a change during it is seen
+            // by the next tick).
+            let today = crate::utc8_day(chrono::Utc::now().timestamp_millis());
+            let seen = self.stats_fingerprint().await.ok().map(|f| (today, f));
+            if seen.is_none() || seen != warmed {
+                match self.warm_stats(today).await {
+                    Ok(n) => {
+                        warmed = seen;
+                        if n > 0 {
+                            tracing::debug!(tenant_days = n, "statistics windows computed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "computing statistics windows failed; will retry");
+                    }
+                }
+            }
+            let pause = interval.max(started.elapsed() * 4);
+            if tokio::time::Instant::now() >= next_prune {
+                next_prune += std::time::Duration::from_secs(3600);
+                let cutoff = chrono::Utc::now().timestamp_millis() - retention_ms;
+                match self.prune_activity(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(deleted = n, "pruned raw activity events past retention")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pruning raw activity events failed"),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
 }

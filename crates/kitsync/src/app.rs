@@ -448,16 +448,11 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         "kitsync starting"
     );
 
-    let worker = (mode != Mode::Ingress).then(|| {
-        let store = Store::new(db.clone(), settings.store.clone());
-        Worker::new(store, queue.clone(), settings.worker.clone())
-    });
-    let mut ops = Operations::new(
-        db.clone(),
-        queue.clone(),
-        Store::new(db.clone(), settings.store.clone()),
-        &settings.metrics,
-    );
+    // One store (a pool and settings, cheap to clone) for every part of the process.
+    let store = Store::new(db.clone(), settings.store.clone());
+    let worker = (mode != Mode::Ingress)
+        .then(|| Worker::new(store.clone(), queue.clone(), settings.worker.clone()));
+    let mut ops = Operations::new(db.clone(), queue.clone(), store.clone(), &settings.metrics);
     if let Some(w) = &worker {
         ops = ops.with_worker(w.stats());
     }
@@ -495,15 +490,12 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         let prefix = settings.kit.normalized_prefix();
         // Each part bounds its own bodies, concurrency and time, answering in its own terms
         // (the ingress `000005`, the API 413/503); the listener bounds connections and heads.
-        let api = kitsync_api::router_with(
-            Store::new(db.clone(), settings.store.clone()),
-            settings.api.clone(),
-        );
+        let api = kitsync_api::router_with(store.clone(), settings.api.clone());
         let listener = tokio::net::TcpListener::bind(&settings.http.addr)
             .await
             .with_context(|| format!("listening on {}", settings.http.addr))?;
         let local = listener.local_addr()?;
-        let login = login_bridge(&settings, &db, local, &sealer, decryptor.clone()).await?;
+        let login = login_bridge(&settings, &store, local, &sealer, decryptor.clone()).await?;
         let issuer = login.issuer().to_owned();
         let router = kitsync_ingress::router(acceptor)
             .merge(api)
@@ -553,10 +545,9 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         );
         tasks.spawn(async move { worker.run(rx).await.context("worker") });
 
-        let store = Store::new(db.clone(), settings.store.clone());
-        let rx = shutdown_rx.clone();
+        let (stats, rx) = (store.clone(), shutdown_rx.clone());
         tasks.spawn(async move {
-            maintain_stats(store, rx).await;
+            stats.maintain_stats(rx).await;
             Ok(())
         });
 
@@ -576,9 +567,9 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         });
 
         if settings.webhooks.enabled {
-            let store = Store::new(db.clone(), settings.store.clone());
-            let dispatcher = Dispatcher::new(store, sealer.clone(), settings.webhooks.clone())
-                .context("starting the webhook dispatcher")?;
+            let dispatcher =
+                Dispatcher::new(store.clone(), sealer.clone(), settings.webhooks.clone())
+                    .context("starting the webhook dispatcher")?;
             let rx = shutdown_rx.clone();
             tracing::info!(
                 poll_ms = settings.webhooks.poll_interval_ms,
@@ -621,7 +612,7 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
 /// trial — `http://` and the address just bound.
 async fn login_bridge(
     settings: &Settings,
-    db: &DatabaseConnection,
+    store: &Store,
     local: std::net::SocketAddr,
     sealer: &Sealer,
     rsa: Option<Arc<RsaDecryptor>>,
@@ -637,7 +628,7 @@ async fn login_bridge(
         settings.login.public_url.clone()
     };
     let login = kitsync_login::Login::new(
-        Store::new(db.clone(), settings.store.clone()),
+        store.clone(),
         sealer.clone(),
         rsa,
         settings.login.clone(),
@@ -650,60 +641,6 @@ async fn login_bridge(
         .context("creating the first ID-token signing key")?;
     tracing::info!(issuer = %login.issuer(), kit_callback = %login.kit_callback_url(), "OpenID Connect login bridge ready");
     Ok(login)
-}
-
-/// Background upkeep of the statistics: reads new journal rows into their authorisation
-/// history every 2 s (so a stats request has little to catch up), computes the missing
-/// statistics windows of the last 31 days (so the presets' requests only read rows), and
-/// deletes raw activity
-/// events past `store.activity_retention_days` at start and hourly (the daily rollups stay).
-/// Several processes may do both at once: the indexer locks its cursor, the delete is
-/// idempotent.
-async fn maintain_stats(store: Store, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let retention_ms = i64::from(store.settings().activity_retention_days) * kitsync_store::DAY_MS;
-    let mut next_prune = tokio::time::Instant::now();
-    let interval = std::time::Duration::from_secs(2);
-    let mut warmed = None;
-    loop {
-        let started = tokio::time::Instant::now();
-        if let Err(e) = store.catch_up_stats(20).await {
-            tracing::warn!(error = %e, "indexing the statistics history failed; will retry");
-        }
-        // Keep the last 31 days' windows computed, so the presets only read. Under heavy
-        // activity every tick recomputes the tenants that changed: the pause after a tick is
-        // at least four times the tick, so this stays under a fifth of one core.
-        // Skipped while nothing changed (read before the pass: a change during it is seen
-        // by the next tick).
-        let today = kitsync_store::utc8_day(chrono::Utc::now().timestamp_millis());
-        let seen = store.stats_fingerprint().await.ok().map(|f| (today, f));
-        if seen.is_none() || seen != warmed {
-            match store.warm_stats(today).await {
-                Ok(n) => {
-                    warmed = seen;
-                    if n > 0 {
-                        tracing::debug!(tenant_days = n, "statistics windows computed");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "computing statistics windows failed; will retry");
-                }
-            }
-        }
-        let pause = interval.max(started.elapsed() * 4);
-        if tokio::time::Instant::now() >= next_prune {
-            next_prune += std::time::Duration::from_secs(3600);
-            let cutoff = chrono::Utc::now().timestamp_millis() - retention_ms;
-            match store.prune_activity(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "pruned raw activity events past retention"),
-                Err(e) => tracing::warn!(error = %e, "pruning raw activity events failed"),
-            }
-        }
-        tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
-            () = tokio::time::sleep(pause) => {}
-        }
-    }
 }
 
 /// Deletes ended login flows, codes, tokens and sessions every ten minutes (the first pass a
