@@ -17,6 +17,7 @@ pub mod command;
 pub mod decide;
 pub mod error;
 pub mod parse;
+pub mod result_code;
 pub mod scope;
 pub mod signing;
 pub mod time;
@@ -27,5 +28,6 @@ pub use command::{
 };
 pub use decide::{Decision, Rank};
 pub use error::FieldError;
+pub use result_code::ResultCode;
 pub use scope::Scope;
 pub use time::KitTime;

@@ -5,7 +5,7 @@
 //! load) the message is one of a fixed set of texts that never repeat the caller's input, so
 //! an unauthenticated caller cannot get our `Body-Sign` over bytes of its choosing; after it
 //! verified, the message names the field at fault.
-use kitsync_domain::FieldError;
+use kitsync_domain::{FieldError, ResultCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KitError {
@@ -47,25 +47,26 @@ pub enum KitError {
 impl KitError {
     /// The marketplace result code.
     #[must_use]
-    pub fn result_code(&self) -> &'static str {
+    pub fn result_code(&self) -> ResultCode {
+        use ResultCode::{BadRequest, Unauthenticated, Unavailable};
         match self {
-            KitError::MissingHeader(h) if *h == "x-sign" => "000001",
-            KitError::MissingHeader(_) => "000002",
-            KitError::BadTimestamp => "000002",
-            KitError::StaleTimestamp { .. } => "000002",
-            KitError::BadNonce { .. } => "000002",
-            KitError::BadSign => "000001",
-            KitError::BadSignature { .. } => "000001",
-            KitError::NoKeysConfigured => "000001",
-            KitError::Replayed => "000001",
-            KitError::BodyTooLarge { .. } => "000002",
-            KitError::BodyUnreadable(_) => "000002",
-            KitError::BodyTimeout { .. } => "000002",
-            KitError::Overloaded(_) => "000005",
-            KitError::Invalid(_) => "000002",
-            KitError::BadSecret(_) => "000002",
-            KitError::Unavailable(_) => "000005",
-            KitError::Internal(_) => "000005",
+            KitError::MissingHeader(h) if *h == "x-sign" => Unauthenticated,
+            KitError::MissingHeader(_) => BadRequest,
+            KitError::BadTimestamp => BadRequest,
+            KitError::StaleTimestamp { .. } => BadRequest,
+            KitError::BadNonce { .. } => BadRequest,
+            KitError::BadSign => Unauthenticated,
+            KitError::BadSignature { .. } => Unauthenticated,
+            KitError::NoKeysConfigured => Unauthenticated,
+            KitError::Replayed => Unauthenticated,
+            KitError::BodyTooLarge { .. } => BadRequest,
+            KitError::BodyUnreadable(_) => BadRequest,
+            KitError::BodyTimeout { .. } => BadRequest,
+            KitError::Overloaded(_) => Unavailable,
+            KitError::Invalid(_) => BadRequest,
+            KitError::BadSecret(_) => BadRequest,
+            KitError::Unavailable(_) => Unavailable,
+            KitError::Internal(_) => Unavailable,
         }
     }
 

@@ -2,17 +2,14 @@
 //! each endpoint took to answer. Fixed arrays indexed by endpoint and code, so recording is
 //! two relaxed atomic additions per counter and histogram, with no lookup, lock or
 //! allocation on the callback path.
-use kitsync_domain::CallbackKind;
+use kitsync_domain::{CallbackKind, ResultCode};
 use kitsync_metrics::{Counter, Encoder, Histogram, Kind, LATENCY_BUCKETS};
 use std::time::Duration;
-
-/// The result codes an answer can carry (docs/protocol.md §3), in exposition order.
-pub const RESULT_CODES: [&str; 4] = ["000000", "000001", "000002", "000005"];
 
 /// Callback counters and latencies, shared by every request.
 #[derive(Debug)]
 pub struct IngressMetrics {
-    callbacks: [[Counter; RESULT_CODES.len()]; CallbackKind::ALL.len()],
+    callbacks: [[Counter; ResultCode::ALL.len()]; CallbackKind::ALL.len()],
     duration: [Histogram; CallbackKind::ALL.len()],
     /// `clientSecret`s decrypted with the current RSA key, and with a previous one.
     decrypted: [Counter; 2],
@@ -40,12 +37,10 @@ fn kind_index(kind: CallbackKind) -> usize {
 
 impl IngressMetrics {
     /// Counts one answered callback with its result code and time to answer.
-    pub fn record(&self, kind: CallbackKind, code: &str, took: Duration) {
+    pub fn record(&self, kind: CallbackKind, code: ResultCode, took: Duration) {
         let k = kind_index(kind);
-        if let Some(c) = RESULT_CODES.iter().position(|rc| *rc == code) {
-            if let Some(counter) = self.callbacks.get(k).and_then(|row| row.get(c)) {
-                counter.inc();
-            }
+        if let Some(counter) = self.callbacks.get(k).and_then(|row| row.get(code.index())) {
+            counter.inc();
         }
         if let Some(h) = self.duration.get(k) {
             h.observe(took);
@@ -57,13 +52,12 @@ impl IngressMetrics {
         self.decrypted[usize::from(with_previous_key)].inc();
     }
 
-    /// Answered callbacks so far for `kind` and `code` (0 for an unknown code).
+    /// Answered callbacks so far for `kind` and `code`.
     #[must_use]
-    pub fn count(&self, kind: CallbackKind, code: &str) -> u64 {
-        RESULT_CODES
-            .iter()
-            .position(|rc| *rc == code)
-            .and_then(|c| self.callbacks.get(kind_index(kind))?.get(c))
+    pub fn count(&self, kind: CallbackKind, code: ResultCode) -> u64 {
+        self.callbacks
+            .get(kind_index(kind))
+            .and_then(|row| row.get(code.index()))
             .map_or(0, Counter::get)
     }
 
@@ -76,10 +70,10 @@ impl IngressMetrics {
             "Kit callbacks answered, by endpoint and result code (000000 = durably queued).",
         );
         for kind in CallbackKind::ALL {
-            for code in RESULT_CODES {
+            for code in ResultCode::ALL {
                 e.sample(
                     "kitsync_callbacks_total",
-                    &[("endpoint", kind.path()), ("code", code)],
+                    &[("endpoint", kind.path()), ("code", code.as_str())],
                     self.count(kind, code),
                 );
             }
@@ -122,12 +116,17 @@ mod tests {
     #[test]
     fn counts_by_endpoint_and_code() {
         let m = IngressMetrics::default();
-        m.record(CallbackKind::AuthSync, "000000", Duration::from_millis(3));
-        m.record(CallbackKind::AuthSync, "000000", Duration::from_millis(3));
-        m.record(CallbackKind::TenantSync, "000001", Duration::from_millis(1));
-        assert_eq!(m.count(CallbackKind::AuthSync, "000000"), 2);
-        assert_eq!(m.count(CallbackKind::TenantSync, "000001"), 1);
-        assert_eq!(m.count(CallbackKind::TenantSync, "000000"), 0);
+        let ms3 = Duration::from_millis(3);
+        m.record(CallbackKind::AuthSync, ResultCode::Success, ms3);
+        m.record(CallbackKind::AuthSync, ResultCode::Success, ms3);
+        let ms1 = Duration::from_millis(1);
+        m.record(CallbackKind::TenantSync, ResultCode::Unauthenticated, ms1);
+        assert_eq!(m.count(CallbackKind::AuthSync, ResultCode::Success), 2);
+        assert_eq!(
+            m.count(CallbackKind::TenantSync, ResultCode::Unauthenticated),
+            1
+        );
+        assert_eq!(m.count(CallbackKind::TenantSync, ResultCode::Success), 0);
         let mut e = Encoder::new();
         m.encode(&mut e);
         let text = e.finish();

@@ -5,7 +5,7 @@ use crate::extract::{KitRejection, SignedKit};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kitsync_domain::{signing, CallbackKind};
+use kitsync_domain::{signing, CallbackKind, ResultCode};
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,8 +17,8 @@ pub struct KitReply {
 }
 
 impl KitReply {
-    fn body_for(code: &str, msg: &str) -> Vec<u8> {
-        serde_json::json!({ "resultCode": code, "resultMsg": msg })
+    fn body_for(code: ResultCode, msg: &str) -> Vec<u8> {
+        serde_json::json!({ "resultCode": code.as_str(), "resultMsg": msg })
             .to_string()
             .into_bytes()
     }
@@ -40,7 +40,7 @@ impl KitReply {
         key_index: Option<usize>,
     ) -> Self {
         let body = match result {
-            Ok(()) => Self::body_for("000000", "success"),
+            Ok(()) => Self::body_for(ResultCode::Success, "success"),
             Err(e) => Self::body_for(e.result_code(), &e.result_msg()),
         };
         let keys = &acceptor.settings().access_keys;
@@ -84,10 +84,10 @@ pub async fn handle(
         },
     };
     let code = match &result {
-        Ok(()) => "000000",
+        Ok(()) => ResultCode::Success,
         Err(e) => e.result_code(),
     };
-    tracing::Span::current().record("code", code);
+    tracing::Span::current().record("code", code.as_str());
     match &result {
         Ok(()) => tracing::debug!("accepted"),
         Err(KitError::Unavailable(cause) | KitError::Internal(cause)) => {
@@ -146,14 +146,14 @@ impl RefusalLog {
             let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
             tracing::warn!(
                 reason = %e,
-                code = e.result_code(),
+                code = e.result_code().as_str(),
                 refused_without_warning_since_last = suppressed,
                 "unauthenticated callback refused (such warnings are written at most every 10 s)"
             );
             true
         } else {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(reason = %e, code = e.result_code(), "unauthenticated callback refused");
+            tracing::debug!(reason = %e, code = e.result_code().as_str(), "unauthenticated callback refused");
             false
         }
     }

@@ -6,21 +6,48 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kitsync_store::{GroupWriteError, StoreError};
 
+/// The `scimType` of an error (RFC 7644 §3.12, Table 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimType {
+    InvalidFilter,
+    TooMany,
+    Uniqueness,
+    Mutability,
+    InvalidSyntax,
+    InvalidPath,
+    NoTarget,
+    InvalidValue,
+    InvalidVers,
+    Sensitive,
+}
+
+impl ScimType {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ScimType::InvalidFilter => "invalidFilter",
+            ScimType::TooMany => "tooMany",
+            ScimType::Uniqueness => "uniqueness",
+            ScimType::Mutability => "mutability",
+            ScimType::InvalidSyntax => "invalidSyntax",
+            ScimType::InvalidPath => "invalidPath",
+            ScimType::NoTarget => "noTarget",
+            ScimType::InvalidValue => "invalidValue",
+            ScimType::InvalidVers => "invalidVers",
+            ScimType::Sensitive => "sensitive",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ScimError {
     pub status: StatusCode,
-    /// RFC 7644 Table 9: `invalidFilter`, `invalidSyntax`, `invalidPath`, `invalidValue`,
-    /// `mutability`, `uniqueness`, `noTarget`, `tooMany`, …
-    pub scim_type: Option<&'static str>,
+    pub scim_type: Option<ScimType>,
     pub detail: String,
 }
 
 impl ScimError {
-    pub fn new(
-        status: StatusCode,
-        scim_type: Option<&'static str>,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(status: StatusCode, scim_type: Option<ScimType>, detail: impl Into<String>) -> Self {
         ScimError {
             status,
             scim_type,
@@ -28,7 +55,7 @@ impl ScimError {
         }
     }
 
-    pub fn bad(scim_type: &'static str, detail: impl Into<String>) -> Self {
+    pub fn bad(scim_type: ScimType, detail: impl Into<String>) -> Self {
         ScimError::new(StatusCode::BAD_REQUEST, Some(scim_type), detail)
     }
 
@@ -39,7 +66,7 @@ impl ScimError {
     /// A write to something the marketplace owns (Users, per-app role groups).
     pub fn read_only(what: &str) -> Self {
         ScimError::bad(
-            "mutability",
+            ScimType::Mutability,
             format!(
                 "{what} belong to the marketplace: they change only through Kit callbacks and \
                  are read-only here"
@@ -63,7 +90,7 @@ impl From<ApiError> for ScimError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let scim_type = (status == StatusCode::BAD_REQUEST).then_some("invalidValue");
+        let scim_type = (status == StatusCode::BAD_REQUEST).then_some(ScimType::InvalidValue);
         ScimError::new(status, scim_type, e.to_string())
     }
 }
@@ -81,11 +108,13 @@ impl From<GroupWriteError> for ScimError {
                 ScimError::not_found(e.to_string())
             }
             GroupWriteError::EmptyName | GroupWriteError::EmptyMember => {
-                ScimError::bad("invalidValue", e.to_string())
+                ScimError::bad(ScimType::InvalidValue, e.to_string())
             }
-            GroupWriteError::NameTaken(_) => {
-                ScimError::new(StatusCode::CONFLICT, Some("uniqueness"), e.to_string())
-            }
+            GroupWriteError::NameTaken(_) => ScimError::new(
+                StatusCode::CONFLICT,
+                Some(ScimType::Uniqueness),
+                e.to_string(),
+            ),
             GroupWriteError::VersionMismatch { .. } => ScimError::new(
                 StatusCode::PRECONDITION_FAILED,
                 None,
@@ -104,7 +133,7 @@ impl IntoResponse for ScimError {
             "detail": self.detail,
         });
         if let Some(t) = self.scim_type {
-            body["scimType"] = t.into();
+            body["scimType"] = t.as_str().into();
         }
         let mut res = (self.status, super::scim_json(&body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {

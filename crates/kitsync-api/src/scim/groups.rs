@@ -9,7 +9,7 @@
 //! member, adding one or removing `members[value eq "…"]` costs the same whatever the group's
 //! size, so a request's work is linear in its size. The limits (`super::MAX_*`, documented in
 //! `scim/mod.rs`) are checked as the request is read.
-use super::error::ScimError;
+use super::error::{ScimError, ScimType};
 use super::filter::{AttrPath, Filter};
 use super::schema::{group_case_exact, GROUP, PATCH_OP};
 use super::{admit, encode_segment, ListParams, Listing, Projection, RawQuery, Shared};
@@ -192,7 +192,7 @@ pub(crate) async fn get(
     query: Result<RawQuery, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ScimError> {
     let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let query = query.map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
+    let query = query.map_err(|e| ScimError::bad(ScimType::InvalidValue, e.body_text()))?;
     let projection = Projection::from_query(&query.0)?;
     let full = match find(&state, &tenant, &id).await? {
         Found::Isv(g) => isv_json(&base, &g),
@@ -216,7 +216,7 @@ fn check_path_id(id: &str) -> Result<(), ScimError> {
     let n = id.chars().count();
     if n > MAX_ID_CHARS {
         return Err(ScimError::bad(
-            "invalidValue",
+            ScimType::InvalidValue,
             format!("id: {n} characters, at most {MAX_ID_CHARS} allowed"),
         ));
     }
@@ -235,14 +235,14 @@ fn bounded(what: &str, s: &str) -> Result<(), ScimError> {
         let n = s.chars().count();
         if n > MAX_STRING_CHARS {
             return Err(ScimError::bad(
-                "invalidValue",
+                ScimType::InvalidValue,
                 format!("{what}: {n} characters, at most {MAX_STRING_CHARS} allowed"),
             ));
         }
     }
     if s.contains('\0') {
         return Err(ScimError::bad(
-            "invalidValue",
+            ScimType::InvalidValue,
             format!("{what}: must not contain U+0000"),
         ));
     }
@@ -291,7 +291,7 @@ impl Draft {
     fn add(&mut self, m: GroupMember) -> Result<(), ScimError> {
         if self.index.len() >= MAX_GROUP_MEMBERS && !self.index.contains_key(&m.value) {
             return Err(ScimError::bad(
-                "invalidValue",
+                ScimType::InvalidValue,
                 format!("members: a group has at most {MAX_GROUP_MEMBERS} members"),
             ));
         }
@@ -360,7 +360,7 @@ fn value_eq(f: &Filter) -> Option<&str> {
 fn group_write(body: &Value) -> Result<GroupWrite, ScimError> {
     let obj = body
         .as_object()
-        .ok_or_else(|| ScimError::bad("invalidSyntax", "a Group must be a JSON object"))?;
+        .ok_or_else(|| ScimError::bad(ScimType::InvalidSyntax, "a Group must be a JSON object"))?;
     let schemas: Vec<&str> = obj
         .get("schemas")
         .and_then(Value::as_array)
@@ -368,7 +368,7 @@ fn group_write(body: &Value) -> Result<GroupWrite, ScimError> {
         .unwrap_or_default();
     if !schemas.iter().any(|s| s.eq_ignore_ascii_case(GROUP)) {
         return Err(ScimError::bad(
-            "invalidSyntax",
+            ScimType::InvalidSyntax,
             format!("`schemas` must include {GROUP}"),
         ));
     }
@@ -384,7 +384,7 @@ fn group_write(body: &Value) -> Result<GroupWrite, ScimError> {
         }
         _ => {
             return Err(ScimError::bad(
-                "invalidValue",
+                ScimType::InvalidValue,
                 "displayName is required (a non-empty string)",
             ))
         }
@@ -404,7 +404,7 @@ fn external_id(v: Option<&Value>) -> Result<Option<String>, ScimError> {
             Ok(Some(s.clone()))
         }
         Some(_) => Err(ScimError::bad(
-            "invalidValue",
+            ScimType::InvalidValue,
             "externalId must be a string",
         )),
     }
@@ -425,7 +425,7 @@ fn parse_members(v: &Value) -> Result<Vec<GroupMember>, ScimError> {
         Value::Null => Vec::new(),
         _ => {
             return Err(ScimError::bad(
-                "invalidValue",
+                ScimType::InvalidValue,
                 "members must be an array of {\"value\": …} objects",
             ))
         }
@@ -439,7 +439,7 @@ fn parse_members(v: &Value) -> Result<Vec<GroupMember>, ScimError> {
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| {
                     ScimError::bad(
-                        "invalidValue",
+                        ScimType::InvalidValue,
                         "every member needs a non-empty string `value`",
                     )
                 })?;
@@ -458,7 +458,7 @@ fn parse_members(v: &Value) -> Result<Vec<GroupMember>, ScimError> {
                 }
                 Some(other) => {
                     return Err(ScimError::bad(
-                        "invalidValue",
+                        ScimType::InvalidValue,
                         format!("a member's type is \"User\" or \"Group\", not {other}"),
                     ))
                 }
@@ -580,7 +580,7 @@ fn target(path: Option<&str>) -> Result<Target, ScimError> {
     };
     let bad = || {
         ScimError::bad(
-            "invalidPath",
+            ScimType::InvalidPath,
             format!("`{path}` is not a path this Group has"),
         )
     };
@@ -606,7 +606,7 @@ fn target(path: Option<&str>) -> Result<Target, ScimError> {
         ("externalid", None) => Ok(Target::ExternalId),
         ("members", None) => Ok(Target::Members),
         ("members", Some(f)) => Ok(Target::MembersWhere(
-            Filter::parse(f).map_err(|e| ScimError::bad("invalidFilter", e))?,
+            Filter::parse(f).map_err(|e| ScimError::bad(ScimType::InvalidFilter, e))?,
         )),
         _ => Err(bad()),
     }
@@ -616,7 +616,7 @@ fn string_value(v: Option<&Value>, what: &str) -> Result<String, ScimError> {
     match v {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
         _ => Err(ScimError::bad(
-            "invalidValue",
+            ScimType::InvalidValue,
             format!("{what} needs a non-empty string value"),
         )),
     }
@@ -628,7 +628,7 @@ fn apply_op(w: &mut Draft, op: &str, t: Target, value: Option<&Value>) -> Result
         ("add" | "replace", Target::Whole) => {
             let obj = value.and_then(Value::as_object).ok_or_else(|| {
                 ScimError::bad(
-                    "invalidValue",
+                    ScimType::InvalidValue,
                     "an operation without a path needs an object value",
                 )
             })?;
@@ -657,16 +657,16 @@ fn apply_op(w: &mut Draft, op: &str, t: Target, value: Option<&Value>) -> Result
         }
         ("add", Target::MembersWhere(_)) => {
             return Err(ScimError::bad(
-                "invalidPath",
+                ScimType::InvalidPath,
                 "add takes the path `members`, not a filtered one",
             ))
         }
         ("remove", Target::Whole) => {
-            return Err(ScimError::bad("noTarget", "remove needs a path"));
+            return Err(ScimError::bad(ScimType::NoTarget, "remove needs a path"));
         }
         ("remove", Target::DisplayName) => {
             return Err(ScimError::bad(
-                "mutability",
+                ScimType::Mutability,
                 "displayName is required and cannot be removed",
             ))
         }
@@ -683,7 +683,7 @@ fn apply_op(w: &mut Draft, op: &str, t: Target, value: Option<&Value>) -> Result
         ("remove", Target::MembersWhere(f)) => w.remove_where(&f),
         (other, _) => {
             return Err(ScimError::bad(
-                "invalidValue",
+                ScimType::InvalidValue,
                 format!("`{other}` is not a PATCH op (add, remove, replace)"),
             ))
         }
@@ -700,16 +700,16 @@ struct Operation {
 
 /// Parses a PatchOp body into its operations.
 fn operations(body: &Value) -> Result<Vec<Operation>, ScimError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ScimError::bad("invalidSyntax", "a PatchOp must be a JSON object"))?;
+    let obj = body.as_object().ok_or_else(|| {
+        ScimError::bad(ScimType::InvalidSyntax, "a PatchOp must be a JSON object")
+    })?;
     let schemas_ok = obj
         .get("schemas")
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|s| s.as_str() == Some(PATCH_OP)));
     if !schemas_ok {
         return Err(ScimError::bad(
-            "invalidSyntax",
+            ScimType::InvalidSyntax,
             format!("`schemas` must be [\"{PATCH_OP}\"]"),
         ));
     }
@@ -718,10 +718,15 @@ fn operations(body: &Value) -> Result<Vec<Operation>, ScimError> {
         .find(|(k, _)| k.eq_ignore_ascii_case("Operations"))
         .and_then(|(_, v)| v.as_array())
         .filter(|a| !a.is_empty())
-        .ok_or_else(|| ScimError::bad("invalidSyntax", "`Operations` must be a non-empty array"))?;
+        .ok_or_else(|| {
+            ScimError::bad(
+                ScimType::InvalidSyntax,
+                "`Operations` must be a non-empty array",
+            )
+        })?;
     if ops.len() > MAX_PATCH_OPERATIONS {
         return Err(ScimError::bad(
-            "invalidValue",
+            ScimType::InvalidValue,
             format!(
                 "Operations: {} operations, at most {MAX_PATCH_OPERATIONS} per request",
                 ops.len()
@@ -739,12 +744,19 @@ fn operations(body: &Value) -> Result<Vec<Operation>, ScimError> {
             };
             let op = field("op")
                 .and_then(Value::as_str)
-                .ok_or_else(|| ScimError::bad("invalidSyntax", "every operation needs an `op`"))?
+                .ok_or_else(|| {
+                    ScimError::bad(ScimType::InvalidSyntax, "every operation needs an `op`")
+                })?
                 .to_ascii_lowercase();
             let path = match field("path") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(p)) => Some(p.clone()),
-                Some(_) => return Err(ScimError::bad("invalidPath", "`path` must be a string")),
+                Some(_) => {
+                    return Err(ScimError::bad(
+                        ScimType::InvalidPath,
+                        "`path` must be a string",
+                    ))
+                }
             };
             Ok(Operation {
                 op,

@@ -34,7 +34,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
-use error::ScimError;
+use error::{ScimError, ScimType};
 use kitsync_domain::Scope;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -272,7 +272,7 @@ impl ListParams {
                 .map(|v| {
                     v.trim().parse::<i64>().map_err(|_| {
                         ScimError::bad(
-                            "invalidValue",
+                            ScimType::InvalidValue,
                             format!("{name} must be an integer, got `{v}`"),
                         )
                     })
@@ -291,9 +291,9 @@ impl ListParams {
 
     /// From a `SearchRequest` body (RFC 7644 §3.4.3).
     pub(crate) fn from_search(body: &Value) -> Result<ListParams, ScimError> {
-        let obj = body
-            .as_object()
-            .ok_or_else(|| ScimError::bad("invalidSyntax", "a SearchRequest must be an object"))?;
+        let obj = body.as_object().ok_or_else(|| {
+            ScimError::bad(ScimType::InvalidSyntax, "a SearchRequest must be an object")
+        })?;
         let get = |name: &str| {
             obj.iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -303,7 +303,7 @@ impl ListParams {
             get(name)
                 .map(|v| {
                     v.as_i64().ok_or_else(|| {
-                        ScimError::bad("invalidValue", format!("{name} must be an integer"))
+                        ScimError::bad(ScimType::InvalidValue, format!("{name} must be an integer"))
                     })
                 })
                 .transpose()
@@ -315,14 +315,17 @@ impl ListParams {
                     .iter()
                     .map(|v| {
                         v.as_str().map(str::to_owned).ok_or_else(|| {
-                            ScimError::bad("invalidValue", format!("{name} must list strings"))
+                            ScimError::bad(
+                                ScimType::InvalidValue,
+                                format!("{name} must list strings"),
+                            )
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map(Some),
                 Some(Value::String(s)) => Ok(Some(s.split(',').map(str::to_owned).collect())),
                 Some(_) => Err(ScimError::bad(
-                    "invalidValue",
+                    ScimType::InvalidValue,
                     format!("{name} must be an array of attribute paths"),
                 )),
             }
@@ -330,7 +333,12 @@ impl ListParams {
         let filter = match get("filter") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => return Err(ScimError::bad("invalidFilter", "filter must be a string")),
+            Some(_) => {
+                return Err(ScimError::bad(
+                    ScimType::InvalidFilter,
+                    "filter must be a string",
+                ))
+            }
         };
         Self::build(
             filter,
@@ -350,7 +358,9 @@ impl ListParams {
     ) -> Result<ListParams, ScimError> {
         let filter = filter
             .filter(|f| !f.trim().is_empty())
-            .map(|f| filter::Filter::parse(f).map_err(|e| ScimError::bad("invalidFilter", e)))
+            .map(|f| {
+                filter::Filter::parse(f).map_err(|e| ScimError::bad(ScimType::InvalidFilter, e))
+            })
             .transpose()?;
         Ok(ListParams {
             filter,
@@ -381,14 +391,14 @@ impl axum::extract::FromRequest<Shared> for Listing {
         let caller = Caller::from_request_parts(&mut parts, state).await;
         let Path(tenant) = Path::<String>::from_request_parts(&mut parts, state)
             .await
-            .map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
+            .map_err(|e| ScimError::bad(ScimType::InvalidValue, e.body_text()))?;
         let base = admit(state, caller, Scope::DirectoryRead, &tenant, &parts.headers).await?;
         let params = if parts.method == axum::http::Method::POST {
             ListParams::from_search(&read_json(state, &parts.headers, body).await?)?
         } else {
             let Query(q) = RawQuery::from_request_parts(&mut parts, state)
                 .await
-                .map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
+                .map_err(|e| ScimError::bad(ScimType::InvalidValue, e.body_text()))?;
             ListParams::from_query(&q)?
         };
         Ok(Listing {
@@ -427,7 +437,10 @@ impl Projection {
             list.iter()
                 .map(|s| s.trim())
                 .filter(|s| !s.is_empty())
-                .map(|s| filter::AttrPath::parse(s).map_err(|e| ScimError::bad("invalidValue", e)))
+                .map(|s| {
+                    filter::AttrPath::parse(s)
+                        .map_err(|e| ScimError::bad(ScimType::InvalidValue, e))
+                })
                 .collect()
         };
         let include = attributes.map(parse).transpose()?.filter(|v| !v.is_empty());
@@ -590,10 +603,17 @@ pub(crate) async fn read_json(
 
 pub(crate) fn json_body(body: &[u8]) -> Result<Value, ScimError> {
     if body.is_empty() {
-        return Err(ScimError::bad("invalidSyntax", "the request body is empty"));
+        return Err(ScimError::bad(
+            ScimType::InvalidSyntax,
+            "the request body is empty",
+        ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ScimError::bad("invalidSyntax", format!("the body is not JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ScimError::bad(
+            ScimType::InvalidSyntax,
+            format!("the body is not JSON: {e}"),
+        )
+    })
 }
 
 async fn service_provider_config(

@@ -1,5 +1,5 @@
 //! SCIM Users: the tenant's listed members, read-only.
-use super::error::ScimError;
+use super::error::{ScimError, ScimType};
 use super::filter::{AttrPath, CompValue, Filter, Op};
 use super::schema::{ENTERPRISE, USER};
 use super::{admit, encode_segment, ListParams, Listing, Projection, RawQuery, Shared};
@@ -244,7 +244,7 @@ async fn page(
     params: ListParams,
 ) -> Result<Response, ScimError> {
     let cond = match &params.filter {
-        Some(f) => compile(f, None).map_err(|e| ScimError::bad("invalidFilter", e))?,
+        Some(f) => compile(f, None).map_err(|e| ScimError::bad(ScimType::InvalidFilter, e))?,
         None => MemberCond::Const(true),
     };
     let (total, members) = state
@@ -285,7 +285,7 @@ pub(crate) async fn get(
     query: Result<RawQuery, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ScimError> {
     let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let query = query.map_err(|e| ScimError::bad("invalidValue", e.body_text()))?;
+    let query = query.map_err(|e| ScimError::bad(ScimType::InvalidValue, e.body_text()))?;
     let projection = Projection::from_query(&query.0)?;
     let member = state
         .store
@@ -320,7 +320,7 @@ pub(crate) async fn get(
 /// hears what is malformed), then refuses it: the marketplace owns Users.
 fn refuse_user_write(value: &Value, needs_user_name: bool) -> ScimError {
     let Some(obj) = value.as_object() else {
-        return ScimError::bad("invalidSyntax", "the body must be a JSON object");
+        return ScimError::bad(ScimType::InvalidSyntax, "the body must be a JSON object");
     };
     let schemas: Vec<&str> = obj
         .get("schemas")
@@ -328,18 +328,21 @@ fn refuse_user_write(value: &Value, needs_user_name: bool) -> ScimError {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     if schemas.is_empty() {
-        return ScimError::bad("invalidSyntax", "the body has no `schemas`");
+        return ScimError::bad(ScimType::InvalidSyntax, "the body has no `schemas`");
     }
     if needs_user_name {
         if !schemas.iter().any(|s| s.eq_ignore_ascii_case(USER)) {
-            return ScimError::bad("invalidSyntax", format!("`schemas` must include {USER}"));
+            return ScimError::bad(
+                ScimType::InvalidSyntax,
+                format!("`schemas` must include {USER}"),
+            );
         }
         if obj
             .get("userName")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
         {
-            return ScimError::bad("invalidValue", "userName is required");
+            return ScimError::bad(ScimType::InvalidValue, "userName is required");
         }
     }
     ScimError::read_only("Users")
