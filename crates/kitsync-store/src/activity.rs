@@ -8,6 +8,7 @@
 //! tenant ("unmatched": kept all the same, since the authorisation may arrive later).
 use crate::error::StoreError;
 use crate::sql::{rows_per_statement, Sql};
+use crate::Store;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 use std::collections::{BTreeMap, HashSet};
 
@@ -251,7 +252,7 @@ pub(crate) async fn daily(
         .collect()
 }
 
-impl crate::Store {
+impl Store {
     /// Records a batch of activity events in one transaction (see the `activity` module):
     /// repeats of stored events change nothing.
     ///

@@ -22,6 +22,7 @@ use crate::error::StoreError;
 use crate::journal::{Action, Entity, EventType};
 use crate::model::JournalEntry;
 use crate::read::{self, JournalFilter};
+use crate::Store;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
 
@@ -252,7 +253,7 @@ pub(crate) async fn page(
     })
 }
 
-impl crate::Store {
+impl Store {
     /// Up to `limit` journal entries with id above `after_id` that match `filter`, in id
     /// order, which is commit order (see "Journal order" above): polling from the last id seen
     /// misses nothing.
@@ -271,7 +272,7 @@ impl crate::Store {
     /// A page of the change feed: up to `limit` events after journal id `after` (and not
     /// past `until`, when given) that match `filter`, with the cursor to resume from (the
     /// last journal row read, matching or not; `until` when the page ends before `limit`
-    /// events). See [`feed`].
+    /// events). See [the module](crate::feed).
     ///
     /// # Errors
     /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable entry.

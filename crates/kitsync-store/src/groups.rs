@@ -18,6 +18,7 @@ use crate::entity::groups;
 use crate::error::StoreError;
 use crate::journal::{Action, Entity};
 use crate::sql::Sql;
+use crate::Store;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     TransactionTrait,
@@ -456,7 +457,7 @@ pub(crate) async fn memberships(
         .collect()
 }
 
-impl crate::Store {
+impl Store {
     /// The groups the ISV created through SCIM, by id, each with its members in order.
     ///
     /// # Errors

@@ -12,6 +12,7 @@ use crate::entity::members;
 use crate::error::StoreError;
 use crate::model::MemberState;
 use crate::sql::Sql;
+use crate::Store;
 use sea_orm::{
     AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
     IsolationLevel, QueryFilter, QueryOrder, TransactionTrait,
@@ -496,7 +497,7 @@ async fn query_in(
     ))
 }
 
-impl crate::Store {
+impl Store {
     /// Listed members (some app authorises them, test data included) that satisfy `cond`,
     /// in `userName` order from `offset`, with how many satisfy it in all.
     ///

@@ -1,9 +1,10 @@
 //! Full department syncs held by the mass-deletion guard: listed, approved, rejected.
 use crate::error::StoreError;
 use crate::model::{Outcome, Plan};
+use crate::Store;
 use sea_orm::{EntityTrait, TransactionTrait};
 
-impl crate::Store {
+impl Store {
     /// Full-sync plans, oldest first; only those with `status` when given.
     ///
     /// # Errors

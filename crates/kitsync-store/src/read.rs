@@ -10,6 +10,7 @@ use crate::model::{
     AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
     JournalEntry, MemberState, Plan, TenantState, TenantView,
 };
+use crate::Store;
 use kitsync_domain::SecretText;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
@@ -557,7 +558,7 @@ pub(crate) async fn list_plans(
         .collect()
 }
 
-impl crate::Store {
+impl Store {
     /// One live tenant with its instance ids (`None` when unknown or deleted).
     ///
     /// # Errors

@@ -98,6 +98,14 @@ impl Sql {
         })
     }
 
+    /// The statement, leaving this builder empty: for a statement written in one chain,
+    /// `sql.push(…).bind(…).take()`.
+    pub fn take(&mut self) -> Statement {
+        let text = std::mem::take(&mut self.text);
+        let values = std::mem::take(&mut self.values);
+        Statement::from_sql_and_values(self.backend, text, values)
+    }
+
     pub fn build(self) -> Statement {
         Statement::from_sql_and_values(self.backend, self.text, self.values)
     }

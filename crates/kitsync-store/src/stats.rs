@@ -26,6 +26,7 @@ use crate::error::StoreError;
 use crate::journal::Entity;
 use crate::sql::{rows_per_statement, Sql};
 use crate::windows;
+use crate::Store;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
@@ -302,7 +303,7 @@ pub struct TenantFigures {
     pub last_active_at: Option<i64>,
 }
 
-impl crate::Store {
+impl Store {
     /// Reads journal rows into the statistics' authorisation history, up to `limit` per call
     /// (see the `stats` module); how many it read (0: caught up).
     ///
@@ -326,10 +327,10 @@ impl crate::Store {
     }
 
     /// The statistics of UTC+8 days `[from_day, to_day]` (days since 1970-01-01), at most
-    /// [`WINDOW_DAYS`] days: read from the precomputed windows, computing those missing.
+    /// [`WINDOW_DAYS`](crate::WINDOW_DAYS) days: read from the precomputed windows, computing those missing.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] for a period of more than [`WINDOW_DAYS`] days or none;
+    /// [`StoreError::Conflict`] for a period of more than [`WINDOW_DAYS`](crate::WINDOW_DAYS) days or none;
     /// [`StoreError::Database`] when the database fails.
     pub async fn stats_period(
         &self,
@@ -372,7 +373,7 @@ impl crate::Store {
         crate::windows::daily(&self.db, from_day, to_day).await
     }
 
-    /// Every production tenant's figures for `[from_day, to_day]` (at most [`WINDOW_DAYS`]
+    /// Every production tenant's figures for `[from_day, to_day]` (at most [`WINDOW_DAYS`](crate::WINDOW_DAYS)
     /// days), by tenant id.
     ///
     /// # Errors

@@ -1,6 +1,7 @@
 //! API bearer tokens (table `api_tokens`, migration `m20261129_000004_api_tokens`): issued
 //! once, stored as the hash of their secret, bound to scopes and optionally one tenant.
 use crate::error::StoreError;
+use crate::Store;
 use kitsync_domain::time::now_ms;
 use kitsync_domain::Scope;
 use kitsync_secrets::token;
@@ -172,7 +173,7 @@ pub(crate) async fn authenticate(
     Ok(Some(t))
 }
 
-impl crate::Store {
+impl Store {
     /// Issues an API token; the returned secret is shown once and never stored.
     ///
     /// # Errors

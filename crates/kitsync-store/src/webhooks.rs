@@ -17,10 +17,10 @@
 //!   are deleted in the transaction that records a new one.
 use crate::error::StoreError;
 use crate::feed::parse_event_types;
+use crate::sql::Sql;
+use crate::Store;
 use kitsync_domain::time::now_ms;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, QueryResult, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, TransactionTrait, Value};
 use serde::Serialize;
 
 /// Attempts kept per endpoint in `webhook_deliveries`.
@@ -176,28 +176,9 @@ const COLUMNS: &str = "id, url, tenant_id, types, include_test, journal_cursor, 
      state, consecutive_failures, last_status, last_error, last_attempt_at, last_success_at, \
      next_attempt_at, created_at";
 
-fn stmt(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Statement {
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        sea_orm::DbBackend::Postgres => sql.to_owned(),
-        _ => {
-            // `$n` → `?`: every statement here binds its values in order of appearance.
-            let mut out = String::with_capacity(sql.len());
-            let mut chars = sql.chars().peekable();
-            while let Some(c) = chars.next() {
-                if c == '$' {
-                    while chars.peek().is_some_and(char::is_ascii_digit) {
-                        chars.next();
-                    }
-                    out.push('?');
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        }
-    };
-    Statement::from_sql_and_values(backend, sql, values)
+/// A statement for `db`'s backend (see [`Sql`]).
+fn sql(db: &impl ConnectionTrait) -> Sql {
+    Sql::new(db.get_database_backend())
 }
 
 fn endpoint_from_row(row: &QueryResult) -> Result<WebhookEndpoint, StoreError> {
@@ -237,7 +218,11 @@ pub fn new_webhook_id() -> String {
 
 pub(crate) async fn max_journal_id(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
     let row = db
-        .query_one(stmt(db, "SELECT COALESCE(MAX(id), 0) FROM journal", vec![]))
+        .query_one(
+            sql(db)
+                .push("SELECT COALESCE(MAX(id), 0) FROM journal")
+                .take(),
+        )
         .await?
         .ok_or_else(|| StoreError::Corrupt("MAX(id) returned no row".into()))?;
     Ok(row.try_get_by_index::<i64>(0)?)
@@ -276,12 +261,13 @@ pub(crate) async fn create(
         next_attempt_at: now,
         created_at: now,
     };
-    db.execute(stmt(
-        db,
-        "INSERT INTO webhook_endpoints (id, url, secret, tenant_id, types, include_test, \
-         journal_cursor, state, consecutive_failures, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10)",
-        vec![
+    let mut insert = sql(db);
+    insert
+        .push(
+            "INSERT INTO webhook_endpoints (id, url, secret, tenant_id, types, include_test, \
+             journal_cursor, state, next_attempt_at, created_at, consecutive_failures) VALUES ",
+        )
+        .bind_tuple::<_, Value>([
             endpoint.id.clone().into(),
             endpoint.url.clone().into(),
             new.sealed_secret.clone().into(),
@@ -292,19 +278,21 @@ pub(crate) async fn create(
             endpoint.state.as_str().into(),
             endpoint.next_attempt_at.into(),
             endpoint.created_at.into(),
-        ],
-    ))
-    .await?;
+            0_i32.into(),
+        ]);
+    db.execute(insert.build()).await?;
     Ok(endpoint)
 }
 
 pub(crate) async fn list(db: &DatabaseConnection) -> Result<Vec<WebhookEndpoint>, StoreError> {
     let rows = db
-        .query_all(stmt(
-            db,
-            &format!("SELECT {COLUMNS} FROM webhook_endpoints ORDER BY created_at, id"),
-            vec![],
-        ))
+        .query_all(
+            sql(db)
+                .push(&format!(
+                    "SELECT {COLUMNS} FROM webhook_endpoints ORDER BY created_at, id"
+                ))
+                .take(),
+        )
         .await?;
     rows.iter().map(endpoint_from_row).collect()
 }
@@ -313,11 +301,14 @@ pub(crate) async fn get(
     db: &DatabaseConnection,
     id: &str,
 ) -> Result<Option<WebhookEndpoint>, StoreError> {
-    db.query_one(stmt(
-        db,
-        &format!("SELECT {COLUMNS} FROM webhook_endpoints WHERE id = $1"),
-        vec![id.into()],
-    ))
+    db.query_one(
+        sql(db)
+            .push(&format!(
+                "SELECT {COLUMNS} FROM webhook_endpoints WHERE id = "
+            ))
+            .bind(id)
+            .take(),
+    )
     .await?
     .as_ref()
     .map(endpoint_from_row)
@@ -331,21 +322,23 @@ fn not_found(id: &str) -> StoreError {
 pub(crate) async fn remove(db: &DatabaseConnection, id: &str) -> Result<(), StoreError> {
     let txn = db.begin().await?;
     let n = txn
-        .execute(stmt(
-            &txn,
-            "DELETE FROM webhook_endpoints WHERE id = $1",
-            vec![id.into()],
-        ))
+        .execute(
+            sql(&txn)
+                .push("DELETE FROM webhook_endpoints WHERE id = ")
+                .bind(id)
+                .take(),
+        )
         .await?
         .rows_affected();
     if n == 0 {
         return Err(not_found(id));
     }
-    txn.execute(stmt(
-        &txn,
-        "DELETE FROM webhook_deliveries WHERE endpoint_id = $1",
-        vec![id.into()],
-    ))
+    txn.execute(
+        sql(&txn)
+            .push("DELETE FROM webhook_deliveries WHERE endpoint_id = ")
+            .bind(id)
+            .take(),
+    )
     .await?;
     txn.commit().await?;
     Ok(())
@@ -358,17 +351,20 @@ pub(crate) async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<WebhookEndpoint, StoreError> {
-    let sql = if enabled {
-        "UPDATE webhook_endpoints SET next_attempt_at = $1, \
-             state = CASE WHEN state = 'disabled' THEN 'active' ELSE state END \
-         WHERE id = $2"
+    let state = if enabled {
+        "CASE WHEN state = 'disabled' THEN 'active' ELSE state END"
     } else {
-        "UPDATE webhook_endpoints SET next_attempt_at = $1, state = 'disabled' WHERE id = $2"
+        "'disabled'"
     };
-    let n = db
-        .execute(stmt(db, sql, vec![now_ms().into(), id.into()]))
-        .await?
-        .rows_affected();
+    let mut update = sql(db);
+    update
+        .push("UPDATE webhook_endpoints SET next_attempt_at = ")
+        .bind(now_ms())
+        .push(", state = ")
+        .push(state)
+        .push(" WHERE id = ")
+        .bind(id);
+    let n = db.execute(update.build()).await?.rows_affected();
     if n == 0 {
         return Err(not_found(id));
     }
@@ -389,12 +385,14 @@ pub(crate) async fn retry_now(
             "webhook endpoint {id} is disabled: enable it first"
         )));
     }
-    db.execute(stmt(
-        db,
-        "UPDATE webhook_endpoints SET next_attempt_at = $1, consecutive_failures = 0 \
-         WHERE id = $2",
-        vec![now_ms().into(), id.into()],
-    ))
+    db.execute(
+        sql(db)
+            .push("UPDATE webhook_endpoints SET next_attempt_at = ")
+            .bind(now_ms())
+            .push(", consecutive_failures = 0 WHERE id = ")
+            .bind(id)
+            .take(),
+    )
     .await?;
     get(db, id).await?.ok_or_else(|| not_found(id))
 }
@@ -407,20 +405,23 @@ pub(crate) async fn due(
     limit: u64,
 ) -> Result<Vec<String>, StoreError> {
     let rows = db
-        .query_all(stmt(
-            db,
-            "SELECT id FROM webhook_endpoints \
-             WHERE state <> 'disabled' AND next_attempt_at <= $1 \
-               AND (lease_until IS NULL OR lease_until < $2) \
-               AND (pending_until IS NOT NULL \
-                    OR journal_cursor < (SELECT COALESCE(MAX(id), 0) FROM journal)) \
-             ORDER BY next_attempt_at, id LIMIT $3",
-            vec![
-                now.into(),
-                now.into(),
-                i64::try_from(limit).unwrap_or(i64::MAX).into(),
-            ],
-        ))
+        .query_all(
+            sql(db)
+                .push(
+                    "SELECT id FROM webhook_endpoints \
+                     WHERE state <> 'disabled' AND next_attempt_at <= ",
+                )
+                .bind(now)
+                .push(" AND (lease_until IS NULL OR lease_until < ")
+                .bind(now)
+                .push(
+                    ") AND (pending_until IS NOT NULL \
+                     OR journal_cursor < (SELECT COALESCE(MAX(id), 0) FROM journal)) \
+                     ORDER BY next_attempt_at, id LIMIT ",
+                )
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .take(),
+        )
         .await?;
     rows.iter()
         .map(|r| Ok(r.try_get_by_index::<String>(0)?))
@@ -436,22 +437,21 @@ pub(crate) async fn claim(
 ) -> Result<Option<WebhookLease>, StoreError> {
     let lease_until = now.saturating_add(lease_ms);
     let Some(row) = db
-        .query_one(stmt(
-            db,
-            &format!(
-                "UPDATE webhook_endpoints SET lease_owner = $1, lease_until = $2 \
-                 WHERE id = $3 AND state <> 'disabled' AND next_attempt_at <= $4 \
-                   AND (lease_until IS NULL OR lease_until < $5) \
-                 RETURNING {COLUMNS}, secret"
-            ),
-            vec![
-                owner.into(),
-                lease_until.into(),
-                id.into(),
-                now.into(),
-                now.into(),
-            ],
-        ))
+        .query_one(
+            sql(db)
+                .push("UPDATE webhook_endpoints SET lease_owner = ")
+                .bind(owner)
+                .push(", lease_until = ")
+                .bind(lease_until)
+                .push(" WHERE id = ")
+                .bind(id)
+                .push(" AND state <> 'disabled' AND next_attempt_at <= ")
+                .bind(now)
+                .push(" AND (lease_until IS NULL OR lease_until < ")
+                .bind(now)
+                .push(&format!(") RETURNING {COLUMNS}, secret"))
+                .take(),
+        )
         .await?
     else {
         return Ok(None);
@@ -472,18 +472,18 @@ pub(crate) async fn skip_to(
     cursor: i64,
 ) -> Result<bool, StoreError> {
     let n = db
-        .execute(stmt(
-            db,
-            "UPDATE webhook_endpoints SET journal_cursor = $1, pending_until = NULL, \
-                 lease_owner = NULL, lease_until = NULL \
-             WHERE id = $2 AND lease_owner = $3 AND journal_cursor <= $4",
-            vec![
-                cursor.into(),
-                lease.endpoint.id.clone().into(),
-                lease.owner.clone().into(),
-                cursor.into(),
-            ],
-        ))
+        .execute(
+            sql(db)
+                .push("UPDATE webhook_endpoints SET journal_cursor = ")
+                .bind(cursor)
+                .push(", pending_until = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ")
+                .bind(lease.endpoint.id.as_str())
+                .push(" AND lease_owner = ")
+                .bind(lease.owner.as_str())
+                .push(" AND journal_cursor <= ")
+                .bind(cursor)
+                .take(),
+        )
         .await?
         .rows_affected();
     Ok(n == 1)
@@ -495,12 +495,14 @@ pub(crate) async fn release(
     db: &DatabaseConnection,
     lease: &WebhookLease,
 ) -> Result<(), StoreError> {
-    db.execute(stmt(
-        db,
-        "UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = NULL \
-         WHERE id = $1 AND lease_owner = $2",
-        vec![lease.endpoint.id.clone().into(), lease.owner.clone().into()],
-    ))
+    db.execute(
+        sql(db)
+            .push("UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = NULL WHERE id = ")
+            .bind(lease.endpoint.id.as_str())
+            .push(" AND lease_owner = ")
+            .bind(lease.owner.as_str())
+            .take(),
+    )
     .await?;
     Ok(())
 }
@@ -523,52 +525,56 @@ pub(crate) async fn record(
     };
     let updated = match &a.outcome {
         AttemptOutcome::Delivered { .. } => {
-            txn.execute(stmt(
-                &txn,
-                "UPDATE webhook_endpoints SET journal_cursor = $1, pending_until = NULL, \
+            let mut update = sql(&txn);
+            update
+                .push("UPDATE webhook_endpoints SET journal_cursor = ")
+                .bind(a.until)
+                .push(
+                    ", pending_until = NULL, \
                      state = CASE WHEN state = 'disabled' THEN state ELSE 'active' END, \
-                     consecutive_failures = 0, last_status = $2, last_error = NULL, \
-                     last_attempt_at = $3, last_success_at = $4, next_attempt_at = $5, \
-                     lease_owner = NULL, lease_until = NULL \
-                 WHERE id = $6 AND lease_owner = $7",
-                vec![
-                    a.until.into(),
-                    status.into(),
-                    a.at.into(),
-                    a.at.into(),
-                    a.at.into(),
-                    id.clone().into(),
-                    lease.owner.clone().into(),
-                ],
-            ))
-            .await?
+                     consecutive_failures = 0, last_error = NULL, last_status = ",
+                )
+                .bind(status)
+                .push(", last_attempt_at = ")
+                .bind(a.at)
+                .push(", last_success_at = ")
+                .bind(a.at)
+                .push(", next_attempt_at = ")
+                .bind(a.at)
+                .push(", lease_owner = NULL, lease_until = NULL WHERE id = ")
+                .bind(id.as_str())
+                .push(" AND lease_owner = ")
+                .bind(lease.owner.as_str());
+            txn.execute(update.build()).await?
         }
         AttemptOutcome::Failed {
             retry_at,
             failing_after,
             ..
         } => {
-            txn.execute(stmt(
-                &txn,
-                "UPDATE webhook_endpoints SET pending_until = $1, \
-                     consecutive_failures = consecutive_failures + 1, \
+            let mut update = sql(&txn);
+            update
+                .push("UPDATE webhook_endpoints SET pending_until = ")
+                .bind(a.until)
+                .push(
+                    ", consecutive_failures = consecutive_failures + 1, \
                      state = CASE WHEN state = 'disabled' THEN state \
-                         WHEN consecutive_failures + 1 >= $2 THEN 'failing' ELSE state END, \
-                     last_status = $3, last_error = $4, last_attempt_at = $5, \
-                     next_attempt_at = $6, lease_owner = NULL, lease_until = NULL \
-                 WHERE id = $7 AND lease_owner = $8",
-                vec![
-                    a.until.into(),
-                    i64::from(*failing_after).into(),
-                    status.into(),
-                    error.clone().into(),
-                    a.at.into(),
-                    (*retry_at).into(),
-                    id.clone().into(),
-                    lease.owner.clone().into(),
-                ],
-            ))
-            .await?
+                     WHEN consecutive_failures + 1 >= ",
+                )
+                .bind(i64::from(*failing_after))
+                .push(" THEN 'failing' ELSE state END, last_status = ")
+                .bind(status)
+                .push(", last_error = ")
+                .bind(error.clone())
+                .push(", last_attempt_at = ")
+                .bind(a.at)
+                .push(", next_attempt_at = ")
+                .bind(*retry_at)
+                .push(", lease_owner = NULL, lease_until = NULL WHERE id = ")
+                .bind(id.as_str())
+                .push(" AND lease_owner = ")
+                .bind(lease.owner.as_str());
+            txn.execute(update.build()).await?
         }
     }
     .rows_affected();
@@ -576,33 +582,34 @@ pub(crate) async fn record(
         txn.rollback().await?;
         return Ok(false);
     }
-    txn.execute(stmt(
-        &txn,
+    let mut log = sql(&txn);
+    log.push(
         "INSERT INTO webhook_deliveries (endpoint_id, webhook_id, first_event_id, \
-             last_event_id, events, attempt, status, error, at, duration_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        vec![
-            id.clone().into(),
-            a.webhook_id.clone().into(),
-            a.first_event_id.into(),
-            a.last_event_id.into(),
-            a.events.into(),
-            a.attempt.into(),
-            status.into(),
-            error.into(),
-            a.at.into(),
-            a.duration_ms.into(),
-        ],
-    ))
-    .await?;
-    txn.execute(stmt(
-        &txn,
-        "DELETE FROM webhook_deliveries WHERE endpoint_id = $1 AND id <= \
-             (SELECT id FROM webhook_deliveries WHERE endpoint_id = $2 \
-              ORDER BY id DESC LIMIT 1 OFFSET $3)",
-        vec![id.clone().into(), id.into(), DELIVERY_LOG_KEEP.into()],
-    ))
-    .await?;
+         last_event_id, events, attempt, status, error, at, duration_ms) VALUES ",
+    )
+    .bind_tuple::<_, Value>([
+        id.clone().into(),
+        a.webhook_id.clone().into(),
+        a.first_event_id.into(),
+        a.last_event_id.into(),
+        a.events.into(),
+        a.attempt.into(),
+        status.into(),
+        error.into(),
+        a.at.into(),
+        a.duration_ms.into(),
+    ]);
+    txn.execute(log.build()).await?;
+    let mut prune = sql(&txn);
+    prune
+        .push("DELETE FROM webhook_deliveries WHERE endpoint_id = ")
+        .bind(id.as_str())
+        .push(" AND id <= (SELECT id FROM webhook_deliveries WHERE endpoint_id = ")
+        .bind(id.as_str())
+        .push(" ORDER BY id DESC LIMIT 1 OFFSET ")
+        .bind(DELIVERY_LOG_KEEP)
+        .push(")");
+    txn.execute(prune.build()).await?;
     txn.commit().await?;
     Ok(true)
 }
@@ -616,13 +623,18 @@ pub(crate) async fn deliveries(
         return Err(not_found(id));
     }
     let rows = db
-        .query_all(stmt(
-            db,
-            "SELECT id, endpoint_id, webhook_id, first_event_id, last_event_id, events, \
-                 attempt, status, error, at, duration_ms \
-             FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY id DESC LIMIT $2",
-            vec![id.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
-        ))
+        .query_all(
+            sql(db)
+                .push(
+                    "SELECT id, endpoint_id, webhook_id, first_event_id, last_event_id, events, \
+                     attempt, status, error, at, duration_ms \
+                     FROM webhook_deliveries WHERE endpoint_id = ",
+                )
+                .bind(id)
+                .push(" ORDER BY id DESC LIMIT ")
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .take(),
+        )
         .await?;
     rows.iter()
         .map(|r| {
@@ -643,7 +655,7 @@ pub(crate) async fn deliveries(
         .collect()
 }
 
-impl crate::Store {
+impl Store {
     /// Registers a webhook endpoint (`active`, due now) starting after `new.after`, or after
     /// the newest journal row.
     ///

@@ -27,7 +27,8 @@
 //!   its value.
 use anyhow::Context as _;
 use kitsync_secrets::{Opened, Place, RsaDecryptor, SealedKind, Sealer};
-use sea_orm::{ConnectionTrait as _, DatabaseConnection, Statement, Value};
+use kitsync_store::sql::Sql;
+use sea_orm::{ConnectionTrait as _, DatabaseConnection};
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// Rows read per page.
@@ -225,19 +226,18 @@ async fn reseal_column(
     loop {
         // Keyset paging on the primary key: rows left as they are still match, so "the
         // first page of matching rows" would return them forever.
-        let mut values: Vec<Value> = Vec::new();
-        let mut sql = format!(
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push(&format!(
             "SELECT {keys}, {c} FROM {t} WHERE {filter}",
             c = col.column,
             t = col.table
-        );
+        ));
         if let Some(last) = &after {
-            let marks: Vec<String> = (1..=last.len()).map(|i| format!("${i}")).collect();
-            sql.push_str(&format!(" AND ({keys}) > ({})", marks.join(", ")));
-            values.extend(last.iter().cloned().map(Value::from));
+            sql.push(&format!(" AND ({keys}) > "))
+                .bind_tuple(last.iter().map(String::as_str));
         }
-        sql.push_str(&format!(" ORDER BY {keys} LIMIT {page}"));
-        let rows = db.query_all(stmt(db, &sql, values)).await?;
+        sql.push(&format!(" ORDER BY {keys} LIMIT {page}"));
+        let rows = db.query_all(sql.build()).await?;
         let n = col.key.len();
         for row in &rows {
             let key = (0..n)
@@ -289,31 +289,16 @@ async fn replace_if_unchanged(
     old: &str,
     new: &str,
 ) -> anyhow::Result<bool> {
-    let mut values: Vec<Value> = vec![new.into()];
-    let mut conds = Vec::with_capacity(key.len() + 1);
-    for (i, (name, value)) in col.key.iter().zip(key).enumerate() {
-        conds.push(format!("{name} = ${}", i + 2));
-        values.push(value.clone().into());
-    }
-    conds.push(format!("{} = ${}", col.column, key.len() + 2));
-    values.push(old.into());
-    let sql = format!(
-        "UPDATE {} SET {} = $1 WHERE {}",
-        col.table,
-        col.column,
-        conds.join(" AND ")
-    );
-    Ok(db.execute(stmt(db, &sql, values)).await?.rows_affected() == 1)
-}
-
-/// `$n` placeholders for PostgreSQL, `?n` (the same numbering) for SQLite.
-fn stmt(db: &DatabaseConnection, sql: &str, values: Vec<Value>) -> Statement {
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        sea_orm::DatabaseBackend::Postgres => sql.to_owned(),
-        _ => sql.replace('$', "?"),
-    };
-    Statement::from_sql_and_values(backend, sql, values)
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(&format!("UPDATE {} SET {} = ", col.table, col.column))
+        .bind(new)
+        .push(" WHERE ");
+    let old = old.to_owned();
+    let conds = col.key.iter().zip(key).chain([(&col.column, &old)]);
+    sql.joined(conds, " AND ", |sql, (name, value)| {
+        sql.push(name).push(" = ").bind(value.as_str());
+    });
+    Ok(db.execute(sql.build()).await?.rows_affected() == 1)
 }
 
 #[cfg(test)]
@@ -336,52 +321,45 @@ mod tests {
     }
 
     async fn insert_app(db: &DatabaseConnection, tenant: &str, app: &str, secret: &str) {
-        db.execute(stmt(
-            db,
-            "INSERT INTO apps (tenant_id, app_id, client_id, client_secret, test, deleted, \
-             version, fp, updated_at) VALUES ($1, $2, 'client', $3, FALSE, FALSE, 1, 1, 1)",
-            vec![tenant.into(), app.into(), secret.into()],
-        ))
-        .await
-        .unwrap();
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("INSERT INTO apps (tenant_id, app_id, client_secret, client_id, test, deleted, version, fp, updated_at) VALUES (")
+            .bind_list([tenant, app, secret])
+            .push(", 'client', FALSE, FALSE, 1, 1, 1)");
+        db.execute(sql.build()).await.unwrap();
     }
 
     async fn insert_webhook(db: &DatabaseConnection, id: &str, secret: &str) {
-        db.execute(stmt(
-            db,
-            "INSERT INTO webhook_endpoints (id, url, secret, journal_cursor, state, \
-             next_attempt_at, created_at) VALUES ($1, 'http://127.0.0.1:1/', $2, 0, 'active', \
-             0, 0)",
-            vec![id.into(), secret.into()],
-        ))
-        .await
-        .unwrap();
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("INSERT INTO webhook_endpoints (id, secret, url, journal_cursor, state, next_attempt_at, created_at) VALUES (")
+            .bind_list([id, secret])
+            .push(", 'http://127.0.0.1:1/', 0, 'active', 0, 0)");
+        db.execute(sql.build()).await.unwrap();
     }
 
     async fn app_secret(db: &DatabaseConnection, tenant: &str, app: &str) -> String {
-        db.query_one(stmt(
-            db,
-            "SELECT client_secret FROM apps WHERE tenant_id = $1 AND app_id = $2",
-            vec![tenant.into(), app.into()],
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index(0)
-        .unwrap()
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("SELECT client_secret FROM apps WHERE tenant_id = ")
+            .bind(tenant)
+            .push(" AND app_id = ")
+            .bind(app);
+        db.query_one(sql.build())
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index(0)
+            .unwrap()
     }
 
     async fn webhook_secret(db: &DatabaseConnection, id: &str) -> String {
-        db.query_one(stmt(
-            db,
-            "SELECT secret FROM webhook_endpoints WHERE id = $1",
-            vec![id.into()],
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index(0)
-        .unwrap()
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("SELECT secret FROM webhook_endpoints WHERE id = ")
+            .bind(id);
+        db.query_one(sql.build())
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index(0)
+            .unwrap()
     }
 
     #[tokio::test]
