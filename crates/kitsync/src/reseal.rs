@@ -342,18 +342,18 @@ mod tests {
             .bind(tenant)
             .push(" AND app_id = ")
             .bind(app);
-        db.query_one(sql.build())
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get_by_index(0)
-            .unwrap()
+        first_text(db, sql).await
     }
 
     async fn webhook_secret(db: &DatabaseConnection, id: &str) -> String {
         let mut sql = Sql::new(db.get_database_backend());
         sql.push("SELECT secret FROM webhook_endpoints WHERE id = ")
             .bind(id);
+        first_text(db, sql).await
+    }
+
+    /// The first column of the one row `sql` selects.
+    async fn first_text(db: &DatabaseConnection, sql: Sql) -> String {
         db.query_one(sql.build())
             .await
             .unwrap()
