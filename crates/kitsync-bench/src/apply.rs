@@ -4,13 +4,16 @@
 //! `raw_same_rows`).
 use crate::Service;
 use clap::Args;
+use kitsync_domain::decide::Rank;
 use kitsync_domain::{
     AuthChange, AuthOp, AuthUser, Command, FullOrgSnapshot, KitTime, OrgInfo, QueuedCallback, Role,
 };
 use kitsync_queue::OutgoingMessage;
+use kitsync_sql::Sql;
+use kitsync_store::tables::{AuthorizationRow, MemberRow, Row};
 use kitsync_store::Store;
 use kitsync_worker::Worker;
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -245,58 +248,53 @@ impl Scratch {
         Ok(Self { name, extra })
     }
 
-    /// Writes `rows` (`columns` each), 1 000 per statement (fewer if the parameters would
-    /// exceed SQLite's limit), as `INSERT … ON CONFLICT (conflict) DO UPDATE` of every other
-    /// column, or a plain `INSERT` when `conflict` is empty. Returns the seconds it took.
+    /// Writes `rows` (`columns` each), as many per statement as the store's chunking rule
+    /// allows, as `INSERT … ON CONFLICT (conflict) DO UPDATE` of every other column, or a
+    /// plain `INSERT` when `conflict` is empty. Returns the seconds it took.
     async fn write(
         &self,
         db: &DatabaseConnection,
         columns: &[&str],
         conflict: &[&str],
-        rows: Vec<Vec<sea_orm::Value>>,
+        rows: Vec<Vec<Value>>,
     ) -> anyhow::Result<f64> {
         let backend = db.get_database_backend();
-        let per_statement = (30_000 / columns.len()).min(1000);
-        let update: Vec<String> = columns
-            .iter()
-            .filter(|c| !conflict.contains(c))
-            .map(|c| format!("{c} = excluded.{c}"))
-            .collect();
         let started = Instant::now();
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let mut sql = format!("INSERT INTO {} ({}) VALUES ", self.name, columns.join(", "));
-            let mut values: Vec<sea_orm::Value> = Vec::with_capacity(per_statement * columns.len());
-            for (r, row) in rows.by_ref().take(per_statement).enumerate() {
-                if r > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                for (c, v) in row.into_iter().enumerate() {
-                    if c > 0 {
-                        sql.push(',');
-                    }
-                    values.push(v);
-                    match backend {
-                        sea_orm::DatabaseBackend::Postgres => {
-                            sql.push_str(&format!("${}", values.len()))
-                        }
-                        _ => sql.push('?'),
-                    }
-                }
-                sql.push(')');
-            }
+        for chunk in rows.chunks(kitsync_sql::rows_per_statement(columns.len())) {
+            let mut sql = Sql::new(backend);
+            sql.push(&format!(
+                "INSERT INTO {} ({}) VALUES ",
+                self.name,
+                columns.join(", ")
+            ))
+            .bind_rows(chunk.iter().cloned());
             if !conflict.is_empty() {
-                sql.push_str(&format!(
-                    " ON CONFLICT ({}) DO UPDATE SET {}",
-                    conflict.join(", "),
-                    update.join(", ")
-                ));
+                sql.push(&format!(
+                    " ON CONFLICT ({}) DO UPDATE SET ",
+                    conflict.join(", ")
+                ))
+                .joined(
+                    columns.iter().filter(|c| !conflict.contains(c)),
+                    ", ",
+                    |sql, c| {
+                        sql.push(&format!("{c} = excluded.{c}"));
+                    },
+                );
             }
-            db.execute(Statement::from_sql_and_values(backend, &sql, values))
-                .await?;
+            db.execute(sql.build()).await?;
         }
         Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// Writes typed directory rows, built as the store's write path builds them, keyed and
+    /// updated as [`Scratch::write`] does. Returns the seconds it took.
+    async fn write_rows<R: Row>(
+        &self,
+        db: &DatabaseConnection,
+        rows: Vec<R>,
+    ) -> anyhow::Result<f64> {
+        let rows = rows.into_iter().map(Row::values).collect();
+        self.write(db, R::COLUMNS, R::CONFLICT, rows).await
     }
 
     async fn drop(self, db: &DatabaseConnection) -> anyhow::Result<()> {
@@ -372,97 +370,32 @@ async fn raw_same_rows(
     users: &[AuthUser],
 ) -> anyhow::Result<f64> {
     let now = chrono::Utc::now().timestamp_millis();
-    let members = Scratch::copy_of(db, "members").await?;
-    let auths = Scratch::copy_of(db, "authorizations").await?;
+    let members = Scratch::copy_of(db, MemberRow::TABLE).await?;
+    let auths = Scratch::copy_of(db, AuthorizationRow::TABLE).await?;
     let journal = Scratch::copy_of(db, "journal").await?;
     let mut secs = 0.0;
     for chunk in users.chunks(500) {
         let member_rows = chunk
             .iter()
-            .map(|u| {
-                vec![
-                    tenant.into(),
-                    u.user_name.clone().into(),
-                    u.name.clone().into(),
-                    u.org_code.clone().into(),
-                    u.position.clone().into(),
-                    u.employee_code.clone().into(),
-                    u.employee_type.into(),
-                    u.mobile.clone().into(),
-                    u.email.clone().into(),
-                    u.work_place.clone().into(),
-                    u.entry_date.clone().into(),
-                    u.extension.clone().into(),
-                    false.into(),
-                    false.into(),
-                    1_i64.into(),
-                    7_i64.into(),
-                    now.into(),
-                ]
-            })
+            .map(|u| MemberRow::of_user(tenant, u, Rank { version: 1, fp: 7 }, false, now))
             .collect();
-        secs += members
-            .write(
-                db,
-                &[
-                    "tenant_id",
-                    "user_name",
-                    "name",
-                    "org_code",
-                    "position",
-                    "employee_code",
-                    "employee_type",
-                    "mobile",
-                    "email",
-                    "work_place",
-                    "entry_date",
-                    "extension",
-                    "test",
-                    "deleted",
-                    "version",
-                    "fp",
-                    "updated_at",
-                ],
-                &["tenant_id", "user_name"],
-                member_rows,
-            )
-            .await?;
+        secs += members.write_rows(db, member_rows).await?;
         let auth_rows = chunk
             .iter()
-            .map(|u| {
-                vec![
-                    tenant.into(),
-                    "bench-app".into(),
-                    u.user_name.clone().into(),
-                    u.role.as_str().into(),
-                    u.enabled.into(),
-                    false.into(),
-                    false.into(),
-                    1_i64.into(),
-                    7_i64.into(),
-                    now.into(),
-                ]
+            .map(|u| AuthorizationRow {
+                tenant_id: tenant.to_owned(),
+                app_id: "bench-app".into(),
+                user_name: u.user_name.clone(),
+                role: u.role.as_str().into(),
+                enabled: u.enabled,
+                test: false,
+                deleted: false,
+                version: 1,
+                fp: 7,
+                updated_at: now,
             })
             .collect();
-        secs += auths
-            .write(
-                db,
-                &[
-                    "tenant_id",
-                    "app_id",
-                    "user_name",
-                    "role",
-                    "enabled",
-                    "test",
-                    "deleted",
-                    "version",
-                    "fp",
-                    "updated_at",
-                ],
-                &["tenant_id", "app_id", "user_name"],
-                auth_rows,
-            )
-            .await?;
+        secs += auths.write_rows(db, auth_rows).await?;
         let journal_rows = chunk
             .iter()
             .map(|u| {

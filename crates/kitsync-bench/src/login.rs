@@ -43,6 +43,7 @@ use kitsync_marketplace::body::{self, Spec, User};
 use kitsync_marketplace::Marketplace;
 use kitsync_queue::Queue;
 use kitsync_secrets::{OaepVariant, TestKeyPair};
+use kitsync_sql::Sql;
 use kitsync_store::Store;
 use sea_orm::{ConnectionTrait as _, Statement};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -202,16 +203,12 @@ pub(crate) async fn run<S: Service>(mut settings: S, a: LoginArgs) -> anyhow::Re
         kitsync_login::clients::remove(&db, &client.client_id).await?;
         for (kid, _) in signing_keys(&db).await? {
             if !keys_before.iter().any(|(k, _)| *k == kid) {
-                db.execute(Statement::from_sql_and_values(
-                    db.get_database_backend(),
-                    match db.get_database_backend() {
-                        sea_orm::DatabaseBackend::Postgres => {
-                            "DELETE FROM oidc_keys WHERE kid = $1"
-                        }
-                        _ => "DELETE FROM oidc_keys WHERE kid = ?",
-                    },
-                    [kid.into()],
-                ))
+                db.execute(
+                    Sql::new(db.get_database_backend())
+                        .push("DELETE FROM oidc_keys WHERE kid = ")
+                        .bind(kid)
+                        .take(),
+                )
                 .await?;
             }
         }

@@ -1,7 +1,7 @@
 //! The login bridge's rows (migration `m20261203_000012_login`): clients, signing keys, flows,
 //! sessions and tokens. Tokens, codes and flow ids are stored as their SHA-256 only.
 use crate::LoginError;
-use kitsync_store::sql::Sql;
+use kitsync_sql::Sql;
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Value};
 
 /// An OIDC client: an ISV app registered with kitsync.

@@ -3,10 +3,11 @@
 //! Dead letters live in SQL even with RabbitMQ so operators list and replay them in one place
 //! with the directory they concern; the broker's own dead-letter queue is only a safety net
 //! that [`crate::Queue::drain_dlx`] empties into this table.
-use crate::sql::{int, stmt};
+use crate::sql::int;
 use crate::{OutgoingMessage, Queue, QueueError};
 use kitsync_domain::time::now_ms;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement};
+use kitsync_sql::Sql;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, Value};
 use serde::{Serialize, Serializer};
 use std::borrow::Cow;
 
@@ -87,11 +88,14 @@ impl DeadLetters {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .db
-            .query_all(stmt(
-                self.backend(),
-                &format!("SELECT {COLUMNS} FROM dead_letters {filter} ORDER BY id DESC LIMIT $1"),
-                vec![limit.into()],
-            ))
+            .query_all(
+                Sql::new(self.backend())
+                    .push(&format!(
+                        "SELECT {COLUMNS} FROM dead_letters {filter} ORDER BY id DESC LIMIT "
+                    ))
+                    .bind(limit)
+                    .take(),
+            )
             .await?;
         rows.iter().map(decode).collect()
     }
@@ -103,11 +107,12 @@ impl DeadLetters {
     pub async fn get(&self, id: i64) -> Result<Option<DeadLetter>, QueueError> {
         let row = self
             .db
-            .query_one(stmt(
-                self.backend(),
-                &format!("SELECT {COLUMNS} FROM dead_letters WHERE id = $1"),
-                vec![id.into()],
-            ))
+            .query_one(
+                Sql::new(self.backend())
+                    .push(&format!("SELECT {COLUMNS} FROM dead_letters WHERE id = "))
+                    .bind(id)
+                    .take(),
+            )
             .await?;
         row.as_ref().map(decode).transpose()
     }
@@ -125,21 +130,25 @@ impl DeadLetters {
         let backend = self.backend();
         let marked = self
             .db
-            .query_one(stmt(
-                backend,
-                "UPDATE dead_letters SET replayed_at = $1 WHERE id = $2 AND replayed_at IS NULL \
-                 RETURNING message_id, body",
-                vec![now_ms().into(), id.into()],
-            ))
+            .query_one(
+                Sql::new(backend)
+                    .push("UPDATE dead_letters SET replayed_at = ")
+                    .bind(now_ms())
+                    .push(" WHERE id = ")
+                    .bind(id)
+                    .push(" AND replayed_at IS NULL RETURNING message_id, body")
+                    .take(),
+            )
             .await?;
         let Some(row) = marked else {
             let exists = self
                 .db
-                .query_one(stmt(
-                    backend,
-                    "SELECT id FROM dead_letters WHERE id = $1",
-                    vec![id.into()],
-                ))
+                .query_one(
+                    Sql::new(backend)
+                        .push("SELECT id FROM dead_letters WHERE id = ")
+                        .bind(id)
+                        .take(),
+                )
                 .await?;
             return Ok(match exists {
                 Some(_) => ReplayOutcome::AlreadyReplayed,
@@ -153,11 +162,12 @@ impl DeadLetters {
         if let Err(e) = self.queue.publish(message).await {
             let undo = self
                 .db
-                .execute(stmt(
-                    backend,
-                    "UPDATE dead_letters SET replayed_at = NULL WHERE id = $1",
-                    vec![id.into()],
-                ))
+                .execute(
+                    Sql::new(backend)
+                        .push("UPDATE dead_letters SET replayed_at = NULL WHERE id = ")
+                        .bind(id)
+                        .take(),
+                )
                 .await;
             if let Err(undo) = undo {
                 tracing::error!(id, error = %undo, "dead letter marked replayed but not republished");
@@ -177,12 +187,13 @@ impl DeadLetters {
         loop {
             let rows = self
                 .db
-                .query_all(stmt(
-                    self.backend(),
-                    "SELECT id FROM dead_letters WHERE replayed_at IS NULL AND id > $1 \
-                     ORDER BY id LIMIT 500",
-                    vec![after.into()],
-                ))
+                .query_all(
+                    Sql::new(self.backend())
+                        .push("SELECT id FROM dead_letters WHERE replayed_at IS NULL AND id > ")
+                        .bind(after)
+                        .push(" ORDER BY id LIMIT 500")
+                        .take(),
+                )
                 .await?;
             if rows.is_empty() {
                 return Ok(replayed);
@@ -204,11 +215,11 @@ impl DeadLetters {
     pub async fn count_pending(&self) -> Result<u64, QueueError> {
         let row = self
             .db
-            .query_one(stmt(
-                self.backend(),
-                "SELECT COUNT(*) AS n FROM dead_letters WHERE replayed_at IS NULL",
-                vec![],
-            ))
+            .query_one(
+                Sql::new(self.backend())
+                    .push("SELECT COUNT(*) AS n FROM dead_letters WHERE replayed_at IS NULL")
+                    .take(),
+            )
             .await?;
         let n: i64 = match row {
             Some(r) => r.try_get("", "n")?,
@@ -249,20 +260,22 @@ pub(crate) struct NewDeadLetter<'a> {
 
 impl NewDeadLetter<'_> {
     pub(crate) fn insert(&self, backend: DbBackend) -> Statement {
-        stmt(
-            backend,
-            "INSERT INTO dead_letters (message_id, body, attempts, error, source, enqueued_at, dead_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            vec![
-                self.message_id.into(),
-                self.body.to_vec().into(),
-                int(self.attempts).into(),
-                truncate(self.error, MAX_ERROR_BYTES).into(),
-                self.source.into(),
-                self.enqueued_at.into(),
-                now_ms().into(),
-            ],
+        let values: [Value; 7] = [
+            self.message_id.into(),
+            self.body.to_vec().into(),
+            int(self.attempts).into(),
+            truncate(self.error, MAX_ERROR_BYTES).into(),
+            self.source.into(),
+            self.enqueued_at.into(),
+            now_ms().into(),
+        ];
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO dead_letters \
+             (message_id, body, attempts, error, source, enqueued_at, dead_at) VALUES ",
         )
+        .bind_tuple(values);
+        sql.build()
     }
 
     /// Writes the dead letter on its own.

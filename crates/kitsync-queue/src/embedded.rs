@@ -10,9 +10,10 @@
 //! - In-process consumers are woken by a [`Notify`] after each commit; consumers in other
 //!   processes poll every `poll_interval_ms`.
 use crate::dead_letters::{truncate, NewDeadLetter};
-use crate::sql::{gather, int, ms, placeholders, stmt};
+use crate::sql::{gather, int, ms};
 use crate::{Delivery, FailOutcome, Handle, OutgoingMessage, QueueError, QueueSettings};
 use kitsync_domain::time::now_ms;
+use kitsync_sql::Sql;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,11 +56,11 @@ impl EmbeddedQueue {
         settings: &QueueSettings,
         db: DatabaseConnection,
     ) -> Result<Self, QueueError> {
-        db.execute(stmt(
-            db.get_database_backend(),
-            "SELECT id FROM queue_messages WHERE 1 = 0",
-            vec![],
-        ))
+        db.execute(
+            Sql::new(db.get_database_backend())
+                .push("SELECT id FROM queue_messages WHERE 1 = 0")
+                .take(),
+        )
         .await
         .map_err(|e| QueueError::Unavailable(format!("embedded queue table: {e}")))?;
         let (tx, rx) = mpsc::channel(MAX_PUBLISH_BATCH * 8);
@@ -141,12 +142,13 @@ impl EmbeddedQueue {
     pub async fn depth(&self) -> Result<u64, QueueError> {
         let db = &self.inner.db;
         let row = db
-            .query_one(stmt(
-                db.get_database_backend(),
-                "SELECT COUNT(*) AS n FROM queue_messages \
-                 WHERE available_at <= $1 AND (lease_until IS NULL OR lease_until < $1)",
-                vec![now_ms().into()],
-            ))
+            .query_one({
+                let now = now_ms();
+                let mut sql = Sql::new(db.get_database_backend());
+                sql.push("SELECT COUNT(*) AS n FROM queue_messages WHERE ");
+                ready(&mut sql, now);
+                sql.build()
+            })
             .await?;
         let n: i64 = match row {
             Some(r) => r.try_get("", "n")?,
@@ -163,17 +165,22 @@ impl EmbeddedQueue {
     pub async fn backlog(&self) -> Result<crate::Backlog, QueueError> {
         let db = &self.inner.db;
         let row = db
-            .query_one(stmt(
-                db.get_database_backend(),
-                "SELECT COUNT(*) AS total, \
-                 COALESCE(SUM(CASE WHEN lease_until IS NOT NULL AND lease_until >= $1 \
-                     THEN 1 ELSE 0 END), 0) AS leased, \
-                 COALESCE(SUM(CASE WHEN available_at <= $1 \
-                     AND (lease_until IS NULL OR lease_until < $1) THEN 1 ELSE 0 END), 0) AS ready, \
-                 MIN(enqueued_at) AS oldest \
-                 FROM queue_messages",
-                vec![now_ms().into()],
-            ))
+            .query_one({
+                let now = now_ms();
+                let mut sql = Sql::new(db.get_database_backend());
+                sql.push(
+                    "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN lease_until IS NOT NULL \
+                     AND lease_until >= ",
+                )
+                .bind(now)
+                .push(" THEN 1 ELSE 0 END), 0) AS leased, COALESCE(SUM(CASE WHEN ");
+                ready(&mut sql, now);
+                sql.push(
+                    " THEN 1 ELSE 0 END), 0) AS ready, MIN(enqueued_at) AS oldest \
+                     FROM queue_messages",
+                );
+                sql.build()
+            })
             .await?;
         let Some(row) = row else {
             return Ok(crate::Backlog::default());
@@ -240,24 +247,20 @@ async fn writer(
 
 async fn insert_batch(db: &DatabaseConnection, batch: &[PublishRequest]) -> Result<(), String> {
     let now = now_ms();
-    let mut values: Vec<Value> = Vec::with_capacity(batch.len() * 2 + 1);
-    values.push(now.into());
-    let mut rows = String::new();
-    for (i, r) in batch.iter().enumerate() {
-        if i > 0 {
-            rows.push(',');
-        }
-        let n = 2 + i * 2;
-        rows.push_str(&format!("(${n}, ${}, 0, $1, $1)", n + 1));
-        values.push(r.message.message_id.as_str().into());
-        values.push(r.message.body.clone().into());
-    }
-    // Publishing a message that is still queued is a no-op: same id, same message.
-    let sql = format!(
-        "INSERT INTO queue_messages (message_id, body, attempts, available_at, enqueued_at) \
-         VALUES {rows} ON CONFLICT (message_id) DO NOTHING"
-    );
-    db.execute(stmt(db.get_database_backend(), &sql, values))
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("INSERT INTO queue_messages (message_id, body, attempts, available_at, enqueued_at) VALUES ")
+        .bind_rows(batch.iter().map(|r| -> [Value; 5] {
+            [
+                r.message.message_id.as_str().into(),
+                r.message.body.clone().into(),
+                0_i32.into(),
+                now.into(),
+                now.into(),
+            ]
+        }))
+        // Publishing a message that is still queued is a no-op: same id, same message.
+        .push(" ON CONFLICT (message_id) DO NOTHING");
+    db.execute(sql.build())
         .await
         .map(|_| ())
         .map_err(|e| format!("database: {e}"))
@@ -346,22 +349,20 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
         DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
         _ => "",
     };
-    let sql = format!(
-        "UPDATE queue_messages SET lease_owner = $1, lease_until = $2 \
-         WHERE id IN (SELECT id FROM queue_messages \
-             WHERE available_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
-             ORDER BY id LIMIT $4 {lock}) \
-         RETURNING id, message_id, body, attempts, enqueued_at"
-    );
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let rows = db
-        .query_all(stmt(
-            backend,
-            &sql,
-            vec![owner.into(), lease_until.into(), now.into(), limit.into()],
-        ))
-        .await
-        .map_err(unavailable)?;
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE queue_messages SET lease_owner = ")
+        .bind(owner)
+        .push(", lease_until = ")
+        .bind(lease_until)
+        .push(" WHERE id IN (SELECT id FROM queue_messages WHERE ");
+    ready(&mut sql, now);
+    sql.push(" ORDER BY id LIMIT ")
+        .bind(limit)
+        .push(" ")
+        .push(lock)
+        .push(") RETURNING id, message_id, body, attempts, enqueued_at");
+    let rows = db.query_all(sql.build()).await.map_err(unavailable)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let attempts: i32 = row.try_get("", "attempts")?;
@@ -389,14 +390,13 @@ impl EmbeddedConsumer {
         let db = &self.queue.db;
         let mut deleted = 0_u64;
         for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-            let mut values: Vec<Value> = vec![self.owner.as_str().into()];
-            values.extend(chunk.iter().map(|id| Value::from(*id)));
-            let sql = format!(
-                "DELETE FROM queue_messages WHERE lease_owner = $1 AND id IN ({})",
-                placeholders(2, chunk.len(), 1)
-            );
+            let mut sql = Sql::new(db.get_database_backend());
+            sql.push("DELETE FROM queue_messages WHERE lease_owner = ")
+                .bind(self.owner.as_str())
+                .push(" AND id IN ")
+                .bind_tuple(chunk.iter().copied());
             deleted += db
-                .execute(stmt(db.get_database_backend(), &sql, values))
+                .execute(sql.build())
                 .await
                 .map_err(unavailable)?
                 .rows_affected();
@@ -416,18 +416,20 @@ impl EmbeddedConsumer {
         let delay = self.queue.settings.retry_delay(attempt);
         let db = &self.queue.db;
         let done = db
-            .execute(stmt(
-                db.get_database_backend(),
-                "UPDATE queue_messages SET attempts = $1, available_at = $2, lease_owner = NULL, \
-                 lease_until = NULL, last_error = $3 WHERE id = $4 AND lease_owner = $5",
-                vec![
-                    int(attempt).into(),
-                    now_ms().saturating_add(ms(delay)).into(),
-                    truncate(error, MAX_LAST_ERROR_BYTES).into(),
-                    id.into(),
-                    self.owner.as_str().into(),
-                ],
-            ))
+            .execute(
+                Sql::new(db.get_database_backend())
+                    .push("UPDATE queue_messages SET attempts = ")
+                    .bind(int(attempt))
+                    .push(", available_at = ")
+                    .bind(now_ms().saturating_add(ms(delay)))
+                    .push(", lease_owner = NULL, lease_until = NULL, last_error = ")
+                    .bind(truncate(error, MAX_LAST_ERROR_BYTES))
+                    .push(" WHERE id = ")
+                    .bind(id)
+                    .push(" AND lease_owner = ")
+                    .bind(self.owner.as_str())
+                    .take(),
+            )
             .await
             .map_err(unavailable)?;
         lease_check(1, done.rows_affected())?;
@@ -454,11 +456,14 @@ impl EmbeddedConsumer {
         // Delete first: if the lease was lost, someone else owns the message now and the
         // transaction is abandoned without writing a dead letter.
         let gone = txn
-            .execute(stmt(
-                backend,
-                "DELETE FROM queue_messages WHERE id = $1 AND lease_owner = $2",
-                vec![id.into(), self.owner.as_str().into()],
-            ))
+            .execute(
+                Sql::new(backend)
+                    .push("DELETE FROM queue_messages WHERE id = ")
+                    .bind(id)
+                    .push(" AND lease_owner = ")
+                    .bind(self.owner.as_str())
+                    .take(),
+            )
             .await?
             .rows_affected();
         lease_check(1, gone)?;
@@ -482,12 +487,12 @@ impl EmbeddedConsumer {
             let _ = claiming.await;
         }
         let db = &self.queue.db;
-        db.execute(stmt(
-            db.get_database_backend(),
-            "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL \
-             WHERE lease_owner = $1",
-            vec![self.owner.as_str().into()],
-        ))
+        db.execute(
+            Sql::new(db.get_database_backend())
+                .push("UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ")
+                .bind(self.owner.as_str())
+                .take(),
+        )
         .await
         .map_err(unavailable)?;
         self.queue.new_work.notify_waiters();
@@ -498,20 +503,26 @@ impl EmbeddedConsumer {
         let ids = ids(deliveries)?;
         let db = &self.queue.db;
         for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-            let mut values: Vec<Value> = vec![self.owner.as_str().into()];
-            values.extend(chunk.iter().map(|id| Value::from(*id)));
-            let sql = format!(
-                "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL \
-                 WHERE lease_owner = $1 AND id IN ({})",
-                placeholders(2, chunk.len(), 1)
-            );
-            db.execute(stmt(db.get_database_backend(), &sql, values))
-                .await
-                .map_err(unavailable)?;
+            let mut sql = Sql::new(db.get_database_backend());
+            sql.push("UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ")
+                .bind(self.owner.as_str())
+                .push(" AND id IN ")
+                .bind_tuple(chunk.iter().copied());
+            db.execute(sql.build()).await.map_err(unavailable)?;
         }
         self.queue.new_work.notify_waiters();
         Ok(())
     }
+}
+
+/// `available_at <= now AND (lease_until IS NULL OR lease_until < now)`: a row that could be
+/// claimed at `now`.
+fn ready(sql: &mut Sql, now: i64) {
+    sql.push("available_at <= ")
+        .bind(now)
+        .push(" AND (lease_until IS NULL OR lease_until < ")
+        .bind(now)
+        .push(")");
 }
 
 fn ids(deliveries: &[Delivery]) -> Result<Vec<i64>, QueueError> {

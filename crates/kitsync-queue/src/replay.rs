@@ -20,9 +20,10 @@
 //! callbacks cost a handful of statements rather than 64 transactions. The same task
 //! deletes expired keys every [`CLEANUP_EVERY`], one `cleanup_slack` late, so a process whose
 //! clock runs behind by less than that still finds the keys it needs.
-use crate::sql::{gather, ms, placeholders, stmt};
+use crate::sql::{gather, ms};
 use crate::QueueError;
 use kitsync_domain::time::now_ms;
+use kitsync_sql::Sql;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,11 +151,14 @@ impl ReplayLedger {
     /// The database statement failed.
     pub async fn release(&self, key: &ReplayKey, expires_at_ms: i64) -> Result<(), QueueError> {
         self.db
-            .execute(stmt(
-                self.db.get_database_backend(),
-                "DELETE FROM kit_replay_keys WHERE expires_at = $1 AND mac = $2",
-                vec![expires_at_ms.into(), key.to_vec().into()],
-            ))
+            .execute(
+                Sql::new(self.db.get_database_backend())
+                    .push("DELETE FROM kit_replay_keys WHERE expires_at = ")
+                    .bind(expires_at_ms)
+                    .push(" AND mac = ")
+                    .bind(key.to_vec())
+                    .take(),
+            )
             .await?;
         Ok(())
     }
@@ -177,11 +181,12 @@ async fn settle(
             },
             _ = cleanup.tick() => {
                 let cutoff = now_ms().saturating_sub(slack_ms);
-                let res = db.execute(stmt(
-                    db.get_database_backend(),
-                    "DELETE FROM kit_replay_keys WHERE expires_at < $1",
-                    vec![cutoff.into()],
-                )).await;
+                let res = db.execute(
+                    Sql::new(db.get_database_backend())
+                        .push("DELETE FROM kit_replay_keys WHERE expires_at < ")
+                        .bind(cutoff)
+                        .take(),
+                ).await;
                 if let Err(e) = res {
                     tracing::warn!(error = %e, "could not delete expired replay keys");
                 }
@@ -224,19 +229,19 @@ async fn settle(
     }
 }
 
+/// A key as the ledger's `(expires_at, mac)` row.
+fn row((at, key): &(i64, ReplayKey)) -> [Value; 2] {
+    [Value::from(*at), key.to_vec().into()]
+}
+
 /// Deletes keys whose claimants stopped waiting. Best effort: if it fails, the retry of
 /// such a callback within the window is refused as a replay, which the log says.
 async fn forget(db: &DatabaseConnection, keys: &[(i64, ReplayKey)]) {
-    let backend = db.get_database_backend();
-    let sql = format!(
-        "DELETE FROM kit_replay_keys WHERE (expires_at, mac) IN (VALUES {})",
-        placeholders(1, keys.len(), 2)
-    );
-    let values: Vec<Value> = keys
-        .iter()
-        .flat_map(|(at, k)| [Value::from(*at), k.to_vec().into()])
-        .collect();
-    if let Err(e) = db.execute(stmt(backend, &sql, values)).await {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("DELETE FROM kit_replay_keys WHERE (expires_at, mac) IN (VALUES ")
+        .bind_rows(keys.iter().map(row))
+        .push(")");
+    if let Err(e) = db.execute(sql.build()).await {
         tracing::warn!(error = %e, count = keys.len(), "could not forget replay keys of abandoned claims; their retries will be refused as replays");
     }
 }
@@ -250,24 +255,24 @@ async fn insert(
     let now = batch.iter().map(|r| r.now_ms).min().unwrap_or_default();
     // PostgreSQL refuses an upsert that touches one row twice: send each key once.
     let mut seen = HashSet::with_capacity(batch.len());
-    let mut values: Vec<Value> = vec![now.into()];
-    for r in batch {
-        if seen.insert((r.expires_at_ms, r.key)) {
-            values.push(r.expires_at_ms.into());
-            values.push(r.key.to_vec().into());
-        }
-    }
+    let keys: Vec<(i64, ReplayKey)> = batch
+        .iter()
+        .map(|r| (r.expires_at_ms, r.key))
+        .filter(|k| seen.insert(*k))
+        .collect();
     // An expired key is fresh again (its row just has not been cleaned up yet); RETURNING
     // lists the rows inserted or so refreshed.
-    let sql = format!(
-        "INSERT INTO kit_replay_keys (expires_at, mac) VALUES {} \
-         ON CONFLICT (expires_at, mac) DO UPDATE SET expires_at = excluded.expires_at \
-         WHERE kit_replay_keys.expires_at < $1 \
-         RETURNING expires_at, mac",
-        placeholders(2, seen.len(), 2)
-    );
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("INSERT INTO kit_replay_keys (expires_at, mac) VALUES ")
+        .bind_rows(keys.iter().map(row))
+        .push(
+            " ON CONFLICT (expires_at, mac) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE kit_replay_keys.expires_at < ",
+        )
+        .bind(now)
+        .push(" RETURNING expires_at, mac");
     let returned = db
-        .query_all(stmt(db.get_database_backend(), &sql, values))
+        .query_all(sql.build())
         .await
         .map_err(|e| format!("replay ledger: {e}"))?;
     returned

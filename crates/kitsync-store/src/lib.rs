@@ -35,7 +35,8 @@
 //! - `webhooks`: webhook endpoints, their cursor, retry schedule and lease, and the log of
 //!   their recent attempts ([`Store::create_webhook`], [`Store::claim_webhook`],
 //!   [`Store::record_webhook_attempt`], …).
-//! - `sql`: placeholder numbering per backend (`$n` / `?`) and statement chunking.
+//! - raw statements are built with the `kitsync-sql` crate's `Sql` (placeholders per backend,
+//!   statement chunking), the builder the queue shares.
 //!
 //! Concurrency: each transaction first upserts the `tenant_marks` rows of its tenants in
 //! sorted order in one statement; on PostgreSQL that row-locks them until commit, so workers
@@ -77,12 +78,13 @@ mod members;
 mod model;
 mod plans;
 mod read;
-pub mod sql;
 mod stats;
-mod tables;
+pub mod tables;
 mod tokens;
 mod webhooks;
 mod windows;
+
+use kitsync_sql as sql;
 
 pub use activity::{
     record_in as record_activity_in, utc8_day, ActivityEvent, ActivityKind, DailyRow, Recorded,

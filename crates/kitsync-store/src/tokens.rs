@@ -5,7 +5,8 @@ use crate::Store;
 use kitsync_domain::time::now_ms;
 use kitsync_domain::Scope;
 use kitsync_secrets::token;
-use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Statement, Value};
+use kitsync_sql::Sql;
+use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Value};
 use secrecy::SecretString;
 
 /// A stored token (never its secret).
@@ -39,13 +40,8 @@ impl ApiToken {
 
 const COLUMNS: &str = "id, name, scopes, tenant_id, created_at, revoked_at, last_used_at";
 
-fn stmt(db: &DatabaseConnection, sql: &str, values: Vec<Value>) -> Statement {
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        sea_orm::DbBackend::Postgres => sql.to_owned(),
-        _ => sql.replace('$', "?"),
-    };
-    Statement::from_sql_and_values(backend, sql, values)
+fn sql(db: &DatabaseConnection) -> Sql {
+    Sql::new(db.get_database_backend())
 }
 
 fn from_row(row: &QueryResult) -> Result<ApiToken, StoreError> {
@@ -83,19 +79,23 @@ pub(crate) async fn create(
         .collect::<Vec<_>>()
         .join(",");
     let created_at = now_ms();
-    db.execute(stmt(
-        db,
-        "INSERT INTO api_tokens (id, name, scopes, tenant_id, secret_hash, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        vec![
-            issued.id.clone().into(),
-            name.into(),
-            list.into(),
-            tenant_id.map(str::to_owned).into(),
-            issued.secret_hash.into(),
-            created_at.into(),
-        ],
-    ))
+    let values: [Value; 6] = [
+        issued.id.clone().into(),
+        name.into(),
+        list.into(),
+        tenant_id.map(str::to_owned).into(),
+        issued.secret_hash.into(),
+        created_at.into(),
+    ];
+    db.execute(
+        sql(db)
+            .push(
+                "INSERT INTO api_tokens (id, name, scopes, tenant_id, secret_hash, created_at) \
+                 VALUES ",
+            )
+            .bind_tuple(values)
+            .take(),
+    )
     .await?;
     let stored = ApiToken {
         id: issued.id,
@@ -111,31 +111,38 @@ pub(crate) async fn create(
 
 pub(crate) async fn list(db: &DatabaseConnection) -> Result<Vec<ApiToken>, StoreError> {
     let rows = db
-        .query_all(stmt(
-            db,
-            &format!("SELECT {COLUMNS} FROM api_tokens ORDER BY created_at, id"),
-            vec![],
-        ))
+        .query_all(
+            sql(db)
+                .push(&format!(
+                    "SELECT {COLUMNS} FROM api_tokens ORDER BY created_at, id"
+                ))
+                .take(),
+        )
         .await?;
     rows.iter().map(from_row).collect()
 }
 
 pub(crate) async fn revoke(db: &DatabaseConnection, id: &str) -> Result<(), StoreError> {
     let n = db
-        .execute(stmt(
-            db,
-            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-            vec![now_ms().into(), id.into()],
-        ))
+        .execute(
+            sql(db)
+                .push("UPDATE api_tokens SET revoked_at = ")
+                .bind(now_ms())
+                .push(" WHERE id = ")
+                .bind(id)
+                .push(" AND revoked_at IS NULL")
+                .take(),
+        )
         .await?
         .rows_affected();
     if n == 0 {
         let known = db
-            .query_one(stmt(
-                db,
-                "SELECT id FROM api_tokens WHERE id = $1",
-                vec![id.into()],
-            ))
+            .query_one(
+                sql(db)
+                    .push("SELECT id FROM api_tokens WHERE id = ")
+                    .bind(id)
+                    .take(),
+            )
             .await?
             .is_some();
         return Err(if known {
@@ -156,11 +163,14 @@ pub(crate) async fn authenticate(
         return Ok(None);
     };
     let Some(row) = db
-        .query_one(stmt(
-            db,
-            &format!("SELECT {COLUMNS}, secret_hash FROM api_tokens WHERE id = $1"),
-            vec![id.into()],
-        ))
+        .query_one(
+            sql(db)
+                .push(&format!(
+                    "SELECT {COLUMNS}, secret_hash FROM api_tokens WHERE id = "
+                ))
+                .bind(id)
+                .take(),
+        )
         .await?
     else {
         return Ok(None);

@@ -27,7 +27,7 @@
 //!   its value.
 use anyhow::Context as _;
 use kitsync_secrets::{Opened, Place, RsaDecryptor, SealedKind, Sealer};
-use kitsync_store::sql::Sql;
+use kitsync_sql::Sql;
 use sea_orm::{ConnectionTrait as _, DatabaseConnection};
 use secrecy::{ExposeSecret as _, SecretString};
 

@@ -138,25 +138,7 @@ fn dedup(users: &[AuthUser]) -> Vec<&AuthUser> {
 fn member_change(t: &str, u: &AuthUser, v: i64, test: bool, now: i64) -> Change<MemberRow> {
     let rank = Rank::upsert(v, member_fp(u, test));
     Change {
-        row: MemberRow {
-            tenant_id: t.to_owned(),
-            user_name: u.user_name.clone(),
-            name: u.name.clone(),
-            org_code: u.org_code.clone(),
-            position: u.position.clone(),
-            employee_code: u.employee_code.clone(),
-            employee_type: u.employee_type,
-            mobile: u.mobile.clone(),
-            email: u.email.clone(),
-            work_place: u.work_place.clone(),
-            entry_date: u.entry_date.clone(),
-            extension: u.extension.clone(),
-            test,
-            deleted: false,
-            version: rank.version,
-            fp: rank.fp,
-            updated_at: now,
-        },
+        row: MemberRow::of_user(t, u, rank, test, now),
         journal_key: u.user_name.clone(),
         data: json(&MemberData {
             name: u.name.as_deref(),

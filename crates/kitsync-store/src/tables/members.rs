@@ -31,3 +31,35 @@ table! {
         }
     }
 }
+
+impl MemberRow {
+    /// The live row of `user`'s profile in `tenant`, ranked `rank`, written at `now`.
+    #[must_use]
+    pub fn of_user(
+        tenant: &str,
+        user: &kitsync_domain::AuthUser,
+        rank: kitsync_domain::decide::Rank,
+        test: bool,
+        now: i64,
+    ) -> Self {
+        MemberRow {
+            tenant_id: tenant.to_owned(),
+            user_name: user.user_name.clone(),
+            name: user.name.clone(),
+            org_code: user.org_code.clone(),
+            position: user.position.clone(),
+            employee_code: user.employee_code.clone(),
+            employee_type: user.employee_type,
+            mobile: user.mobile.clone(),
+            email: user.email.clone(),
+            work_place: user.work_place.clone(),
+            entry_date: user.entry_date.clone(),
+            extension: user.extension.clone(),
+            test,
+            deleted: false,
+            version: rank.version,
+            fp: rank.fp,
+            updated_at: now,
+        }
+    }
+}

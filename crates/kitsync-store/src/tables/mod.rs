@@ -1,10 +1,13 @@
 //! The directory tables as the write path sees them: one typed row per table.
 //!
-//! Each table is declared once, with [`table!`]: the row struct's fields *are* the insert
+//! Each table is declared once, with `table!`: the row struct's fields *are* the insert
 //! columns, in order, so [`Row::COLUMNS`] and [`Row::values`] cannot drift apart, and the
 //! conflict key, the key column and the update sets name fields the compiler checks. Adding
 //! a member field is the migration, the field here and the domain type; the compiler finds
 //! the rest.
+//!
+//! Public so that code writing the same rows outside the write path (the benchmarks' raw
+//! baselines) builds them the same way; only the store's write path applies them.
 use crate::error::StoreError;
 use kitsync_domain::decide::Rank;
 use sea_orm::{QueryResult, TryGetable, Value};
@@ -15,14 +18,14 @@ mod departments;
 mod members;
 mod tenants;
 
-pub(crate) use apps::AppRow;
-pub(crate) use authorizations::AuthorizationRow;
-pub(crate) use departments::DepartmentRow;
-pub(crate) use members::MemberRow;
-pub(crate) use tenants::TenantRow;
+pub use apps::AppRow;
+pub use authorizations::AuthorizationRow;
+pub use departments::DepartmentRow;
+pub use members::MemberRow;
+pub use tenants::TenantRow;
 
 /// One row of a directory table, as an upsert writes it.
-pub(crate) trait Row {
+pub trait Row {
     /// The table's name.
     const TABLE: &'static str;
     /// Insert columns, in [`Row::values`] order: the struct's fields.
@@ -40,6 +43,7 @@ pub(crate) trait Row {
     fn key(&self) -> &str;
     /// The row's rank: its version and fingerprint.
     fn rank(&self) -> Rank;
+    /// Whether the row came from a test callback.
     fn test(&self) -> bool;
     /// Every column's value, in [`Row::COLUMNS`] order.
     fn values(self) -> Vec<Value>;
@@ -93,7 +97,7 @@ macro_rules! table {
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
-        pub(crate) struct $row {
+        pub struct $row {
             $($(#[$fdoc])* pub $field: $ty),+
         }
 
