@@ -14,7 +14,6 @@ use kitsync_store::tables::{AuthorizationRow, MemberRow, Row};
 use kitsync_store::Store;
 use kitsync_worker::Worker;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, Value};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -113,7 +112,7 @@ pub(crate) async fn run<S: Service>(settings: S, a: ApplyArgs) -> anyhow::Result
     let started = Instant::now();
     let handle = tokio::spawn(async move { worker.run(rx).await });
     let deadline = Instant::now() + Duration::from_secs(1800);
-    while stats.messages_acked.load(Ordering::Relaxed) < total_messages {
+    while stats.messages_acked.get() < total_messages {
         if Instant::now() > deadline {
             anyhow::bail!("the worker did not drain the queue within 30 minutes");
         }

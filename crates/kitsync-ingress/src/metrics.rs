@@ -1,26 +1,52 @@
 //! What the ingress counts: answered callbacks by endpoint and result code, and how long
-//! each endpoint took to answer. Fixed arrays indexed by endpoint and code, so recording is
-//! two relaxed atomic additions per counter and histogram, with no lookup, lock or
-//! allocation on the callback path.
+//! each endpoint took to answer. Each series' handle is taken once, at start, into fixed
+//! arrays indexed by endpoint and code, so the callback path never looks a label set up.
 use kitsync_domain::{CallbackKind, ResultCode};
-use kitsync_metrics::{Counter, Encoder, Histogram, Kind, LATENCY_BUCKETS};
+use kitsync_metrics::{
+    latency_family, observe, register, Counter, Family, Histogram, HistogramFamily, Labels,
+    Registry,
+};
 use std::time::Duration;
+
+const ENDPOINTS: usize = CallbackKind::ALL.len();
+const CODES: usize = ResultCode::ALL.len();
+/// The RSA keys a `clientSecret` can be decrypted with.
+const KEYS: [&str; 2] = ["current", "previous"];
 
 /// Callback counters and latencies, shared by every request.
 #[derive(Debug)]
 pub struct IngressMetrics {
-    callbacks: [[Counter; ResultCode::ALL.len()]; CallbackKind::ALL.len()],
-    duration: [Histogram; CallbackKind::ALL.len()],
+    callbacks: Family<Labels<2>, Counter>,
+    duration: HistogramFamily<1>,
+    decrypted: Family<Labels<1>, Counter>,
+    /// Handles into the families above, by endpoint and code, taken once at start.
+    callback_series: [[Counter; CODES]; ENDPOINTS],
+    duration_series: [Histogram; ENDPOINTS],
     /// `clientSecret`s decrypted with the current RSA key, and with a previous one.
-    decrypted: [Counter; 2],
+    decrypted_series: [Counter; 2],
 }
 
 impl Default for IngressMetrics {
     fn default() -> Self {
+        let callbacks = Family::<Labels<2>, Counter>::default();
+        let duration = latency_family::<1>();
+        let decrypted = Family::<Labels<1>, Counter>::default();
+        // Every endpoint × code series exists from the start (at 0), so rates work at once.
+        let callback_series = CallbackKind::ALL.map(|kind| {
+            ResultCode::ALL.map(|code| {
+                callbacks.get_or_create_owned(&[("endpoint", kind.path()), ("code", code.as_str())])
+            })
+        });
+        let duration_series = CallbackKind::ALL
+            .map(|kind| duration.get_or_create_owned(&[("endpoint", kind.path())]));
+        let decrypted_series = KEYS.map(|key| decrypted.get_or_create_owned(&[("key", key)]));
         Self {
-            callbacks: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
-            duration: std::array::from_fn(|_| Histogram::new(LATENCY_BUCKETS)),
-            decrypted: std::array::from_fn(|_| Counter::new()),
+            callbacks,
+            duration,
+            decrypted,
+            callback_series,
+            duration_series,
+            decrypted_series,
         }
     }
 }
@@ -39,72 +65,54 @@ impl IngressMetrics {
     /// Counts one answered callback with its result code and time to answer.
     pub fn record(&self, kind: CallbackKind, code: ResultCode, took: Duration) {
         let k = kind_index(kind);
-        if let Some(counter) = self.callbacks.get(k).and_then(|row| row.get(code.index())) {
+        if let Some(counter) = self
+            .callback_series
+            .get(k)
+            .and_then(|row| row.get(code.index()))
+        {
             counter.inc();
         }
-        if let Some(h) = self.duration.get(k) {
-            h.observe(took);
+        if let Some(h) = self.duration_series.get(k) {
+            observe(h, took);
         }
     }
 
     /// Counts one `clientSecret` decrypted, with the current RSA key or a previous one.
     pub fn record_decrypted(&self, with_previous_key: bool) {
-        self.decrypted[usize::from(with_previous_key)].inc();
+        self.decrypted_series[usize::from(with_previous_key)].inc();
     }
 
     /// Answered callbacks so far for `kind` and `code`.
     #[must_use]
     pub fn count(&self, kind: CallbackKind, code: ResultCode) -> u64 {
-        self.callbacks
+        self.callback_series
             .get(kind_index(kind))
             .and_then(|row| row.get(code.index()))
             .map_or(0, Counter::get)
     }
 
-    /// Writes `kitsync_callbacks_total` and `kitsync_callback_duration_seconds`; every
-    /// endpoint × code series is present from the start (at 0), so rates work at once.
-    pub fn encode(&self, e: &mut Encoder) {
-        e.family(
+    /// Registers `kitsync_callbacks_total`, `kitsync_callback_duration_seconds` and
+    /// `kitsync_client_secrets_decrypted_total`.
+    pub fn register(&self, r: &mut Registry) {
+        register(
+            r,
             "kitsync_callbacks_total",
-            Kind::Counter,
             "Kit callbacks answered, by endpoint and result code (000000 = durably queued).",
+            self.callbacks.clone(),
         );
-        for kind in CallbackKind::ALL {
-            for code in ResultCode::ALL {
-                e.sample(
-                    "kitsync_callbacks_total",
-                    &[("endpoint", kind.path()), ("code", code.as_str())],
-                    self.count(kind, code),
-                );
-            }
-        }
-        e.family(
+        register(
+            r,
             "kitsync_callback_duration_seconds",
-            Kind::Histogram,
             "Time from receiving a Kit callback to its answer, by endpoint.",
+            self.duration.clone(),
         );
-        for kind in CallbackKind::ALL {
-            if let Some(h) = self.duration.get(kind_index(kind)) {
-                e.histogram(
-                    "kitsync_callback_duration_seconds",
-                    &[("endpoint", kind.path())],
-                    &h.snapshot(),
-                );
-            }
-        }
-        e.family(
+        register(
+            r,
             "kitsync_client_secrets_decrypted_total",
-            Kind::Counter,
             "App clientSecrets decrypted, by RSA key (current, or previous: while it grows, \
              the marketplace still encrypts to a previous public key).",
+            self.decrypted.clone(),
         );
-        for (key, counter) in ["current", "previous"].into_iter().zip(&self.decrypted) {
-            e.sample(
-                "kitsync_client_secrets_decrypted_total",
-                &[("key", key)],
-                counter.get(),
-            );
-        }
     }
 }
 
@@ -112,6 +120,12 @@ impl IngressMetrics {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    fn exposition(m: &IngressMetrics) -> String {
+        let mut r = Registry::default();
+        m.register(&mut r);
+        kitsync_metrics::encode(&r)
+    }
 
     #[test]
     fn counts_by_endpoint_and_code() {
@@ -127,9 +141,7 @@ mod tests {
             1
         );
         assert_eq!(m.count(CallbackKind::TenantSync, ResultCode::Success), 0);
-        let mut e = Encoder::new();
-        m.encode(&mut e);
-        let text = e.finish();
+        let text = exposition(&m);
         assert!(text.contains("kitsync_callbacks_total{endpoint=\"authSync\",code=\"000000\"} 2\n"));
         assert!(
             text.contains("kitsync_callbacks_total{endpoint=\"tenantSync\",code=\"000001\"} 1\n")
@@ -140,9 +152,7 @@ mod tests {
         assert!(text.contains("kitsync_callback_duration_seconds_count{endpoint=\"authSync\"} 2\n"));
         assert_eq!(text.matches("# TYPE ").count(), 3);
         m.record_decrypted(true);
-        let mut e = Encoder::new();
-        m.encode(&mut e);
-        let text = e.finish();
+        let text = exposition(&m);
         assert!(text.contains("kitsync_client_secrets_decrypted_total{key=\"previous\"} 1\n"));
         assert!(text.contains("kitsync_client_secrets_decrypted_total{key=\"current\"} 0\n"));
     }

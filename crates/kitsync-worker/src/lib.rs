@@ -24,11 +24,13 @@
 use backon::{BackoffBuilder, ExponentialBuilder};
 use kitsync_domain::time::now_ms;
 use kitsync_domain::{Command, QueuedCallback};
-use kitsync_metrics::{Encoder, Histogram, Kind, LAG_BUCKETS, LATENCY_BUCKETS};
+use kitsync_metrics::{
+    histogram, observe, register, Counter, Family, Histogram, Labels, Registry, LAG_BUCKETS,
+    LATENCY_BUCKETS,
+};
 use kitsync_queue::{Consumer, Delivery, FailOutcome, Queue, QueueError, QueueKind};
 use kitsync_store::{Outcome, Store, StoreError};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -71,109 +73,100 @@ pub enum WorkerError {
 }
 
 /// Running totals, for logs, tests and `/metrics`.
+///
+/// The counters exposed by outcome or kind are handles into [`WorkerStats::register`]'s
+/// families, taken once at start, so counting never looks a label set up.
 #[derive(Debug)]
 pub struct WorkerStats {
-    pub messages_acked: AtomicU64,
-    pub applied: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub stale: AtomicU64,
-    pub superseded: AtomicU64,
-    pub held: AtomicU64,
-    pub retried: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub transient_errors: AtomicU64,
-    pub batches: AtomicU64,
+    pub messages_acked: Counter,
+    pub applied: Counter,
+    pub duplicates: Counter,
+    pub stale: Counter,
+    pub superseded: Counter,
+    pub held: Counter,
+    pub retried: Counter,
+    pub dead_lettered: Counter,
+    pub transient_errors: Counter,
+    pub batches: Counter,
     /// Committed apply transactions (a batch, or one message while isolating a culprit).
     pub apply_duration: Histogram,
     /// From a message's first publish to its ack, for messages whose publish time is known.
     pub queue_lag: Histogram,
+    outcomes: Family<Labels<1>, Counter>,
+    failures: Family<Labels<1>, Counter>,
 }
 
 impl Default for WorkerStats {
     fn default() -> Self {
+        let outcomes = Family::<Labels<1>, Counter>::default();
+        let failures = Family::<Labels<1>, Counter>::default();
+        let outcome = |o| outcomes.get_or_create_owned(&[("outcome", o)]);
+        let failure = |k| failures.get_or_create_owned(&[("kind", k)]);
         Self {
-            messages_acked: AtomicU64::new(0),
-            applied: AtomicU64::new(0),
-            duplicates: AtomicU64::new(0),
-            stale: AtomicU64::new(0),
-            superseded: AtomicU64::new(0),
-            held: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
-            dead_lettered: AtomicU64::new(0),
-            transient_errors: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            apply_duration: Histogram::new(LATENCY_BUCKETS),
-            queue_lag: Histogram::new(LAG_BUCKETS),
+            messages_acked: Counter::default(),
+            applied: outcome("applied"),
+            duplicates: outcome("duplicate"),
+            stale: outcome("stale"),
+            superseded: outcome("superseded"),
+            held: outcome("held"),
+            transient_errors: failure("transient"),
+            retried: failure("retried"),
+            dead_lettered: failure("dead_lettered"),
+            batches: Counter::default(),
+            apply_duration: histogram(LATENCY_BUCKETS),
+            queue_lag: histogram(LAG_BUCKETS),
+            outcomes,
+            failures,
         }
     }
 }
 
 impl WorkerStats {
-    /// Writes the worker's families: apply latency, outcomes, failures, batches, lag.
-    pub fn encode(&self, e: &mut Encoder) {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        e.family(
+    /// Registers the worker's families: apply latency, outcomes, failures, batches, lag.
+    pub fn register(&self, r: &mut Registry) {
+        register(
+            r,
             "kitsync_apply_duration_seconds",
-            Kind::Histogram,
             "Duration of committed apply transactions (one batch, or one message while isolating a failure).",
-        )
-        .histogram("kitsync_apply_duration_seconds", &[], &self.apply_duration.snapshot());
-        e.family(
-            "kitsync_applied_messages_total",
-            Kind::Counter,
-            "Messages applied and acked, by outcome (applied, duplicate, stale, superseded, held).",
+            self.apply_duration.clone(),
         );
-        for (outcome, c) in [
-            ("applied", &self.applied),
-            ("duplicate", &self.duplicates),
-            ("stale", &self.stale),
-            ("superseded", &self.superseded),
-            ("held", &self.held),
-        ] {
-            e.sample(
-                "kitsync_applied_messages_total",
-                &[("outcome", outcome)],
-                get(c),
-            );
-        }
-        e.family(
+        register(
+            r,
+            "kitsync_applied_messages_total",
+            "Messages applied and acked, by outcome (applied, duplicate, stale, superseded, held).",
+            self.outcomes.clone(),
+        );
+        register(
+            r,
             "kitsync_apply_failures_total",
-            Kind::Counter,
             "Apply failures: transient = a transaction retried in-process (database unavailable, \
              deadlock, busy); retried = a message sent back for a delayed retry; \
              dead_lettered = a message moved to the dead letters by this process.",
+            self.failures.clone(),
         );
-        for (kind, c) in [
-            ("transient", &self.transient_errors),
-            ("retried", &self.retried),
-            ("dead_lettered", &self.dead_lettered),
-        ] {
-            e.sample("kitsync_apply_failures_total", &[("kind", kind)], get(c));
-        }
-        e.family(
+        register(
+            r,
             "kitsync_apply_batches_total",
-            Kind::Counter,
             "Batches taken from the queue by the workers of this process.",
-        )
-        .sample("kitsync_apply_batches_total", &[], get(&self.batches));
-        e.family(
+            self.batches.clone(),
+        );
+        register(
+            r,
             "kitsync_queue_lag_seconds",
-            Kind::Histogram,
             "Time from a callback being queued to its message being acked after apply.",
-        )
-        .histogram("kitsync_queue_lag_seconds", &[], &self.queue_lag.snapshot());
+            self.queue_lag.clone(),
+        );
     }
 
     /// Counts acked deliveries and how long each waited since it was first queued.
     fn acked(&self, deliveries: &[Delivery]) {
-        self.messages_acked
-            .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
+        self.messages_acked.inc_by(deliveries.len() as u64);
         // The clock the queue stamps `enqueued_at` with.
         let now = now_ms();
         for d in deliveries {
             if let Some(at) = d.enqueued_at() {
                 let waited = u64::try_from(now.saturating_sub(at)).unwrap_or(0);
-                self.queue_lag.observe(Duration::from_millis(waited));
+                observe(&self.queue_lag, Duration::from_millis(waited));
             }
         }
     }
@@ -325,7 +318,7 @@ impl Worker {
         batch: Vec<Delivery>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<BatchReport, WorkerError> {
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.batches.inc();
         let mut report = BatchReport::default();
         let mut decoded: Vec<(Delivery, Command)> = Vec::with_capacity(batch.len());
         for d in batch {
@@ -336,7 +329,7 @@ impl Worker {
                     consumer
                         .dead_letter(d, &format!("undecodable message: {e}"))
                         .await?;
-                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    self.stats.dead_lettered.inc();
                     report.dead_lettered += 1;
                 }
             }
@@ -433,12 +426,12 @@ impl Worker {
         match consumer.fail(d, &reason).await? {
             FailOutcome::Retried { attempt, delay } => {
                 tracing::warn!(%message_id, attempt, delay_ms = delay.as_millis() as u64, %reason, "message failed; will retry");
-                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                self.stats.retried.inc();
                 report.retried += 1;
             }
             FailOutcome::DeadLettered => {
                 tracing::error!(%message_id, %reason, "message dead-lettered");
-                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.stats.dead_lettered.inc();
                 report.dead_lettered += 1;
             }
         }
@@ -458,11 +451,11 @@ impl Worker {
             let started = Instant::now();
             match self.store.apply_batch(commands).await {
                 Ok(outcomes) => {
-                    self.stats.apply_duration.observe(started.elapsed());
+                    observe(&self.stats.apply_duration, started.elapsed());
                     return Ok(outcomes);
                 }
                 Err(e) if e.is_transient() => {
-                    self.stats.transient_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats.transient_errors.inc();
                     let wait = backoff.next().unwrap_or(Duration::from_secs(1));
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "store unavailable; retrying the batch");
                     tokio::select! {
@@ -484,7 +477,7 @@ impl Worker {
                 Outcome::Superseded => &self.stats.superseded,
                 Outcome::Held { .. } => &self.stats.held,
             };
-            c.fetch_add(1, Ordering::Relaxed);
+            c.inc();
         }
     }
 }

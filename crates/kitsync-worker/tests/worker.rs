@@ -15,7 +15,6 @@ use kitsync_store::{Store, StoreSettings};
 use kitsync_worker::{Worker, WorkerSettings};
 use migrations::testing::{amqp_url, fresh_db, TestDb};
 use sea_orm::{ConnectionTrait, Statement};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -233,7 +232,7 @@ async fn poison_is_isolated_retried_then_dead_lettered() {
         "{}",
         letters[0].error
     );
-    assert_eq!(w.stats().dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(w.stats().dead_lettered.get(), 1);
     assert_eq!(f.queue.depth().await.unwrap(), 0);
     drop(consumer);
     f.teardown().await;
@@ -284,7 +283,7 @@ async fn database_outage_is_retried_uncounted_and_released_on_shutdown() {
     let shutdown = tokio::spawn(async move {
         // Let it retry a few times, then ask it to stop.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while stats.transient_errors.load(Ordering::Relaxed) < 3 {
+        while stats.transient_errors.get() < 3 {
             assert!(Instant::now() < deadline, "no transient retries seen");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -298,8 +297,8 @@ async fn database_outage_is_retried_uncounted_and_released_on_shutdown() {
         "{result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(w.stats().retried.load(Ordering::Relaxed), 0);
-    assert_eq!(w.stats().dead_lettered.load(Ordering::Relaxed), 0);
+    assert_eq!(w.stats().retried.get(), 0);
+    assert_eq!(w.stats().dead_lettered.get(), 0);
 
     // Released, not failed: they come back at once (not after the 60 s lease, nor when the
     // channel dies), as first attempts, and a healthy worker applies them.
@@ -336,11 +335,11 @@ async fn run_applies_everything_and_stops_on_shutdown() {
         async move { w.run(rx).await }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    while stats.messages_acked.load(Ordering::Relaxed) < 120 {
+    while stats.messages_acked.get() < 120 {
         assert!(
             Instant::now() < deadline,
             "acked {} of 120",
-            stats.messages_acked.load(Ordering::Relaxed)
+            stats.messages_acked.get()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -351,10 +350,7 @@ async fn run_applies_everything_and_stops_on_shutdown() {
         .unwrap()
         .unwrap();
     assert_eq!(f.authorised().await, expected);
-    assert!(
-        stats.batches.load(Ordering::Relaxed) < 120,
-        "messages are applied in batches"
-    );
+    assert!(stats.batches.get() < 120, "messages are applied in batches");
     assert_eq!(f.queue.depth().await.unwrap(), 0);
     f.teardown().await;
 }

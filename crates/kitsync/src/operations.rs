@@ -19,7 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use kitsync_ingress::IngressMetrics;
-use kitsync_metrics::{Encoder, Kind, CONTENT_TYPE};
+use kitsync_metrics::{
+    count, float_gauge, gauges, register, Family, FloatGauge, Labels, Registry, CONTENT_TYPE,
+};
 use kitsync_queue::{Backlog, Queue, QueueKind};
 use kitsync_store::{utc8_day, PeriodFigures, Store};
 use kitsync_worker::WorkerStats;
@@ -172,95 +174,82 @@ impl Operations {
         ])
     }
 
-    /// The whole exposition.
+    /// The whole exposition: the process's own metrics and the scrape-time gauges, in one
+    /// registry made for this scrape.
     pub async fn render(&self) -> String {
         let s = self.scraped().await;
-        let mut e = Encoder::new();
-        self.encode_process(&mut e);
+        let mut r = Registry::default();
+        self.register_process(&mut r);
         if let Some(m) = &self.ingress {
-            m.encode(&mut e);
+            m.register(&mut r);
         }
         if let Some(w) = &self.worker {
-            w.encode(&mut e);
+            w.register(&mut r);
         }
-        encode_scraped(&mut e, &s, self.queue.kind());
-        e.finish()
+        register_scraped(&mut r, &s, self.queue.kind());
+        kitsync_metrics::encode(&r)
     }
 
-    fn encode_process(&self, e: &mut Encoder) {
-        e.family(
+    fn register_process(&self, r: &mut Registry) {
+        gauges(
+            r,
             "kitsync_build_info",
-            Kind::Gauge,
             "Always 1; the labels say which kitsync runs on which backends.",
-        )
-        .sample(
-            "kitsync_build_info",
-            &[
-                ("version", env!("CARGO_PKG_VERSION")),
-                ("queue", self.queue.kind().as_str()),
-                ("database", self.database_kind),
-            ],
-            1u64,
+            [(
+                [
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("queue", self.queue.kind().as_str()),
+                    ("database", self.database_kind),
+                ],
+                1,
+            )],
         );
         let start = self
             .started_at
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        e.family(
+        float_gauge(
+            r,
             "kitsync_process_start_time_seconds",
-            Kind::Gauge,
             "When this process started, Unix seconds.",
-        )
-        .sample("kitsync_process_start_time_seconds", &[], start);
-        e.family(
+            start,
+        );
+        float_gauge(
+            r,
             "kitsync_uptime_seconds",
-            Kind::Gauge,
             "Seconds since this process started.",
-        )
-        .sample(
-            "kitsync_uptime_seconds",
-            &[],
             self.started.elapsed().as_secs_f64(),
         );
     }
 }
 
-fn encode_scraped(e: &mut Encoder, s: &Scraped, kind: QueueKind) {
+fn register_scraped(r: &mut Registry, s: &Scraped, kind: QueueKind) {
     let queue_kind = kind.as_str();
-    e.family(
+    gauges(
+        r,
         "kitsync_metrics_source_up",
-        Kind::Gauge,
         "1 when the last refresh of this source's scrape-time gauges succeeded, else 0 (and its series are left out).",
+        [
+            ("queue", s.backlog.is_some()),
+            ("dead_letters", s.dead_letters.is_some()),
+            ("plans", s.held_plans.is_some()),
+            ("stats", s.stats.is_some()),
+        ]
+        .map(|(source, up)| ([("source", source)], i64::from(up))),
     );
-    for (source, up) in [
-        ("queue", s.backlog.is_some()),
-        ("dead_letters", s.dead_letters.is_some()),
-        ("plans", s.held_plans.is_some()),
-        ("stats", s.stats.is_some()),
-    ] {
-        e.sample(
-            "kitsync_metrics_source_up",
-            &[("source", source)],
-            u64::from(up),
-        );
-    }
     if let Some(b) = &s.backlog {
-        e.family(
-            "kitsync_queue_depth",
-            Kind::Gauge,
-            "Messages not yet applied, by state: ready = deliverable now, delayed = waiting for a retry, in_flight = delivered and not yet acked (embedded queue only).",
-        );
         let mut states = vec![("ready", b.ready), ("delayed", b.delayed)];
         if let Some(n) = b.in_flight {
             states.push(("in_flight", n));
         }
-        for (state, n) in states {
-            e.sample(
-                "kitsync_queue_depth",
-                &[("queue", queue_kind), ("state", state)],
-                n,
-            );
-        }
+        gauges(
+            r,
+            "kitsync_queue_depth",
+            "Messages not yet applied, by state: ready = deliverable now, delayed = waiting for a retry, in_flight = delivered and not yet acked (embedded queue only).",
+            states
+                .into_iter()
+                .map(|(state, n)| ([("queue", queue_kind), ("state", state)], count(n))),
+        );
         // The embedded queue knows every message's publish time; RabbitMQ does not tell
         // without consuming, so the series is absent there.
         if kind == QueueKind::Embedded {
@@ -268,29 +257,31 @@ fn encode_scraped(e: &mut Encoder, s: &Scraped, kind: QueueKind) {
             let age = b.oldest_enqueued_at_ms.map_or(0.0, |at| {
                 (s.at_ms.saturating_sub(at)).max(0) as f64 / 1000.0
             });
-            e.family(
+            let family = Family::<Labels<1>, FloatGauge>::default();
+            family.get_or_create(&[("queue", queue_kind)]).set(age);
+            register(
+                r,
                 "kitsync_queue_oldest_age_seconds",
-                Kind::Gauge,
                 "Age of the oldest message not yet applied (0 when the queue is empty); embedded queue only.",
-            )
-            .sample("kitsync_queue_oldest_age_seconds", &[("queue", queue_kind)], age);
+                family,
+            );
         }
     }
     if let Some(n) = s.dead_letters {
-        e.family(
+        gauges(
+            r,
             "kitsync_dead_letters",
-            Kind::Gauge,
             "Dead letters not replayed yet (kitsync deadletters list).",
-        )
-        .sample("kitsync_dead_letters", &[], n);
+            [([], count(n))],
+        );
     }
     if let Some(n) = s.held_plans {
-        e.family(
+        gauges(
+            r,
             "kitsync_held_plans",
-            Kind::Gauge,
             "Full department syncs held by the mass-deletion guard (kitsync plans list).",
-        )
-        .sample("kitsync_held_plans", &[], n);
+            [([], count(n))],
+        );
     }
     if let Some([day, week]) = &s.stats {
         let figures = [
@@ -320,9 +311,15 @@ fn encode_scraped(e: &mut Encoder, s: &Scraped, kind: QueueKind) {
             ),
         ];
         for (name, help, d, w) in figures {
-            e.family(name, Kind::Gauge, help)
-                .sample(name, &[("period", "day")], d)
-                .sample(name, &[("period", "7d")], w);
+            gauges(
+                r,
+                name,
+                help,
+                [
+                    ([("period", "day")], count(d)),
+                    ([("period", "7d")], count(w)),
+                ],
+            );
         }
     }
 }
