@@ -2,20 +2,22 @@
 //! scripts run and prints the resulting DOM (`--dump-dom`); [`Dom`] reads that DOM back by
 //! `data-testid` and `data-field` attributes, without an HTML or regex crate.
 //!
-//! `chromium` is found on `PATH`, or at `KITSYNC_CHROMIUM`. With `KITSYNC_DASHBOARD_SCREENSHOTS`
+//! `chromium` is found on `PATH`, or at `KITSYNC_CHROMIUM` (`chromedriver` likewise, or at
+//! `KITSYNC_CHROMEDRIVER`). With `KITSYNC_DASHBOARD_SCREENSHOTS`
 //! set to a directory, every [`Browser::load`] also saves a PNG there, to look at the page.
 //!
-//! [`Page`] drives one page the way a person does, over the DevTools protocol: mouse clicks at
-//! an element's centre (which must be visible and not covered), typed text, reloads; its DOM is
-//! read back as a [`Dom`] too.
+//! [`Page`] drives one page the way a person does, over WebDriver with the `fantoccini` crate
+//! and Debian's `chromedriver` (`chromium-driver`): clicks (WebDriver refuses an element that is
+//! hidden or covered), typed text, reloads; its DOM is read back as a [`Dom`] too.
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use fantoccini::{ClientBuilder, Locator};
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio_tungstenite::tungstenite::Message;
+
+type Client = fantoccini::Client;
 
 /// How long one browser run may take, wall clock, before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
@@ -39,11 +41,7 @@ pub fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("KITSYNC_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("chromium"))
-            .find(|p| p.is_file())
-    })
+    on_path("chromium")
 }
 
 /// Headless chromium with a profile of its own (so parallel tests do not share one).
@@ -155,120 +153,82 @@ impl Default for Browser {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// How long one protocol call, or the page settling after an action, may take.
+/// How long one WebDriver command, or the page settling after an action, may take.
 const STEP_LIMIT: Duration = Duration::from_secs(30);
 
-/// One page of a headless chromium of its own, driven over the DevTools protocol.
+/// The `chromedriver` executable (Debian's `chromium-driver`), if there is one.
+#[must_use]
+pub fn chromedriver() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KITSYNC_CHROMEDRIVER") {
+        return Some(PathBuf::from(p));
+    }
+    on_path("chromedriver")
+}
+
+/// One page of a headless chromium of its own, driven over WebDriver (`fantoccini` talking
+/// to `chromedriver`).
 pub struct Page {
-    child: std::process::Child,
-    _profile: tempfile::TempDir,
-    ws: Socket,
-    next_id: u64,
+    driver: std::process::Child,
+    profile: tempfile::TempDir,
+    client: Client,
 }
 
 impl Page {
-    /// Starts chromium on `url` and connects to the page.
+    /// Starts chromedriver and a chromium session on `url`.
     ///
     /// # Panics
-    /// No chromium, or it does not offer the protocol within 30 s.
+    /// No chromium or chromedriver, or they do not start within 30 s.
     pub async fn open(url: &str) -> Page {
         let exe = chromium().unwrap_or_else(|| panic!("no chromium on PATH (or KITSYNC_CHROMIUM)"));
+        let driver_exe = chromedriver()
+            .unwrap_or_else(|| panic!("no chromedriver on PATH (or KITSYNC_CHROMEDRIVER)"));
         let profile = tempfile::tempdir().expect("a profile directory");
-        let child = Command::new(exe)
-            .args(HEADLESS)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(["--remote-debugging-port=0", "--remote-allow-origins=*"])
-            .arg(url)
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Command::new(driver_exe)
+            .arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, so dropping the page ends chromium too.
+            .process_group(0)
             .spawn()
-            .expect("starting chromium");
-        // Chromium writes the port it chose (and the browser's path) to this file.
-        let port_file = profile.path().join("DevToolsActivePort");
+            .expect("starting chromedriver");
+        let mut args: Vec<String> = HEADLESS.iter().map(|a| (*a).to_owned()).collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let mut caps = fantoccini::wd::Capabilities::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": exe, "args": args }),
+        );
+        let webdriver = format!("http://127.0.0.1:{port}");
         let deadline = std::time::Instant::now() + STEP_LIMIT;
-        let port: u16 = loop {
-            let port = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()));
-            if let Some(port) = port {
-                break port;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "chromium wrote no DevToolsActivePort within {STEP_LIMIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        // The page's own endpoint, from the target list (HTTP/1.0: the answer ends with the
-        // connection).
-        let ws_url = loop {
-            let list = http_get(port, "/json/list").await;
-            let page = list.as_array().and_then(|targets| {
-                targets
-                    .iter()
-                    .find(|t| t["type"] == "page")
-                    .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
-            });
-            if let Some(page) = page {
-                break page;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no page target: {list}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("connecting to the page at {ws_url} (port {port}): {e}"));
-        let mut page = Page {
-            child,
-            _profile: profile,
-            ws,
-            next_id: 0,
-        };
-        // The tab starts on about:blank: wait for `url` itself.
-        let without_fragment = url.split('#').next().unwrap_or(url);
-        let target = serde_json::to_string(without_fragment).expect("a JSON string");
-        page.wait_for(&format!(
-            "location.href.split('#')[0] === {target} && document.readyState === 'complete'"
-        ))
-        .await;
-        page
-    }
-
-    /// Calls a protocol method; its result. Events in between are skipped.
-    ///
-    /// # Panics
-    /// The method fails or does not answer within 30 s.
-    pub async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let msg = json!({ "id": id, "method": method, "params": params }).to_string();
-        self.ws
-            .send(Message::Text(msg.into()))
-            .await
-            .expect("sending to chromium");
-        loop {
-            let next = tokio::time::timeout(STEP_LIMIT, self.ws.next())
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&webdriver)
                 .await
-                .unwrap_or_else(|_| panic!("{method}: no answer within {STEP_LIMIT:?}"));
-            let Some(Ok(Message::Text(text))) = next else {
-                if matches!(next, Some(Ok(_))) {
-                    continue;
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no chromium session at {webdriver} within {STEP_LIMIT:?}: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                panic!("{method}: the DevTools connection ended: {next:?}");
-            };
-            let v: Value = serde_json::from_str(&text).expect("protocol JSON");
-            if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
             }
-        }
+        };
+        let page = Page {
+            driver,
+            profile,
+            client,
+        };
+        step("goto", page.client.goto(url)).await;
+        page
     }
 
     /// Evaluates `expr` in the page (awaiting a promise); its value.
@@ -276,18 +236,11 @@ impl Page {
     /// # Panics
     /// The expression throws.
     pub async fn eval(&mut self, expr: &str) -> Value {
-        let r = self
-            .call(
-                "Runtime.evaluate",
-                json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }),
-            )
-            .await;
-        assert!(
-            r.get("exceptionDetails").is_none(),
-            "{expr} threw: {}",
-            r["exceptionDetails"]
-        );
-        r["result"]["value"].clone()
+        step(
+            expr,
+            self.client.execute(&format!("return ({expr});"), vec![]),
+        )
+        .await
     }
 
     /// Waits until `condition` (JavaScript) is true.
@@ -305,41 +258,20 @@ impl Page {
         }
     }
 
-    /// Clicks the centre of the element `selector` finds with the mouse, as a person would:
-    /// it must be visible and not covered by another element.
+    /// Clicks the element `selector` finds, as a person would: WebDriver scrolls it into view
+    /// and refuses an element that is hidden or covered by another one.
     ///
     /// # Panics
     /// Nothing matches, or the element is hidden or covered.
     pub async fn click(&mut self, selector: &str) {
-        let sel = serde_json::to_string(selector).expect("a JSON string");
-        let at = self
-            .eval(&format!(
-                "(() => {{ const e = document.querySelector({sel}); if (!e) return 'missing'; \
-                 e.scrollIntoView({{ block: 'center' }}); const r = e.getBoundingClientRect(); \
-                 if (r.width === 0 || r.height === 0) return 'hidden'; \
-                 const x = r.left + r.width / 2, y = r.top + r.height / 2; \
-                 const top = document.elementFromPoint(x, y); \
-                 if (!top || !(e === top || e.contains(top) || top.contains(e) \
-                   || (top.tagName === 'LABEL' && top.control === e))) \
-                   return 'covered by ' + (top ? top.outerHTML.slice(0, 80) : 'nothing'); \
-                 return [x, y]; }})()"
-            ))
-            .await;
-        let Some([x, y]) = at.as_array().map(|a| [a[0].clone(), a[1].clone()]) else {
-            panic!("cannot click {selector}: {at}");
-        };
-        for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
-            self.call(
-                "Input.dispatchMouseEvent",
-                json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }),
-            )
-            .await;
-        }
+        let element = step(selector, self.client.find(Locator::Css(selector))).await;
+        step(&format!("clicking {selector}"), element.click()).await;
     }
 
     /// Types `text` into the focused element.
     pub async fn type_text(&mut self, text: &str) {
-        self.call("Input.insertText", json!({ "text": text })).await;
+        let focused = step("the focused element", self.client.active_element()).await;
+        step(&format!("typing {text:?}"), focused.send_keys(text)).await;
     }
 
     /// The page's DOM now.
@@ -369,80 +301,68 @@ impl Page {
 
     /// Goes to `url` (same origin; a new fragment, say) and loads the page again.
     pub async fn reload_at(&mut self, url: &str) -> Dom {
-        self.call("Page.enable", json!({})).await;
-        // The new address first, synchronously (a fragment-only `Page.navigate` may still be
-        // under way when the reload starts, which would then reload the old address).
+        // The new address first, synchronously, then a reload that returns once it loaded.
         let target = serde_json::to_string(url).expect("a JSON string");
         self.eval(&format!("history.replaceState(null, '', {target})"))
             .await;
-        // The reload's answer and then its load event (events before the answer count too).
-        self.next_id += 1;
-        let id = self.next_id;
-        let msg = json!({ "id": id, "method": "Page.reload", "params": {} }).to_string();
-        self.ws
-            .send(Message::Text(msg.into()))
-            .await
-            .expect("sending to chromium");
-        let (mut answered, mut loaded) = (false, false);
-        while !(answered && loaded) {
-            let next = tokio::time::timeout(STEP_LIMIT, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("the reload did not finish within {STEP_LIMIT:?}"));
-            if let Some(Ok(Message::Text(text))) = next {
-                let v: Value = serde_json::from_str(&text).expect("protocol JSON");
-                answered |= v["id"] == id;
-                loaded |= answered && v["method"] == "Page.loadEventFired";
-            } else if !matches!(next, Some(Ok(_))) {
-                panic!("the DevTools connection ended: {next:?}");
-            }
-        }
-        self.call("Page.disable", json!({})).await;
+        step("reload", self.client.refresh()).await;
         self.settle().await
     }
 }
 
 impl Drop for Page {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Chromium leaves chromedriver's process group; its profile directory names it. Its
+        // keep-alive connections would otherwise hold the server's graceful shutdown open.
+        let profile_arg = format!("--user-data-dir={}", self.profile.path().display());
+        for pid in processes_with_arg(&profile_arg) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        // `--`: procps' kill reads a bare `-PGID` after the signal as an option.
+        let _ = Command::new("kill")
+            .args(["-9", "--", &format!("-{}", self.driver.id())])
+            .status();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
 
-/// `GET path` on the DevTools HTTP endpoint; the JSON answer (`Null` if it is not JSON yet).
-/// HTTP/1.1 (chromium does not answer HTTP/1.0), read up to its `Content-Length`.
-async fn http_get(port: u16, path: &str) -> Value {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("the DevTools endpoint");
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .expect("asking the DevTools endpoint");
-    let mut answer: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = tokio::time::timeout(STEP_LIMIT, s.read(&mut buf))
-            .await
-            .expect("the DevTools endpoint answers")
-            .expect("reading its answer");
-        answer.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&answer);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse::<usize>().ok())?
-            });
-            if n == 0 || length.is_some_and(|len| body.len() >= len) {
-                return serde_json::from_str(body).unwrap_or(Value::Null);
-            }
-        } else if n == 0 {
-            return Value::Null;
-        }
+/// The processes (from `/proc`) one of whose arguments is exactly `arg`.
+fn processes_with_arg(arg: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
+}
+
+/// Awaits a WebDriver command for at most [`STEP_LIMIT`]; its result.
+///
+/// # Panics
+/// It fails or takes longer, naming `what`.
+async fn step<T, E: std::fmt::Display>(
+    what: &str,
+    command: impl std::future::Future<Output = Result<T, E>>,
+) -> T {
+    match tokio::time::timeout(STEP_LIMIT, command).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("{what}: {e}"),
+        Err(_) => panic!("{what}: no answer within {STEP_LIMIT:?}"),
     }
+}
+
+/// `name` in one of `PATH`'s directories.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
 }
 
 fn tail(s: &str) -> String {

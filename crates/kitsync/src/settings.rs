@@ -481,6 +481,7 @@ mod tests {
                 ("KITSYNC_SCIM_TOOLS", "/venv/bin"),
                 ("KITSYNC_DASHBOARD_SCREENSHOTS", "/tmp/shots"),
                 ("KITSYNC_CHROMIUM", "/usr/bin/chromium"),
+                ("KITSYNC_CHROMEDRIVER", "/usr/bin/chromedriver"),
                 ("KITSYNC_CI_DATABASE_URL", "postgres://h/ci"),
                 ("KITSYNC_CI_ANYTHING_ELSE", "x"),
             ],

@@ -19,6 +19,7 @@ pub(super) const NOT_SETTINGS: &[&str] = &[
     "KITSYNC_SCIM_TOOLS",            // the SCIM clients' test (tests/tests/directory.rs)
     "KITSYNC_DASHBOARD_SCREENSHOTS", // the dashboard's browser test (tests/src/browser.rs)
     "KITSYNC_CHROMIUM",              // the browser it uses (tests/src/browser.rs)
+    "KITSYNC_CHROMEDRIVER",          // and its WebDriver (tests/src/browser.rs)
     "KITSYNC_CI_*",                  // CI's own (.ci/run)
 ];
 
