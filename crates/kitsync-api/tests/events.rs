@@ -6,7 +6,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::get;
-use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Role, Scope};
+use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Scope};
 use kitsync_store::{Store, StoreSettings};
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,19 +20,9 @@ fn grant(t: &str, v: i64, users: std::ops::Range<usize>) -> Command {
         op: AuthOp::Add,
         users: users
             .map(|u| AuthUser {
-                user_name: format!("u{v}-{u}"),
                 name: Some(format!("User {u}")),
                 org_code: Some("D1".into()),
-                position: None,
-                employee_code: None,
-                employee_type: None,
-                role: Role::User,
-                enabled: true,
-                mobile: None,
-                email: None,
-                work_place: None,
-                entry_date: None,
-                extension: None,
+                ..AuthUser::named(format!("u{v}-{u}"))
             })
             .collect(),
         test: false,

@@ -176,19 +176,13 @@ pub(crate) async fn seed(
         let users = chunk
             .iter()
             .map(|&i| AuthUser {
-                user_name: format!("m{i:07}"),
                 name: Some(format!("Member {i}")),
                 org_code: Some(format!("D{:04}", i % depts)),
                 position: Some("Engineer".into()),
-                employee_code: None,
                 employee_type: Some(1),
                 role: if i % 50 == 0 { Role::Admin } else { Role::User },
-                enabled: true,
-                mobile: None,
                 email: Some(format!("m{i}@example.com")),
-                work_place: None,
-                entry_date: None,
-                extension: None,
+                ..AuthUser::named(format!("m{i:07}"))
             })
             .collect();
         store

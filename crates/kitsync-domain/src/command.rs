@@ -155,6 +155,28 @@ pub struct AuthUser {
     pub extension: Option<String>,
 }
 
+impl AuthUser {
+    /// A user with only a name: no profile fields, role `user`, enabled.
+    #[must_use]
+    pub fn named(user_name: impl Into<String>) -> Self {
+        AuthUser {
+            user_name: user_name.into(),
+            name: None,
+            org_code: None,
+            position: None,
+            employee_code: None,
+            employee_type: None,
+            role: Role::User,
+            enabled: true,
+            mobile: None,
+            email: None,
+            work_place: None,
+            entry_date: None,
+            extension: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthChange {

@@ -255,19 +255,15 @@ impl Case {
                 users: users
                     .iter()
                     .map(|(u, admin, enabled, name, org)| AuthUser {
-                        user_name: format!("u{u}"),
                         name: Some(format!("name{name}")),
                         org_code: Some(code(*org)),
                         position: (*name == 1).then(|| "Engineer".into()),
-                        employee_code: None,
                         employee_type: (*org > 0).then_some(i32::from(*org)),
                         role: if *admin { Role::Admin } else { Role::User },
                         enabled: *enabled,
-                        mobile: None,
                         email: Some(format!("u{u}@example.com")),
-                        work_place: None,
-                        entry_date: None,
                         extension: (*name == 2).then(|| r#"{"k":1}"#.into()),
+                        ..AuthUser::named(format!("u{u}"))
                     })
                     .collect(),
                 test,

@@ -10,7 +10,7 @@
 mod common;
 
 use kitsync_domain::{
-    AppChange, AuthChange, AuthOp, AuthUser, Command, KitTime, Op, Role, SecretText, TenantChange,
+    AppChange, AuthChange, AuthOp, AuthUser, Command, KitTime, Op, SecretText, TenantChange,
 };
 use kitsync_store::{end_of_day_ms, utc8_day, ActivityEvent, ActivityKind, DAY_MS, UTC8_MS};
 use sea_orm::ConnectionTrait as _;
@@ -43,19 +43,8 @@ enum Change {
 
 fn user(name: &str, enabled: bool) -> AuthUser {
     AuthUser {
-        user_name: name.into(),
-        name: None,
-        org_code: None,
-        position: None,
-        employee_code: None,
-        employee_type: None,
-        role: Role::User,
         enabled,
-        mobile: None,
-        email: None,
-        work_place: None,
-        entry_date: None,
-        extension: None,
+        ..AuthUser::named(name)
     }
 }
 

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Role};
+use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime};
 use kitsync_secrets::Sealer;
 use kitsync_store::feed::ChangeEvent;
 use kitsync_store::{Store, StoreSettings, WebhookEndpoint, WebhookState};
@@ -199,19 +199,9 @@ fn grant(t: &str, v: i64, users: std::ops::Range<usize>, test: bool) -> Command 
         op: AuthOp::Add,
         users: users
             .map(|u| AuthUser {
-                user_name: format!("u{v}-{u}"),
                 name: Some(format!("User {u}")),
                 org_code: Some("D1".into()),
-                position: None,
-                employee_code: None,
-                employee_type: None,
-                role: Role::User,
-                enabled: true,
-                mobile: None,
-                email: None,
-                work_place: None,
-                entry_date: None,
-                extension: None,
+                ..AuthUser::named(format!("u{v}-{u}"))
             })
             .collect(),
         test,

@@ -9,7 +9,7 @@
 //! - `run` applies everything with several consume loops and stops on the shutdown signal.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
-use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, QueuedCallback, Role};
+use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, QueuedCallback};
 use kitsync_queue::{Consumer, Delivery, OutgoingMessage, Queue, QueueSettings};
 use kitsync_store::{Store, StoreSettings};
 use kitsync_worker::{Worker, WorkerSettings};
@@ -133,19 +133,8 @@ impl Fixture {
 
 fn user(name: &str) -> AuthUser {
     AuthUser {
-        user_name: name.into(),
         name: Some(format!("User {name}")),
-        org_code: None,
-        position: None,
-        employee_code: None,
-        employee_type: None,
-        role: Role::User,
-        enabled: true,
-        mobile: None,
-        email: None,
-        work_place: None,
-        entry_date: None,
-        extension: None,
+        ..AuthUser::named(name)
     }
 }
 

@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Op, Role, TenantChange};
+use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Op, TenantChange};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -51,24 +51,7 @@ pub fn grant(t: &str, users: &[&str], v: i64, test: bool) -> Command {
         instance_id: None,
         app_id: "app".into(),
         op: AuthOp::Add,
-        users: users
-            .iter()
-            .map(|u| AuthUser {
-                user_name: (*u).into(),
-                name: None,
-                org_code: None,
-                position: None,
-                employee_code: None,
-                employee_type: None,
-                role: Role::User,
-                enabled: true,
-                mobile: None,
-                email: None,
-                work_place: None,
-                entry_date: None,
-                extension: None,
-            })
-            .collect(),
+        users: users.iter().map(|u| AuthUser::named(*u)).collect(),
         test,
         version: KitTime(v),
         time_stamp: None,
