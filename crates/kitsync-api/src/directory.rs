@@ -808,6 +808,36 @@ pub struct ListQuery {
     page: PageQuery,
 }
 
+/// What a tenant's list page reads, once [`ListQuery::open`] checked it.
+struct Listing {
+    include_test: bool,
+    limit: u64,
+    after: Option<String>,
+}
+
+impl ListQuery {
+    /// A tenant list's common opening: the caller may read `tenant_id`, the test filter, the
+    /// limit and the cursor (of `kind`) are valid, and the tenant is visible with that filter.
+    async fn open(
+        &self,
+        state: &ApiState,
+        caller: &Caller,
+        tenant_id: &str,
+        kind: &str,
+    ) -> Result<Listing, ApiError> {
+        caller.require(Scope::DirectoryRead, Some(tenant_id))?;
+        let include_test = self.test.include_test()?;
+        let limit = self.page.limit()?;
+        let after = self.page.after(kind)?;
+        visible_tenant(state, tenant_id, include_test).await?;
+        Ok(Listing {
+            include_test,
+            limit,
+            after,
+        })
+    }
+}
+
 /// An app of the tenant (never its client secret).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -841,11 +871,11 @@ pub async fn apps(
     Path(tenant_id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<AppItem>>, ApiError> {
-    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
-    let include_test = q.test.include_test()?;
-    let limit = q.page.limit()?;
-    let after = q.page.after("app")?;
-    visible_tenant(&state, &tenant_id, include_test).await?;
+    let Listing {
+        include_test,
+        limit,
+        after,
+    } = q.open(&state, &caller, &tenant_id, "app").await?;
     let rows = state
         .store
         .apps(&tenant_id, after.as_deref(), limit + 1, include_test)
@@ -903,11 +933,11 @@ pub async fn authorizations(
     Path((tenant_id, app_id)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<AuthorizationItem>>, ApiError> {
-    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
-    let include_test = q.test.include_test()?;
-    let limit = q.page.limit()?;
-    let after = q.page.after("auth")?;
-    visible_tenant(&state, &tenant_id, include_test).await?;
+    let Listing {
+        include_test,
+        limit,
+        after,
+    } = q.open(&state, &caller, &tenant_id, "auth").await?;
     let rows = state
         .store
         .authorizations(
@@ -987,11 +1017,8 @@ pub async fn groups(
     Path(tenant_id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<GroupItem>>, ApiError> {
-    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
-    let include_test = q.test.include_test()?;
-    let limit = q.page.limit()?;
-    let after = q.page.after("group")?;
-    visible_tenant(&state, &tenant_id, include_test).await?;
+    // Groups have no test flag of their own: the filter only decides the tenant's visibility.
+    let Listing { limit, after, .. } = q.open(&state, &caller, &tenant_id, "group").await?;
     let mut all: Vec<GroupItem> = state
         .store
         .derived_groups(&tenant_id)

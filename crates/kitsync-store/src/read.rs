@@ -14,7 +14,7 @@ use crate::Store;
 use kitsync_domain::SecretText;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    QueryOrder, QuerySelect, Select, Statement,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -72,6 +72,27 @@ pub(crate) async fn tenant(
     }))
 }
 
+/// One keyset page of `q`'s live rows: not `deleted`, not `test` unless `include_test`,
+/// after `after` in `key` order, at most `limit` (all when `None`). A primary-key range scan
+/// where `q` narrows the key's prefix.
+async fn live_page<E: EntityTrait>(
+    db: &DatabaseConnection,
+    q: Select<E>,
+    [deleted, test, key]: [E::Column; 3],
+    after: Option<&str>,
+    limit: Option<u64>,
+    include_test: bool,
+) -> Result<Vec<E::Model>, StoreError> {
+    let mut q = q.filter(deleted.eq(false));
+    if !include_test {
+        q = q.filter(test.eq(false));
+    }
+    if let Some(after) = after {
+        q = q.filter(key.gt(after));
+    }
+    Ok(q.order_by_asc(key).limit(limit).all(db).await?)
+}
+
 /// Live tenants in `tenant_id` order after `after`, at most `limit`; test tenants only with
 /// `include_test`. A primary-key range scan, and one instance query for the page.
 pub(crate) async fn tenants_page(
@@ -80,18 +101,16 @@ pub(crate) async fn tenants_page(
     limit: u64,
     include_test: bool,
 ) -> Result<Vec<TenantView>, StoreError> {
-    let mut q = tenants::Entity::find().filter(tenants::Column::Deleted.eq(false));
-    if !include_test {
-        q = q.filter(tenants::Column::Test.eq(false));
-    }
-    if let Some(after) = after {
-        q = q.filter(tenants::Column::TenantId.gt(after));
-    }
-    let rows = q
-        .order_by_asc(tenants::Column::TenantId)
-        .limit(limit)
-        .all(db)
-        .await?;
+    use tenants::Column as C;
+    let rows = live_page(
+        db,
+        tenants::Entity::find(),
+        [C::Deleted, C::Test, C::TenantId],
+        after,
+        Some(limit),
+        include_test,
+    )
+    .await?;
     let mut instances: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if !rows.is_empty() {
         for i in tenant_instances::Entity::find()
@@ -133,31 +152,25 @@ pub(crate) async fn departments(
     limit: Option<u64>,
     include_test: bool,
 ) -> Result<Vec<DepartmentState>, StoreError> {
-    let mut q = departments::Entity::find()
-        .filter(departments::Column::TenantId.eq(t))
-        .filter(departments::Column::Deleted.eq(false));
-    if !include_test {
-        q = q.filter(departments::Column::Test.eq(false));
-    }
-    if let Some(after) = after {
-        q = q.filter(departments::Column::OrgCode.gt(after));
-    }
-    let q = q.order_by_asc(departments::Column::OrgCode);
-    let q = match limit {
-        Some(n) => q.limit(n),
-        None => q,
-    };
-    Ok(q.all(db)
-        .await?
-        .into_iter()
-        .map(|m| DepartmentState {
-            org_code: m.org_code,
-            org_name: m.org_name,
-            parent_code: m.parent_code,
-            test: m.test,
-            version: m.version,
-        })
-        .collect())
+    use departments::Column as C;
+    Ok(live_page(
+        db,
+        departments::Entity::find().filter(C::TenantId.eq(t)),
+        [C::Deleted, C::Test, C::OrgCode],
+        after,
+        limit,
+        include_test,
+    )
+    .await?
+    .into_iter()
+    .map(|m| DepartmentState {
+        org_code: m.org_code,
+        org_name: m.org_name,
+        parent_code: m.parent_code,
+        test: m.test,
+        version: m.version,
+    })
+    .collect())
 }
 
 fn app_state(m: apps::Model) -> AppState {
@@ -283,28 +296,25 @@ pub(crate) async fn apps_page(
     limit: u64,
     include_test: bool,
 ) -> Result<Vec<AppState>, StoreError> {
-    let mut q = apps::Entity::find()
-        .filter(apps::Column::TenantId.eq(t))
-        .filter(apps::Column::Deleted.eq(false));
-    if !include_test {
-        q = q.filter(apps::Column::Test.eq(false));
-    }
-    if let Some(after) = after {
-        q = q.filter(apps::Column::AppId.gt(after));
-    }
-    Ok(q.order_by_asc(apps::Column::AppId)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| AppState {
-            app_id: m.app_id,
-            client_id: m.client_id,
-            client_secret: SecretText(m.client_secret.0),
-            test: m.test,
-            version: m.version,
-        })
-        .collect())
+    use apps::Column as C;
+    Ok(live_page(
+        db,
+        apps::Entity::find().filter(C::TenantId.eq(t)),
+        [C::Deleted, C::Test, C::AppId],
+        after,
+        Some(limit),
+        include_test,
+    )
+    .await?
+    .into_iter()
+    .map(|m| AppState {
+        app_id: m.app_id,
+        client_id: m.client_id,
+        client_secret: SecretText(m.client_secret.0),
+        test: m.test,
+        version: m.version,
+    })
+    .collect())
 }
 
 /// Live authorisations of one app in `user_name` order after `after`, at most `limit` (a
@@ -317,30 +327,28 @@ pub(crate) async fn authorizations_page(
     limit: u64,
     include_test: bool,
 ) -> Result<Vec<AuthorizationState>, StoreError> {
-    let mut q = authorizations::Entity::find()
-        .filter(authorizations::Column::TenantId.eq(t))
-        .filter(authorizations::Column::AppId.eq(app))
-        .filter(authorizations::Column::Deleted.eq(false));
-    if !include_test {
-        q = q.filter(authorizations::Column::Test.eq(false));
-    }
-    if let Some(after) = after {
-        q = q.filter(authorizations::Column::UserName.gt(after));
-    }
-    Ok(q.order_by_asc(authorizations::Column::UserName)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| AuthorizationState {
-            app_id: m.app_id,
-            user_name: m.user_name,
-            role: m.role,
-            enabled: m.enabled,
-            test: m.test,
-            version: m.version,
-        })
-        .collect())
+    use authorizations::Column as C;
+    Ok(live_page(
+        db,
+        authorizations::Entity::find()
+            .filter(C::TenantId.eq(t))
+            .filter(C::AppId.eq(app)),
+        [C::Deleted, C::Test, C::UserName],
+        after,
+        Some(limit),
+        include_test,
+    )
+    .await?
+    .into_iter()
+    .map(|m| AuthorizationState {
+        app_id: m.app_id,
+        user_name: m.user_name,
+        role: m.role,
+        enabled: m.enabled,
+        test: m.test,
+        version: m.version,
+    })
+    .collect())
 }
 
 pub(crate) async fn derived_groups(
