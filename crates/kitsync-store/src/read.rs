@@ -163,13 +163,7 @@ pub(crate) async fn departments(
     )
     .await?
     .into_iter()
-    .map(|m| DepartmentState {
-        org_code: m.org_code,
-        org_name: m.org_name,
-        parent_code: m.parent_code,
-        test: m.test,
-        version: m.version,
-    })
+    .map(department_state)
     .collect())
 }
 
@@ -178,6 +172,27 @@ fn app_state(m: apps::Model) -> AppState {
         app_id: m.app_id,
         client_id: m.client_id,
         client_secret: SecretText(m.client_secret.0),
+        test: m.test,
+        version: m.version,
+    }
+}
+
+fn department_state(m: departments::Model) -> DepartmentState {
+    DepartmentState {
+        org_code: m.org_code,
+        org_name: m.org_name,
+        parent_code: m.parent_code,
+        test: m.test,
+        version: m.version,
+    }
+}
+
+fn authorization_state(m: authorizations::Model) -> AuthorizationState {
+    AuthorizationState {
+        app_id: m.app_id,
+        user_name: m.user_name,
+        role: m.role,
+        enabled: m.enabled,
         test: m.test,
         version: m.version,
     }
@@ -229,13 +244,7 @@ pub(crate) async fn snapshot(
         .all(db)
         .await?
         .into_iter()
-        .map(|m| DepartmentState {
-            org_code: m.org_code,
-            org_name: m.org_name,
-            parent_code: m.parent_code,
-            test: m.test,
-            version: m.version,
-        })
+        .map(department_state)
         .collect();
     departments.sort_by(|a, b| a.org_code.cmp(&b.org_code));
     let mut members: Vec<MemberState> = members::Entity::find()
@@ -253,14 +262,7 @@ pub(crate) async fn snapshot(
         .all(db)
         .await?
         .into_iter()
-        .map(|m| AuthorizationState {
-            app_id: m.app_id,
-            user_name: m.user_name,
-            role: m.role,
-            enabled: m.enabled,
-            test: m.test,
-            version: m.version,
-        })
+        .map(authorization_state)
         .collect();
     authorizations.sort_by(|a, b| (&a.app_id, &a.user_name).cmp(&(&b.app_id, &b.user_name)));
     Ok(DirectoryState {
@@ -307,13 +309,7 @@ pub(crate) async fn apps_page(
     )
     .await?
     .into_iter()
-    .map(|m| AppState {
-        app_id: m.app_id,
-        client_id: m.client_id,
-        client_secret: SecretText(m.client_secret.0),
-        test: m.test,
-        version: m.version,
-    })
+    .map(app_state)
     .collect())
 }
 
@@ -340,14 +336,7 @@ pub(crate) async fn authorizations_page(
     )
     .await?
     .into_iter()
-    .map(|m| AuthorizationState {
-        app_id: m.app_id,
-        user_name: m.user_name,
-        role: m.role,
-        enabled: m.enabled,
-        test: m.test,
-        version: m.version,
-    })
+    .map(authorization_state)
     .collect())
 }
 
