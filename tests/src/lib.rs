@@ -21,6 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use kitsync_queue::{Queue, QueueSettings};
+use kitsync_secrets::TestKeyPair;
 use kitsync_store::{DirectoryState, Store, StoreSettings};
 use migrations::testing::TestDb;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
@@ -253,38 +254,24 @@ impl Env {
             ("KITSYNC_LOG__FILTER".into(), self.log_filter.clone()),
             ("KITSYNC_LOG__FORMAT".into(), "text".into()),
             ("KITSYNC_QUEUE__NAME".into(), q.name.clone()),
-            (
-                "KITSYNC_QUEUE__PUBLISH_CHANNELS".into(),
-                q.publish_channels.to_string(),
-            ),
-            (
-                "KITSYNC_QUEUE__PUBLISH_TIMEOUT_MS".into(),
-                q.publish_timeout_ms.to_string(),
-            ),
-            ("KITSYNC_QUEUE__PREFETCH".into(), q.prefetch.to_string()),
-            (
-                "KITSYNC_QUEUE__MAX_ATTEMPTS".into(),
-                q.max_attempts.to_string(),
-            ),
-            (
-                "KITSYNC_QUEUE__RETRY_MIN_DELAY_MS".into(),
-                q.retry_min_delay_ms.to_string(),
-            ),
-            (
-                "KITSYNC_QUEUE__RETRY_MAX_DELAY_MS".into(),
-                q.retry_max_delay_ms.to_string(),
-            ),
-            ("KITSYNC_QUEUE__LEASE_MS".into(), q.lease_ms.to_string()),
-            (
-                "KITSYNC_QUEUE__POLL_INTERVAL_MS".into(),
-                q.poll_interval_ms.to_string(),
-            ),
-            (
-                "KITSYNC_QUEUE__DELIVERY_LIMIT".into(),
-                q.delivery_limit.to_string(),
-            ),
-            ("NO_COLOR".into(), "1".into()),
         ];
+        let queue_numbers = [
+            ("PUBLISH_CHANNELS", q.publish_channels.to_string()),
+            ("PUBLISH_TIMEOUT_MS", q.publish_timeout_ms.to_string()),
+            ("PREFETCH", q.prefetch.to_string()),
+            ("MAX_ATTEMPTS", q.max_attempts.to_string()),
+            ("RETRY_MIN_DELAY_MS", q.retry_min_delay_ms.to_string()),
+            ("RETRY_MAX_DELAY_MS", q.retry_max_delay_ms.to_string()),
+            ("LEASE_MS", q.lease_ms.to_string()),
+            ("POLL_INTERVAL_MS", q.poll_interval_ms.to_string()),
+            ("DELIVERY_LIMIT", q.delivery_limit.to_string()),
+        ];
+        v.extend(
+            queue_numbers
+                .into_iter()
+                .map(|(name, n)| (format!("KITSYNC_QUEUE__{name}"), n)),
+        );
+        v.push(("NO_COLOR".into(), "1".into()));
         if let Some(url) = self.server_amqp_url.clone().or_else(|| q.amqp_url.clone()) {
             v.push(("KITSYNC_QUEUE__AMQP_URL".into(), url));
         }
@@ -371,6 +358,54 @@ impl Env {
         .expect("joining the CLI")
         .expect("running kitsync");
         out
+    }
+
+    /// Adds `name=value` to [`Env::extra_env`] (for the processes started after).
+    pub fn push_var(&mut self, name: &str, value: impl Into<String>) {
+        self.extra_env.push((name.to_owned(), value.into()));
+    }
+
+    /// [`Env::cli`] for a command that must succeed.
+    ///
+    /// # Panics
+    /// As [`Env::cli`]; the command fails (its status and output are in the message).
+    pub async fn cli_ok(&self, args: &[&str]) -> Output {
+        let out = self.cli(args).await;
+        assert!(
+            out.status.success(),
+            "kitsync {}: {}",
+            args.join(" "),
+            explain(&out)
+        );
+        out
+    }
+
+    /// `kitsync token create --name NAME --scope SCOPES [--tenant TENANT]`: the printed token.
+    ///
+    /// # Panics
+    /// As [`Env::cli_ok`].
+    pub async fn create_token(&self, name: &str, scopes: &str, tenant: Option<&str>) -> String {
+        let mut args = vec!["token", "create", "--name", name, "--scope", scopes];
+        if let Some(t) = tenant {
+            args.extend(["--tenant", t]);
+        }
+        let out = self.cli_ok(&args).await;
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// A fresh ISV key pair for `clientSecret` encryption: its private half is written to the
+    /// test's directory and becomes [`Env::rsa_key_path`]; the pair and its public PEM's path.
+    ///
+    /// # Panics
+    /// The key cannot be generated or written.
+    pub fn isv_key_pair(&mut self) -> (TestKeyPair, PathBuf) {
+        let kp = TestKeyPair::generate_3072().unwrap();
+        let private = self.dir().join("isv-private.pem");
+        let public = self.dir().join("isv-public.pem");
+        std::fs::write(&private, kp.private_pem().unwrap()).unwrap();
+        std::fs::write(&public, kp.public_pem()).unwrap();
+        self.rsa_key_path = Some(private);
+        (kp, public)
     }
 
     /// Starts `kitsync MODE` (`serve`, `ingress` or `worker`) and waits until it is ready:
@@ -637,7 +672,7 @@ impl Server {
             .any(|(k, v)| k == "KITSYNC_METRICS__ADDR" && !v.trim().is_empty());
         let mut worker_ready = false;
         let mut starting = None;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let (started, within) = (Instant::now(), Duration::from_secs(60));
         loop {
             while let Ok(ev) = rx.try_recv() {
                 match ev {
@@ -673,18 +708,11 @@ impl Server {
                 );
                 return server;
             }
-            if let Some(status) = server.try_wait() {
-                panic!(
-                    "kitsync {mode} exited during startup ({status}):\n{}",
-                    server.logs()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kitsync {mode} not ready within 60 s:\n{}",
+            let exited = server.try_wait();
+            startup_pause(&format!("kitsync {mode}"), exited, started, within, || {
                 server.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            })
+            .await;
         }
     }
 
@@ -914,6 +942,87 @@ pub fn nonce() -> String {
     .to_uppercase()
 }
 
+/// Between two looks at a process that is starting: panics, with its `logs`, if it has
+/// `exited` or is still not ready `within` of `started`; otherwise waits 20 ms.
+pub(crate) async fn startup_pause(
+    what: &str,
+    exited: Option<ExitStatus>,
+    started: Instant,
+    within: Duration,
+    logs: impl Fn() -> String,
+) {
+    if let Some(status) = exited {
+        panic!("{what} exited during startup ({status}):\n{}", logs());
+    }
+    assert!(
+        started.elapsed() < within,
+        "{what} not ready within {within:?}:\n{}",
+        logs()
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+/// An answer's headers as name–value pairs (a value that is not text as empty).
+pub(crate) fn header_pairs(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// A finished process's exit status and output, for assertion messages.
+#[must_use]
+pub fn explain(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a tool to completion (in `dir`, or the test's current directory): its exit status and
+/// its output (stdout, then stderr).
+///
+/// # Panics
+/// The tool cannot be started.
+#[must_use]
+pub fn run_tool(program: &Path, args: &[&str], dir: Option<&Path>) -> (ExitStatus, String) {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    (
+        out.status,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The string `field` of every object in the JSON array `array` (ids, names), in order.
+///
+/// # Panics
+/// `array` is not an array, or an item's `field` is not a string.
+pub fn strs<'a, C: FromIterator<&'a str>>(array: &'a serde_json::Value, field: &str) -> C {
+    array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"))
+        .iter()
+        .map(|item| {
+            item[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {field} in {item}"))
+        })
+        .collect()
+}
+
 /// Unix milliseconds now.
 #[must_use]
 pub fn now_ms() -> i64 {
@@ -1014,11 +1123,7 @@ impl Kit {
             .expect("API answer within 30 s")
             .expect("API request");
         let status = res.status().as_u16();
-        let headers = res
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
+        let headers = header_pairs(res.headers());
         let raw = res
             .into_body()
             .collect()

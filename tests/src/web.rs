@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -148,11 +148,7 @@ impl Http {
             .unwrap_or_else(|_| panic!("{method} {path}: no answer within 30 s"))
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = res.status().as_u16();
-        let headers = res
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
+        let headers = crate::header_pairs(res.headers());
         let raw = res.into_body().collect().await.unwrap().to_bytes();
         Reply {
             status,
@@ -213,24 +209,14 @@ impl AuthCentreProcess {
             log,
             base: String::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let (started, within) = (Instant::now(), Duration::from_secs(30));
         loop {
             if let Ok(url) = rx.try_recv() {
                 p.base = url;
                 return p;
             }
-            if let Some(status) = p.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "the auth centre exited during startup ({status}):\n{}",
-                    p.logs()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the auth centre did not print its address within 30 s:\n{}",
-                p.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let exited = p.child.as_mut().unwrap().try_wait().unwrap();
+            crate::startup_pause("the auth centre", exited, started, within, || p.logs()).await;
         }
     }
 
@@ -277,6 +263,40 @@ impl Drop for AuthCentreProcess {
             );
         }
     }
+}
+
+/// `kitsync emulate --json` against `base` (the callbacks, and the directory API read with
+/// `token`), its tenants pointed at the auth centre at `auth_url` and every user saved to
+/// `users.json` in the test's directory, then `args`: the output (it must succeed), the
+/// users file's path and what it holds.
+pub async fn emulate_saving_users(
+    env: &Env,
+    base: &str,
+    token: &str,
+    auth_url: &str,
+    args: &[&str],
+) -> (Output, String, Value) {
+    let users_arg = env.dir().join("users.json").display().to_string();
+    let mut all = vec![
+        "emulate",
+        "--json",
+        "--url",
+        base,
+        "--access-key",
+        env.key(),
+        "--api-url",
+        base,
+        "--token",
+        token,
+        "--auth-centre-url",
+        auth_url,
+        "--save-users",
+        &users_arg,
+    ];
+    all.extend_from_slice(args);
+    let out = env.cli_ok(&all).await;
+    let users = serde_json::from_slice(&std::fs::read(&users_arg).unwrap()).unwrap();
+    (out, users_arg, users)
 }
 
 /// A port free a moment ago (bound and released), for the URL the tenants get before the

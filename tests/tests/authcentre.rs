@@ -10,20 +10,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 use serde_json::Value;
-use std::process::Output;
-use tests::web::{free_port, AuthCentreProcess, Http};
+use tests::web::{emulate_saving_users, free_port, AuthCentreProcess, Http};
 use tests::Env;
 
 const CALLBACK: &str = "http://app.example/login/callback";
-
-fn explain(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_login_against_the_emulated_auth_centre() {
@@ -31,40 +21,17 @@ async fn an_apps_login_against_the_emulated_auth_centre() {
     let server = env.start("serve").await;
     let kit = server.kit();
     let base = kit.base_url().to_owned();
-    let out = env
-        .cli(&[
-            "token",
-            "create",
-            "--name",
-            "authcentre",
-            "--scope",
-            "directory:read",
-        ])
-        .await;
-    assert!(out.status.success(), "{}", explain(&out));
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = env.create_token("authcentre", "directory:read", None).await;
 
     // 1. The marketplace, its tenants pointed at the auth centre, the users saved.
     let addr = format!("127.0.0.1:{}", free_port());
     let auth_url = format!("http://{addr}");
-    let users_path = env.dir().join("users.json");
-    let users_arg = users_path.display().to_string();
-    let out = env
-        .cli(&[
-            "emulate",
-            "--json",
-            "--url",
-            &base,
-            "--access-key",
-            env.key(),
-            "--api-url",
-            &base,
-            "--token",
-            &token,
-            "--auth-centre-url",
-            &auth_url,
-            "--save-users",
-            &users_arg,
+    let (out, users_path, saved) = emulate_saving_users(
+        &env,
+        &base,
+        &token,
+        &auth_url,
+        &[
             "--tenants",
             "1",
             "--users",
@@ -73,9 +40,9 @@ async fn an_apps_login_against_the_emulated_auth_centre() {
             "11",
             "--run-id",
             "ac",
-        ])
-        .await;
-    assert!(out.status.success(), "{}", explain(&out));
+        ],
+    )
+    .await;
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["convergence"]["converged"], true, "{report}");
     assert!(
@@ -87,7 +54,6 @@ async fn an_apps_login_against_the_emulated_auth_centre() {
         let mode = std::fs::metadata(&users_path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "the users file holds secrets");
     }
-    let saved: Value = serde_json::from_slice(&std::fs::read(&users_path).unwrap()).unwrap();
     let tenants = saved["tenants"].as_object().unwrap();
     // With one tenant bought, the unbind scenario deletes it: the test purchase remains.
     assert!(!tenants.contains_key("emu-ac-t1"), "{saved}");
@@ -136,7 +102,7 @@ async fn an_apps_login_against_the_emulated_auth_centre() {
     assert_eq!(status, 404);
 
     // 2. The auth centre.
-    let mut centre = AuthCentreProcess::start(&env, &addr, &users_arg).await;
+    let mut centre = AuthCentreProcess::start(&env, &addr, &users_path).await;
     assert_eq!(centre.base, auth_url, "{}", centre.logs());
     let http = Http::new(&centre.base);
     let authorize = format!("/{t}/api/v1/oauth2/authorize");

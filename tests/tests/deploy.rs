@@ -60,12 +60,7 @@ async fn the_image_health_check_passes_on_a_serving_kitsync_and_fails_otherwise(
         .map(|a| a.replace("http://127.0.0.1:8080", &base))
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = env.cli(&args).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.cli_ok(&args).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("HTTP 200"));
     // /readyz too; a path that is not served, and a port nothing listens on, fail.
     let ready = format!("{base}/readyz");
@@ -1938,13 +1933,17 @@ fn the_compose_mapping_refuses_host_specific_values_it_does_not_know() {
     let image = Image::parse(
         "FROM scratch\nWORKDIR /var/lib/kitsync\nENTRYPOINT [\"/usr/local/bin/kitsync\"]\n",
     );
-    let mut laptop = Laptop::new(
-        &compose,
-        &image,
-        ("sqlite://here.sqlite".into(), None),
-        PathBuf::from("/tmp/project"),
-        PathBuf::from("/tmp/work"),
-    );
+    // A laptop with nothing of its own: an SQLite file, no broker.
+    let fresh = || {
+        Laptop::new(
+            &compose,
+            &image,
+            ("sqlite://here.sqlite".into(), None),
+            PathBuf::from("/tmp/project"),
+            PathBuf::from("/tmp/work"),
+        )
+    };
+    let mut laptop = fresh();
     let map = |l: &mut Laptop<'_>, v: &str| l.map_value(Seen::Setting("app"), "app: KITSYNC_X", v);
     assert_eq!(
         map(&mut laptop, "postgres://u:p@db:5432/x").unwrap(),
@@ -2036,13 +2035,7 @@ fn the_compose_mapping_refuses_host_specific_values_it_does_not_know() {
         assert!(r.is_err(), "{unset} must stop the test as it stops compose");
     }
     // A published port that no setting makes kitsync listen on (on every interface).
-    let mut deaf = Laptop::new(
-        &compose,
-        &image,
-        ("sqlite://here.sqlite".into(), None),
-        PathBuf::from("/tmp/project"),
-        PathBuf::from("/tmp/work"),
-    );
+    let mut deaf = fresh();
     assert_eq!(deaf.unheard_ports().len(), 1);
     deaf.map_value(
         Seen::Setting("app"),

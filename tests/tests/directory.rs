@@ -11,24 +11,15 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tests::payload::{self, time};
-use tests::{wait_until, ApiReply, Env, Kit, AUTH_SYNC, TENANT_SYNC};
+use tests::web::enc;
+use tests::{run_tool, strs, wait_until, ApiReply, Env, Kit, AUTH_SYNC, TENANT_SYNC};
 
 const APPLY_TIMEOUT: Duration = Duration::from_secs(45);
 const SCIM_JSON: &str = "application/scim+json";
 
-/// `kitsync token create` with these arguments; the printed token.
+/// `kitsync token create --name e2e` with these scopes (and tenant); the printed token.
 async fn token(env: &Env, scopes: &str, tenant: Option<&str>) -> String {
-    let mut args = vec!["token", "create", "--name", "e2e", "--scope", scopes];
-    if let Some(t) = tenant {
-        args.extend(["--tenant", t]);
-    }
-    let out = env.cli(&args).await;
-    assert!(
-        out.status.success(),
-        "token create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    env.create_token("e2e", scopes, tenant).await
 }
 
 /// One authSync user with every profile field SCIM maps.
@@ -106,7 +97,7 @@ async fn seed(kit: &Kit, tenant: &str, n: usize, token: &str) {
     let everyone = format!("/scim/v2/{tenant}/Users?count=0");
     let admins = format!(
         "/scim/v2/{tenant}/Users?count=0&filter={}",
-        urlencode(r#"groups eq "app-b:admin""#)
+        enc(r#"groups eq "app-b:admin""#)
     );
     wait_until("the seed is applied", APPLY_TIMEOUT, || async {
         let total = |path: String| async move {
@@ -180,12 +171,7 @@ async fn scim_users_are_the_members_the_callbacks_built() {
     let ent = &u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"];
     assert_eq!(ent["employeeNumber"], "E005");
     assert_eq!(ent["department"], "d2");
-    let groups: BTreeSet<&str> = u["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["value"].as_str().unwrap())
-        .collect();
+    let groups: BTreeSet<&str> = strs(&u["groups"], "value");
     assert_eq!(groups, BTreeSet::from(["app-a:user", "app-b:admin"]));
     assert_eq!(u["meta"]["resourceType"], "User");
     let etag = u["meta"]["version"].as_str().unwrap().to_owned();
@@ -257,7 +243,7 @@ async fn scim_users_are_the_members_the_callbacks_built() {
         ("nickName pr", Vec::new()),
         (r#"userName gt "user027""#, expect(&|i| i > 27)),
     ] {
-        let q = format!("/Users?count=100&filter={}", urlencode(filter));
+        let q = format!("/Users?count=100&filter={}", enc(filter));
         let r = get(q).await;
         assert_eq!(r.status, 200, "{filter}: {:?}", r.body);
         assert_eq!(user_names(&r), want, "{filter}");
@@ -345,12 +331,12 @@ async fn scim_users_are_the_members_the_callbacks_built() {
 
     // Bad requests name what is wrong, as SCIM errors.
     assert_scim_error(
-        &get(format!("/Users?filter={}", urlencode("userName eq"))).await,
+        &get(format!("/Users?filter={}", enc("userName eq"))).await,
         400,
         Some("invalidFilter"),
     );
     assert_scim_error(
-        &get(format!("/Users?filter={}", urlencode("password eq \"x\""))).await,
+        &get(format!("/Users?filter={}", enc("password eq \"x\""))).await,
         400,
         Some("invalidFilter"),
     );
@@ -576,7 +562,7 @@ async fn scim_groups_are_the_isvs_to_manage() {
         .unwrap()
         .iter()
         .any(|g| g["value"] == id.as_str() && g["display"] == "Ops"));
-    let f = urlencode(r#"members[value eq "user002"] and displayName eq "ops""#);
+    let f = enc(r#"members[value eq "user002"] and displayName eq "ops""#);
     let r = call("GET", format!("/Groups?filter={f}"), vec![], None).await;
     assert_eq!(r.body["totalResults"], 1, "{:?}", r.body);
     assert_eq!(r.body["Resources"][0]["id"], id.as_str());
@@ -588,12 +574,7 @@ async fn scim_groups_are_the_isvs_to_manage() {
         None,
     )
     .await;
-    let ids: Vec<&str> = r.body["Resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = strs(&r.body["Resources"], "id");
     assert!(
         ids.contains(&"app-a:user") && ids.contains(&"app-b:admin") && ids.contains(&id.as_str()),
         "{ids:?}"
@@ -624,12 +605,7 @@ async fn scim_groups_are_the_isvs_to_manage() {
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let members: Vec<&str> = r.body["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["value"].as_str().unwrap())
-        .collect();
+    let members: Vec<&str> = strs(&r.body["members"], "value");
     assert_eq!(members, ["user002", "user003"]);
     assert_eq!(r.body["displayName"], "Operations");
     assert_eq!(r.header("etag"), Some("W/\"2\""));
@@ -706,12 +682,7 @@ async fn scim_groups_are_the_isvs_to_manage() {
         .api_get("/api/v1/events?tenantId=scim-t2&types=group", Some(&reader))
         .await;
     assert_eq!(status, 200, "{feed}");
-    let actions: Vec<&str> = feed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let actions: Vec<&str> = strs(&feed["items"], "type");
     assert_eq!(
         actions,
         [
@@ -729,18 +700,6 @@ async fn scim_groups_are_the_isvs_to_manage() {
         );
     }
     env.finish().await;
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Scenario: a client pages through a tenant's members while callbacks keep authorising,
@@ -831,7 +790,7 @@ async fn member_pages_are_complete_while_callbacks_write() {
         loop {
             let mut path = "/api/v1/tenants/pages-t/members?limit=7".to_owned();
             if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={}", urlencode(c)));
+                path.push_str(&format!("&cursor={}", enc(c)));
             }
             let (status, body) = kit.api_get(&path, Some(&tok)).await;
             assert_eq!(status, 200, "{body}");
@@ -876,22 +835,6 @@ async fn member_pages_are_complete_while_callbacks_write() {
         "the passes saw the writer's members come and go"
     );
     env.finish().await;
-}
-
-/// Runs a conformance client; its exit status and its stdout.
-fn run_tool(program: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
-    (
-        out.status,
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// Scenario: two SCIM clients nobody here wrote — `scim2-tester` (through the `scim2` CLI of
@@ -943,6 +886,7 @@ async fn scim_conformance_clients_pass() {
             rt_file.to_str().unwrap(),
             "test",
         ],
+        None,
     );
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     let mut not_passed = Vec::new();
@@ -991,6 +935,7 @@ async fn scim_conformance_clients_pass() {
             "Group",
             "--json-output",
         ],
+        None,
     );
     let report: Value = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("scim-sanity JSON ({e}):\n{out}"));

@@ -874,13 +874,8 @@ async fn poison_message_is_dead_lettered_and_replayed() {
     .await;
     assert_eq!(users(&env, t).await, good);
 
-    let out = env.cli(&["deadletters", "list"]).await;
+    let out = env.cli_ok(&["deadletters", "list"]).await;
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "deadletters list: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     eprintln!("kitsync deadletters list:\n{listed}");
     let first = listed.lines().next().unwrap_or_default();
     let id: i64 = first
@@ -911,13 +906,8 @@ async fn poison_message_is_dead_lettered_and_replayed() {
 
     // Repair, replay, and the user appears.
     drop_poison_trigger(&env).await;
-    let out = env.cli(&["deadletters", "replay", "--all"]).await;
+    let out = env.cli_ok(&["deadletters", "replay", "--all"]).await;
     let replayed = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "deadletters replay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(replayed.contains("replayed 1 dead letter"), "{replayed}");
     wait_until(
         "the replayed callback is applied",
@@ -1146,10 +1136,8 @@ async fn two_ingresses_and_two_workers_share_the_work() {
     let ingress_b = env.start("ingress").await;
     // Each worker's own counters, to show that both took part; small batches, so that one
     // worker cannot take the whole burst in two batches.
-    env.extra_env
-        .push(("KITSYNC_METRICS__ADDR".into(), "127.0.0.1:0".into()));
-    env.extra_env
-        .push(("KITSYNC_WORKER__BATCH_SIZE".into(), "4".into()));
+    env.push_var("KITSYNC_METRICS__ADDR", "127.0.0.1:0");
+    env.push_var("KITSYNC_WORKER__BATCH_SIZE", "4");
     let mut worker_1 = env.start("worker").await;
     let mut worker_2 = env.start("worker").await;
     let (kit_a, kit_b) = (ingress_a.kit(), ingress_b.kit());
@@ -1260,49 +1248,13 @@ async fn api_tokens_from_the_cli_guard_the_directory() {
             .await;
         assert_accepted(t, &r, env.key());
     }
-    let create = |args: Vec<String>| {
-        let env = &env;
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = env.cli(&args).await;
-            assert!(
-                out.status.success(),
-                "token create: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-            assert!(token.starts_with("kst_"), "printed token: {token:?}");
-            token
-        }
-    };
-    let all = create(
-        [
-            "token",
-            "create",
-            "--name",
-            "reader",
-            "--scope",
-            "directory:read",
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-    .await;
-    let bound = create(
-        [
-            "token",
-            "create",
-            "--name",
-            "app",
-            "--scope",
-            "directory:read",
-            "--tenant",
-            "tenant-api-1",
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-    .await;
+    let all = env.create_token("reader", "directory:read", None).await;
+    let bound = env
+        .create_token("app", "directory:read", Some("tenant-api-1"))
+        .await;
+    for token in [&all, &bound] {
+        assert!(token.starts_with("kst_"), "printed token: {token:?}");
+    }
 
     wait_until("both tenants are applied", APPLY_TIMEOUT, || async {
         kit.api_get("/api/v1/tenants/tenant-api-2", Some(&all))
@@ -1411,13 +1363,12 @@ async fn webhooks_push_signed_member_events() {
     let receiver_task = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut env = Env::new("webhooks").await;
-    env.extra_env
-        .push(("KITSYNC_WEBHOOKS__POLL_INTERVAL_MS".into(), "50".into()));
+    env.push_var("KITSYNC_WEBHOOKS__POLL_INTERVAL_MS", "50");
     let mut server = env.start("serve").await;
     let kit = server.kit();
 
     let out = env
-        .cli(&[
+        .cli_ok(&[
             "webhooks",
             "add",
             &format!("http://{receiver}/kitsync"),
@@ -1425,11 +1376,6 @@ async fn webhooks_push_signed_member_events() {
             "member",
         ])
         .await;
-    assert!(
-        out.status.success(),
-        "webhooks add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let mut lines = stdout.lines();
     let id = lines.next().unwrap().trim().to_owned();

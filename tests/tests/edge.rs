@@ -318,10 +318,8 @@ async fn many_large_bodies_with_a_wrong_signature_stay_within_the_body_budget() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_and_surplus_connections_are_cut_off() {
     let mut env = Env::new("edge-conns").await;
-    env.extra_env
-        .push(("KITSYNC_HTTP__HEADER_READ_TIMEOUT_MS".into(), "300".into()));
-    env.extra_env
-        .push(("KITSYNC_HTTP__MAX_CONNECTIONS".into(), "4".into()));
+    env.push_var("KITSYNC_HTTP__HEADER_READ_TIMEOUT_MS", "300");
+    env.push_var("KITSYNC_HTTP__MAX_CONNECTIONS", "4");
     let server = env.start("serve").await;
     let addr = server.addr.unwrap();
 
@@ -383,8 +381,7 @@ async fn slow_headers_and_surplus_connections_are_cut_off() {
 async fn replays_through_the_header_boundary_or_after_receipt_are_refused() {
     let mut env = Env::new("edge-replay").await;
     // A 2 s window keeps the "replayed after the ledger forgot" case short.
-    env.extra_env
-        .push(("KITSYNC_KIT__TIMESTAMP_WINDOW_SECS".into(), "2".into()));
+    env.push_var("KITSYNC_KIT__TIMESTAMP_WINDOW_SECS", "2");
     let server = env.start("serve").await;
     let kit = server.kit();
     let body = payload::tenant("t-replay", "Replay Co", 1, 0, &time(0));

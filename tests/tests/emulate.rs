@@ -13,36 +13,19 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kitsync_secrets::TestKeyPair;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tests::Env;
+use tests::{explain, strs, Env, Server};
 
-fn explain(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-async fn token(env: &Env) -> String {
-    let out = env
-        .cli(&[
-            "token",
-            "create",
-            "--name",
-            "emulate",
-            "--scope",
-            "directory:read",
-        ])
-        .await;
-    assert!(out.status.success(), "{}", explain(&out));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+/// `kitsync serve` on `env`: the server, its URL and a `directory:read` API token.
+async fn serving(env: &Env) -> (Server, String, String) {
+    let server = env.start("serve").await;
+    let base = server.kit().base_url().to_owned();
+    let token = env.create_token("emulate", "directory:read", None).await;
+    (server, base, token)
 }
 
 /// `kitsync emulate ARGS --json`: the report.
@@ -53,6 +36,18 @@ async fn emulate(env: &Env, args: &[&str]) -> (Output, Value) {
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", explain(&out)));
     (out, report)
+}
+
+/// [`emulate`] for a run that must pass: the report.
+async fn emulate_ok(env: &Env, args: &[&str]) -> Value {
+    let (out, report) = emulate(env, args).await;
+    assert!(
+        out.status.success(),
+        "{:#?}\n{}",
+        failed_cases(&report),
+        explain(&out)
+    );
+    report
 }
 
 fn failed_cases(report: &Value) -> Vec<String> {
@@ -73,61 +68,44 @@ fn failed_cases(report: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_kitsync_every_case_passes_and_the_directory_converges() {
     let mut env = Env::new("emulate").await;
-    let kp = TestKeyPair::generate_3072().unwrap();
-    let private = env.dir().join("isv-private.pem");
-    let public = env.dir().join("isv-public.pem");
-    std::fs::write(&private, kp.private_pem().unwrap()).unwrap();
-    std::fs::write(&public, kp.public_pem()).unwrap();
-    env.rsa_key_path = Some(private);
-    let server = env.start("serve").await;
-    let base = server.kit().base_url().to_owned();
-    let token = token(&env).await;
-    let (out, report) = emulate(
-        &env,
-        &[
-            "--url",
-            &base,
-            "--access-key",
-            env.key(),
-            "--rsa-public-key",
-            &public.display().to_string(),
-            "--api-url",
-            &base,
-            "--token",
-            &token,
-            "--seed",
-            "7",
-            "--tenants",
-            "2",
-            "--users",
-            "700",
-            "--duplicates",
-            "0.2",
-            "--replays",
-            "0.2",
-            "--concurrency",
-            "16",
-        ],
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{:#?}\n{}",
-        failed_cases(&report),
-        explain(&out)
-    );
+    let (_, public) = env.isv_key_pair();
+    let (_server, base, token) = serving(&env).await;
+    // One history, played twice: a seed and sizes, against kitsync.
+    let public = public.display().to_string();
+    let history: &[&str] = &[
+        "--url",
+        &base,
+        "--access-key",
+        env.key(),
+        "--rsa-public-key",
+        &public,
+        "--seed",
+        "7",
+        "--tenants",
+        "2",
+        "--users",
+        "700",
+    ];
+    let checked: &[&str] = &[
+        "--api-url",
+        &base,
+        "--token",
+        &token,
+        "--duplicates",
+        "0.2",
+        "--replays",
+        "0.2",
+        "--concurrency",
+        "16",
+    ];
+    let report = emulate_ok(&env, &[history, checked].concat()).await;
     let conv = &report["convergence"];
     assert_eq!(conv["converged"], true, "{conv}");
     assert_eq!(
         conv["tenants"], 4,
         "two tenants, the test purchase, the probe tenant: {conv}"
     );
-    let names: Vec<&str> = report["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = strs(&report["cases"], "name");
     for expected in [
         "probe: the same request replayed",
         "probe: signed with another key",
@@ -142,25 +120,7 @@ async fn against_kitsync_every_case_passes_and_the_directory_converges() {
     );
     assert!(report["callbacks"].as_u64().unwrap() > 30, "{report}");
     // The same seed plays the same history.
-    let (_, again) = emulate(
-        &env,
-        &[
-            "--url",
-            &base,
-            "--access-key",
-            env.key(),
-            "--rsa-public-key",
-            &public.display().to_string(),
-            "--seed",
-            "7",
-            "--tenants",
-            "2",
-            "--users",
-            "700",
-            "--no-probes",
-        ],
-    )
-    .await;
+    let (_, again) = emulate(&env, &[history, &["--no-probes"]].concat()).await;
     assert_eq!(again["callbacks"], report["callbacks"]);
     env.finish().await;
 }
@@ -290,9 +250,7 @@ async fn start_broken(fault: Fault, key: &str, upstream: Option<String>) -> Sock
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_endpoint_makes_emulate_fail_naming_the_fault() {
     let env = Env::new("emulate-broken").await;
-    let server = env.start("serve").await;
-    let base = server.kit().base_url().to_owned();
-    let token = token(&env).await;
+    let (_server, base, token) = serving(&env).await;
     let small = ["--tenants", "1", "--users", "20", "--seed", "3"];
     for (fault, names) in [
         (Fault::WrongBodySign, "Body-Sign does not match"),
@@ -371,12 +329,10 @@ async fn a_broken_endpoint_makes_emulate_fail_naming_the_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_answered_000005_are_retried_like_the_marketplace_does() {
     let env = Env::new("emulate-flaky").await;
-    let server = env.start("serve").await;
-    let base = server.kit().base_url().to_owned();
-    let token = token(&env).await;
+    let (_server, base, token) = serving(&env).await;
     let addr = start_broken(Fault::Flaky, env.key(), Some(base.clone())).await;
     let url = format!("http://{addr}");
-    let (out, report) = emulate(
+    let report = emulate_ok(
         &env,
         &[
             "--url",
@@ -397,12 +353,6 @@ async fn callbacks_answered_000005_are_retried_like_the_marketplace_does() {
         ],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{:#?}\n{}",
-        failed_cases(&report),
-        explain(&out)
-    );
     assert!(report["retried"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["convergence"]["converged"], true);
     env.finish().await;

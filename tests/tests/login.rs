@@ -15,37 +15,78 @@
 use base64::Engine as _;
 use serde_json::Value;
 use sha2::Digest as _;
-use std::process::Output;
 use std::time::{Duration, Instant};
-use tests::web::{free_port, query_params, AuthCentreProcess, Http, Reply};
-use tests::{payload, Env, Server};
+use tests::web::{emulate_saving_users, free_port, query_params, AuthCentreProcess, Http, Reply};
+use tests::{explain, payload, strs, wait_until, Env, Server};
 
 const APP_CB: &str = "https://app.example/oidc/cb";
 const APP_BYE: &str = "https://app.example/bye";
 const SPA_CB: &str = "http://127.0.0.1:9/cb";
-
-fn explain(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+/// How long a callback may take to show in the directory.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The claims of a JWT (its signature is checked separately against the JWKS).
-fn jwt_claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
+/// Part `n` of a JWT (0 the header, 1 the claims), decoded; its signature is checked
+/// separately against the JWKS.
+fn jwt_part(jwt: &str, n: usize) -> Value {
+    let part = jwt.split('.').nth(n).unwrap();
     serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
+            .decode(part)
             .unwrap(),
     )
     .unwrap()
+}
+
+/// The claims of a JWT.
+fn jwt_claims(jwt: &str) -> Value {
+    jwt_part(jwt, 1)
+}
+
+/// A marketplace time eight hours from now: later than anything the emulator sent.
+fn later_than_emulated() -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(8))
+        .format("%Y%m%d%H%M%S%3f")
+        .to_string()
+}
+
+/// The parameters of an `authorization_code` grant (PKCE's verifier when there is one).
+fn code_grant<'a>(
+    code: &'a str,
+    redirect_uri: &'a str,
+    verifier: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut p = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+    ];
+    p.extend(verifier.map(|v| ("code_verifier", v)));
+    p
+}
+
+/// An OAuth error answer: its status and `error`.
+fn assert_oauth_error(r: &Reply, status: u16, error: &str) {
+    assert_eq!((r.status, r.error()), (status, error.into()), "{}", r.body);
+}
+
+/// A kitsync error page (not a redirect to the app): its status and `data-error`.
+fn assert_page_error(r: &Reply, status: u16, error: &str) {
+    let page = ended(r, APP_CB).unwrap_or_else(|| panic!("sent elsewhere: {:?}", r.location()));
+    assert_eq!(page.page_error(), (status, error.into()), "{}", r.body);
+}
+
+/// A request refused with 400 on a page, without sending the browser anywhere.
+fn assert_refused_here(r: &Reply) {
+    assert_eq!(
+        (r.status, r.location().is_none()),
+        (400, true),
+        "{}",
+        r.body
+    );
 }
 
 /// The hidden inputs of the first form of an HTML page, and its action.
@@ -184,53 +225,26 @@ impl World {
         let mut env = Env::new(label).await;
         let auth_addr = format!("127.0.0.1:{}", free_port());
         let auth_url = format!("http://{auth_addr}");
-        env.extra_env.push((
-            "KITSYNC_LOGIN__UNIFIED_LOGIN_URL".into(),
-            format!("{auth_url}/unified-login?appId={{appId}}&redirect_uri={{redirectUri}}&state={{state}}"),
-        ));
-        env.extra_env
-            .push(("KITSYNC_LOGIN__KIT_TIMEOUT_MS".into(), "1500".into()));
+        let unified_login = format!(
+            "{auth_url}/unified-login?appId={{appId}}&redirect_uri={{redirectUri}}&state={{state}}"
+        );
+        env.push_var("KITSYNC_LOGIN__UNIFIED_LOGIN_URL", unified_login);
+        env.push_var("KITSYNC_LOGIN__KIT_TIMEOUT_MS", "1500");
         // The apps' secrets arrive RSA-encrypted, as from the marketplace.
-        let kp = kitsync_secrets::TestKeyPair::generate_3072().unwrap();
-        let private = env.dir().join("isv-private.pem");
-        let public = env.dir().join("isv-public.pem");
-        std::fs::write(&private, kp.private_pem().unwrap()).unwrap();
-        std::fs::write(&public, kp.public_pem()).unwrap();
-        env.rsa_key_path = Some(private);
+        let (_, public) = env.isv_key_pair();
         let public_arg = public.display().to_string();
         let server = env.start("serve").await;
         let base = server.kit().base_url().to_owned();
-        let out = env
-            .cli(&[
-                "token",
-                "create",
-                "--name",
-                "login",
-                "--scope",
-                "directory:read,stats:read",
-            ])
+        let api_token = env
+            .create_token("login", "directory:read,stats:read", None)
             .await;
-        assert!(out.status.success(), "{}", explain(&out));
-        let api_token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         // Tenants, apps and users, through the Kit callbacks; saved for the auth centre.
-        let users_path = env.dir().join("users.json");
-        let users_arg = users_path.display().to_string();
-        let out = env
-            .cli(&[
-                "emulate",
-                "--json",
-                "--url",
-                &base,
-                "--access-key",
-                env.key(),
-                "--api-url",
-                &base,
-                "--token",
-                &api_token,
-                "--auth-centre-url",
-                &auth_url,
-                "--save-users",
-                &users_arg,
+        let (_, users_path, users) = emulate_saving_users(
+            &env,
+            &base,
+            &api_token,
+            &auth_url,
+            &[
                 "--rsa-public-key",
                 &public_arg,
                 "--tenants",
@@ -254,54 +268,43 @@ impl World {
                 "0",
                 "--replays",
                 "0",
-            ])
-            .await;
-        assert!(out.status.success(), "{}", explain(&out));
-        let users: Value = serde_json::from_slice(&std::fs::read(&users_path).unwrap()).unwrap();
-        let auth = AuthCentreProcess::start(&env, &auth_addr, &users_arg).await;
+            ],
+        )
+        .await;
+        let auth = AuthCentreProcess::start(&env, &auth_addr, &users_path).await;
         // The clients: a confidential one and a public one (PKCE), both for app-1.
-        let out = env
-            .cli(&[
-                "oidc-client",
-                "add",
-                "--app",
-                "app-1",
-                "--name",
-                "portal",
-                "--redirect-uri",
-                APP_CB,
-                "--post-logout-redirect-uri",
-                APP_BYE,
-            ])
-            .await;
-        assert!(out.status.success(), "{}", explain(&out));
-        let text = String::from_utf8(out.stdout.clone()).unwrap();
-        let mut lines = text.lines();
-        let client_id = lines.next().unwrap().to_owned();
-        let client_secret = lines.next().unwrap().to_owned();
+        // `oidc-client add --app app-1 ARGS`: the output, whose stdout lines are the client id
+        // (and the secret of a confidential client).
+        let add_client = |args: &'static [&'static str]| {
+            let env = &env;
+            async move {
+                let mut all = vec!["oidc-client", "add", "--app", "app-1"];
+                all.extend_from_slice(args);
+                let out = env.cli_ok(&all).await;
+                let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
+                (out, lines)
+            }
+        };
+        let (out, lines) = add_client(&[
+            "--name",
+            "portal",
+            "--redirect-uri",
+            APP_CB,
+            "--post-logout-redirect-uri",
+            APP_BYE,
+        ])
+        .await;
+        let (client_id, client_secret) = (lines[0].clone(), lines[1].clone());
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("/login/kit/callback"),
             "add names the callback URL to register: {}",
             explain(&out)
         );
-        let out = env
-            .cli(&[
-                "oidc-client",
-                "add",
-                "--app",
-                "app-1",
-                "--public",
-                "--redirect-uri",
-                SPA_CB,
-            ])
-            .await;
-        assert!(out.status.success(), "{}", explain(&out));
-        let spa_id = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .to_owned();
+        let (_, lines) = add_client(&["--public", "--redirect-uri", SPA_CB]).await;
+        let spa_id = lines[0].clone();
         World {
             kitsync: Http::new(&base),
             env,
@@ -317,7 +320,15 @@ impl World {
         }
     }
 
-    /// Users of `tenant` whose authorisation for app-1 is `wanted` (enabled, disabled).
+    /// The `n`-th user (from 0) of `tenant` whose authorisation for app-1 is enabled.
+    fn enabled_user(&self, tenant: &str, n: usize) -> String {
+        self.users_of(tenant, true)
+            .into_iter()
+            .nth(n)
+            .unwrap_or_else(|| panic!("no enabled user {n} of app-1 in {tenant}"))
+    }
+
+    /// Users of `tenant` whose authorisation for app-1 is `enabled` (or disabled).
     fn users_of(&self, tenant: &str, enabled: bool) -> Vec<String> {
         self.users["tenants"][tenant]["users"]
             .as_object()
@@ -326,6 +337,40 @@ impl World {
             .filter(|(_, u)| u["apps"]["app-1"]["enabled"].as_bool() == Some(enabled))
             .map(|(name, _)| name.clone())
             .collect()
+    }
+
+    /// A login of `user` at `tenant` (named in the request) by the confidential client,
+    /// without PKCE.
+    fn attempt<'a>(&'a self, tenant: &'a str, user: &'a str) -> Attempt<'a> {
+        Attempt {
+            client_id: &self.client_id,
+            redirect_uri: APP_CB,
+            tenant_hint: Some(tenant),
+            pkce: None,
+            nonce: "n",
+            state: "s",
+            user,
+            unified_tenant: None,
+        }
+    }
+
+    /// `/oidc/authorize` at the first process for the `openid` scope, then `extra`; not
+    /// followed.
+    async fn authorize(
+        &self,
+        response_type: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let first = [
+            ("response_type", response_type),
+            ("client_id", client_id),
+            ("redirect_uri", redirect_uri),
+            ("scope", "openid"),
+        ];
+        let params = [&first[..], extra].concat();
+        self.kitsync.get("/oidc/authorize", &params, None).await
     }
 
     /// Plays a login from `/oidc/authorize` (at `kitsync`) to where the browser ends.
@@ -410,6 +455,21 @@ impl World {
             .await
     }
 
+    /// The token endpoint for the confidential client (its secret in Basic).
+    async fn redeem(&self, params: &[(&str, &str)]) -> Reply {
+        self.token(params, Some((&self.client_id, &self.client_secret)))
+            .await
+    }
+
+    /// A `refresh_token` grant for the confidential client.
+    async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.redeem(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
     async fn userinfo(&self, access: &str) -> Reply {
         let bearer = format!("Bearer {access}");
         self.kitsync
@@ -430,14 +490,10 @@ impl World {
             .login(
                 &self.kitsync,
                 &Attempt {
-                    client_id: &self.client_id,
-                    redirect_uri: APP_CB,
-                    tenant_hint: Some(tenant),
                     pkce: Some(&pkce),
                     nonce,
                     state: "st",
-                    user,
-                    unified_tenant: None,
+                    ..self.attempt(tenant, user)
                 },
             )
             .await;
@@ -445,15 +501,7 @@ impl World {
             .param("code")
             .unwrap_or_else(|| panic!("no code: {end:?}"));
         let r = self
-            .token(
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", APP_CB),
-                    ("code_verifier", &pkce.verifier),
-                ],
-                Some((&self.client_id, &self.client_secret)),
-            )
+            .redeem(&code_grant(&code, APP_CB, Some(&pkce.verifier)))
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()
@@ -465,19 +513,15 @@ impl World {
     async fn kit_answer(&self, tenant: &str, answered: &str) -> (Reply, String, String) {
         let pkce = Pkce::new("by-hand");
         let r = self
-            .kitsync
-            .get(
-                "/oidc/authorize",
+            .authorize(
+                "code",
+                &self.client_id,
+                APP_CB,
                 &[
-                    ("response_type", "code"),
-                    ("client_id", &self.client_id),
-                    ("redirect_uri", APP_CB),
-                    ("scope", "openid"),
                     ("login_hint", tenant),
                     ("code_challenge", &pkce.challenge),
                     ("code_challenge_method", "S256"),
                 ],
-                None,
             )
             .await;
         let cookie = r
@@ -533,11 +577,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
     let t1 = "emu-login-t1";
     let t2 = "emu-login-t2";
     let test_tenant = "emu-login-test";
-    let alice = w
-        .users_of(t1, true)
-        .into_iter()
-        .next()
-        .expect("an enabled user of app-1 in t1");
+    let alice = w.enabled_user(t1, 0);
 
     // 1. Discovery and keys.
     let d = w
@@ -562,58 +602,30 @@ async fn kit_login_as_openid_connect_end_to_end() {
         .login(
             &w.kitsync,
             &Attempt {
-                client_id: &w.client_id,
-                redirect_uri: APP_CB,
-                tenant_hint: Some(t1),
                 pkce: Some(&pkce),
                 nonce: "n-alice",
                 state: "s-alice",
-                user: &alice,
-                unified_tenant: None,
+                ..w.attempt(t1, &alice)
             },
         )
         .await;
     assert_eq!(end.param("state").as_deref(), Some("s-alice"));
     assert_eq!(end.param("iss").as_deref(), Some(w.base.as_str()));
     let code = end.param("code").unwrap();
-    let token_params = |code: &str, verifier: &str| {
-        vec![
-            ("grant_type".to_owned(), "authorization_code".to_owned()),
-            ("code".to_owned(), code.to_owned()),
-            ("redirect_uri".to_owned(), APP_CB.to_owned()),
-            ("code_verifier".to_owned(), verifier.to_owned()),
-        ]
-    };
-    let as_refs = |v: &[(String, String)]| -> Vec<(String, String)> { v.to_vec() };
-    let p = as_refs(&token_params(&code, &pkce.verifier));
-    let p: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let p = code_grant(&code, APP_CB, Some(&pkce.verifier));
     // A wrong client secret is invalid_client, and does not spend the code.
     let r = w.token(&p, Some((&w.client_id, "kcs_wrong"))).await;
-    assert_eq!(
-        (r.status, r.error()),
-        (401, "invalid_client".into()),
-        "{}",
-        r.body
-    );
+    assert_oauth_error(&r, 401, "invalid_client");
     assert!(r
         .header("www-authenticate")
         .is_some_and(|h| h.starts_with("Basic")));
     // A wrong PKCE verifier is invalid_grant.
-    let wrong = as_refs(&token_params(&code, &Pkce::new("mallory").verifier));
-    let wrong: Vec<(&str, &str)> = wrong
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
+    let mallory = Pkce::new("mallory");
     let r = w
-        .token(&wrong, Some((&w.client_id, &w.client_secret)))
+        .redeem(&code_grant(&code, APP_CB, Some(&mallory.verifier)))
         .await;
-    assert_eq!(
-        (r.status, r.error()),
-        (400, "invalid_grant".into()),
-        "{}",
-        r.body
-    );
-    let r = w.token(&p, Some((&w.client_id, &w.client_secret))).await;
+    assert_oauth_error(&r, 400, "invalid_grant");
+    let r = w.redeem(&p).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("cache-control"), Some("no-store"));
     let tokens = r.json();
@@ -636,13 +648,8 @@ async fn kit_login_as_openid_connect_end_to_end() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["sub"], format!("{t1}:{alice}"));
     // 3. The same code again: invalid_grant, and what it issued is revoked.
-    let r = w.token(&p, Some((&w.client_id, &w.client_secret))).await;
-    assert_eq!(
-        (r.status, r.error()),
-        (400, "invalid_grant".into()),
-        "{}",
-        r.body
-    );
+    let r = w.redeem(&p).await;
+    assert_oauth_error(&r, 400, "invalid_grant");
     let r = w.userinfo(&access).await;
     assert_eq!(
         r.status, 401,
@@ -653,15 +660,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
         .header("www-authenticate")
         .unwrap()
         .contains("invalid_token"));
-    let r = w
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-            ],
-            Some((&w.client_id, &w.client_secret)),
-        )
-        .await;
+    let r = w.refresh(tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(
         r.error(),
         "invalid_grant",
@@ -672,53 +671,25 @@ async fn kit_login_as_openid_connect_end_to_end() {
     // 4. Errors at /oidc/authorize: an unregistered redirect_uri is never followed; the rest
     //    go back to the app.
     let r = w
-        .kitsync
-        .get(
-            "/oidc/authorize",
-            &[
-                ("response_type", "code"),
-                ("client_id", &w.client_id),
-                ("redirect_uri", "https://evil.example/cb"),
-                ("scope", "openid"),
-                ("state", "x"),
-            ],
-            None,
+        .authorize(
+            "code",
+            &w.client_id,
+            "https://evil.example/cb",
+            &[("state", "x")],
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.location().is_none());
+    assert_refused_here(&r);
     assert!(r.body.contains("invalid_redirect_uri"), "{}", r.body);
-    let r = w
-        .kitsync
-        .get(
-            "/oidc/authorize",
-            &[
-                ("response_type", "code"),
-                ("client_id", "kc_nobody"),
-                ("redirect_uri", APP_CB),
-                ("scope", "openid"),
-            ],
-            None,
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.location().is_none()),
-        (400, true),
-        "{}",
-        r.body
-    );
+    let r = w.authorize("code", "kc_nobody", APP_CB, &[]).await;
+    assert_refused_here(&r);
     let spa_no_pkce = w
         .login(
             &w.kitsync,
             &Attempt {
                 client_id: &w.spa_id,
                 redirect_uri: SPA_CB,
-                tenant_hint: Some(t1),
-                pkce: None,
-                nonce: "n",
                 state: "s-spa",
-                user: &alice,
-                unified_tenant: None,
+                ..w.attempt(t1, &alice)
             },
         )
         .await;
@@ -728,19 +699,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
         "{spa_no_pkce:?}"
     );
     assert_eq!(spa_no_pkce.param("state").as_deref(), Some("s-spa"));
-    let r = w
-        .kitsync
-        .get(
-            "/oidc/authorize",
-            &[
-                ("response_type", "token"),
-                ("client_id", &w.client_id),
-                ("redirect_uri", APP_CB),
-                ("scope", "openid"),
-            ],
-            None,
-        )
-        .await;
+    let r = w.authorize("token", &w.client_id, APP_CB, &[]).await;
     assert_eq!(
         query_params(r.location().unwrap())
             .iter()
@@ -755,8 +714,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
     //    The signing key is rotated first: the new key is published at once and signs only
     //    after 60 s, so the process started now lists both and still signs with the old one.
     let old_kid = keys[0]["kid"].as_str().unwrap().to_owned();
-    let out = w.env.cli(&["oidc-key", "rotate"]).await;
-    assert!(out.status.success(), "{}", explain(&out));
+    let out = w.env.cli_ok(&["oidc-key", "rotate"]).await;
     let new_kid = String::from_utf8(out.stdout.clone())
         .unwrap()
         .trim()
@@ -775,9 +733,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
         "{listed:?}"
     );
     //    Behind one address, every process has the same issuer (`login.public_url`).
-    w.env
-        .extra_env
-        .push(("KITSYNC_LOGIN__PUBLIC_URL".into(), w.base.clone()));
+    w.env.push_var("KITSYNC_LOGIN__PUBLIC_URL", w.base.clone());
     let second = w.env.start("ingress").await;
     w.env.extra_env.pop();
     let other = Http::new(second.kit().base_url());
@@ -792,24 +748,18 @@ async fn kit_login_as_openid_connect_end_to_end() {
                 pkce: Some(&spa_pkce),
                 nonce: "n-spa",
                 state: "s-spa2",
-                user: &alice,
                 unified_tenant: Some(t1),
+                ..w.attempt(t1, &alice)
             },
         )
         .await;
     let code = end.param("code").unwrap_or_else(|| panic!("{end:?}"));
-    let r = w
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", SPA_CB),
-                ("client_id", &w.spa_id),
-                ("code_verifier", &spa_pkce.verifier),
-            ],
-            None,
-        )
-        .await;
+    let mut public_grant = code_grant(&code, SPA_CB, None);
+    public_grant.extend([
+        ("client_id", w.spa_id.as_str()),
+        ("code_verifier", &spa_pkce.verifier),
+    ]);
+    let r = w.token(&public_grant, None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let spa_tokens = r.json();
     assert_eq!(
@@ -829,30 +779,15 @@ async fn kit_login_as_openid_connect_end_to_end() {
         .await;
     assert_eq!(r.status, 200, "any process answers any step: {}", r.body);
     let jwks = other.get("/.well-known/jwks.json", &[], None).await.json();
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids: Vec<&str> = strs(&jwks["keys"], "kid");
     assert_eq!(
         kids,
         [new_kid.as_str(), old_kid.as_str()],
         "both keys are published"
     );
-    let signed_by = |jwt: &str| -> String {
-        let head = jwt.split('.').next().unwrap();
-        let h: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(head)
-                .unwrap(),
-        )
-        .unwrap();
-        h["kid"].as_str().unwrap().to_owned()
-    };
     assert_eq!(
-        signed_by(spa_tokens["id_token"].as_str().unwrap()),
-        old_kid,
+        jwt_part(spa_tokens["id_token"].as_str().unwrap(), 0)["kid"],
+        old_kid.as_str(),
         "the new key does not sign yet"
     );
     let published: Vec<Value> = jwks["keys"].as_array().unwrap().clone();
@@ -863,83 +798,36 @@ async fn kit_login_as_openid_connect_end_to_end() {
     drop(second);
 
     // 6. A test tenant logs in like any other, flagged in the claims.
-    let tester = w
-        .users_of(test_tenant, true)
-        .into_iter()
-        .next()
-        .expect("an enabled user of the test tenant");
+    let tester = w.enabled_user(test_tenant, 0);
     let t = w.logged_in(test_tenant, &tester, "n-test").await;
     assert_eq!(jwt_claims(t["id_token"].as_str().unwrap())["test"], true);
 
     //    An expired code is invalid_grant (codes live login.code_ttl_secs).
-    let end = w
-        .login(
-            &w.kitsync,
-            &Attempt {
-                client_id: &w.client_id,
-                redirect_uri: APP_CB,
-                tenant_hint: Some(test_tenant),
-                pkce: None,
-                nonce: "n",
-                state: "s",
-                user: &tester,
-                unified_tenant: None,
-            },
-        )
-        .await;
+    let end = w.login(&w.kitsync, &w.attempt(test_tenant, &tester)).await;
     let code = end.param("code").unwrap();
     w.env
         .exec("UPDATE oidc_tokens SET expires_at = 1 WHERE kind = 'code' AND used_at IS NULL")
         .await;
-    let r = w
-        .token(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", APP_CB),
-            ],
-            Some((&w.client_id, &w.client_secret)),
-        )
-        .await;
+    let r = w.redeem(&code_grant(&code, APP_CB, None)).await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.body);
     assert!(r.body.contains("expired"), "{}", r.body);
 
     // 7. A tenant in the callback that is not the one asked for.
     let (r, cookie, flow) = w.kit_answer(t1, t2).await;
-    assert_eq!(
-        ended(&r, APP_CB).unwrap().page_error(),
-        (400, "tenant_mismatch".into()),
-        "{}",
-        r.body
-    );
+    assert_page_error(&r, 400, "tenant_mismatch");
     // The flow is spent: the same callback again finds nothing.
     let r = w.callback(t1, &flow, &cookie).await;
-    assert_eq!(
-        ended(&r, APP_CB).unwrap().page_error(),
-        (400, "flow_expired".into())
-    );
+    assert_page_error(&r, 400, "flow_expired");
     // A callback with another browser's state.
     let r = w.callback("x", "other", "kitsync_login=mine").await;
-    assert_eq!(
-        ended(&r, APP_CB).unwrap().page_error(),
-        (400, "flow_mismatch".into())
-    );
+    assert_page_error(&r, 400, "flow_mismatch");
 
     // 8. Refresh: new tokens (the Kit token behind refreshed too); the old refresh token
     //    presented again revokes the session.
-    let bob = w
-        .users_of(t1, true)
-        .into_iter()
-        .nth(1)
-        .expect("a second enabled user");
+    let bob = w.enabled_user(t1, 1);
     let first = w.logged_in(t1, &bob, "n-bob").await;
     let refresh = first["refresh_token"].as_str().unwrap();
-    let r = w
-        .token(
-            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
-            Some((&w.client_id, &w.client_secret)),
-        )
-        .await;
+    let r = w.refresh(refresh).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let second_tokens = r.json();
     assert_ne!(
@@ -950,12 +838,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
         jwt_claims(second_tokens["id_token"].as_str().unwrap())["sub"],
         format!("{t1}:{bob}")
     );
-    let r = w
-        .token(
-            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
-            Some((&w.client_id, &w.client_secret)),
-        )
-        .await;
+    let r = w.refresh(refresh).await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.body);
     let r = w
         .userinfo(second_tokens["access_token"].as_str().unwrap())
@@ -968,15 +851,9 @@ async fn kit_login_as_openid_connect_end_to_end() {
 
     // 9. A user deauthorised between login and refresh is refused at refresh, and at the
     //    next login with a page that says so.
-    let carol = w
-        .users_of(t1, true)
-        .into_iter()
-        .nth(2)
-        .expect("a third enabled user");
+    let carol = w.enabled_user(t1, 2);
     let before = w.logged_in(t1, &carol, "n-carol").await;
-    let ts = (chrono::Utc::now() + chrono::Duration::hours(8))
-        .format("%Y%m%d%H%M%S%3f")
-        .to_string();
+    let ts = later_than_emulated();
     let body = payload::auth(
         t1,
         "app-1",
@@ -986,46 +863,15 @@ async fn kit_login_as_openid_connect_end_to_end() {
     );
     let reply = w.server.kit().send(tests::AUTH_SYNC, &body).await;
     assert!(reply.ok(), "{reply:?}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, _) = w
-            .api(&format!("/api/v1/tenants/{t1}/members/{carol}"))
-            .await;
-        if status == 404 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the deauthorisation was not applied within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let r = w
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", before["refresh_token"].as_str().unwrap()),
-            ],
-            Some((&w.client_id, &w.client_secret)),
-        )
-        .await;
+    let carol_path = format!("/api/v1/tenants/{t1}/members/{carol}");
+    wait_until("the deauthorisation is applied", APPLY_TIMEOUT, || async {
+        w.api(&carol_path).await.0 == 404
+    })
+    .await;
+    let r = w.refresh(before["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.body);
     assert!(r.body.contains("not authorised"), "{}", r.body);
-    let end = w
-        .login(
-            &w.kitsync,
-            &Attempt {
-                client_id: &w.client_id,
-                redirect_uri: APP_CB,
-                tenant_hint: Some(t1),
-                pkce: None,
-                nonce: "n",
-                state: "s",
-                user: &carol,
-                unified_tenant: None,
-            },
-        )
-        .await;
+    let end = w.login(&w.kitsync, &w.attempt(t1, &carol)).await;
     let (status, error) = end.page_error();
     assert_eq!((status, error.as_str()), (403, "not_authorized"));
     if let Ended::Page(_, body) = &end {
@@ -1036,21 +882,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
     }
     // A disabled authorisation is refused too.
     if let Some(off) = w.users_of(t1, false).first() {
-        let end = w
-            .login(
-                &w.kitsync,
-                &Attempt {
-                    client_id: &w.client_id,
-                    redirect_uri: APP_CB,
-                    tenant_hint: Some(t1),
-                    pkce: None,
-                    nonce: "n",
-                    state: "s",
-                    user: off,
-                    unified_tenant: None,
-                },
-            )
-            .await;
+        let end = w.login(&w.kitsync, &w.attempt(t1, off)).await;
         assert_eq!(end.page_error(), (403, "authorization_disabled".into()));
     }
 
@@ -1096,12 +928,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.location().is_none()),
-        (400, true),
-        "{}",
-        r.body
-    );
+    assert_refused_here(&r);
 
     // 11. The statistics: the logins are activity of t1 (the test tenant is never counted).
     //     alice and bob were authorised all along; carol logged in, but she is no longer
@@ -1127,9 +954,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
     // 12. The auth centre silent, then down: a bounded wait and a page that says so.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_url = format!("http://{}/{t2}", silent.local_addr().unwrap());
-    let ts = (chrono::Utc::now() + chrono::Duration::hours(8))
-        .format("%Y%m%d%H%M%S%3f")
-        .to_string();
+    let ts = later_than_emulated();
     let mut tenant: Value = serde_json::from_str(&payload::tenant(t2, "Two", 1, 0, &ts)).unwrap();
     tenant["domainName"] = silent_url.clone().into();
     let reply = w
@@ -1138,23 +963,15 @@ async fn kit_login_as_openid_connect_end_to_end() {
         .send(tests::TENANT_SYNC, &tenant.to_string())
         .await;
     assert!(reply.ok(), "{reply:?}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while w.api(&format!("/api/v1/tenants/{t2}")).await.1["domainName"] != silent_url.as_str() {
-        assert!(
-            Instant::now() < deadline,
-            "the tenant update was not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let t2_path = format!("/api/v1/tenants/{t2}");
+    wait_until("the tenant update is applied", APPLY_TIMEOUT, || async {
+        w.api(&t2_path).await.1["domainName"] == silent_url.as_str()
+    })
+    .await;
     let started = Instant::now();
     let (r, _, _) = w.kit_answer(t2, t2).await;
     let took = started.elapsed();
-    assert_eq!(
-        ended(&r, APP_CB).unwrap().page_error(),
-        (504, "kit_unavailable".into()),
-        "{}",
-        r.body
-    );
+    assert_page_error(&r, 504, "kit_unavailable");
     assert!(
         took < Duration::from_secs(5),
         "bounded by login.kit_timeout_ms (1.5 s): took {took:?}"
@@ -1162,12 +979,7 @@ async fn kit_login_as_openid_connect_end_to_end() {
     drop(silent);
     w.auth.terminate().await;
     let (r, _, _) = w.kit_answer(t1, t1).await;
-    assert_eq!(
-        ended(&r, APP_CB).unwrap().page_error(),
-        (502, "kit_unavailable".into()),
-        "{}",
-        r.body
-    );
+    assert_page_error(&r, 502, "kit_unavailable");
 
     // 13. Ended rows are pruned.
     w.env.exec("UPDATE oidc_sessions SET expires_at = 0").await;
@@ -1196,7 +1008,7 @@ async fn authlib_relying_party() {
     ));
     let w = World::new("authlib").await;
     let t1 = "emu-authlib-t1";
-    let user = w.users_of(t1, true).into_iter().next().unwrap();
+    let user = w.enabled_user(t1, 0);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/login/rp.py");
     let python = tools.join("python");
     let args = [

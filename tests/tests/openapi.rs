@@ -11,10 +11,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tests::payload::{self, time, User};
-use tests::{wait_until, Env, Kit, ALL_ORG_SYNC, APPLICATION_SYNC, AUTH_SYNC, TENANT_SYNC};
+use tests::{
+    run_tool, wait_until, Env, Kit, ALL_ORG_SYNC, APPLICATION_SYNC, AUTH_SYNC, TENANT_SYNC,
+};
 
 const APPLY_TIMEOUT: Duration = Duration::from_secs(45);
 /// Generated cases per operation and phase: about 1 800 requests in all, under a minute.
@@ -25,23 +27,6 @@ const SEED: &str = "1";
 async fn send_ok(kit: &Kit, kind: &str, body: &str) {
     let r = kit.send(kind, body).await;
     assert_eq!(r.code, "000000", "{kind}: {r:?}");
-}
-
-/// Runs a tool to completion: its exit status and its output (stdout, then stderr).
-fn run_tool(program: &Path, args: &[&str], dir: &Path) -> (std::process::ExitStatus, String) {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
-    (
-        out.status,
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// The part of schemathesis's report that says what failed (capped), or all of it.
@@ -125,22 +110,9 @@ async fn the_live_api_answers_as_its_openapi_document_says() {
         &payload::auth(t, "app-b", 1, &users[..2], &time(4)),
     )
     .await;
-    let out = env
-        .cli(&[
-            "token",
-            "create",
-            "--name",
-            "openapi",
-            "--scope",
-            "directory:read,activity:write,stats:read",
-        ])
+    let tok = env
+        .create_token("openapi", "directory:read,activity:write,stats:read", None)
         .await;
-    assert!(
-        out.status.success(),
-        "token create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tok = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let members = format!("/api/v1/tenants/{t}/members");
     wait_until("the seed is applied", APPLY_TIMEOUT, || async {
         let (_, body) = kit.api_get(&members, Some(&tok)).await;
@@ -185,7 +157,7 @@ async fn the_live_api_answers_as_its_openapi_document_says() {
     let (status, out) = run_tool(
         &tools.join("openapi-spec-validator"),
         &[file.to_str().unwrap()],
-        env.dir(),
+        Some(env.dir()),
     );
     assert!(status.success(), "openapi-spec-validator:\n{out}");
     println!("openapi-spec-validator: {}", out.trim());
@@ -248,7 +220,7 @@ async fn the_live_api_answers_as_its_openapi_document_says() {
                     "--request-timeout",
                     "30",
                 ],
-                &dir,
+                Some(&dir),
             )
         }
     })

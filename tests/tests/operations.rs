@@ -117,8 +117,7 @@ fn callbacks(endpoint: &str, code: &str) -> String {
 async fn metrics_and_readiness_on_serve() {
     let mut env = Env::new("metrics").await;
     // Every scrape reads the queue and the database afresh.
-    env.extra_env
-        .push(("KITSYNC_METRICS__CACHE_MS".into(), "0".into()));
+    env.push_var("KITSYNC_METRICS__CACHE_MS", "0");
     let server = env.start("serve").await;
     let kit = server.kit();
 

@@ -11,7 +11,7 @@ use kitsync_secrets::{OaepVariant, Place, Sealer, TestKeyPair};
 use secrecy::{ExposeSecret, SecretString};
 use std::process::Output;
 use std::time::Duration;
-use tests::{wait_until, Env};
+use tests::{explain, wait_until, Env};
 
 const APPLY_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -19,24 +19,10 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn explain(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        stdout(out),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_builds_signs_and_checks_every_callback() {
     let mut env = Env::new("send").await;
-    let kp = TestKeyPair::generate_3072().unwrap();
-    let private = env.dir().join("isv-private.pem");
-    let public = env.dir().join("isv-public.pem");
-    std::fs::write(&private, kp.private_pem().unwrap()).unwrap();
-    std::fs::write(&public, kp.public_pem()).unwrap();
-    env.rsa_key_path = Some(private);
+    let (_, public) = env.isv_key_pair();
     let server = env.start("serve").await;
     let url = server.kit().base_url().to_owned();
     let public = public.display().to_string();

@@ -115,6 +115,22 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `kitsync ARGS` failed, and its stderr says every one of `says`.
+fn assert_refused(out: &Output, args: &[&str], says: &[&str]) {
+    assert!(
+        !out.status.success(),
+        "kitsync {args:?} must refuse: {}",
+        show(out)
+    );
+    for s in says {
+        assert!(
+            stderr(out).contains(s),
+            "kitsync {args:?} should say {s:?}: {}",
+            show(out)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_refuse_an_unmigrated_database_and_change_nothing_until_kitsync_migrate() {
     let env = Env::unmigrated("startup-check").await;
@@ -129,18 +145,13 @@ async fn commands_refuse_an_unmigrated_database_and_change_nothing_until_kitsync
         &["worker"],
     ] {
         let out = env.cli(args).await;
-        assert!(
-            !out.status.success(),
-            "kitsync {args:?} must refuse: {}",
-            show(&out)
-        );
-        assert!(
-            stderr(&out).contains(&format!(
+        assert_refused(
+            &out,
+            args,
+            &[&format!(
                 "the database schema is older than this kitsync ({pending} migrations pending, \
                  e.g. m20261122_000001_directory): run `kitsync migrate`"
-            )),
-            "kitsync {args:?}: {}",
-            show(&out)
+            )],
         );
         assert!(
             env.tables().await.is_empty(),
@@ -163,12 +174,7 @@ async fn serve_migrates_by_default_only_on_the_embedded_database() {
     let env = Env::unmigrated("startup-serve").await;
     if env.is_postgres() {
         let out = env.cli(&["serve"]).await;
-        assert!(!out.status.success(), "{}", show(&out));
-        assert!(
-            stderr(&out).contains("run `kitsync migrate`"),
-            "{}",
-            show(&out)
-        );
+        assert_refused(&out, &["serve"], &["run `kitsync migrate`"]);
         assert!(env.tables().await.is_empty(), "{:?}", env.tables().await);
         // With the flag it migrates, and comes up.
         serve_until_listening(&env, &["serve", "--migrate"]).await;
@@ -195,12 +201,13 @@ async fn a_database_migrated_by_a_newer_kitsync_is_refused_by_every_command() {
         &["serve", "--migrate"],
     ] {
         let out = env.cli(args).await;
-        assert!(!out.status.success(), "kitsync {args:?}: {}", show(&out));
-        assert!(
-            stderr(&out).contains("the database was migrated by a newer kitsync")
-                && stderr(&out).contains("m29991231_000001_from_the_future"),
-            "kitsync {args:?}: {}",
-            show(&out)
+        assert_refused(
+            &out,
+            args,
+            &[
+                "the database was migrated by a newer kitsync",
+                "m29991231_000001_from_the_future",
+            ],
         );
     }
     env.finish().await;
@@ -209,16 +216,12 @@ async fn a_database_migrated_by_a_newer_kitsync_is_refused_by_every_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_a_misspelt_variable_or_file_key_naming_it_and_the_setting_meant() {
     let mut env = Env::new("startup-config").await;
-    env.extra_env
-        .push(("KITSYNC_KIT__ACESS_KEYS".into(), "kit-key".into()));
+    env.push_var("KITSYNC_KIT__ACESS_KEYS", "kit-key");
     let out = env.cli(&["serve"]).await;
-    assert!(!out.status.success(), "{}", show(&out));
-    assert!(
-        stderr(&out).contains(
-            "unknown variable KITSYNC_KIT__ACESS_KEYS; did you mean KITSYNC_KIT__ACCESS_KEYS?"
-        ),
-        "{}",
-        show(&out)
+    assert_refused(
+        &out,
+        &["serve"],
+        &["unknown variable KITSYNC_KIT__ACESS_KEYS; did you mean KITSYNC_KIT__ACCESS_KEYS?"],
     );
 
     // The same key in the file the process finds in its directory.
@@ -229,13 +232,10 @@ async fn serve_refuses_a_misspelt_variable_or_file_key_naming_it_and_the_setting
     )
     .unwrap();
     let out = env.cli(&["serve"]).await;
-    assert!(!out.status.success(), "{}", show(&out));
-    assert!(
-        stderr(&out).contains(
-            "unknown setting `kit.acess_keys` in kitsync.toml; did you mean `kit.access_keys`?"
-        ),
-        "{}",
-        show(&out)
+    assert_refused(
+        &out,
+        &["serve"],
+        &["unknown setting `kit.acess_keys` in kitsync.toml; did you mean `kit.access_keys`?"],
     );
     // Fixed, it starts.
     std::fs::write(env.dir().join("kitsync.toml"), "[kit]\nprefix = \"\"\n").unwrap();

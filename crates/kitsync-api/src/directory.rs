@@ -990,6 +990,31 @@ pub struct GroupItem {
     members: Vec<String>,
 }
 
+impl From<kitsync_store::DerivedGroup> for GroupItem {
+    fn from(g: kitsync_store::DerivedGroup) -> Self {
+        GroupItem {
+            group_id: g.group_id,
+            display_name: g.display_name,
+            members: g.members,
+        }
+    }
+}
+
+impl From<kitsync_store::IsvGroup> for GroupItem {
+    fn from(g: kitsync_store::IsvGroup) -> Self {
+        GroupItem {
+            group_id: g.group_id,
+            display_name: g.display_name,
+            members: g
+                .members
+                .into_iter()
+                .filter(kitsync_store::GroupMember::is_user)
+                .map(|m| m.value)
+                .collect(),
+        }
+    }
+}
+
 /// `GET /api/v1/tenants/{tenantId}/groups`: the per-app role groups derived from the
 /// authorisations (`{appId}:{role}`, read-only) and the groups the ISV created through SCIM,
 /// by id.
@@ -1024,27 +1049,14 @@ pub async fn groups(
         .derived_groups(&tenant_id)
         .await?
         .into_iter()
-        .map(|g| GroupItem {
-            group_id: g.group_id,
-            display_name: g.display_name,
-            members: g.members,
-        })
+        .map(GroupItem::from)
         .chain(
             state
                 .store
                 .isv_groups(&tenant_id)
                 .await?
                 .into_iter()
-                .map(|g| GroupItem {
-                    group_id: g.group_id,
-                    display_name: g.display_name,
-                    members: g
-                        .members
-                        .into_iter()
-                        .filter(kitsync_store::GroupMember::is_user)
-                        .map(|m| m.value)
-                        .collect(),
-                }),
+                .map(GroupItem::from),
         )
         .filter(|g| after.as_deref().is_none_or(|a| g.group_id.as_str() > a))
         .collect();

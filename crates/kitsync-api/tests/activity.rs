@@ -7,10 +7,9 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{grant, send, tenant};
-use kitsync_domain::{Command, Scope};
-use kitsync_store::{utc8_day, Store, StoreSettings};
-use secrecy::ExposeSecret;
+use common::{fresh_store, seed, send, token};
+use kitsync_domain::Scope;
+use kitsync_store::utc8_day;
 use serde_json::{json, Value};
 
 async fn post(app: &axum::Router, token: &str, body: &str) -> (StatusCode, Value) {
@@ -22,37 +21,23 @@ async fn post(app: &axum::Router, token: &str, body: &str) -> (StatusCode, Value
     send(app, req).await
 }
 
-fn seed(t: &str, users: &[&str]) -> [Command; 2] {
-    [tenant(t, false, 1), grant(t, users, 2, false)]
-}
-
 fn ev(t: &str, u: &str, kind: &str, at: &str) -> Value {
     json!({"tenantId": t, "userName": u, "kind": kind, "at": at})
 }
 
 #[tokio::test]
 async fn activity_is_validated_per_event_idempotent_and_rolled_up_by_utc8_day() {
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = fresh_store().await;
     store
         .apply_batch(&seed("t1", &["alice", "bob"]))
         .await
         .unwrap();
     store.apply_batch(&seed("t2", &["carol"])).await.unwrap();
     let app = kitsync_api::router(store.clone());
-    let (_, writer) = store
-        .create_token("app", &[Scope::ActivityWrite], None)
-        .await
-        .unwrap();
-    let (_, bound) = store
-        .create_token("t2 app", &[Scope::ActivityWrite], Some("t2"))
-        .await
-        .unwrap();
-    let (_, reader) = store
-        .create_token("reader", &[Scope::DirectoryRead], None)
-        .await
-        .unwrap();
-    let w = writer.expose_secret();
+    let writer = token(&store, "app", &[Scope::ActivityWrite], None).await;
+    let bound = token(&store, "t2 app", &[Scope::ActivityWrite], Some("t2")).await;
+    let reader = token(&store, "reader", &[Scope::DirectoryRead], None).await;
+    let w = &writer;
 
     // Around UTC+8 midnight: 15:59:59Z is still the 28th there, 16:00:00Z the 29th.
     let now = chrono::Utc::now();
@@ -148,7 +133,7 @@ async fn activity_is_validated_per_event_idempotent_and_rolled_up_by_utc8_day() 
     // A tenant-bound token writes only its tenant's events; a reader may not write.
     let (_, body) = post(
         &app,
-        bound.expose_secret(),
+        &bound,
         &json!({"events": [ev("t2", "carol", "use", &recent(2)), ev("t1", "bob", "use", &recent(2))]})
             .to_string(),
     )
@@ -158,7 +143,7 @@ async fn activity_is_validated_per_event_idempotent_and_rolled_up_by_utc8_day() 
         .as_str()
         .unwrap()
         .contains("bound to tenant t2"));
-    let (status, _) = post(&app, reader.expose_secret(), &batch).await;
+    let (status, _) = post(&app, &reader, &batch).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // The whole body is refused only when it is not a batch, or too big.

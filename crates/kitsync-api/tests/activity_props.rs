@@ -9,16 +9,14 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{grant, send, tenant};
+use common::{runner, runtime, seeded_store, send, token};
 use kitsync_domain::Scope;
-use kitsync_store::{Store, StoreSettings};
+use kitsync_store::Store;
 // The migrations crate re-exports sea-orm, to count rows.
 use migrations::sea_orm::Statement;
 use migrations::ConnectionTrait;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, TestRunner};
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 /// Rows of `activity_events`, and the logins and uses summed over `activity_daily`.
@@ -51,26 +49,11 @@ struct Target {
 
 impl Target {
     fn new() -> Target {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let (db, store, token) = rt.block_on(async {
-            let db = migrations::testing::fresh_db().await.unwrap();
-            let store = Store::new(db.conn.clone(), StoreSettings::default());
-            store
-                .apply_batch(&[
-                    tenant("t1", false, 1),
-                    grant("t1", &["alice", "bob"], 2, false),
-                ])
-                .await
-                .unwrap();
-            let (_, token) = store
-                .create_token("app", &[Scope::ActivityWrite], None)
-                .await
-                .unwrap();
-            (db, store, token.expose_secret().to_owned())
+            let (db, store) = seeded_store("t1", &["alice", "bob"]).await;
+            let token = token(&store, "app", &[Scope::ActivityWrite], None).await;
+            (db, store, token)
         });
         Target {
             rt,
@@ -285,10 +268,7 @@ fn damage(body: &Value, (how, at): (u8, Index)) -> Vec<u8> {
 #[test]
 fn arbitrary_bodies_are_answered_400_and_store_nothing() {
     let target = Target::new();
-    let mut runner = TestRunner::new(Config {
-        cases: 64,
-        ..Config::default()
-    });
+    let mut runner = runner(64);
     let bodies = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..512),
         any::<String>().prop_map(String::into_bytes),
@@ -303,10 +283,7 @@ fn arbitrary_bodies_are_answered_400_and_store_nothing() {
 #[test]
 fn mutated_valid_bodies_are_judged_per_event_and_never_fail_the_server() {
     let target = Target::new();
-    let mut runner = TestRunner::new(Config {
-        cases: 64,
-        ..Config::default()
-    });
+    let mut runner = runner(64);
     let cases = (
         valid_body(),
         prop::collection::vec(mutation(), 0..4),

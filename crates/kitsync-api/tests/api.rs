@@ -6,8 +6,9 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::{assert_bad_params, fresh_store, strs, token};
 use kitsync_domain::{Command, KitTime, Op, Scope, TenantChange};
-use kitsync_store::{Store, StoreSettings};
+use kitsync_store::Store;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -35,24 +36,14 @@ async fn get(app: &axum::Router, path: &str, token: Option<&str>) -> (StatusCode
 
 #[tokio::test]
 async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = fresh_store().await;
     store.apply(&tenant("t1", false, 10)).await.unwrap();
     store.apply(&tenant("t2", false, 10)).await.unwrap();
     store.apply(&tenant("sandbox", true, 10)).await.unwrap();
     let app = kitsync_api::router(store.clone());
-    let (_, reader) = store
-        .create_token("reader", &[Scope::DirectoryRead], None)
-        .await
-        .unwrap();
-    let (_, bound) = store
-        .create_token("t1 app", &[Scope::DirectoryRead], Some("t1"))
-        .await
-        .unwrap();
-    let (_, stats) = store
-        .create_token("dashboard", &[Scope::StatsRead], None)
-        .await
-        .unwrap();
+    let reader = token(&store, "reader", &[Scope::DirectoryRead], None).await;
+    let bound = token(&store, "t1 app", &[Scope::DirectoryRead], Some("t1")).await;
+    let stats = token(&store, "dashboard", &[Scope::StatsRead], None).await;
     let (revoked_token, revoked) = store
         .create_token("old", &[Scope::Admin], None)
         .await
@@ -68,13 +59,13 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
     }
 
     // 403: the wrong scope, or another tenant than the token's.
-    let (status, body) = get(&app, "/api/v1/tenants/t1", Some(stats.expose_secret())).await;
+    let (status, body) = get(&app, "/api/v1/tenants/t1", Some(&stats)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("directory:read"),
         "{body}"
     );
-    let (status, body) = get(&app, "/api/v1/tenants/t2", Some(bound.expose_secret())).await;
+    let (status, body) = get(&app, "/api/v1/tenants/t2", Some(&bound)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(
         body["message"]
@@ -85,7 +76,7 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
     );
 
     // 200 with the documented shape, for an unbound token and for the bound one.
-    for token in [reader.expose_secret(), bound.expose_secret()] {
+    for token in [&reader, &bound] {
         let (status, body) = get(&app, "/api/v1/tenants/t1", Some(token)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(
@@ -98,7 +89,7 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
     }
 
     // 404: unknown; a test tenant unless asked for; 400 for a bad includeTest.
-    let r = reader.expose_secret();
+    let r = reader.as_str();
     let (status, body) = get(&app, "/api/v1/tenants/nope", Some(r)).await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -110,23 +101,15 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["test"], true);
     // The tenant list: keyset pages; test tenants only when asked; a bound token sees its own.
-    let ids = |body: &Value| -> Vec<String> {
-        body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["tenantId"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let (status, body) = get(&app, "/api/v1/tenants", Some(r)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(ids(&body), ["t1", "t2"]);
+    assert_eq!(strs(&body["items"], "tenantId"), ["t1", "t2"]);
     assert_eq!(
         body["items"][0]["instanceIds"],
         serde_json::json!(["inst-t1"])
     );
     let (_, body) = get(&app, "/api/v1/tenants?includeTest=true&limit=2", Some(r)).await;
-    assert_eq!(ids(&body), ["sandbox", "t1"]);
+    assert_eq!(strs(&body["items"], "tenantId"), ["sandbox", "t1"]);
     let next = body["nextCursor"].as_str().unwrap().to_owned();
     let (_, body) = get(
         &app,
@@ -134,11 +117,11 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
         Some(r),
     )
     .await;
-    assert_eq!(ids(&body), ["t2"]);
+    assert_eq!(strs(&body["items"], "tenantId"), ["t2"]);
     assert!(body["nextCursor"].is_null());
-    let (_, body) = get(&app, "/api/v1/tenants", Some(bound.expose_secret())).await;
-    assert_eq!(ids(&body), ["t1"]);
-    let (status, _) = get(&app, "/api/v1/tenants", Some(stats.expose_secret())).await;
+    let (_, body) = get(&app, "/api/v1/tenants", Some(&bound)).await;
+    assert_eq!(strs(&body["items"], "tenantId"), ["t1"]);
+    let (status, _) = get(&app, "/api/v1/tenants", Some(&stats)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let (status, body) = get(&app, "/api/v1/tenants/t1?includeTest=yes", Some(r)).await;
@@ -172,8 +155,7 @@ fn departments(t: &str, codes: &[(&str, Option<&str>)], v: i64) -> Command {
 
 #[tokio::test]
 async fn departments_page_through_every_row_and_nest_as_a_tree() {
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = fresh_store().await;
     store.apply(&tenant("t1", false, 10)).await.unwrap();
     let mut codes: Vec<(String, Option<String>)> = vec![("root".into(), None)];
     for i in 0..11 {
@@ -186,32 +168,11 @@ async fn departments_page_through_every_row_and_nest_as_a_tree() {
         .collect();
     store.apply(&departments("t1", &refs, 11)).await.unwrap();
     let app = kitsync_api::router(store.clone());
-    let (_, token) = store
-        .create_token("reader", &[Scope::DirectoryRead], None)
-        .await
-        .unwrap();
-    let token = token.expose_secret();
+    let token = &token(&store, "reader", &[Scope::DirectoryRead], None).await;
 
     // Pages of 5: every department exactly once, in order, and then no cursor.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/tenants/t1/departments?limit=5&cursor={c}"),
-            None => "/api/v1/tenants/t1/departments?limit=5".to_owned(),
-        };
-        let (status, body) = get(&app, &path, Some(token)).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let items = body["items"].as_array().unwrap();
-        assert!(items.len() <= 5);
-        for it in items {
-            seen.push(it["orgCode"].as_str().unwrap().to_owned());
-        }
-        match body["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let first = "/api/v1/tenants/t1/departments?limit=5";
+    let seen = all_pages(&app, first, 5, token, "orgCode").await;
     let mut expected: Vec<String> = codes.iter().map(|(c, _)| c.clone()).collect();
     expected.sort();
     assert_eq!(seen, expected);
@@ -239,38 +200,29 @@ async fn departments_page_through_every_row_and_nest_as_a_tree() {
     assert!(body["nextCursor"].is_null());
 
     // Bad parameters name themselves; unknown tenants are 404.
-    for (query, param) in [
+    let bad = [
         ("view=graph", "view:"),
         ("limit=0", "limit:"),
         ("limit=5000", "limit:"),
         ("cursor=bm90LWEtY3Vyc29y", "cursor:"),
-    ] {
-        let (status, body) = get(
-            &app,
-            &format!("/api/v1/tenants/t1/departments?{query}"),
-            Some(token),
-        )
-        .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
-        assert!(
-            body["message"].as_str().unwrap().starts_with(param),
-            "{body}"
-        );
-    }
+    ];
+    assert_bad_params(&app, "/api/v1/tenants/t1/departments", token, &bad).await;
     let (status, _) = get(&app, "/api/v1/tenants/nope/departments", Some(token)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     db.cleanup().await;
 }
 
-fn auth(
-    t: &str,
+/// Applies an authSync of tenant t1 at version `v`: `app` `op`s `users` (name, department,
+/// enabled, role).
+async fn authorise(
+    store: &Store,
     app: &str,
     op: kitsync_domain::AuthOp,
     v: i64,
     users: &[(&str, &str, bool, &str)],
-) -> Command {
-    Command::Auth(kitsync_domain::AuthChange {
-        tenant_id: t.into(),
+) {
+    let change = Command::Auth(kitsync_domain::AuthChange {
+        tenant_id: "t1".into(),
         instance_id: None,
         app_id: app.into(),
         op,
@@ -299,31 +251,44 @@ fn auth(
         test: false,
         version: KitTime(v),
         time_stamp: None,
-    })
+    });
+    store.apply(&change).await.unwrap();
 }
 
-async fn names(app: &axum::Router, query: &str, token: &str) -> Vec<String> {
+/// Follows `nextCursor` from `first` (a path with a query) to the last page: the string `key`
+/// of every item. Every page is 200, with at most `limit` items.
+async fn all_pages(
+    app: &axum::Router,
+    first: &str,
+    limit: usize,
+    token: &str,
+    key: &str,
+) -> Vec<String> {
     let mut out = Vec::new();
-    let mut cursor = String::new();
+    let mut path = first.to_owned();
     loop {
-        let path = format!("/api/v1/tenants/t1/members?limit=4{query}{cursor}");
         let (status, body) = get(app, &path, Some(token)).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        for m in body["items"].as_array().unwrap() {
-            out.push(m["userName"].as_str().unwrap().to_owned());
-        }
+        let items = strs(&body["items"], key);
+        assert!(items.len() <= limit, "{path}: {body}");
+        out.extend(items.into_iter().map(str::to_owned));
         match body["nextCursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
+            Some(c) => path = format!("{first}&cursor={c}"),
             None => return out,
         }
     }
 }
 
+/// The members of tenant t1 that `query` (`&name=value`…) selects, by pages of 4.
+async fn names(app: &axum::Router, query: &str, token: &str) -> Vec<String> {
+    let first = format!("/api/v1/tenants/t1/members?limit=4{query}");
+    all_pages(app, &first, 4, token, "userName").await
+}
+
 #[tokio::test]
 async fn members_filter_page_and_show_every_app() {
     use kitsync_domain::AuthOp;
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = fresh_store().await;
     store.apply(&tenant("t1", false, 10)).await.unwrap();
     let a1: Vec<(String, &str, bool, &str)> = (0..10)
         .map(|i| {
@@ -339,37 +304,26 @@ async fn members_filter_page_and_show_every_app() {
         .iter()
         .map(|(n, o, e, r)| (n.as_str(), *o, *e, *r))
         .collect();
-    store
-        .apply(&auth("t1", "a1", AuthOp::Add, 11, &a1))
-        .await
-        .unwrap();
-    store
-        .apply(&auth(
-            "t1",
-            "a2",
-            AuthOp::Add,
-            12,
-            &[("u01", "D1", false, "admin"), ("zed", "D3", true, "user")],
-        ))
-        .await
-        .unwrap();
+    authorise(&store, "a1", AuthOp::Add, 11, &a1).await;
+    authorise(
+        &store,
+        "a2",
+        AuthOp::Add,
+        12,
+        &[("u01", "D1", false, "admin"), ("zed", "D3", true, "user")],
+    )
+    .await;
     // u09 loses its only app: no longer listed.
-    store
-        .apply(&auth(
-            "t1",
-            "a1",
-            AuthOp::Delete,
-            13,
-            &[("u09", "D2", true, "user")],
-        ))
-        .await
-        .unwrap();
+    authorise(
+        &store,
+        "a1",
+        AuthOp::Delete,
+        13,
+        &[("u09", "D2", true, "user")],
+    )
+    .await;
     let app = kitsync_api::router(store.clone());
-    let (_, token) = store
-        .create_token("reader", &[Scope::DirectoryRead], None)
-        .await
-        .unwrap();
-    let token = token.expose_secret();
+    let token = &token(&store, "reader", &[Scope::DirectoryRead], None).await;
 
     let everyone: Vec<String> = (0..9)
         .map(|i| format!("u{i:02}"))
@@ -407,27 +361,15 @@ async fn members_filter_page_and_show_every_app() {
         "an unauthorised member is not shown"
     );
 
-    for (query, param) in [("role=owner", "role:"), ("enabled=yes", "enabled:")] {
-        let (status, body) = get(
-            &app,
-            &format!("/api/v1/tenants/t1/members?{query}"),
-            Some(token),
-        )
-        .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(
-            body["message"].as_str().unwrap().starts_with(param),
-            "{body}"
-        );
-    }
+    let bad = [("role=owner", "role:"), ("enabled=yes", "enabled:")];
+    assert_bad_params(&app, "/api/v1/tenants/t1/members", token, &bad).await;
     db.cleanup().await;
 }
 
 #[tokio::test]
 async fn apps_authorizations_and_groups() {
     use kitsync_domain::AuthOp;
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = fresh_store().await;
     store.apply(&tenant("t1", false, 10)).await.unwrap();
     store
         .apply(&Command::App(kitsync_domain::AppChange {
@@ -443,37 +385,29 @@ async fn apps_authorizations_and_groups() {
         }))
         .await
         .unwrap();
-    store
-        .apply(&auth(
-            "t1",
-            "a1",
-            AuthOp::Add,
-            11,
-            &[
-                ("ann", "D1", true, "admin"),
-                ("bob", "D1", true, "user"),
-                ("cy", "D2", false, "user"),
-            ],
-        ))
-        .await
-        .unwrap();
+    authorise(
+        &store,
+        "a1",
+        AuthOp::Add,
+        11,
+        &[
+            ("ann", "D1", true, "admin"),
+            ("bob", "D1", true, "user"),
+            ("cy", "D2", false, "user"),
+        ],
+    )
+    .await;
     // Authorisations of an app whose applicationSync has not arrived yet.
-    store
-        .apply(&auth(
-            "t1",
-            "a2",
-            AuthOp::Add,
-            12,
-            &[("bob", "D1", true, "user")],
-        ))
-        .await
-        .unwrap();
+    authorise(
+        &store,
+        "a2",
+        AuthOp::Add,
+        12,
+        &[("bob", "D1", true, "user")],
+    )
+    .await;
     let app = kitsync_api::router(store.clone());
-    let (_, token) = store
-        .create_token("reader", &[Scope::DirectoryRead], None)
-        .await
-        .unwrap();
-    let token = token.expose_secret();
+    let token = &token(&store, "reader", &[Scope::DirectoryRead], None).await;
 
     let (status, body) = get(&app, "/api/v1/tenants/t1/apps", Some(token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -547,17 +481,12 @@ async fn apps_authorizations_and_groups() {
 
 #[tokio::test]
 async fn a_token_for_one_tenant_sees_no_other_by_any_path() {
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = fresh_store().await;
     for t in ["t1", "t2"] {
         store.apply(&tenant(t, false, 10)).await.unwrap();
     }
     let app = kitsync_api::router(store.clone());
-    let (_, bound) = store
-        .create_token("t1 app", &[Scope::Admin], Some("t1"))
-        .await
-        .unwrap();
-    let bound = bound.expose_secret();
+    let bound = &token(&store, "t1 app", &[Scope::Admin], Some("t1")).await;
     let paths = |t: &str| {
         vec![
             format!("/api/v1/tenants/{t}"),

@@ -7,11 +7,11 @@ mod common;
 
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
+use common::send;
 use http_body_util::BodyExt as _;
 use kitsync_api::ApiSettings;
 use kitsync_domain::Scope;
-use kitsync_store::{Store, StoreSettings};
-use secrecy::ExposeSecret;
+use kitsync_store::Store;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,16 +35,6 @@ fn watched_body(
     (tx, Body::from_stream(stream))
 }
 
-async fn answer(app: &axum::Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let raw = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
-    )
-}
-
 struct Fixture {
     app: axum::Router,
     store: Store,
@@ -52,8 +42,7 @@ struct Fixture {
 }
 
 async fn fixture(settings: ApiSettings) -> Fixture {
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = common::fresh_store().await;
     Fixture {
         app: kitsync_api::router_with(store.clone(), settings),
         store,
@@ -63,8 +52,7 @@ async fn fixture(settings: ApiSettings) -> Fixture {
 
 impl Fixture {
     async fn token(&self, scopes: &[Scope]) -> String {
-        let (_, t) = self.store.create_token("t", scopes, None).await.unwrap();
-        t.expose_secret().to_owned()
+        common::token(&self.store, "t", scopes, None).await
     }
 }
 
@@ -106,7 +94,7 @@ async fn no_body_is_read_before_the_caller_is_admitted() {
         // The body never ends: a handler that read it before refusing would hang here.
         let (status, v) = tokio::time::timeout(
             Duration::from_secs(5),
-            answer(&f.app, req.body(body).unwrap()),
+            send(&f.app, req.body(body).unwrap()),
         )
         .await
         .unwrap_or_else(|_| panic!("{method} {path}: the refusal waited for the body"));
@@ -141,7 +129,7 @@ async fn bodies_are_bounded_in_size_and_arrival_time() {
         .header("content-length", "5000")
         .body(body)
         .unwrap();
-    let (status, v) = answer(&f.app, req).await;
+    let (status, v) = send(&f.app, req).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert_eq!(v["code"], "payload_too_large");
     assert!(v["message"].as_str().unwrap().contains("1000 bytes"), "{v}");
@@ -153,7 +141,7 @@ async fn bodies_are_bounded_in_size_and_arrival_time() {
         .header("authorization", &auth)
         .body(Body::from(vec![b' '; 1001]))
         .unwrap();
-    let (status, v) = answer(&f.app, req).await;
+    let (status, v) = send(&f.app, req).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
 
     // A body that stops arriving: 408 after the deadline.
@@ -166,7 +154,7 @@ async fn bodies_are_bounded_in_size_and_arrival_time() {
         .header("authorization", &auth)
         .body(body)
         .unwrap();
-    let (status, v) = answer(&f.app, req).await;
+    let (status, v) = send(&f.app, req).await;
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{v}");
     assert!(v["message"].as_str().unwrap().contains("200 ms"), "{v}");
     drop(tx);
@@ -220,12 +208,12 @@ async fn load_beyond_the_limit_and_slow_requests_get_503() {
         .unwrap();
     let held = tokio::spawn({
         let app = f.app.clone();
-        async move { answer(&app, req).await }
+        async move { send(&app, req).await }
     });
     // …so the next is shed at once (poll until the first has taken the slot).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let (status, v) = answer(
+        let (status, v) = send(
             &f.app,
             Request::get("/api/v1/tenants").body(Body::empty()).unwrap(),
         )
@@ -246,7 +234,7 @@ async fn load_beyond_the_limit_and_slow_requests_get_503() {
     assert!(v["message"].as_str().unwrap().contains("too long"), "{v}");
     drop(tx);
     // And the slot is free again.
-    let (status, _) = answer(
+    let (status, _) = send(
         &f.app,
         Request::get("/api/v1/tenants").body(Body::empty()).unwrap(),
     )
@@ -272,7 +260,7 @@ async fn an_encoded_nul_in_a_path_or_query_is_a_400_not_a_database_error() {
             .header("authorization", format!("Bearer {reader}"))
             .body(Body::empty())
             .unwrap();
-        let (status, v) = answer(&f.app, req).await;
+        let (status, v) = send(&f.app, req).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {v}");
     }
 }

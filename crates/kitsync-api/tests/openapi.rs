@@ -17,12 +17,11 @@ mod common;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request};
-use common::{grant, tenant};
+use common::{fresh_store, grant, strs, tenant, token};
 use http_body_util::BodyExt as _;
 use kitsync_api::ApiSettings;
 use kitsync_domain::{AppChange, Command, KitTime, Op, OrgChange, Scope, SecretText};
-use kitsync_store::{ActivityEvent, ActivityKind, GroupMember, GroupWrite, Store, StoreSettings};
-use secrecy::ExposeSecret;
+use kitsync_store::{ActivityEvent, ActivityKind, GroupMember, GroupWrite, Store};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -85,6 +84,9 @@ fn validate(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<S
     let Some(s) = schema.as_object() else {
         return; // `true` or `{}`: anything
     };
+    // The bound keywords: counts and lengths are whole numbers, minimum and maximum any number.
+    let count = |key: &str| s.get(key).and_then(Value::as_u64);
+    let number = |key: &str| s.get(key).and_then(Value::as_f64);
     if let Some(r) = s.get("$ref").and_then(Value::as_str) {
         validate(doc, resolve(doc, r), v, at, errors);
     }
@@ -166,31 +168,19 @@ fn validate(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<S
             }
         }
         let n = items.len() as u64;
-        if s.get("maxItems")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n > m)
-        {
+        if count("maxItems").is_some_and(|m| n > m) {
             errors.push(format!("{at}: {n} items, more than maxItems"));
         }
-        if s.get("minItems")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n < m)
-        {
+        if count("minItems").is_some_and(|m| n < m) {
             errors.push(format!("{at}: {n} items, fewer than minItems"));
         }
     }
     if let Some(text) = v.as_str() {
         let n = text.chars().count() as u64;
-        if s.get("maxLength")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n > m)
-        {
+        if count("maxLength").is_some_and(|m| n > m) {
             errors.push(format!("{at}: longer than maxLength"));
         }
-        if s.get("minLength")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n < m)
-        {
+        if count("minLength").is_some_and(|m| n < m) {
             errors.push(format!("{at}: shorter than minLength"));
         }
         let ok = match s.get("format").and_then(Value::as_str) {
@@ -203,16 +193,10 @@ fn validate(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<S
         }
     }
     if let Some(x) = v.as_f64() {
-        if s.get("minimum")
-            .and_then(Value::as_f64)
-            .is_some_and(|m| x < m)
-        {
+        if number("minimum").is_some_and(|m| x < m) {
             errors.push(format!("{at}: {x} is below the minimum"));
         }
-        if s.get("maximum")
-            .and_then(Value::as_f64)
-            .is_some_and(|m| x > m)
-        {
+        if number("maximum").is_some_and(|m| x > m) {
             errors.push(format!("{at}: {x} is above the maximum"));
         }
     }
@@ -441,8 +425,7 @@ fn org(t: &str, code: &str, parent: Option<&str>, v: i64) -> Command {
 /// Tenant `t1` (two departments and an orphan, app `app` authorising alice and bob, an ISV
 /// group, activity today), test tenant `sandbox`, and tokens.
 async fn seeded() -> Seeded {
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = fresh_store().await;
     let now = chrono::Utc::now().timestamp_millis();
     let v = now - 3 * 86_400_000;
     store
@@ -493,16 +476,9 @@ async fn seeded() -> Seeded {
         .await
         .unwrap();
     const EVERY: &[Scope] = &[Scope::DirectoryRead, Scope::ActivityWrite, Scope::StatsRead];
-    let token = |name: &'static str, scopes: &'static [Scope], bound: Option<&'static str>| {
-        let store = store.clone();
-        async move {
-            let (_, t) = store.create_token(name, scopes, bound).await.unwrap();
-            t.expose_secret().to_owned()
-        }
-    };
-    let all = token("all", EVERY, None).await;
-    let stats_only = token("stats", &[Scope::StatsRead], None).await;
-    let bound = token("bound", EVERY, Some("t1")).await;
+    let all = token(&store, "all", EVERY, None).await;
+    let stats_only = token(&store, "stats", &[Scope::StatsRead], None).await;
+    let bound = token(&store, "bound", EVERY, Some("t1")).await;
     Seeded {
         _db: db,
         store,
@@ -587,12 +563,7 @@ async fn the_document_is_public_openapi_3_1_and_lists_exactly_the_routes() {
     }
     assert!(sources > 10, "{sources} source files");
 
-    let tags: BTreeSet<&str> = doc["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let tags: BTreeSet<&str> = strs(&doc["tags"], "name").into_iter().collect();
     for t in ["directory", "events", "activity", "statistics"] {
         assert!(tags.contains(t), "tag {t}");
     }

@@ -10,14 +10,11 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{grant, send, tenant};
+use common::{runner, runtime, seeded_store, send, token, urlencode};
 use kitsync_api::scim::filter::Filter;
 use kitsync_domain::Scope;
-use kitsync_store::{Store, StoreSettings};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, TestRunner};
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 /// Valid filters over Users and Groups, to mutate.
@@ -129,10 +126,7 @@ fn parser_properties(text: &str) -> Result<(), TestCaseError> {
 
 #[test]
 fn the_parser_answers_every_string_with_a_filter_or_a_reason() {
-    let mut runner = TestRunner::new(Config {
-        cases: 4096,
-        ..Config::default()
-    });
+    let mut runner = runner(4096);
     runner
         .run(&filter_text(), |text| parser_properties(&text))
         .unwrap();
@@ -202,41 +196,14 @@ fn nesting_and_length_are_bounded_before_the_stack_is_at_risk() {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn filters_through_the_router_are_200_or_invalid_filter_never_5xx() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (app, token, _db) = rt.block_on(async {
-        let db = migrations::testing::fresh_db().await.unwrap();
-        let store = Store::new(db.conn.clone(), StoreSettings::default());
-        store
-            .apply_batch(&[
-                tenant("t", false, 1),
-                grant("t", &["alice", "bob"], 2, false),
-            ])
-            .await
-            .unwrap();
-        let (_, token) = store
-            .create_token("scim", &[Scope::DirectoryRead, Scope::DirectoryWrite], None)
-            .await
-            .unwrap();
+        let (db, store) = seeded_store("t", &["alice", "bob"]).await;
+        let scopes = [Scope::DirectoryRead, Scope::DirectoryWrite];
+        let token = token(&store, "scim", &scopes, None).await;
         let app = kitsync_api::router(store);
-        let token = token.expose_secret().to_owned();
         let create = Request::post("/scim/v2/t/Groups")
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/scim+json")
@@ -315,10 +282,7 @@ fn filters_through_the_router_are_200_or_invalid_filter_never_5xx() {
         }
     }
 
-    let mut runner = TestRunner::new(Config {
-        cases: 128,
-        ..Config::default()
-    });
+    let mut runner = runner(128);
     let ok = std::cell::Cell::new(0);
     runner
         .run(

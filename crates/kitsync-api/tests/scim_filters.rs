@@ -7,15 +7,13 @@
 
 mod common;
 
+use common::{fresh_store, runner, runtime, strs, token, urlencode};
 use kitsync_api::scim::filter::Filter;
 use kitsync_api::scim::schema::user_case_exact;
 use kitsync_domain::{
     AuthChange, AuthOp, AuthUser, Command, KitTime, Op, Role, Scope, TenantChange,
 };
-use kitsync_store::{Store, StoreSettings};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
-use secrecy::ExposeSecret;
 
 fn member(i: usize) -> AuthUser {
     let some = |on: bool, v: String| on.then_some(v);
@@ -126,18 +124,6 @@ fn filter() -> impl Strategy<Value = String> {
     })
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 async fn user_names(app: &axum::Router, token: &str, filter: Option<&str>) -> Vec<String> {
     let mut path = "/scim/v2/t/Users?count=1000".to_owned();
     if let Some(f) = filter {
@@ -145,24 +131,17 @@ async fn user_names(app: &axum::Router, token: &str, filter: Option<&str>) -> Ve
     }
     let (status, body) = common::get(app, &path, token).await;
     assert_eq!(status, 200, "{filter:?}: {body}");
-    body["Resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["id"].as_str().unwrap().to_owned())
+    strs(&body["Resources"], "id")
+        .into_iter()
+        .map(str::to_owned)
         .collect()
 }
 
 #[test]
 fn sql_filters_agree_with_the_reference_evaluator() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (app, token, users, _db) = rt.block_on(async {
-        let db = migrations::testing::fresh_db().await.unwrap();
-        let store = Store::new(db.conn.clone(), StoreSettings::default());
+        let (db, store) = fresh_store().await;
         store
             .apply(&Command::Tenant(TenantChange {
                 tenant_id: "t".into(),
@@ -185,12 +164,8 @@ fn sql_filters_agree_with_the_reference_evaluator() {
             .apply(&auth("app-b", (0..40).step_by(3).map(member).collect(), 11))
             .await
             .unwrap();
-        let (_, token) = store
-            .create_token("r", &[Scope::DirectoryRead], None)
-            .await
-            .unwrap();
+        let token = token(&store, "r", &[Scope::DirectoryRead], None).await;
         let app = kitsync_api::router(store);
-        let token = token.expose_secret().to_owned();
         // Every user's full representation, for the reference evaluator.
         let (_, body) = common::get(&app, "/scim/v2/t/Users?count=1000", &token).await;
         let users = body["Resources"].as_array().unwrap().clone();
@@ -198,10 +173,7 @@ fn sql_filters_agree_with_the_reference_evaluator() {
     });
     assert_eq!(users.len(), 40);
 
-    let mut runner = TestRunner::new(Config {
-        cases: 300,
-        ..Config::default()
-    });
+    let mut runner = runner(300);
     runner
         .run(&filter(), |text| {
             let parsed =

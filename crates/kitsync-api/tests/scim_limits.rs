@@ -9,11 +9,10 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{send, tenant};
+use common::{fresh_store, send, strs, tenant, token};
 use kitsync_api::scim::{MAX_GROUP_MEMBERS, MAX_ID_CHARS, MAX_PATCH_OPERATIONS, MAX_STRING_CHARS};
 use kitsync_domain::Scope;
-use kitsync_store::{Store, StoreSettings};
-use secrecy::ExposeSecret;
+use kitsync_store::Store;
 use serde_json::{json, Value};
 
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -51,16 +50,12 @@ impl Scim {
 }
 
 async fn setup() -> (migrations::testing::TestDb, Scim) {
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = fresh_store().await;
     store.apply(&tenant("t", false, 1)).await.unwrap();
-    let (_, token) = store
-        .create_token("scim", &[Scope::DirectoryRead, Scope::DirectoryWrite], None)
-        .await
-        .unwrap();
+    let scopes = [Scope::DirectoryRead, Scope::DirectoryWrite];
     let scim = Scim {
         app: kitsync_api::router(store.clone()),
-        token: token.expose_secret().to_owned(),
+        token: token(&store, "scim", &scopes, None).await,
         store,
     };
     (db, scim)
@@ -122,12 +117,7 @@ async fn a_full_group_written_with_repeats_is_stored_once_per_member_in_first_se
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{}", body["detail"]);
-    let values: Vec<&str> = body["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["value"].as_str().unwrap())
-        .collect();
+    let values = strs(&body["members"], "value");
     assert_eq!(values.len(), MAX_GROUP_MEMBERS);
     assert_eq!(values[..4], ["u00000", "u00001", "u00002", "u00004"]);
     assert_eq!(values.last(), Some(&"u10000"));

@@ -7,10 +7,9 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{get, grant, tenant};
+use common::{fresh_store, get, grant, strs, tenant, token};
 use kitsync_domain::Scope;
-use kitsync_store::{utc8_day, ActivityEvent, ActivityKind, Store, StoreSettings, DAY_MS, UTC8_MS};
-use secrecy::ExposeSecret;
+use kitsync_store::{utc8_day, ActivityEvent, ActivityKind, DAY_MS, UTC8_MS};
 use serde_json::json;
 
 fn date(day: i64) -> String {
@@ -21,8 +20,7 @@ fn date(day: i64) -> String {
 
 #[tokio::test]
 async fn statistics_answer_the_documented_shapes_and_refuse_bad_periods() {
-    let db = migrations::testing::fresh_db().await.unwrap();
-    let store = Store::new(db.conn.clone(), StoreSettings::default());
+    let (db, store) = fresh_store().await;
     let app = kitsync_api::router(store.clone());
     let today = utc8_day(chrono::Utc::now().timestamp_millis());
     let day_ms = |d: i64| d * DAY_MS - UTC8_MS;
@@ -60,19 +58,10 @@ async fn statistics_answer_the_documented_shapes_and_refuse_bad_periods() {
         ])
         .await
         .unwrap();
-    let (_, stats) = store
-        .create_token("dashboard", &[Scope::StatsRead], None)
-        .await
-        .unwrap();
-    let (_, bound) = store
-        .create_token("one tenant", &[Scope::StatsRead], Some("busy"))
-        .await
-        .unwrap();
-    let (_, reader) = store
-        .create_token("reader", &[Scope::DirectoryRead], None)
-        .await
-        .unwrap();
-    let s = stats.expose_secret();
+    let stats = token(&store, "dashboard", &[Scope::StatsRead], None).await;
+    let bound = token(&store, "one tenant", &[Scope::StatsRead], Some("busy")).await;
+    let reader = token(&store, "reader", &[Scope::DirectoryRead], None).await;
+    let s = &stats;
 
     // The 7-day overview and its previous period.
     let (status, body) = get(&app, "/api/v1/stats/overview?preset=7d", s).await;
@@ -122,12 +111,7 @@ async fn statistics_answer_the_documented_shapes_and_refuse_bad_periods() {
 
     // Per tenant, sortable; "never active" finds `quiet` only (sandbox is test data).
     let (_, body) = get(&app, "/api/v1/stats/tenants?preset=30d&sort=-active", s).await;
-    let ids: Vec<&str> = body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["tenantId"].as_str().unwrap())
-        .collect();
+    let ids = strs(&body["items"], "tenantId");
     assert_eq!(ids[0], "busy");
     assert!(!ids.contains(&"sandbox"));
     assert_eq!(body["items"][0]["authorized"], 3);
@@ -200,7 +184,7 @@ async fn statistics_answer_the_documented_shapes_and_refuse_bad_periods() {
     assert_eq!(status, StatusCode::OK);
 
     // Scopes: a directory token and a tenant-bound token are 403.
-    for t in [reader.expose_secret(), bound.expose_secret()] {
+    for t in [&reader, &bound] {
         let (status, _) = get(&app, "/api/v1/stats/overview", t).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }

@@ -209,58 +209,28 @@ async fn drive(
     concurrency: usize,
     bodies: &Arc<Vec<Bytes>>,
 ) -> anyhow::Result<(Vec<Duration>, u64)> {
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
     let seed = uuid::Uuid::new_v4().simple().to_string();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let client = client.clone();
-        let uri = uri.to_owned();
-        let key = key.to_owned();
-        let next = Arc::clone(&next);
-        let errors = Arc::clone(&errors);
-        let seed = seed.clone();
-        let bodies = Arc::clone(bodies);
-        tasks.spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some(body) = bodies.get(i) else {
-                    return lat;
-                };
-                let nonce = format!("{seed}{i:016X}");
-                let ts = chrono::Utc::now().timestamp_millis().to_string();
-                let sign = kitsync_domain::signing::sign(key.as_bytes(), &nonce, &ts, body);
-                let req = hyper::Request::post(&uri)
-                    .header("content-type", "application/json")
-                    .header("x-sign", sign)
-                    .header("x-nonce", nonce)
-                    .header("x-timestamp", ts)
-                    .body(Full::new(body.clone()));
-                let Ok(req) = req else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let t = Instant::now();
-                let ok = match client.request(req).await {
-                    Ok(res) => match res.into_body().collect().await {
-                        Ok(b) => b.to_bytes().windows(8).any(|w| w == b"\"000000\""),
-                        Err(_) => false,
-                    },
-                    Err(_) => false,
-                };
-                lat.push(t.elapsed());
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
-    let mut all = Vec::with_capacity(bodies.len());
-    while let Some(r) = tasks.join_next().await {
-        all.extend(r.context("bench caller task")?);
-    }
-    Ok((all, errors.load(Ordering::Relaxed)))
+    let (uri, key, all) = (uri.to_owned(), key.to_owned(), Arc::clone(bodies));
+    let build = move |i: usize| {
+        let body = &all[i];
+        let nonce = format!("{seed}{i:016X}");
+        let ts = chrono::Utc::now().timestamp_millis().to_string();
+        let sign = kitsync_domain::signing::sign(key.as_bytes(), &nonce, &ts, body);
+        hyper::Request::post(&uri)
+            .header("content-type", "application/json")
+            .header("x-sign", sign)
+            .header("x-nonce", nonce)
+            .header("x-timestamp", ts)
+            .body(Full::new(body.clone()))
+            .ok()
+    };
+    let judge = |res: hyper::Response<hyper::body::Incoming>| async move {
+        match res.into_body().collect().await {
+            Ok(b) => b.to_bytes().windows(8).any(|w| w == b"\"000000\""),
+            Err(_) => false,
+        }
+    };
+    crate::callers(client, bodies.len(), concurrency, build, judge).await
 }
 
 /// Where the raw handler puts what it accepts: a quorum queue over `channels` confirming
@@ -324,22 +294,14 @@ struct RawHandlerState {
 
 /// The raw handler: an axum route that checks the Kit HMAC and durably queues the raw body
 /// before answering, with nothing else (no parsing, validation, nonce ledger or envelope).
-async fn raw_handler_route(
-    axum::extract::State(state): axum::extract::State<Arc<RawHandlerState>>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> &'static str {
-    raw_handle(&state, &headers, body, false).await
-}
-
-/// The raw handler plus the least a replay check must do: one committed
+/// With `NONCE` (the `/raw-nonce` route), plus the least a replay check must do: one committed
 /// `INSERT … ON CONFLICT DO NOTHING` of the nonce per request, before queueing.
-async fn raw_nonce_route(
+async fn raw_route<const NONCE: bool>(
     axum::extract::State(state): axum::extract::State<Arc<RawHandlerState>>,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> &'static str {
-    raw_handle(&state, &headers, body, true).await
+    raw_handle(&state, &headers, body, NONCE).await
 }
 
 async fn raw_handle(
@@ -473,8 +435,8 @@ impl RawHandler {
             db: db.clone(),
         });
         let router = axum::Router::new()
-            .route("/raw", axum::routing::post(raw_handler_route))
-            .route("/raw-nonce", axum::routing::post(raw_nonce_route))
+            .route("/raw", axum::routing::post(raw_route::<false>))
+            .route("/raw-nonce", axum::routing::post(raw_route::<true>))
             .with_state(Arc::clone(&state));
         let (base, stop, server) = crate::read::serve_on_loopback(router).await?;
         let uri = format!("{base}/raw");

@@ -18,7 +18,10 @@
 //! The benchmarks are not part of the production binary: `kitsync` links this crate only with
 //! its `bench` feature (`cargo run --release --features bench -- bench ingest`). They measure
 //! the real service in-process, which the binary lends them through [`Service`].
+use anyhow::Context as _;
 use clap::Subcommand;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
 use kitsync_ingress::KitSettings;
 use kitsync_login::LoginSettings;
 use kitsync_queue::{Queue, QueueSettings};
@@ -28,7 +31,9 @@ use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 mod apply;
 mod ingest;
@@ -150,6 +155,70 @@ fn bench_settings<S: Service>(mut s: S) -> anyhow::Result<(S, tempfile::TempDir)
     s.queue_mut().name = format!("kitsync.bench.{}", uuid::Uuid::new_v4().simple());
     s.set_http_addr("127.0.0.1:0".into());
     Ok((s, dir))
+}
+
+/// Runs `concurrency` callers on `client` that share the items `0..len`, each item taken once:
+/// `build(i)` makes its request (`None` is an error, not timed); the exchange and `judge` of
+/// its answer are timed (no answer, or `false`, is an error). The latencies, unsorted, and the
+/// number of errors.
+///
+/// # Errors
+/// A caller task panicked.
+pub(crate) async fn callers<Body, B, J, F>(
+    client: &Client<HttpConnector, Body>,
+    len: usize,
+    concurrency: usize,
+    build: B,
+    judge: J,
+) -> anyhow::Result<(Vec<Duration>, u64)>
+where
+    Body: hyper::body::Body + Send + Unpin + 'static,
+    Body::Data: Send,
+    Body::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Fn(usize) -> Option<hyper::Request<Body>> + Send + Sync + 'static,
+    J: Fn(hyper::Response<hyper::body::Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = bool> + Send,
+{
+    let (build, judge) = (Arc::new(build), Arc::new(judge));
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, build, judge, next, errors) = (
+            client.clone(),
+            Arc::clone(&build),
+            Arc::clone(&judge),
+            Arc::clone(&next),
+            Arc::clone(&errors),
+        );
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= len {
+                    return lat;
+                }
+                let Some(req) = build(i) else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let t = Instant::now();
+                let ok = match client.request(req).await {
+                    Ok(res) => judge(res).await,
+                    Err(_) => false,
+                };
+                lat.push(t.elapsed());
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let mut lat = Vec::with_capacity(len);
+    while let Some(r) = tasks.join_next().await {
+        lat.extend(r.context("bench caller task")?);
+    }
+    Ok((lat, errors.load(Ordering::Relaxed)))
 }
 
 /// The `p` quantile (0‥1, nearest rank) of sorted durations; zero when there are none.

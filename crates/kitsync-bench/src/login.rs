@@ -646,6 +646,18 @@ impl Reply {
         out
     }
 
+    /// The JSON of a 200 answer.
+    fn ok_json(&self) -> Option<serde_json::Value> {
+        (self.status == StatusCode::OK)
+            .then(|| serde_json::from_slice(&self.body).ok())
+            .flatten()
+    }
+
+    /// The string `name` of a 200 answer's JSON.
+    fn ok_str(&self, name: &str) -> Option<String> {
+        str_field(self.ok_json().as_ref(), name).map(str::to_owned)
+    }
+
     /// The `Location` of a 302 that starts with `prefix`.
     fn redirect_to(&self, prefix: &str) -> Option<&str> {
         (self.status == StatusCode::FOUND)
@@ -814,16 +826,8 @@ async fn login(world: Arc<World>, attempts: Arc<Vec<Attempt>>, i: usize) -> anyh
         .await
         .with_context(|| format!("step 4, POST /oidc/token ({})", who()))?;
     s.token = t;
-    let tokens: Option<serde_json::Value> = (r.status == StatusCode::OK)
-        .then(|| serde_json::from_slice(&r.body).ok())
-        .flatten();
-    let field = |name: &str| {
-        tokens
-            .as_ref()
-            .and_then(|v| v.get(name))
-            .and_then(serde_json::Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
+    let tokens = r.ok_json();
+    let field = |name: &str| str_field(tokens.as_ref(), name).filter(|s| !s.is_empty());
     let (Some(id_token), Some(access)) = (field("id_token"), field("access_token")) else {
         bail!(
             "step 4, POST /oidc/token ({}): expected an id_token and an access_token, got {}",
@@ -847,15 +851,8 @@ async fn login(world: Arc<World>, attempts: Arc<Vec<Attempt>>, i: usize) -> anyh
         .await
         .with_context(|| format!("step 5, GET /oidc/userinfo ({})", who()))?;
     s.userinfo = t;
-    let claims: Option<serde_json::Value> = (r.status == StatusCode::OK)
-        .then(|| serde_json::from_slice(&r.body).ok())
-        .flatten();
-    let claim = |name: &str| {
-        claims
-            .as_ref()
-            .and_then(|v| v.get(name))
-            .and_then(serde_json::Value::as_str)
-    };
+    let claims = r.ok_json();
+    let claim = |name: &str| str_field(claims.as_ref(), name);
     ensure!(
         claim("user_name") == Some(user.as_str()) && claim("tenant_id") == Some(tenant.id.as_str()),
         "step 5, GET /oidc/userinfo ({}): expected the user's claims, got {}",
@@ -915,10 +912,7 @@ async fn exchange(
         .send(hyper::Request::post(format!("{base}/token")), Some(form))
         .await
         .with_context(|| format!("baseline token ({})", who()))?;
-    let access = (r.status == StatusCode::OK)
-        .then(|| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-        .flatten()
-        .and_then(|v| v.get("access_token")?.as_str().map(str::to_owned));
+    let access = r.ok_str("access_token");
     let Some(access) = access else {
         bail!(
             "baseline token ({}): expected an access_token, got {}",
@@ -935,10 +929,7 @@ async fn exchange(
         )
         .await
         .with_context(|| format!("baseline userinfo ({})", who()))?;
-    let name = (r.status == StatusCode::OK)
-        .then(|| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-        .flatten()
-        .and_then(|v| v.get("userName")?.as_str().map(str::to_owned));
+    let name = r.ok_str("userName");
     ensure!(
         name.as_deref() == Some(user.as_str()),
         "baseline userinfo ({}): expected userName {user}, got {}",
@@ -963,6 +954,12 @@ fn create_private_file_if_missing(path: &std::path::Path) -> std::io::Result<()>
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The string `name` of a JSON object, if there is one.
+fn str_field<'a>(json: Option<&'a serde_json::Value>, name: &str) -> Option<&'a str> {
+    json.and_then(|v| v.get(name))
+        .and_then(serde_json::Value::as_str)
 }
 
 /// The query of a URL, decoded.

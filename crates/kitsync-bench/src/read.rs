@@ -10,9 +10,8 @@ use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Role, Scope
 use kitsync_store::Store;
 use sea_orm::ConnectionTrait as _;
 use secrecy::ExposeSecret;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct ReadArgs {
@@ -240,53 +239,20 @@ pub(crate) async fn drive(
     token: &str,
     concurrency: usize,
 ) -> anyhow::Result<Run> {
-    let uris = Arc::new(uris.to_vec());
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
     let auth = format!("Bearer {token}");
+    let all = Arc::new(uris.to_vec());
+    let build = move |i: usize| {
+        hyper::Request::get(all[i].as_str())
+            .header("authorization", auth.as_str())
+            .body(Empty::<Bytes>::new())
+            .ok()
+    };
+    let judge = |res: hyper::Response<hyper::body::Incoming>| async move {
+        let status = res.status();
+        res.into_body().collect().await.is_ok() && status.is_success()
+    };
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (client, uris, next, errors, auth) = (
-            client.clone(),
-            Arc::clone(&uris),
-            Arc::clone(&next),
-            Arc::clone(&errors),
-            auth.clone(),
-        );
-        tasks.spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some(uri) = uris.get(i) else {
-                    return lat;
-                };
-                let Ok(req) = hyper::Request::get(uri.as_str())
-                    .header("authorization", auth.as_str())
-                    .body(Empty::<Bytes>::new())
-                else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let t = Instant::now();
-                let ok = match client.request(req).await {
-                    Ok(res) => {
-                        let status = res.status();
-                        res.into_body().collect().await.is_ok() && status.is_success()
-                    }
-                    Err(_) => false,
-                };
-                lat.push(t.elapsed());
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
-    let mut lat: Vec<Duration> = Vec::with_capacity(uris.len());
-    while let Some(r) = tasks.join_next().await {
-        lat.extend(r.context("bench caller task")?);
-    }
+    let (mut lat, errors) = crate::callers(client, uris.len(), concurrency, build, judge).await?;
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
     let pct = |p: f64| crate::percentile_ms(&lat, p);
@@ -294,6 +260,6 @@ pub(crate) async fn drive(
         rate: uris.len() as f64 / elapsed,
         p50: pct(0.5),
         p99: pct(0.99),
-        errors: errors.load(Ordering::Relaxed),
+        errors,
     })
 }

@@ -1,4 +1,5 @@
-//! The validation error: which field, and what is wrong with it.
+//! The validation error: which field, and what is wrong with it; and [`error_chain`], how
+//! the crates write an error with its causes.
 use std::fmt;
 
 /// A rejected callback body: `field` is a JSON path such as `userList[3].role`.
@@ -39,3 +40,17 @@ impl fmt::Display for FieldError {
 }
 
 impl std::error::Error for FieldError {}
+
+/// An error with its causes on one line, `a: b: c` (an HTTP client's own message alone says
+/// little).
+#[must_use]
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

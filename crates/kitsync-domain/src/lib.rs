@@ -11,11 +11,13 @@
 //! - [`decide`]: the version/tombstone rules that make applying order-insensitive, as pure
 //!   functions the store calls and the property tests exercise.
 //! - [`scope`]: what an API token may do ([`Scope`]).
+//! - [`html`]: escaping text for the HTML pages of the login bridge and the emulators.
 #![forbid(unsafe_code)]
 
 pub mod command;
 pub mod decide;
 pub mod error;
+pub mod html;
 pub mod parse;
 pub mod result_code;
 pub mod scope;

@@ -89,25 +89,13 @@ fn auth(o: &Obj) -> Result<AuthChange, FieldError> {
     };
     let list = list_field(o, &["userList"])?
         .ok_or_else(|| FieldError::new("userList", "is required (an array of users)"))?;
-    let mut users: Vec<AuthUser> = Vec::with_capacity(list.len());
-    let mut seen = std::collections::HashMap::with_capacity(list.len());
-    for (i, item) in list.iter().enumerate() {
-        let Value::Object(u) = item else {
-            return Err(FieldError::new(
-                format!("userList[{i}]"),
-                "must be an object",
-            ));
-        };
-        let user = auth_user(u, op.removes()).map_err(|e| e.within(&format!("userList[{i}]")))?;
-        // A user listed twice in one batch: the later entry wins.
-        match seen.get(&user.user_name) {
-            Some(&at) => users[at] = user,
-            None => {
-                seen.insert(user.user_name.clone(), users.len());
-                users.push(user);
-            }
-        }
-    }
+    // A user listed twice in one batch: the later entry wins.
+    let users = unique_objects(
+        &list,
+        "userList",
+        |u| auth_user(u, op.removes()),
+        |u| &u.user_name,
+    )?;
     Ok(AuthChange {
         tenant_id: req_str(o, "tenantId", 64)?,
         instance_id: opt_str(o, &["instanceId"], 64)?,
@@ -242,31 +230,18 @@ fn org(o: &Obj) -> Result<OrgChange, FieldError> {
 fn full_org(o: &Obj) -> Result<FullOrgSnapshot, FieldError> {
     let list = list_field(o, &["orgInfoList", "orgInfo"])?
         .ok_or_else(|| FieldError::new("orgInfoList", "is required (an array of departments)"))?;
-    let mut orgs: Vec<OrgInfo> = Vec::with_capacity(list.len());
-    let mut seen = std::collections::HashMap::with_capacity(list.len());
-    for (i, item) in list.iter().enumerate() {
-        let Value::Object(d) = item else {
-            return Err(FieldError::new(
-                format!("orgInfoList[{i}]"),
-                "must be an object",
-            ));
-        };
-        let info = (|| {
-            Ok::<_, FieldError>(OrgInfo {
+    let orgs = unique_objects(
+        &list,
+        "orgInfoList",
+        |d| {
+            Ok(OrgInfo {
                 org_code: req_str(d, "orgCode", 64)?,
                 org_name: req_str_any(d, &["orgName", "OrgName", "name"], 128)?,
                 parent_code: opt_str(d, &["parentCode"], 64)?,
             })
-        })()
-        .map_err(|e| e.within(&format!("orgInfoList[{i}]")))?;
-        match seen.get(&info.org_code) {
-            Some(&at) => orgs[at] = info,
-            None => {
-                seen.insert(info.org_code.clone(), orgs.len());
-                orgs.push(info);
-            }
-        }
-    }
+        },
+        |d| &d.org_code,
+    )?;
     Ok(FullOrgSnapshot {
         tenant_id: req_str(o, "tenantId", 64)?,
         instance_id: opt_str(o, &["instanceId"], 64)?,
@@ -445,6 +420,32 @@ fn opt_kit_time(o: &Obj, name: &str) -> Result<Option<KitTime>, FieldError> {
 fn kit_time(o: &Obj, name: &str) -> Result<KitTime, FieldError> {
     opt_kit_time(o, name)?
         .ok_or_else(|| FieldError::new(name, "is required (UTC+8 yyyyMMddHHmmssSSS)"))
+}
+
+/// The objects of list `name`, each parsed by `parse`. An entry whose `key` an earlier one
+/// has replaces that one in its place: the later entry wins.
+fn unique_objects<T>(
+    list: &[Value],
+    name: &str,
+    parse: impl Fn(&Obj) -> Result<T, FieldError>,
+    key: impl Fn(&T) -> &String,
+) -> Result<Vec<T>, FieldError> {
+    let mut items: Vec<T> = Vec::with_capacity(list.len());
+    let mut seen = std::collections::HashMap::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let Value::Object(o) = item else {
+            return Err(FieldError::new(format!("{name}[{i}]"), "must be an object"));
+        };
+        let parsed = parse(o).map_err(|e| e.within(&format!("{name}[{i}]")))?;
+        match seen.get(key(&parsed)) {
+            Some(&at) => items[at] = parsed,
+            None => {
+                seen.insert(key(&parsed).clone(), items.len());
+                items.push(parsed);
+            }
+        }
+    }
+    Ok(items)
 }
 
 /// A list sent as an array, as a JSON string holding an array, or as a string holding an

@@ -104,6 +104,17 @@ async fn send_raw(
     }
 }
 
+/// Sends a tenantSync `body` with all three headers, as given.
+async fn send_with(
+    app: &axum::Router,
+    nonce: &str,
+    ts: &str,
+    sign: &str,
+    body: impl Into<Body>,
+) -> Answer {
+    send_raw(app, "tenantSync", Some(nonce), Some(ts), Some(sign), body).await
+}
+
 /// Signs `payload` (which may differ from the body sent) like the marketplace.
 async fn send_signed(
     app: &axum::Router,
@@ -146,27 +157,11 @@ async fn a_digit_moved_across_the_nonce_timestamp_boundary_is_not_a_new_request(
     // The captured request: nonce ending in 0, timestamp T.
     let nonce0 = format!("{}0", &NONCE[..63]);
     let sign = signing::sign(KEY.as_bytes(), &nonce0, &ts, body.as_bytes());
-    let first = send_raw(
-        &f.app,
-        "tenantSync",
-        Some(&nonce0),
-        Some(&ts),
-        Some(&sign),
-        body.clone(),
-    )
-    .await;
+    let first = send_with(&f.app, &nonce0, &ts, &sign, body.clone()).await;
     assert_eq!(first.code, "000000", "{}", first.msg);
     // The replay: nonce without its last 0, timestamp 0T — the MAC input is the same string.
     let shifted_ts = format!("0{ts}");
-    let replay = send_raw(
-        &f.app,
-        "tenantSync",
-        Some(&NONCE[..63]),
-        Some(&shifted_ts),
-        Some(&sign),
-        body,
-    )
-    .await;
+    let replay = send_with(&f.app, &NONCE[..63], &shifted_ts, &sign, body).await;
     assert_ne!(
         replay.code, "000000",
         "replayed through the boundary: {replay:?}"
@@ -211,15 +206,7 @@ async fn the_replay_key_is_the_mac_not_the_nonce() {
     let ts_s = ts.to_string();
     let body = tenant_body("t1");
     let upper = signing::sign(KEY.as_bytes(), NONCE, &ts_s, body.as_bytes()).to_uppercase();
-    let again = send_raw(
-        &f.app,
-        "tenantSync",
-        Some(NONCE),
-        Some(&ts_s),
-        Some(&upper),
-        body,
-    )
-    .await;
+    let again = send_with(&f.app, NONCE, &ts_s, &upper, body).await;
     assert_eq!(again.code, "000001", "{again:?}");
     assert!(again.msg.contains("replay"), "{}", again.msg);
     // A different authentic request that happens to reuse the nonce is not a replay of it.
@@ -265,15 +252,7 @@ async fn a_request_that_does_not_verify_claims_nothing() {
         ),
     ];
     for (name, x_sign, forged) in forgeries {
-        let a = send_raw(
-            &f.app,
-            "tenantSync",
-            Some(NONCE),
-            Some(&ts),
-            Some(&x_sign),
-            forged,
-        )
-        .await;
+        let a = send_with(&f.app, NONCE, &ts, &x_sign, forged).await;
         assert_eq!(a.code, "000001", "{name}: {a:?}");
         assert!(!a.msg.contains("replay"), "{name}: {a:?}");
     }
@@ -281,15 +260,7 @@ async fn a_request_that_does_not_verify_claims_nothing() {
         replay_keys(&f).await.is_empty(),
         "a request that did not verify recorded a replay key"
     );
-    let authentic = send_raw(
-        &f.app,
-        "tenantSync",
-        Some(NONCE),
-        Some(&ts),
-        Some(&sign),
-        body,
-    )
-    .await;
+    let authentic = send_with(&f.app, NONCE, &ts, &sign, body).await;
     assert_eq!(authentic.code, "000000", "{authentic:?}");
     assert_eq!(
         replay_keys(&f).await,
@@ -316,111 +287,37 @@ async fn headers_are_strict_and_errors_name_them() {
         &'a str,
         &'a str,
     );
+    // Each case gets one header wrong; the other two are as the good request has them.
+    let bad_timestamp = |name, t: Option<String>| -> Case {
+        (name, Some(NONCE.into()), t, None, "000002", "x-timestamp")
+    };
+    let bad_nonce = |name, n: Option<String>| -> Case {
+        (name, n, Some(ts.clone()), None, "000002", "x-nonce")
+    };
+    let bad_sign = |name, s: String| -> Case {
+        (
+            name,
+            Some(NONCE.into()),
+            Some(ts.clone()),
+            Some(s),
+            "000001",
+            "x-sign",
+        )
+    };
     let cases: Vec<Case> = vec![
-        (
-            "plus sign",
-            Some(NONCE.into()),
-            Some(format!("+{ts}")),
-            None,
-            "000002",
-            "x-timestamp",
-        ),
-        (
-            "leading zero",
-            Some(NONCE.into()),
-            Some(format!("0{}", &ts[1..])),
-            None,
-            "000002",
-            "x-timestamp",
-        ),
-        (
-            "12 digits",
-            Some(NONCE.into()),
-            Some(ts[1..].into()),
-            None,
-            "000002",
-            "x-timestamp",
-        ),
-        (
-            "seconds",
-            Some(NONCE.into()),
-            Some(ts[..10].into()),
-            None,
-            "000002",
-            "x-timestamp",
-        ),
-        (
-            "huge",
-            Some(NONCE.into()),
-            Some("9".repeat(19)),
-            None,
-            "000002",
-            "x-timestamp",
-        ),
-        (
-            "i64 min",
-            Some(NONCE.into()),
-            Some(i64::MIN.to_string()),
-            None,
-            "000002",
-            "x-timestamp",
-        ),
-        (
-            "nonce with space",
-            Some("a b".into()),
-            Some(ts.clone()),
-            None,
-            "000002",
-            "x-nonce",
-        ),
-        (
-            "nonce too long",
-            Some("n".repeat(129)),
-            Some(ts.clone()),
-            None,
-            "000002",
-            "x-nonce",
-        ),
-        (
-            "short sign",
-            Some(NONCE.into()),
-            Some(ts.clone()),
-            Some(good_sign[1..].into()),
-            "000001",
-            "x-sign",
-        ),
-        (
-            "long sign",
-            Some(NONCE.into()),
-            Some(ts.clone()),
-            Some(format!("{good_sign}00")),
-            "000001",
-            "x-sign",
-        ),
-        (
-            "non-hex sign",
-            Some(NONCE.into()),
-            Some(ts.clone()),
-            Some(format!("{}zz", &good_sign[2..])),
-            "000001",
-            "x-sign",
-        ),
-        (
-            "no nonce",
-            None,
-            Some(ts.clone()),
-            None,
-            "000002",
-            "x-nonce",
-        ),
-        (
-            "no timestamp",
-            Some(NONCE.into()),
-            None,
-            None,
-            "000002",
-            "x-timestamp",
-        ),
+        bad_timestamp("plus sign", Some(format!("+{ts}"))),
+        bad_timestamp("leading zero", Some(format!("0{}", &ts[1..]))),
+        bad_timestamp("12 digits", Some(ts[1..].into())),
+        bad_timestamp("seconds", Some(ts[..10].into())),
+        bad_timestamp("huge", Some("9".repeat(19))),
+        bad_timestamp("i64 min", Some(i64::MIN.to_string())),
+        bad_nonce("nonce with space", Some("a b".into())),
+        bad_nonce("nonce too long", Some("n".repeat(129))),
+        bad_sign("short sign", good_sign[1..].into()),
+        bad_sign("long sign", format!("{good_sign}00")),
+        bad_sign("non-hex sign", format!("{}zz", &good_sign[2..])),
+        bad_nonce("no nonce", None),
+        bad_timestamp("no timestamp", None),
     ];
     for (name, nonce, ts, sign, code, names) in cases {
         let sign = sign.unwrap_or_else(|| {
@@ -554,15 +451,7 @@ async fn load_beyond_the_concurrency_limit_is_shed_with_000005() {
         held.push((
             tx,
             tokio::spawn(async move {
-                send_raw(
-                    &app,
-                    "tenantSync",
-                    Some(&format!("n{i}")),
-                    Some(&ts),
-                    Some(&"0".repeat(64)),
-                    stream,
-                )
-                .await
+                send_with(&app, &format!("n{i}"), &ts, &"0".repeat(64), stream).await
             }),
         ));
     }
@@ -602,15 +491,7 @@ async fn a_body_that_does_not_arrive_in_time_is_refused() {
         .await
         .unwrap();
     let ts = f.now().to_string();
-    let a = send_raw(
-        &f.app,
-        "tenantSync",
-        Some(NONCE),
-        Some(&ts),
-        Some(&"0".repeat(64)),
-        tokio_stream_from(rx),
-    )
-    .await;
+    let a = send_with(&f.app, NONCE, &ts, &"0".repeat(64), tokio_stream_from(rx)).await;
     drop(tx);
     assert_eq!(a.code, "000002", "{a:?}");
     assert!(a.msg.contains("200 ms"), "{a:?}");

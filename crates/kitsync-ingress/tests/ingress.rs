@@ -179,27 +179,10 @@ async fn refuses_what_is_not_authentic_or_valid_and_queues_none_of_it() {
 #[tokio::test]
 async fn a_replayed_nonce_is_refused() {
     let f = fixture(&["k"], None, 1 << 20).await;
-    let ts = now_ms();
-    let first = send(
-        &f.app,
-        "tenantSync",
-        "k",
-        "same-nonce",
-        ts,
-        &tenant_body("t1"),
-        None,
-    )
-    .await;
-    let again = send(
-        &f.app,
-        "tenantSync",
-        "k",
-        "same-nonce",
-        ts,
-        &tenant_body("t1"),
-        None,
-    )
-    .await;
+    let (ts, body) = (now_ms(), tenant_body("t1"));
+    let same = || send(&f.app, "tenantSync", "k", "same-nonce", ts, &body, None);
+    let first = same().await;
+    let again = same().await;
     assert_eq!(first.code, "000000");
     assert_eq!(again.code, "000001");
     assert!(again.msg.contains("replay"), "{}", again.msg);

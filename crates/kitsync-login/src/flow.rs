@@ -274,6 +274,26 @@ fn valid_pkce_text(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// The registered client `client_id`. `Err` is the error page; `unknown` explains a missing one.
+async fn registered_client(
+    login: &Login,
+    client_id: &str,
+    unknown: &str,
+) -> Result<ClientRow, Response> {
+    match db::client_by_id(login.inner.store.db(), client_id).await {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(ErrorPage::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_client",
+            "Unknown application",
+            unknown,
+        )
+        .fact("client_id", client_id)
+        .into_response()),
+        Err(e) => Err(server_error_page(&e)),
+    }
+}
+
 async fn authorize(
     State(login): State<Login>,
     method: Method,
@@ -311,19 +331,10 @@ async fn authorize(
             "The application sent no client_id.".into(),
         );
     };
-    let client = match db::client_by_id(login.inner.store.db(), client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return ErrorPage::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_client",
-                "Unknown application",
-                "This application is not registered with kitsync (kitsync oidc-client add).",
-            )
-            .fact("client_id", client_id)
-            .into_response()
-        }
-        Err(e) => return server_error_page(&e),
+    let unknown = "This application is not registered with kitsync (kitsync oidc-client add).";
+    let client = match registered_client(&login, client_id, unknown).await {
+        Ok(c) => c,
+        Err(page) => return page,
     };
     let Some(redirect_uri) = p.get("redirect_uri") else {
         return ErrorPage::new(
@@ -673,20 +684,10 @@ async fn kit_callback(
 }
 
 async fn kit_callback_flow(login: &Login, p: &Params, flow: FlowRow) -> Response {
-    let store = &login.inner.store;
-    let client = match db::client_by_id(store.db(), &flow.client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return ErrorPage::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_client",
-                "Unknown application",
-                "The application was unregistered while you signed in.",
-            )
-            .fact("client_id", &flow.client_id)
-            .into_response()
-        }
-        Err(e) => return server_error_page(&e),
+    let unknown = "The application was unregistered while you signed in.";
+    let client = match registered_client(login, &flow.client_id, unknown).await {
+        Ok(c) => c,
+        Err(page) => return page,
     };
     let state = flow.state.as_deref();
     if let Some(err) = p.get("error") {

@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use kitsync_domain::html::escape;
 use sha2::{Digest as _, Sha256};
 use std::sync::LazyLock;
 
@@ -16,21 +17,6 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
 });
-
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// An error page: a title, what happened, and the facts that identify the case (tenant, app,
 /// user), all escaped.

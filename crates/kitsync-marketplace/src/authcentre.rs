@@ -43,6 +43,7 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use kitsync_domain::html::escape;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -484,23 +485,6 @@ fn user_id(t: &str, user: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Escapes text for HTML content and quoted attribute values.
-#[must_use]
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Form-urlencoded parameters (a query string or a body). A parameter without a value counts
 /// as absent; one given twice is refused (RFC 6749, section 3.1).
 #[derive(Debug, Default)]
@@ -602,6 +586,35 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The parameters of `form`, posted in `body`. `Err` is the error page.
+fn form_params(headers: &HeaderMap, body: &[u8], form: &str) -> Result<Params, Box<Response>> {
+    if !is_form(headers) {
+        return Err(Box::new(error_page(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Not a form",
+            &format!("{form} is posted as application/x-www-form-urlencoded"),
+        )));
+    }
+    Params::parse(body).map_err(|e| Box::new(invalid_request_page(&e)))
+}
+
+/// The `Authorization` header's credentials if its scheme is `scheme` (any case).
+fn authorization(headers: &HeaderMap, scheme: &str) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (given, rest) = value.trim().split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim().to_owned())
+}
+
+/// A JSON answer that must not be cached (tokens, user data).
+fn no_store_json(v: serde_json::Value) -> Response {
+    let mut res = axum::Json(v).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pages
 // ---------------------------------------------------------------------------------------------
@@ -619,7 +632,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{}</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n",
-        esc(title)
+        escape(title)
     );
     let mut res = (status, html).into_response();
     let h = res.headers_mut();
@@ -637,6 +650,11 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     res
 }
 
+/// The error page for parameters that do not parse.
+fn invalid_request_page(message: &str) -> Response {
+    error_page(StatusCode::BAD_REQUEST, "Invalid request", message)
+}
+
 /// An error page: `message` is plain text.
 fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     page(
@@ -645,8 +663,8 @@ fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
         &format!(
             "<h1>{}</h1>\n<p class=\"error\">{}</p>\n<p>This is <code>kitsync emulate auth-centre</code>, \
              an emulator of a KooGallery tenant's auth centre.</p>",
-            esc(title),
-            esc(message)
+            escape(title),
+            escape(message)
         ),
     )
 }
@@ -657,7 +675,7 @@ of an enterprise user the emulated marketplace authorised.</p>";
 
 /// A `<datalist>` of a tenant's users, each labelled with `app`'s authorisation.
 fn user_options(id: &str, tenant: &SavedTenant, app: &str) -> String {
-    let mut out = format!("<datalist id=\"{}\">", esc(id));
+    let mut out = format!("<datalist id=\"{}\">", escape(id));
     for (name, u) in &tenant.users {
         let auth = match u.apps.get(app).and_then(Option::as_ref) {
             Some(a) if a.enabled => a.role.clone(),
@@ -666,10 +684,10 @@ fn user_options(id: &str, tenant: &SavedTenant, app: &str) -> String {
         };
         out.push_str(&format!(
             "<option value=\"{}\">{} ({}; {})</option>",
-            esc(name),
-            esc(&u.name),
-            esc(&u.org_code),
-            esc(&auth)
+            escape(name),
+            escape(&u.name),
+            escape(&u.org_code),
+            escape(&auth)
         ));
     }
     out.push_str("</datalist>");
@@ -680,8 +698,8 @@ fn hidden(name: &str, value: Option<&str>) -> String {
     value.map_or_else(String::new, |v| {
         format!(
             "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-            esc(name),
-            esc(v)
+            escape(name),
+            escape(v)
         )
     })
 }
@@ -694,7 +712,7 @@ fn login_form(
     problem: Option<&str>,
 ) -> Response {
     let problem = problem.map_or_else(String::new, |p| {
-        format!("<p class=\"error\">{}</p>\n", esc(p))
+        format!("<p class=\"error\">{}</p>\n", escape(p))
     });
     let body = format!(
         "<h1>Log in to {name}</h1>\n{EMULATOR_NOTE}\n{problem}\
@@ -705,11 +723,11 @@ fn login_form(
          <label>User name <input name=\"user_name\" list=\"users\" autofocus required></label> \
          {options} <button type=\"submit\">Log in</button></form>\n\
          <p>{n} enterprise users.</p>",
-        name = esc(&tenant.name),
-        app = esc(&req.app_id),
-        client = esc(&req.client_id),
-        t = esc(t),
-        back = esc(&req.redirect_uri),
+        name = escape(&tenant.name),
+        app = escape(&req.app_id),
+        client = escape(&req.client_id),
+        t = escape(t),
+        back = escape(&req.redirect_uri),
         h_client = hidden("client_id", Some(&req.client_id)),
         h_redirect = hidden("redirect_uri", Some(&req.redirect_uri)),
         h_type = hidden("response_type", Some("code")),
@@ -830,6 +848,24 @@ fn unknown_tenant(ac: &AuthCentre, t: &str) -> String {
     format!(
         "tenant `{t}` is not in this auth centre (it serves {})",
         known.join(", ")
+    )
+}
+
+/// The error page for a browser endpoint of an unknown tenant.
+fn unknown_tenant_page(ac: &AuthCentre, t: &str) -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Unknown tenant",
+        &unknown_tenant(ac, t),
+    )
+}
+
+/// The OAuth error for the token or userinfo endpoint of an unknown tenant.
+fn unknown_tenant_error(ac: &AuthCentre, t: &str) -> OAuthError {
+    OAuthError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request",
+        unknown_tenant(ac, t),
     )
 }
 
@@ -955,15 +991,11 @@ async fn authorize(
     headers: HeaderMap,
 ) -> Response {
     let Some(tenant) = ac.tenant(&t) else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "Unknown tenant",
-            &unknown_tenant(&ac, &t),
-        );
+        return unknown_tenant_page(&ac, &t);
     };
     let p = match Params::query(query.as_deref()) {
         Ok(p) => p,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Invalid request", &e),
+        Err(e) => return invalid_request_page(&e),
     };
     let req = match check_authorize(&t, tenant, &p) {
         Ok(r) => r,
@@ -1025,22 +1057,11 @@ async fn login(
     body: Bytes,
 ) -> Response {
     let Some(tenant) = ac.tenant(&t) else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "Unknown tenant",
-            &unknown_tenant(&ac, &t),
-        );
+        return unknown_tenant_page(&ac, &t);
     };
-    if !is_form(&headers) {
-        return error_page(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Not a form",
-            "the login form is posted as application/x-www-form-urlencoded",
-        );
-    }
-    let p = match Params::parse(&body) {
+    let p = match form_params(&headers, &body, "the login form") {
         Ok(p) => p,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Invalid request", &e),
+        Err(res) => return *res,
     };
     let req = match check_authorize(&t, tenant, &p) {
         Ok(r) => r,
@@ -1073,16 +1094,7 @@ async fn login(
 
 /// The client's credentials: HTTP Basic or `client_id`/`client_secret` in the body, not both.
 fn client_credentials(headers: &HeaderMap, p: &Params) -> Result<(String, String), OAuthError> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("basic")
-                .then(|| rest.trim().to_owned())
-        });
-    let Some(b64) = basic else {
+    let Some(b64) = authorization(headers, "basic") else {
         let Some(id) = p.get("client_id") else {
             return Err(OAuthError::client(
                 "no client authentication: give client_id and client_secret (the app's decrypted clientSecret)",
@@ -1131,10 +1143,9 @@ async fn token(
 ) -> Response {
     match exchange(&ac, &t, &headers, &body) {
         Ok(v) => {
-            let mut res = axum::Json(v).into_response();
-            let h = res.headers_mut();
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            let mut res = no_store_json(v);
+            res.headers_mut()
+                .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             res
         }
         Err(e) => {
@@ -1150,13 +1161,7 @@ fn exchange(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<serde_json::Value, OAuthError> {
-    let tenant = ac.tenant(t).ok_or_else(|| {
-        OAuthError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request",
-            unknown_tenant(ac, t),
-        )
-    })?;
+    let tenant = ac.tenant(t).ok_or_else(|| unknown_tenant_error(ac, t))?;
     if !is_form(headers) {
         return Err(OAuthError::request(
             "the token request is posted as application/x-www-form-urlencoded",
@@ -1286,12 +1291,7 @@ async fn userinfo(
     headers: HeaderMap,
 ) -> Response {
     match user_info(&ac, &t, &headers) {
-        Ok(v) => {
-            let mut res = axum::Json(v).into_response();
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            res
-        }
+        Ok(v) => no_store_json(v),
         Err(e) => e.into_response(),
     }
 }
@@ -1301,22 +1301,8 @@ fn user_info(
     t: &str,
     headers: &HeaderMap,
 ) -> Result<serde_json::Value, OAuthError> {
-    let tenant = ac.tenant(t).ok_or_else(|| {
-        OAuthError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request",
-            unknown_tenant(ac, t),
-        )
-    })?;
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| rest.trim().to_owned())
-        })
+    let tenant = ac.tenant(t).ok_or_else(|| unknown_tenant_error(ac, t))?;
+    let bearer = authorization(headers, "bearer")
         .ok_or_else(|| OAuthError::token("no `Authorization: Bearer <access_token>` header"))?;
     let token = {
         let g = ac.grants();
@@ -1400,12 +1386,12 @@ async fn logout(
                 if ended > 0 {
                     format!(
                         "The login session at tenant <code>{}</code> has ended.",
-                        esc(&t)
+                        escape(&t)
                     )
                 } else {
                     format!(
                         "No one was logged in at tenant <code>{}</code> in this browser.",
-                        esc(&t)
+                        escape(&t)
                     )
                 }
             ),
@@ -1478,7 +1464,7 @@ fn unified_request<'a>(ac: &'a AuthCentre, p: &Params) -> Result<Unified<'a>, Bo
 async fn unified_page(State(ac): State<AuthCentre>, RawQuery(query): RawQuery) -> Response {
     let p = match Params::query(query.as_deref()) {
         Ok(p) => p,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Invalid request", &e),
+        Err(e) => return invalid_request_page(&e),
     };
     let Unified { app, tenants, .. } = match unified_request(&ac, &p) {
         Ok(x) => x,
@@ -1486,8 +1472,8 @@ async fn unified_page(State(ac): State<AuthCentre>, RawQuery(query): RawQuery) -
     };
     let mut body = format!(
         "<h1>Log in to {}</h1>\n{EMULATOR_NOTE}\n<p>The tenants that bought app <code>{}</code>:</p>",
-        esc(&app),
-        esc(&app)
+        escape(&app),
+        escape(&app)
     );
     for (i, (t, tenant)) in tenants.iter().enumerate() {
         let list = format!("users-{i}");
@@ -1496,14 +1482,14 @@ async fn unified_page(State(ac): State<AuthCentre>, RawQuery(query): RawQuery) -
              <form method=\"post\" action=\"unified-login\">{h_app}{h_redirect}{h_state}{h_tenant}\
              <label>User name <input name=\"user_name\" list=\"{list}\" required></label> {options} \
              <button type=\"submit\">Log in</button></form></section>",
-            name = esc(&tenant.name),
-            t = esc(t),
+            name = escape(&tenant.name),
+            t = escape(t),
             n = tenant.users.len(),
             h_app = hidden("appId", Some(&app)),
             h_redirect = hidden("redirect_uri", p.get("redirect_uri")),
             h_state = hidden("state", p.get("state")),
             h_tenant = hidden("tenant", Some(t)),
-            list = esc(&list),
+            list = escape(&list),
             options = user_options(&list, tenant, &app),
         ));
     }
@@ -1511,16 +1497,9 @@ async fn unified_page(State(ac): State<AuthCentre>, RawQuery(query): RawQuery) -
 }
 
 async fn unified_login(State(ac): State<AuthCentre>, headers: HeaderMap, body: Bytes) -> Response {
-    if !is_form(&headers) {
-        return error_page(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Not a form",
-            "the unified login form is posted as application/x-www-form-urlencoded",
-        );
-    }
-    let p = match Params::parse(&body) {
+    let p = match form_params(&headers, &body, "the unified login form") {
         Ok(p) => p,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Invalid request", &e),
+        Err(res) => return *res,
     };
     let Unified {
         app,
@@ -1587,15 +1566,15 @@ async fn index(State(ac): State<AuthCentre>) -> Response {
             .map(|(id, a)| {
                 format!(
                     "<code>{}</code> (clientId <code>{}</code>)",
-                    esc(id),
-                    esc(&a.client_id)
+                    escape(id),
+                    escape(&a.client_id)
                 )
             })
             .collect();
         body.push_str(&format!(
             "<li><b>{}</b> <code>{}</code>{}: {} users; apps: {}</li>",
-            esc(&tenant.name),
-            esc(t),
+            escape(&tenant.name),
+            escape(t),
             if tenant.test { " (test)" } else { "" },
             tenant.users.len(),
             if apps.is_empty() {
@@ -1648,14 +1627,19 @@ mod tests {
         }
     }
 
+    /// A tenant called `name` with no apps or users, its auth centre at path `/{t}`.
+    fn tenant(name: &str, t: &str) -> SavedTenant {
+        SavedTenant {
+            name: name.into(),
+            domain_name: format!("http://127.0.0.1:1/{t}"),
+            ..SavedTenant::default()
+        }
+    }
+
     /// t1: app-1 and app-2; alice (admin of app-1), bob (app-1 cancelled), eve (disabled).
     /// t2: app-1 with the same clientId and another secret; carol.
     fn centre() -> AuthCentre {
-        let mut t1 = SavedTenant {
-            name: "Acme <b>\"&\"</b>".into(),
-            domain_name: "http://127.0.0.1:1/t1".into(),
-            ..SavedTenant::default()
-        };
+        let mut t1 = tenant("Acme <b>\"&\"</b>", "t1");
         t1.apps
             .insert("app-1".into(), app("app-1-client", "s3cret"));
         t1.apps.insert("app-2".into(), app("c2", "other-secret"));
@@ -1675,11 +1659,7 @@ mod tests {
             "eve".into(),
             user("sales", &[("app-1", Some(("user", false)))]),
         );
-        let mut t2 = SavedTenant {
-            name: "Tenant two".into(),
-            domain_name: "http://127.0.0.1:1/t2".into(),
-            ..SavedTenant::default()
-        };
+        let mut t2 = tenant("Tenant two", "t2");
         t2.apps
             .insert("app-1".into(), app("app-1-client", "t2-secret"));
         t2.users.insert(
@@ -1769,13 +1749,7 @@ mod tests {
         client_id: &str,
         extra: &[(&str, &str)],
     ) -> Answer {
-        let mut p = vec![
-            ("client_id", client_id),
-            ("redirect_uri", CB),
-            ("response_type", "code"),
-            ("scope", SCOPE),
-            ("state", "xyz"),
-        ];
+        let mut p = app1_request(&[("client_id", client_id), ("scope", SCOPE), ("state", "xyz")]);
         p.extend_from_slice(extra);
         get(ac, &format!("/{t}/api/v1/oauth2/authorize"), &p, None).await
     }
@@ -1786,33 +1760,62 @@ mod tests {
         a.param("code").unwrap()
     }
 
+    /// POST the token endpoint of `t` as `client` (id, secret in the body) with `grant`.
+    async fn token_post(
+        ac: &AuthCentre,
+        t: &str,
+        client: (&str, &str),
+        grant: &[(&str, &str)],
+    ) -> Answer {
+        let mut p = vec![("client_id", client.0), ("client_secret", client.1)];
+        p.extend_from_slice(grant);
+        post(ac, &format!("/{t}/api/v1/oauth2/token"), &p).await
+    }
+
     async fn redeem(ac: &AuthCentre, t: &str, client: (&str, &str), code: &str) -> Answer {
-        post(
-            ac,
-            &format!("/{t}/api/v1/oauth2/token"),
-            &[
-                ("client_id", client.0),
-                ("client_secret", client.1),
-                ("code", code),
-                ("grant_type", "authorization_code"),
-                ("redirect_uri", CB),
-            ],
-        )
-        .await
+        let grant = [
+            ("code", code),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", CB),
+        ];
+        token_post(ac, t, client, &grant).await
     }
 
     async fn refresh(ac: &AuthCentre, t: &str, client: (&str, &str), token: &str) -> Answer {
-        post(
-            ac,
-            &format!("/{t}/api/v1/oauth2/token"),
-            &[
-                ("client_id", client.0),
-                ("client_secret", client.1),
-                ("grant_type", "refresh_token"),
-                ("refresh_token", token),
-            ],
-        )
-        .await
+        let grant = [("grant_type", "refresh_token"), ("refresh_token", token)];
+        token_post(ac, t, client, &grant).await
+    }
+
+    /// app-1's authorization request (`CB`, `response_type=code`), `over` replacing or adding
+    /// parameters.
+    fn app1_request<'a>(over: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut p = vec![
+            ("client_id", "app-1-client"),
+            ("redirect_uri", CB),
+            ("response_type", "code"),
+        ];
+        for &(k, v) in over {
+            match p.iter_mut().find(|(name, _)| *name == k) {
+                Some(given) => given.1 = v,
+                None => p.push((k, v)),
+            }
+        }
+        p
+    }
+
+    /// GET the unified login page of `app` (back to `CB`), with `extra` parameters.
+    async fn unified_page(ac: &AuthCentre, app: &str, extra: &[(&str, &str)]) -> Answer {
+        let mut p = vec![("appId", app), ("redirect_uri", CB)];
+        p.extend_from_slice(extra);
+        get(ac, "/unified-login", &p, None).await
+    }
+
+    /// POST the unified login form of app-1 for `user` of tenant `t`, with `extra` fields.
+    async fn unified_post(ac: &AuthCentre, t: &str, user: &str, extra: &[(&str, &str)]) -> Answer {
+        let mut p = vec![("appId", "app-1"), ("redirect_uri", CB)];
+        p.extend_from_slice(extra);
+        p.extend([("tenant", t), ("user_name", user)]);
+        post(ac, "/unified-login", &p).await
     }
 
     async fn userinfo(ac: &AuthCentre, t: &str, token: &str) -> Answer {
@@ -1824,6 +1827,13 @@ mod tests {
     }
 
     const APP1: (&str, &str) = ("app-1-client", "s3cret");
+
+    /// Asserts that `a` is a page (not a redirect) with `status` that says `text`.
+    fn assert_page(a: &Answer, status: StatusCode, text: &str) {
+        assert_eq!(a.status, status, "{}", a.body);
+        assert!(a.location().is_none(), "{:?}", a.location());
+        assert!(a.body.contains(text), "{}", a.body);
+    }
 
     fn error_of(a: &Answer) -> String {
         a.json()["error"].as_str().unwrap_or_default().to_owned()
@@ -1930,32 +1940,17 @@ mod tests {
             other_tenant.body
         );
         // Another redirect_uri.
-        let moved = post(
-            &ac,
-            "/t1/api/v1/oauth2/token",
-            &[
-                ("client_id", APP1.0),
-                ("client_secret", APP1.1),
-                ("code", &c),
-                ("grant_type", "authorization_code"),
-                ("redirect_uri", "http://app.example/cb"),
-            ],
-        )
-        .await;
+        let moved = [
+            ("code", c.as_str()),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", "http://app.example/cb"),
+        ];
+        let moved = token_post(&ac, "t1", APP1, &moved).await;
         assert_eq!(error_of(&moved), "invalid_grant");
         assert!(moved.body.contains("redirect_uri"), "{}", moved.body);
         // None of these used it up; redirect_uri may be left out.
-        let ok = post(
-            &ac,
-            "/t1/api/v1/oauth2/token",
-            &[
-                ("client_id", APP1.0),
-                ("client_secret", APP1.1),
-                ("code", &c),
-                ("grant_type", "authorization_code"),
-            ],
-        )
-        .await;
+        let without = [("code", c.as_str()), ("grant_type", "authorization_code")];
+        let ok = token_post(&ac, "t1", APP1, &without).await;
         assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
         // The tenant's token works only at that tenant's userinfo.
         let access = ok.json()["access_token"].as_str().unwrap().to_owned();
@@ -2003,16 +1998,7 @@ mod tests {
             .body(Body::from("{}"))
             .unwrap();
         assert_eq!(error_of(&call(&ac, req).await), "invalid_request");
-        let a = post(
-            &ac,
-            "/t1/api/v1/oauth2/token",
-            &[
-                ("client_id", APP1.0),
-                ("client_secret", APP1.1),
-                ("grant_type", "password"),
-            ],
-        )
-        .await;
+        let a = token_post(&ac, "t1", APP1, &[("grant_type", "password")]).await;
         assert_eq!(error_of(&a), "unsupported_grant_type");
     }
 
@@ -2087,9 +2073,7 @@ mod tests {
         let ac = centre();
         // The client or the redirect_uri cannot be trusted: a page, no redirect.
         let a = authorize(&ac, "t1", "nobody", &[]).await;
-        assert_eq!(a.status, StatusCode::BAD_REQUEST);
-        assert!(a.location().is_none());
-        assert!(a.body.contains("not the clientId"), "{}", a.body);
+        assert_page(&a, StatusCode::BAD_REQUEST, "not the clientId");
         let a = authorize(&ac, "t1", "app-1", &[]).await;
         assert!(
             a.body
@@ -2103,17 +2087,8 @@ mod tests {
             "ftp://x/cb",
             "http://app.example/cb#frag",
         ] {
-            let a = get(
-                &ac,
-                "/t1/api/v1/oauth2/authorize",
-                &[
-                    ("client_id", "app-1-client"),
-                    ("redirect_uri", bad),
-                    ("response_type", "code"),
-                ],
-                None,
-            )
-            .await;
+            let p = app1_request(&[("redirect_uri", bad)]);
+            let a = get(&ac, "/t1/api/v1/oauth2/authorize", &p, None).await;
             assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
             assert!(a.location().is_none(), "{bad}");
             assert!(a.body.contains("redirect_uri"), "{bad}: {}", a.body);
@@ -2130,18 +2105,8 @@ mod tests {
         assert_eq!(a.status, StatusCode::NOT_FOUND);
         assert!(a.body.contains("t1, t2"), "{}", a.body);
         // The rest goes back to the app with `error`.
-        let a = get(
-            &ac,
-            "/t1/api/v1/oauth2/authorize",
-            &[
-                ("client_id", "app-1-client"),
-                ("redirect_uri", CB),
-                ("response_type", "token"),
-                ("state", "s1"),
-            ],
-            None,
-        )
-        .await;
+        let p = app1_request(&[("response_type", "token"), ("state", "s1")]);
+        let a = get(&ac, "/t1/api/v1/oauth2/authorize", &p, None).await;
         assert_eq!(a.status, StatusCode::FOUND);
         assert_eq!(
             a.param("error").as_deref(),
@@ -2149,18 +2114,8 @@ mod tests {
         );
         assert_eq!(a.param("state").as_deref(), Some("s1"));
         assert!(a.param("code").is_none());
-        let a = get(
-            &ac,
-            "/t1/api/v1/oauth2/authorize",
-            &[
-                ("client_id", "app-1-client"),
-                ("redirect_uri", CB),
-                ("response_type", "code"),
-                ("scope", "openid"),
-            ],
-            None,
-        )
-        .await;
+        let p = app1_request(&[("scope", "openid")]);
+        let a = get(&ac, "/t1/api/v1/oauth2/authorize", &p, None).await;
         assert_eq!(a.param("error").as_deref(), Some("invalid_scope"));
     }
 
@@ -2168,22 +2123,14 @@ mod tests {
     async fn the_form_logs_in_and_logout_ends_the_session() {
         let ac = centre();
         let form = authorize(&ac, "t1", "app-1-client", &[]).await;
-        assert_eq!(form.status, StatusCode::OK);
-        assert!(form.location().is_none());
-        assert!(form.body.contains("no password"), "{}", form.body);
+        assert_page(&form, StatusCode::OK, "no password");
         assert!(form.body.contains("name=\"user_name\""));
         assert!(form.body.contains("<option value=\"alice\">"));
         // An unknown login_hint: the form, saying so.
         let unknown = authorize(&ac, "t1", "app-1-client", &[("login_hint", "mallory")]).await;
         assert_eq!(unknown.status, StatusCode::OK);
         assert!(unknown.body.contains("`mallory` is not an enterprise user"));
-        let mut fields = vec![
-            ("client_id", "app-1-client"),
-            ("redirect_uri", CB),
-            ("response_type", "code"),
-            ("state", "xyz"),
-            ("user_name", "mallory"),
-        ];
+        let mut fields = app1_request(&[("state", "xyz"), ("user_name", "mallory")]);
         let refused = post(&ac, "/t1/api/v1/oauth2/authorize", &fields).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST);
         assert!(refused.cookie().is_none());
@@ -2192,11 +2139,7 @@ mod tests {
         assert_eq!(in_.status, StatusCode::FOUND, "{}", in_.body);
         assert!(in_.param("code").is_some());
         let cookie = in_.cookie().unwrap();
-        let p = [
-            ("client_id", "app-1-client"),
-            ("redirect_uri", CB),
-            ("response_type", "code"),
-        ];
+        let p = app1_request(&[]);
         let path = "/t1/api/v1/oauth2/authorize";
         // The session logs in at once, at this tenant only.
         let again = get(&ac, path, &p, Some(&cookie)).await;
@@ -2248,9 +2191,7 @@ mod tests {
             None,
         )
         .await;
-        assert_eq!(page.status, StatusCode::BAD_REQUEST);
-        assert!(page.location().is_none());
-        assert!(page.body.contains("Logged out"), "{}", page.body);
+        assert_page(&page, StatusCode::BAD_REQUEST, "Logged out");
         let page = get(&ac, "/t1/api/v1/logout", &[], None).await;
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.body.contains("No one was logged in"), "{}", page.body);
@@ -2259,44 +2200,15 @@ mod tests {
     #[tokio::test]
     async fn the_unified_login_lists_the_tenants_of_an_app() {
         let ac = centre();
-        let page = get(
-            &ac,
-            "/unified-login",
-            &[("appId", "app-1"), ("redirect_uri", CB), ("state", "u1")],
-            None,
-        )
-        .await;
+        let page = unified_page(&ac, "app-1", &[("state", "u1")]).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         assert!(page.body.contains("Tenant two") && page.body.contains("<code>t1</code>"));
         assert!(page.body.contains("<option value=\"carol\">"));
-        let only_t1 = get(
-            &ac,
-            "/unified-login",
-            &[("appId", "app-2"), ("redirect_uri", CB)],
-            None,
-        )
-        .await;
+        let only_t1 = unified_page(&ac, "app-2", &[]).await;
         assert!(!only_t1.body.contains("Tenant two"));
-        let none = get(
-            &ac,
-            "/unified-login",
-            &[("appId", "app-9"), ("redirect_uri", CB)],
-            None,
-        )
-        .await;
+        let none = unified_page(&ac, "app-9", &[]).await;
         assert_eq!(none.status, StatusCode::NOT_FOUND);
-        let chosen = post(
-            &ac,
-            "/unified-login",
-            &[
-                ("appId", "app-1"),
-                ("redirect_uri", CB),
-                ("state", "u1"),
-                ("tenant", "t2"),
-                ("user_name", "carol"),
-            ],
-        )
-        .await;
+        let chosen = unified_post(&ac, "t2", "carol", &[("state", "u1")]).await;
         assert_eq!(chosen.status, StatusCode::FOUND, "{}", chosen.body);
         let keys: Vec<String> = chosen
             .location()
@@ -2314,17 +2226,7 @@ mod tests {
         assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
         let u = userinfo(&ac, "t2", ok.json()["access_token"].as_str().unwrap()).await;
         assert_eq!(u.json()["userName"], "carol");
-        let wrong_user = post(
-            &ac,
-            "/unified-login",
-            &[
-                ("appId", "app-1"),
-                ("redirect_uri", CB),
-                ("tenant", "t2"),
-                ("user_name", "alice"),
-            ],
-        )
-        .await;
+        let wrong_user = unified_post(&ac, "t2", "alice", &[]).await;
         assert_eq!(wrong_user.status, StatusCode::BAD_REQUEST);
         assert!(wrong_user
             .body
@@ -2334,24 +2236,13 @@ mod tests {
     #[tokio::test]
     async fn html_is_escaped() {
         assert_eq!(
-            esc(r#"<a href="x">'&'</a>"#),
+            escape(r#"<a href="x">'&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
         let ac = centre();
         let evil = "\"><script>alert(1)</script>";
-        let form = get(
-            &ac,
-            "/t1/api/v1/oauth2/authorize",
-            &[
-                ("client_id", "app-1-client"),
-                ("redirect_uri", CB),
-                ("response_type", "code"),
-                ("state", evil),
-                ("login_hint", evil),
-            ],
-            None,
-        )
-        .await;
+        let p = app1_request(&[("state", evil), ("login_hint", evil)]);
+        let form = get(&ac, "/t1/api/v1/oauth2/authorize", &p, None).await;
         assert_eq!(form.status, StatusCode::OK);
         assert!(!form.body.contains("<script>"), "{}", form.body);
         assert!(

@@ -36,6 +36,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use kitsync_domain::error::error_chain;
 use kitsync_domain::{signing, CallbackKind};
 use std::time::{Duration, Instant};
 
@@ -143,12 +144,8 @@ impl Marketplace {
     /// [`SendError::BadUrl`] unless `base` is an http(s) URL; [`SendError::Tls`] when the
     /// system's trust roots cannot be used.
     pub fn new(base: &str, key: &str) -> Result<Self, SendError> {
-        let base = base.trim().trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(SendError::BadUrl(base));
-        }
         Ok(Self {
-            base,
+            base: http_base(base)?,
             key: key.to_owned(),
             client: https_client()?,
             timeout: MARKETPLACE_TIMEOUT,
@@ -315,16 +312,14 @@ pub fn check_body_sign(header: Option<&str>, key: &[u8], body: &[u8]) -> BodySig
     }
 }
 
-/// The error and its causes on one line (hyper's top-level messages say little).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
+/// `base` without surrounding space or trailing slashes; [`SendError::BadUrl`] unless it is an
+/// http(s) URL.
+pub(crate) fn http_base(base: &str) -> Result<String, SendError> {
+    let base = base.trim().trim_end_matches('/').to_owned();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(SendError::BadUrl(base));
     }
-    out
+    Ok(base)
 }
 
 /// An HTTP/1.1 client for http:// and https:// URLs.

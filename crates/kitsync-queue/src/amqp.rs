@@ -95,6 +95,36 @@ struct Link {
     publishers: Vec<Channel>,
 }
 
+/// A new channel on `conn`.
+async fn open_channel(conn: &Connection) -> Result<Channel, QueueError> {
+    conn.create_channel()
+        .await
+        .map_err(|e| amqp("opening a channel", &e))
+}
+
+/// Messages ready in queue `name`, by a passive declare (the queue must exist).
+async fn ready_messages(ch: &Channel, name: &str) -> Result<u64, QueueError> {
+    let q = ch
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp(&format!("passive declare of {name}"), &e))?;
+    Ok(u64::from(q.message_count()))
+}
+
+/// Queue arguments for a queue of type `kind` (`quorum`, `classic`).
+fn queue_type(kind: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    args
+}
+
 impl Link {
     fn healthy(&self) -> bool {
         self.conn.status().connected() && self.publishers.iter().all(|c| c.status().connected())
@@ -193,24 +223,10 @@ impl AmqpQueue {
         let inner = &self.inner;
         with_timeout(inner.op_timeout(), "reading the queue depth", async {
             let link = inner.link().await?;
-            let ch = link
-                .conn
-                .create_channel()
-                .await
-                .map_err(|e| amqp("opening a channel", &e))?;
-            let q = ch
-                .queue_declare(
-                    inner.names.main.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| amqp("passive declare", &e))?;
+            let ch = open_channel(&link.conn).await?;
+            let ready = ready_messages(&ch, &inner.names.main).await?;
             let _ = ch.close(200, "done".into()).await;
-            Ok(u64::from(q.message_count()))
+            Ok(ready)
         })
         .await
     }
@@ -225,27 +241,12 @@ impl AmqpQueue {
         let inner = &self.inner;
         with_timeout(inner.op_timeout(), "reading the queue backlog", async {
             let link = inner.link().await?;
-            let ch = link
-                .conn
-                .create_channel()
-                .await
-                .map_err(|e| amqp("opening a channel", &e))?;
+            let ch = open_channel(&link.conn).await?;
             let names = std::iter::once(inner.names.main.as_str())
                 .chain(inner.names.retry.iter().map(|(n, _)| n.as_str()));
             let mut counts = Vec::with_capacity(inner.names.retry.len() + 1);
             for name in names {
-                let q = ch
-                    .queue_declare(
-                        name.into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(|e| amqp(&format!("passive declare of {name}"), &e))?;
-                counts.push(u64::from(q.message_count()));
+                counts.push(ready_messages(&ch, name).await?);
             }
             let _ = ch.close(200, "done".into()).await;
             Ok(crate::Backlog {
@@ -299,10 +300,7 @@ impl AmqpQueue {
             let conn = Connection::connect(&inner.url, ConnectionProperties::default())
                 .await
                 .map_err(|e| amqp("connecting", &e))?;
-            let ch = conn
-                .create_channel()
-                .await
-                .map_err(|e| amqp("opening a channel", &e))?;
+            let ch = open_channel(&conn).await?;
             let names = &inner.names;
             let queues = [names.main.as_str(), names.dead.as_str()]
                 .into_iter()
@@ -330,12 +328,11 @@ impl AmqpQueue {
     pub async fn drain_dlx(&self) -> Result<u64, QueueError> {
         let inner = &self.inner;
         let link = with_timeout(inner.op_timeout(), "connecting", inner.link()).await?;
-        let ch = with_timeout(inner.op_timeout(), "opening a channel", async {
-            link.conn
-                .create_channel()
-                .await
-                .map_err(|e| amqp("opening a channel", &e))
-        })
+        let ch = with_timeout(
+            inner.op_timeout(),
+            "opening a channel",
+            open_channel(&link.conn),
+        )
         .await?;
         let result = drain(inner, &ch).await;
         let _ = ch.close(200, "drained".into()).await;
@@ -470,10 +467,7 @@ impl Inner {
             .map_err(|e| amqp("connecting", &e))?;
         let mut publishers = Vec::with_capacity(self.settings.publish_channels.max(1));
         for _ in 0..self.settings.publish_channels.max(1) {
-            let ch = conn
-                .create_channel()
-                .await
-                .map_err(|e| amqp("opening a channel", &e))?;
+            let ch = open_channel(&conn).await?;
             if publishers.is_empty() {
                 // Declared on every (re)connect: idempotent, and it recreates what an
                 // operator deleted while we were away instead of losing messages to it.
@@ -490,11 +484,7 @@ impl Inner {
     async fn declare(&self, ch: &Channel) -> Result<(), QueueError> {
         let n = &self.names;
         let durable = QueueDeclareOptions::durable();
-        let mut main = FieldTable::default();
-        main.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
+        let mut main = queue_type("quorum");
         main.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(n.dlx.as_str().into()),
@@ -520,12 +510,7 @@ impl Inner {
         )
         .await
         .map_err(|e| amqp(&format!("declaring exchange {}", n.dlx), &e))?;
-        let mut dead = FieldTable::default();
-        dead.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        ch.queue_declare(n.dead.as_str().into(), durable, dead)
+        ch.queue_declare(n.dead.as_str().into(), durable, queue_type("quorum"))
             .await
             .map_err(|e| amqp(&format!("declaring queue {}", n.dead), &e))?;
         // Dead-lettered messages keep their routing key, the main queue's name.
@@ -540,11 +525,7 @@ impl Inner {
         .map_err(|e| amqp(&format!("binding {} to {}", n.dead, n.dlx), &e))?;
 
         for (name, delay) in &n.retry {
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("classic".into()),
-            );
+            let mut args = queue_type("classic");
             args.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
@@ -755,11 +736,7 @@ impl AmqpConsumer {
         let tag = self.tag.clone();
         let (channel, stream) = with_timeout(q.op_timeout(), "opening a consumer", async {
             let link = q.link().await?;
-            let ch = link
-                .conn
-                .create_channel()
-                .await
-                .map_err(|e| amqp("opening a channel", &e))?;
+            let ch = open_channel(&link.conn).await?;
             ch.basic_qos(q.settings.prefetch.max(1), BasicQosOptions::default())
                 .await
                 .map_err(|e| amqp("basic.qos", &e))?;
@@ -895,7 +872,7 @@ impl AmqpConsumer {
             .ok()
             .and_then(|i| self.queue.names.retry.get(i));
         let Some((retry_queue, delay)) = retry else {
-            self.dead_letter_as(d, attempt, error).await?;
+            self.dead_letter(d, attempt, error).await?;
             return Ok(FailOutcome::DeadLettered);
         };
         let mut headers = FieldTable::default();
@@ -933,30 +910,18 @@ impl AmqpConsumer {
         }
     }
 
-    pub(crate) async fn dead_letter(&self, d: Delivery, error: &str) -> Result<(), QueueError> {
-        let attempt = d.attempts.saturating_add(1);
-        self.dead_letter_as(d, attempt, error).await
-    }
-
     /// Writes the dead letter, then acks. If the database cannot take it, the message is
     /// rejected without requeue so the broker's dead-letter exchange keeps it in `N.dead`
     /// (and [`AmqpQueue::drain_dlx`] brings it over later).
-    async fn dead_letter_as(
+    pub(crate) async fn dead_letter(
         &self,
         d: Delivery,
         attempts: u32,
         error: &str,
     ) -> Result<(), QueueError> {
-        let saved = NewDeadLetter {
-            message_id: &d.message_id,
-            body: &d.body,
-            attempts,
-            error,
-            source: "amqp",
-            enqueued_at: d.enqueued_at,
-        }
-        .save(&self.queue.db)
-        .await;
+        let saved = NewDeadLetter::of(&d, attempts, error, "amqp")
+            .save(&self.queue.db)
+            .await;
         match saved {
             Ok(()) => self.ack(std::slice::from_ref(&d)).await,
             Err(e) => {

@@ -4,7 +4,7 @@
 //! with the directory they concern; the broker's own dead-letter queue is only a safety net
 //! that [`crate::Queue::drain_dlx`] empties into this table.
 use crate::sql::int;
-use crate::{OutgoingMessage, Queue, QueueError};
+use crate::{Delivery, OutgoingMessage, Queue, QueueError};
 use kitsync_domain::time::now_ms;
 use kitsync_sql::Sql;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, Value};
@@ -258,7 +258,19 @@ pub(crate) struct NewDeadLetter<'a> {
     pub enqueued_at: Option<i64>,
 }
 
-impl NewDeadLetter<'_> {
+impl<'a> NewDeadLetter<'a> {
+    /// The dead letter of delivery `d` after `attempts` attempts, written by adapter `source`.
+    pub(crate) fn of(d: &'a Delivery, attempts: u32, error: &'a str, source: &'static str) -> Self {
+        NewDeadLetter {
+            message_id: &d.message_id,
+            body: &d.body,
+            attempts,
+            error,
+            source,
+            enqueued_at: d.enqueued_at(),
+        }
+    }
+
     pub(crate) fn insert(&self, backend: DbBackend) -> Statement {
         let values: [Value; 7] = [
             self.message_id.into(),

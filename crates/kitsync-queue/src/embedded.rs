@@ -387,27 +387,36 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
 impl EmbeddedConsumer {
     pub(crate) async fn ack(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
         let ids = ids(deliveries)?;
+        let deleted = self
+            .leased_rows("DELETE FROM queue_messages WHERE lease_owner = ", &ids)
+            .await?;
+        lease_check(ids.len(), deleted)
+    }
+
+    /// Runs `head` (ending in `lease_owner = `) on this consumer's rows among `ids`, a
+    /// statement per chunk of ids; the rows affected.
+    async fn leased_rows(&self, head: &str, ids: &[i64]) -> Result<u64, QueueError> {
         let db = &self.queue.db;
-        let mut deleted = 0_u64;
+        let mut affected = 0_u64;
         for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
             let mut sql = Sql::new(db.get_database_backend());
-            sql.push("DELETE FROM queue_messages WHERE lease_owner = ")
+            sql.push(head)
                 .bind(self.owner.as_str())
                 .push(" AND id IN ")
                 .bind_tuple(chunk.iter().copied());
-            deleted += db
+            affected += db
                 .execute(sql.build())
                 .await
                 .map_err(unavailable)?
                 .rows_affected();
         }
-        lease_check(ids.len(), deleted)
+        Ok(affected)
     }
 
     pub(crate) async fn fail(&self, d: Delivery, error: &str) -> Result<FailOutcome, QueueError> {
         let attempt = d.attempts.saturating_add(1);
         if attempt >= self.queue.settings.attempts_cap() {
-            self.dead_letter_as(d, attempt, error).await?;
+            self.dead_letter(d, attempt, error).await?;
             return Ok(FailOutcome::DeadLettered);
         }
         let [id] = ids(std::slice::from_ref(&d))?[..] else {
@@ -436,13 +445,8 @@ impl EmbeddedConsumer {
         Ok(FailOutcome::Retried { attempt, delay })
     }
 
-    pub(crate) async fn dead_letter(&self, d: Delivery, error: &str) -> Result<(), QueueError> {
-        let attempt = d.attempts.saturating_add(1);
-        self.dead_letter_as(d, attempt, error).await
-    }
-
     /// Moves the row to `dead_letters` in one transaction: never both, never neither.
-    async fn dead_letter_as(
+    pub(crate) async fn dead_letter(
         &self,
         d: Delivery,
         attempts: u32,
@@ -467,16 +471,9 @@ impl EmbeddedConsumer {
             .await?
             .rows_affected();
         lease_check(1, gone)?;
-        NewDeadLetter {
-            message_id: &d.message_id,
-            body: &d.body,
-            attempts,
-            error,
-            source: "embedded",
-            enqueued_at: d.enqueued_at,
-        }
-        .save(&txn)
-        .await?;
+        NewDeadLetter::of(&d, attempts, error, "embedded")
+            .save(&txn)
+            .await?;
         txn.commit().await.map_err(unavailable)?;
         Ok(())
     }
@@ -501,15 +498,11 @@ impl EmbeddedConsumer {
 
     pub(crate) async fn release(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
         let ids = ids(deliveries)?;
-        let db = &self.queue.db;
-        for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-            let mut sql = Sql::new(db.get_database_backend());
-            sql.push("UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ")
-                .bind(self.owner.as_str())
-                .push(" AND id IN ")
-                .bind_tuple(chunk.iter().copied());
-            db.execute(sql.build()).await.map_err(unavailable)?;
-        }
+        self.leased_rows(
+            "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ",
+            &ids,
+        )
+        .await?;
         self.queue.new_work.notify_waiters();
         Ok(())
     }

@@ -350,9 +350,10 @@ impl Consumer {
     /// be written is not an error: the message is rejected into the broker's dead-letter
     /// queue instead, from which [`Queue::drain_dlx`] recovers it.
     pub async fn dead_letter(&self, d: Delivery, error: &str) -> Result<(), QueueError> {
+        let attempts = d.attempts.saturating_add(1);
         match &self.0 {
-            ConsumerKind::Amqp(c) => c.dead_letter(d, error).await,
-            ConsumerKind::Embedded(c) => c.dead_letter(d, error).await,
+            ConsumerKind::Amqp(c) => c.dead_letter(d, attempts, error).await,
+            ConsumerKind::Embedded(c) => c.dead_letter(d, attempts, error).await,
         }
     }
 

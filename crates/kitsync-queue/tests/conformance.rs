@@ -148,6 +148,26 @@ async fn receive(
     got
 }
 
+/// The next delivery, failing after 10 s.
+async fn receive_one(consumer: &mut kitsync_queue::Consumer) -> Delivery {
+    receive(consumer, 1, Duration::from_secs(10))
+        .await
+        .remove(0)
+}
+
+/// Publishes `id` with `body`; the queue must take it.
+async fn publish(queue: &Queue, id: &str, body: &[u8]) {
+    queue.publish(msg(id, body)).await.expect("publish");
+}
+
+/// Publishes `id`, which must fail as unavailable (`expect_err`ing `why`) within `limit`.
+async fn publish_fails_fast(queue: &Queue, id: &str, why: &str, limit: Duration) {
+    let started = Instant::now();
+    let err = queue.publish(msg(id, b"x")).await.expect_err(why);
+    assert!(err.is_unavailable(), "{err}");
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+}
+
 /// Asserts nothing is delivered within `quiet`.
 async fn assert_nothing_within(consumer: &mut kitsync_queue::Consumer, quiet: Duration) {
     if let Ok(batch) = tokio::time::timeout(quiet, consumer.next_batch(10, Duration::ZERO)).await {
@@ -258,15 +278,10 @@ async fn failures_retry_then_dead_letter_and_replay(adapter: Adapter) {
         return;
     };
     let body = b"{\"tenant\":\"t1\"}".to_vec();
-    f.queue
-        .publish(msg("poison", &body))
-        .await
-        .expect("publish");
+    publish(&f.queue, "poison", &body).await;
     let mut consumer = f.queue.consumer("c").await.expect("consumer");
 
-    let mut d = receive(&mut consumer, 1, Duration::from_secs(10))
-        .await
-        .remove(0);
+    let mut d = receive_one(&mut consumer).await;
     assert_eq!((d.message_id.as_str(), d.attempts), ("poison", 0));
     for attempt in 1..=2u32 {
         let failed_at = Instant::now();
@@ -276,9 +291,7 @@ async fn failures_retry_then_dead_letter_and_replay(adapter: Adapter) {
             .expect("fail");
         let delay = f.settings.retry_delay(attempt);
         assert_eq!(outcome, FailOutcome::Retried { attempt, delay });
-        d = receive(&mut consumer, 1, Duration::from_secs(10))
-            .await
-            .remove(0);
+        d = receive_one(&mut consumer).await;
         let waited = failed_at.elapsed();
         assert!(
             waited >= delay.mul_f64(0.8),
@@ -333,13 +346,8 @@ async fn failures_retry_then_dead_letter_and_replay(adapter: Adapter) {
     assert_eq!(dl.list(true, 10).await.expect("list").len(), 1);
 
     // Non-retryable: dead-lettered at once, then replayed in bulk.
-    f.queue
-        .publish(msg("garbage", b"\xff not json"))
-        .await
-        .expect("publish");
-    let d = receive(&mut consumer, 1, Duration::from_secs(10))
-        .await
-        .remove(0);
+    publish(&f.queue, "garbage", b"\xff not json").await;
+    let d = receive_one(&mut consumer).await;
     consumer
         .dead_letter(d, "undecodable message")
         .await
@@ -368,10 +376,7 @@ async fn unacked_messages_come_back(adapter: Adapter) {
         return;
     };
     for i in 0..3 {
-        f.queue
-            .publish(msg(&format!("u-{i}"), b"x"))
-            .await
-            .expect("publish");
+        publish(&f.queue, &format!("u-{i}"), b"x").await;
     }
     let ids = |ds: &[Delivery]| {
         ds.iter()
@@ -420,21 +425,10 @@ async fn publish_fails_fast_when_closed(adapter: Adapter) {
     let Some(f) = fixture(adapter, |s| s.publish_timeout_ms = 500).await else {
         return;
     };
-    f.queue.publish(msg("before", b"x")).await.expect("publish");
+    publish(&f.queue, "before", b"x").await;
     f.queue.delete_topology().await.expect("delete topology");
     f.queue.close().await;
-    let started = Instant::now();
-    let err = f
-        .queue
-        .publish(msg("after", b"x"))
-        .await
-        .expect_err("closed");
-    assert!(err.is_unavailable(), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_millis(800),
-        "{:?}",
-        started.elapsed()
-    );
+    publish_fails_fast(&f.queue, "after", "closed", Duration::from_millis(800)).await;
     assert!(f.queue.ping().await.is_err());
     f.db.cleanup().await;
 }
@@ -461,10 +455,7 @@ async fn backlog_by_state(adapter: Adapter) {
 
     let before = chrono::Utc::now().timestamp_millis();
     for i in 0..3 {
-        f.queue
-            .publish(msg(&format!("b-{i}"), b"x"))
-            .await
-            .expect("publish");
+        publish(&f.queue, &format!("b-{i}"), b"x").await;
     }
     let after = chrono::Utc::now().timestamp_millis();
     wait_for_depth(&f.queue, 3).await;
@@ -482,9 +473,7 @@ async fn backlog_by_state(adapter: Adapter) {
     }
 
     let mut consumer = f.queue.consumer("c").await.expect("consumer");
-    let d = receive(&mut consumer, 1, Duration::from_secs(10))
-        .await
-        .remove(0);
+    let d = receive_one(&mut consumer).await;
     let outcome = consumer.fail(d, "boom").await.expect("fail");
     assert!(matches!(outcome, FailOutcome::Retried { attempt: 1, .. }));
     let held = receive(&mut consumer, 1, Duration::from_secs(10)).await;
@@ -519,19 +508,15 @@ async fn embedded_publish_fails_fast_when_the_database_is_gone() {
         ..test_settings()
     };
     let queue = Queue::connect(&settings, own.clone()).await.expect("queue");
-    queue.publish(msg("ok", b"x")).await.expect("publish");
+    publish(&queue, "ok", b"x").await;
     own.clone().close().await.expect("close the pool");
-    let started = Instant::now();
-    let err = queue
-        .publish(msg("lost", b"x"))
-        .await
-        .expect_err("database closed");
-    assert!(err.is_unavailable(), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_millis(800),
-        "{:?}",
-        started.elapsed()
-    );
+    publish_fails_fast(
+        &queue,
+        "lost",
+        "database closed",
+        Duration::from_millis(800),
+    )
+    .await;
     assert!(queue.ping().await.is_err());
     db.cleanup().await;
 }
@@ -690,20 +675,13 @@ async fn amqp_publish_fails_fast_while_the_broker_is_away_and_reconnects_after()
     };
     let limit = Duration::from_millis(500 + 400);
     let mut confirmed = vec!["a-0".to_owned()];
-    f.queue.publish(msg("a-0", b"x")).await.expect("publish");
+    publish(&f.queue, "a-0", b"x").await;
     // A consumer that lives through the outage, as a worker's does.
     let mut consumer = f.queue.consumer("c").await.expect("consumer");
 
     // The broker hangs: the publish gives up on time.
     proxy.hang();
-    let started = Instant::now();
-    let err = f
-        .queue
-        .publish(msg("hung", b"x"))
-        .await
-        .expect_err("hanging broker");
-    assert!(err.is_unavailable(), "{err}");
-    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+    publish_fails_fast(&f.queue, "hung", "hanging broker", limit).await;
     proxy.resume();
     publish_until_ok(&f.queue, "a-1").await;
     confirmed.push("a-1".into());
@@ -711,14 +689,7 @@ async fn amqp_publish_fails_fast_while_the_broker_is_away_and_reconnects_after()
     // The broker goes away: publishes fail fast, no panic, no hang.
     proxy.down().await;
     for i in 0..5 {
-        let started = Instant::now();
-        let err = f
-            .queue
-            .publish(msg(&format!("down-{i}"), b"x"))
-            .await
-            .expect_err("broker down");
-        assert!(err.is_unavailable(), "{err}");
-        assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+        publish_fails_fast(&f.queue, &format!("down-{i}"), "broker down", limit).await;
     }
     assert!(f.queue.ping().await.is_err());
 
@@ -805,6 +776,14 @@ fn key(label: &str) -> ReplayKey {
     k
 }
 
+/// `ledger`'s claim of the key of `label`, received at `now` and kept until `expires`.
+async fn claim(ledger: &ReplayLedger, label: &str, now: i64, expires: i64) -> ReplayClaim {
+    ledger
+        .claim(&key(label), now, expires)
+        .await
+        .expect("claim")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_ledger_refuses_replays_across_callers_and_restarts() {
     let db = fresh_db().await.expect("test database");
@@ -812,20 +791,9 @@ async fn replay_ledger_refuses_replays_across_callers_and_restarts() {
     let now = 1_800_000_000_000_i64;
     let expires = now + 60_000;
 
-    assert_eq!(
-        ledger
-            .claim(&key("n-1"), now, expires)
-            .await
-            .expect("claim"),
-        ReplayClaim::Fresh
-    );
-    assert_eq!(
-        ledger
-            .claim(&key("n-1"), now + 5, expires)
-            .await
-            .expect("claim"),
-        ReplayClaim::Replayed
-    );
+    for (at, want) in [(now, ReplayClaim::Fresh), (now + 5, ReplayClaim::Replayed)] {
+        assert_eq!(claim(&ledger, "n-1", at, expires).await, want, "at {at}");
+    }
 
     let statements_before = ledger.upserts_executed();
     let mut tasks = tokio::task::JoinSet::new();
@@ -863,55 +831,30 @@ async fn replay_ledger_refuses_replays_across_callers_and_restarts() {
     );
 
     ledger.release(&key("n-1"), expires).await.expect("release");
-    assert_eq!(
-        ledger
-            .claim(&key("n-1"), now + 10, expires)
-            .await
-            .expect("claim"),
-        ReplayClaim::Fresh
-    );
-
-    // A key is kept until its own expiry, however long after its receipt that is…
-    assert_eq!(
-        ledger
-            .claim(&key("n-1"), expires, expires)
-            .await
-            .expect("claim"),
-        ReplayClaim::Replayed
-    );
-    // …and is free again after it (a row the clean-up has not deleted yet).
-    assert_eq!(
-        ledger
-            .claim(&key("n-1"), expires + 1, expires)
-            .await
-            .expect("claim"),
-        ReplayClaim::Fresh
-    );
+    for (at, want) in [
+        (now + 10, ReplayClaim::Fresh),
+        // A key is kept until its own expiry, however long after its receipt that is…
+        (expires, ReplayClaim::Replayed),
+        // …and is free again after it (a row the clean-up has not deleted yet).
+        (expires + 1, ReplayClaim::Fresh),
+    ] {
+        assert_eq!(claim(&ledger, "n-1", at, expires).await, want, "at {at}");
+    }
 
     // Another process (or this one restarted) sharing the database sees the same keys.
     drop(ledger);
     let other = ReplayLedger::new(db.conn.clone());
-    assert_eq!(
-        other
-            .claim(&key("distinct-7"), now + 1, expires)
-            .await
-            .expect("claim"),
-        ReplayClaim::Replayed
-    );
-    assert_eq!(
-        other
-            .claim(&key("contended"), now + 1, expires)
-            .await
-            .expect("claim"),
-        ReplayClaim::Replayed
-    );
-    assert_eq!(
-        other
-            .claim(&key("brand-new"), now + 1, expires)
-            .await
-            .expect("claim"),
-        ReplayClaim::Fresh
-    );
+    for (label, want) in [
+        ("distinct-7", ReplayClaim::Replayed),
+        ("contended", ReplayClaim::Replayed),
+        ("brand-new", ReplayClaim::Fresh),
+    ] {
+        assert_eq!(
+            claim(&other, label, now + 1, expires).await,
+            want,
+            "{label}"
+        );
+    }
     drop(other);
     db.cleanup().await;
 }
@@ -946,14 +889,9 @@ async fn amqp_broker_dead_letters_are_drained_into_the_store() {
     let worker_queue = Queue::connect(&f.settings, cut_off.clone())
         .await
         .expect("queue");
-    worker_queue
-        .publish(msg("rejected", b"r"))
-        .await
-        .expect("publish");
+    publish(&worker_queue, "rejected", b"r").await;
     let mut consumer = worker_queue.consumer("w").await.expect("consumer");
-    let d = receive(&mut consumer, 1, Duration::from_secs(10))
-        .await
-        .remove(0);
+    let d = receive_one(&mut consumer).await;
     cut_off.clone().close().await.expect("close");
     consumer
         .dead_letter(d, "unparseable")
@@ -961,10 +899,7 @@ async fn amqp_broker_dead_letters_are_drained_into_the_store() {
         .expect("falls back to the broker's dead-letter queue");
 
     // A message that crashes every worker hits the delivery limit.
-    f.queue
-        .publish(msg("crash-loop", b"c"))
-        .await
-        .expect("publish");
+    publish(&f.queue, "crash-loop", b"c").await;
     for _ in 0..2 {
         let d = receive(&mut consumer, 1, Duration::from_secs(10)).await;
         assert_eq!(d[0].message_id, "crash-loop");

@@ -173,11 +173,12 @@ impl RsaDecryptor {
                     .into(),
             ));
         }
-        let der = pem_der(pem).map_err(SecretsError::BadPrivateKey)?;
-        let key = RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| match e {
-            RsaError::NotRsa => SecretsError::BadPrivateKey("not an RSA key".into()),
-            other => SecretsError::BadPrivateKey(format!("not a PKCS#8 RSA key ({other})")),
-        })?;
+        let key = load_key(
+            pem,
+            RsaPrivateKey::from_pkcs8_der,
+            SecretsError::BadPrivateKey,
+            "a PKCS#8 RSA key",
+        )?;
         if key.bits() < MIN_RSA_BITS {
             return Err(SecretsError::KeyTooSmall(key.bits()));
         }
@@ -620,6 +621,21 @@ fn unmark(pt: &[u8]) -> Result<(SealedKind, SecretString), SecretsError> {
     Ok((kind, SecretString::from(s.to_owned())))
 }
 
+/// The key in `pem` (PEM or DER) as `from_der` reads it; `bad` makes the error, saying the
+/// key is not `expected` when `from_der` refuses it.
+fn load_key<K>(
+    pem: &[u8],
+    from_der: fn(&[u8]) -> Result<K, RsaError>,
+    bad: fn(String) -> SecretsError,
+    expected: &str,
+) -> Result<K, SecretsError> {
+    let der = pem_der(pem).map_err(bad)?;
+    from_der(&der).map_err(|e| match e {
+        RsaError::NotRsa => bad("not an RSA key".into()),
+        other => bad(format!("not {expected} ({other})")),
+    })
+}
+
 /// The DER inside a PEM (or the bytes themselves when they are not PEM).
 fn pem_der(pem: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
     let text = String::from_utf8_lossy(pem);
@@ -675,11 +691,12 @@ impl RsaEncryptor {
                     .into(),
             ));
         }
-        let der = pem_der(pem).map_err(SecretsError::BadPublicKey)?;
-        let key = RsaPublicKey::from_spki_der(&der).map_err(|e| match e {
-            RsaError::NotRsa => SecretsError::BadPublicKey("not an RSA key".into()),
-            other => SecretsError::BadPublicKey(format!("not an RSA public key ({other})")),
-        })?;
+        let key = load_key(
+            pem,
+            RsaPublicKey::from_spki_der,
+            SecretsError::BadPublicKey,
+            "an RSA public key",
+        )?;
         Ok(Self { key })
     }
 

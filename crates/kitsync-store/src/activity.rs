@@ -59,20 +59,6 @@ pub struct Recorded {
     pub unmatched: Vec<usize>,
 }
 
-pub(crate) async fn record(
-    db: &DatabaseConnection,
-    events: &[ActivityEvent],
-    now_ms: i64,
-) -> Result<Recorded, StoreError> {
-    if events.is_empty() {
-        return Ok(Recorded::default());
-    }
-    let txn = db.begin().await?;
-    let recorded = record_in(&txn, events, now_ms).await?;
-    txn.commit().await?;
-    Ok(recorded)
-}
-
 /// [`Store::record_activity`](crate::Store::record_activity) inside the caller's transaction, so the events commit (or roll back) with the
 /// caller's other writes: a login's `login` event is written with its session.
 ///
@@ -237,19 +223,11 @@ pub(crate) async fn daily(
     )
     .bind(tenant)
     .push(" ORDER BY day, user_name");
-    db.query_all(sql.build())
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get_by_index(0)?,
-                r.try_get_by_index::<i32>(1).map(i64::from)?,
-                r.try_get_by_index(2)?,
-                r.try_get_by_index(3)?,
-                r.try_get_by_index(4)?,
-            ))
-        })
-        .collect()
+    let rows: Vec<(String, i32, String, i32, i32)> = crate::query_rows(db, sql.build()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, day, user, logins, uses)| (t, i64::from(day), user, logins, uses))
+        .collect())
 }
 
 impl Store {
@@ -259,7 +237,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`] when the database fails; nothing of the batch is kept then.
     pub async fn record_activity(&self, events: &[ActivityEvent]) -> Result<Recorded, StoreError> {
-        record(&self.db, events, chrono::Utc::now().timestamp_millis()).await
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if events.is_empty() {
+            return Ok(Recorded::default());
+        }
+        let txn = self.db.begin().await?;
+        let recorded = record_in(&txn, events, now_ms).await?;
+        txn.commit().await?;
+        Ok(recorded)
     }
 
     /// Deletes raw activity events that happened before `before_ms` (the daily rollups stay).

@@ -136,13 +136,13 @@ async fn load(
         sql.push(" AND gm.group_id = ").bind(id);
     }
     sql.push(" ORDER BY gm.group_id, gm.position");
+    let listed: Vec<(String, String, Option<String>)> = crate::query_rows(db, sql.build()).await?;
     let mut members: BTreeMap<String, Vec<GroupMember>> = BTreeMap::new();
-    for row in db.query_all(sql.build()).await? {
-        let group: String = row.try_get_by_index(0)?;
-        members.entry(group).or_default().push(GroupMember {
-            value: row.try_get_by_index(1)?,
-            kind: row.try_get_by_index(2)?,
-        });
+    for (group, value, kind) in listed {
+        members
+            .entry(group)
+            .or_default()
+            .push(GroupMember { value, kind });
     }
     Ok(rows
         .into_iter()
@@ -161,51 +161,35 @@ async fn load(
         .collect())
 }
 
-/// Creates group `group_id` in its own transaction.
-pub(crate) async fn create(
-    db: &DatabaseConnection,
-    tenant: &str,
-    group_id: &str,
-    new: &GroupWrite,
-) -> Result<IsvGroup, GroupWriteError> {
-    let txn = db.begin().await?;
-    let mut cx = Cx::new(&txn);
-    let test = lock_live_tenant(&mut cx, tenant).await?;
-    let group = save(&cx, tenant, group_id, new, None).await?;
-    journal(
-        &mut cx,
-        tenant,
-        group_id,
-        Action::Created,
-        json(&group),
-        test,
-    );
-    cx.flush_journal().await?;
-    txn.commit().await?;
-    Ok(group)
+/// What a group write does.
+#[derive(Debug, Clone, Copy)]
+enum WriteMode {
+    /// Creates a group that does not exist yet.
+    Create,
+    /// Replaces a stored group, at this version when given.
+    Replace(Option<i64>),
 }
 
-/// Replaces group `group_id` (at version `if_version`, when given) in its own transaction.
-pub(crate) async fn replace(
+/// Creates or replaces group `group_id` in its own transaction, journaled.
+async fn write(
     db: &DatabaseConnection,
     tenant: &str,
     group_id: &str,
     new: &GroupWrite,
-    if_version: Option<i64>,
+    mode: WriteMode,
 ) -> Result<IsvGroup, GroupWriteError> {
     let txn = db.begin().await?;
     let mut cx = Cx::new(&txn);
     let test = lock_live_tenant(&mut cx, tenant).await?;
-    let current = current(&cx, tenant, group_id, if_version).await?;
-    let group = save(&cx, tenant, group_id, new, Some(current)).await?;
-    journal(
-        &mut cx,
-        tenant,
-        group_id,
-        Action::Updated,
-        json(&group),
-        test,
-    );
+    let (current, action) = match mode {
+        WriteMode::Create => (None, Action::Created),
+        WriteMode::Replace(if_version) => (
+            Some(current(&cx, tenant, group_id, if_version).await?),
+            Action::Updated,
+        ),
+    };
+    let group = save(&cx, tenant, group_id, new, current).await?;
+    journal(&mut cx, tenant, group_id, action, json(&group), test);
     cx.flush_journal().await?;
     txn.commit().await?;
     Ok(group)
@@ -444,17 +428,7 @@ pub(crate) async fn memberships(
     .push(" AND (gm.member_type IS NULL OR lower(gm.member_type) = 'user') AND gm.user_name IN (")
     .bind_list(users.iter().map(String::as_str))
     .push(")");
-    db.query_all(sql.build())
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get_by_index(0)?,
-                r.try_get_by_index(1)?,
-                r.try_get_by_index(2)?,
-            ))
-        })
-        .collect()
+    crate::query_rows(db, sql.build()).await
 }
 
 impl Store {
@@ -489,7 +463,7 @@ impl Store {
         group_id: &str,
         new: &GroupWrite,
     ) -> Result<IsvGroup, GroupWriteError> {
-        create(&self.db, tenant_id, group_id, new).await
+        write(&self.db, tenant_id, group_id, new, WriteMode::Create).await
     }
 
     /// Replaces an ISV group's name, external id and members; when `if_version` is given the
@@ -505,7 +479,14 @@ impl Store {
         new: &GroupWrite,
         if_version: Option<i64>,
     ) -> Result<IsvGroup, GroupWriteError> {
-        replace(&self.db, tenant_id, group_id, new, if_version).await
+        write(
+            &self.db,
+            tenant_id,
+            group_id,
+            new,
+            WriteMode::Replace(if_version),
+        )
+        .await
     }
 
     /// Deletes an ISV group (at `if_version`, when given).

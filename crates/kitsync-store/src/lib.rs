@@ -108,7 +108,20 @@ pub use webhooks::{
 pub use windows::WINDOW_DAYS;
 
 use kitsync_domain::Command;
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait, TryGetableMany};
+
+/// Runs `statement` and reads every row it returns as `T`: its first column's value, or a
+/// tuple of its columns in select order.
+pub(crate) async fn query_rows<T: TryGetableMany>(
+    db: &impl ConnectionTrait,
+    statement: Statement,
+) -> Result<Vec<T>, StoreError> {
+    db.query_all(statement)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get_many_by_index()?))
+        .collect()
+}
 
 /// The directory store: cheap to clone (a connection pool and settings).
 #[derive(Clone)]

@@ -79,19 +79,9 @@ pub(crate) async fn page(
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<MemberView>, StoreError> {
+    // Every read below sees one snapshot.
     let txn = snapshot(db).await?;
-    let found = page_in(&txn, tenant, filter, after, limit).await?;
-    txn.commit().await?;
-    Ok(found)
-}
-
-async fn page_in(
-    db: &DatabaseTransaction,
-    tenant: &str,
-    filter: &MemberFilter,
-    after: Option<&str>,
-    limit: u64,
-) -> Result<Vec<MemberView>, StoreError> {
+    let db = &txn;
     let backend = db.get_database_backend();
     let pg = backend == sea_orm::DbBackend::Postgres;
     let mut sql = Sql::new(backend);
@@ -166,13 +156,10 @@ async fn page_in(
     }
     sql.push(" ORDER BY m.user_name LIMIT ")
         .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-    let names: Vec<String> = db
-        .query_all(sql.build())
-        .await?
-        .iter()
-        .map(|r| r.try_get_by_index::<String>(0))
-        .collect::<Result<_, _>>()?;
-    load(db, tenant, &names, filter.include_test).await
+    let names: Vec<String> = crate::query_rows(db, sql.build()).await?;
+    let found = load(db, tenant, &names, filter.include_test).await?;
+    txn.commit().await?;
+    Ok(found)
 }
 
 pub(crate) async fn one(
@@ -219,13 +206,13 @@ async fn load(
         // (tenant_id, app_id, user_name) over the whole tenant instead of probing
         // authorizations_user per name. The few apps per member are sorted below.
         .push(")");
+    let rows: Vec<(String, String, String, bool)> = crate::query_rows(db, sql.build()).await?;
     let mut apps: HashMap<String, Vec<MemberApp>> = HashMap::new();
-    for row in db.query_all(sql.build()).await? {
-        let user: String = row.try_get_by_index(0)?;
+    for (user, app_id, role, enabled) in rows {
         apps.entry(user).or_default().push(MemberApp {
-            app_id: row.try_get_by_index(1)?,
-            role: row.try_get_by_index(2)?,
-            enabled: row.try_get_by_index(3)?,
+            app_id,
+            role,
+            enabled,
         });
     }
     for list in apps.values_mut() {
@@ -442,19 +429,9 @@ pub(crate) async fn query(
     offset: u64,
     limit: u64,
 ) -> Result<(u64, Vec<MemberView>), StoreError> {
+    // Every read below sees one snapshot.
     let txn = snapshot(db).await?;
-    let found = query_in(&txn, tenant, cond, offset, limit).await?;
-    txn.commit().await?;
-    Ok(found)
-}
-
-async fn query_in(
-    db: &DatabaseTransaction,
-    tenant: &str,
-    cond: &MemberCond,
-    offset: u64,
-    limit: u64,
-) -> Result<(u64, Vec<MemberView>), StoreError> {
+    let db = &txn;
     let backend = db.get_database_backend();
     let pg = backend == sea_orm::DbBackend::Postgres;
     let matching = |sql: &mut Sql| {
@@ -485,16 +462,11 @@ async fn query_in(
     let names: Vec<String> = if limit == 0 {
         Vec::new()
     } else {
-        db.query_all(names.build())
-            .await?
-            .iter()
-            .map(|r| r.try_get_by_index::<String>(0))
-            .collect::<Result<_, _>>()?
+        crate::query_rows(db, names.build()).await?
     };
-    Ok((
-        u64::try_from(total).unwrap_or(0),
-        load(db, tenant, &names, true).await?,
-    ))
+    let found = load(db, tenant, &names, true).await?;
+    txn.commit().await?;
+    Ok((u64::try_from(total).unwrap_or(0), found))
 }
 
 impl Store {

@@ -50,26 +50,38 @@ async fn instance_ids(db: &DatabaseConnection, t: &str) -> Result<Vec<String>, S
     Ok(ids)
 }
 
+/// Tenant `t`'s row, unless unknown or deleted.
+async fn live_tenant(
+    db: &DatabaseConnection,
+    t: &str,
+) -> Result<Option<tenants::Model>, StoreError> {
+    Ok(tenants::Entity::find_by_id(t.to_owned())
+        .filter(tenants::Column::Deleted.eq(false))
+        .one(db)
+        .await?)
+}
+
 pub(crate) async fn tenant(
     db: &DatabaseConnection,
     t: &str,
 ) -> Result<Option<TenantView>, StoreError> {
-    let Some(m) = tenants::Entity::find_by_id(t.to_owned())
-        .filter(tenants::Column::Deleted.eq(false))
-        .one(db)
-        .await?
-    else {
+    let Some(m) = live_tenant(db, t).await? else {
         return Ok(None);
     };
     let instance_ids = instance_ids(db, t).await?;
-    Ok(Some(TenantView {
+    Ok(Some(tenant_view(m, instance_ids)))
+}
+
+/// A stored tenant row with its (sorted) instance ids, as the directory API shows it.
+fn tenant_view(m: tenants::Model, instance_ids: Vec<String>) -> TenantView {
+    TenantView {
         tenant_id: m.tenant_id,
         tenant_code: m.tenant_code,
         name: m.name,
         domain_name: m.domain_name,
         test: m.test,
         instance_ids,
-    }))
+    }
 }
 
 /// One keyset page of `q`'s live rows: not `deleted`, not `test` unless `include_test`,
@@ -131,14 +143,7 @@ pub(crate) async fn tenants_page(
         .map(|m| {
             let mut instance_ids = instances.remove(&m.tenant_id).unwrap_or_default();
             instance_ids.sort();
-            TenantView {
-                tenant_id: m.tenant_id,
-                tenant_code: m.tenant_code,
-                name: m.name,
-                domain_name: m.domain_name,
-                test: m.test,
-                instance_ids,
-            }
+            tenant_view(m, instance_ids)
         })
         .collect())
 }
@@ -213,57 +218,50 @@ pub(crate) async fn app(
         .map(app_state))
 }
 
+/// Tenant `t`'s live rows of one table (`tenant_id` and `deleted` name its columns), as the
+/// store hands them out; unordered.
+async fn tenant_rows<C, T>(
+    db: &DatabaseConnection,
+    t: &str,
+    [tenant_id, deleted]: [C; 2],
+    state: fn(<C::EntityName as EntityTrait>::Model) -> T,
+) -> Result<Vec<T>, StoreError>
+where
+    C: ColumnTrait,
+    C::EntityName: EntityTrait<Column = C>,
+{
+    Ok(C::EntityName::find()
+        .filter(tenant_id.eq(t))
+        .filter(deleted.eq(false))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(state)
+        .collect())
+}
+
 pub(crate) async fn snapshot(
     db: &DatabaseConnection,
     t: &str,
 ) -> Result<DirectoryState, StoreError> {
-    let tenant = tenants::Entity::find_by_id(t.to_owned())
-        .filter(tenants::Column::Deleted.eq(false))
-        .one(db)
-        .await?
-        .map(|m| TenantState {
-            tenant_code: m.tenant_code,
-            name: m.name,
-            domain_name: m.domain_name,
-            test: m.test,
-            version: m.version,
-        });
+    use {apps::Column as A, authorizations::Column as Z};
+    use {departments::Column as D, members::Column as M};
+    let tenant = live_tenant(db, t).await?.map(|m| TenantState {
+        tenant_code: m.tenant_code,
+        name: m.name,
+        domain_name: m.domain_name,
+        test: m.test,
+        version: m.version,
+    });
     let instance_ids = instance_ids(db, t).await?;
-    let mut apps: Vec<AppState> = apps::Entity::find()
-        .filter(apps::Column::TenantId.eq(t))
-        .filter(apps::Column::Deleted.eq(false))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(app_state)
-        .collect();
+    let mut apps = tenant_rows(db, t, [A::TenantId, A::Deleted], app_state).await?;
     apps.sort_by(|a, b| a.app_id.cmp(&b.app_id));
-    let mut departments: Vec<DepartmentState> = departments::Entity::find()
-        .filter(departments::Column::TenantId.eq(t))
-        .filter(departments::Column::Deleted.eq(false))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(department_state)
-        .collect();
+    let mut departments = tenant_rows(db, t, [D::TenantId, D::Deleted], department_state).await?;
     departments.sort_by(|a, b| a.org_code.cmp(&b.org_code));
-    let mut members: Vec<MemberState> = members::Entity::find()
-        .filter(members::Column::TenantId.eq(t))
-        .filter(members::Column::Deleted.eq(false))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(member_state)
-        .collect();
+    let mut members = tenant_rows(db, t, [M::TenantId, M::Deleted], member_state).await?;
     members.sort_by(|a, b| a.user_name.cmp(&b.user_name));
-    let mut authorizations: Vec<AuthorizationState> = authorizations::Entity::find()
-        .filter(authorizations::Column::TenantId.eq(t))
-        .filter(authorizations::Column::Deleted.eq(false))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(authorization_state)
-        .collect();
+    let mut authorizations =
+        tenant_rows(db, t, [Z::TenantId, Z::Deleted], authorization_state).await?;
     authorizations.sort_by(|a, b| (&a.app_id, &a.user_name).cmp(&(&b.app_id, &b.user_name)));
     Ok(DirectoryState {
         tenant,

@@ -136,6 +136,18 @@ type SpanKey = (String, String, String);
 /// A change of a key: enabled after it?, its version, test data?
 type SpanChange = (SpanKey, bool, i64, bool);
 
+/// A span's key, start and end (`None`: open) as statement values, in `auth_spans` column
+/// order.
+fn span_values((t, u, a): &SpanKey, from: i64, to: Option<i64>) -> Vec<Value> {
+    vec![
+        t.clone().into(),
+        u.clone().into(),
+        a.clone().into(),
+        from.into(),
+        to.into(),
+    ]
+}
+
 async fn apply_spans(
     txn: &impl ConnectionTrait,
     backend: DbBackend,
@@ -198,14 +210,8 @@ async fn apply_spans(
     for chunk in closed.chunks(rows_per_statement(5)) {
         let mut sql = Sql::new(backend);
         sql.push("WITH v (t, u, a, f, e) AS (VALUES ");
-        sql.joined(chunk.iter(), ", ", |sql, ((t, u, a), from, to)| {
-            sql.bind_tuple::<_, Value>([
-                t.clone().into(),
-                u.clone().into(),
-                a.clone().into(),
-                (*from).into(),
-                (*to).into(),
-            ]);
+        sql.joined(chunk.iter(), ", ", |sql, (key, from, to)| {
+            sql.bind_tuple(span_values(key, *from, Some(*to)));
         });
         sql.push(
             ") UPDATE auth_spans SET to_v = (SELECT v.e FROM v WHERE v.t = auth_spans.tenant_id \
@@ -221,20 +227,11 @@ async fn apply_spans(
         sql.push(
             "INSERT INTO auth_spans (tenant_id, user_name, app_id, from_v, to_v, test) VALUES ",
         );
-        sql.joined(
-            chunk.iter(),
-            ", ",
-            |sql, (((t, u, a), from), (to, test))| {
-                sql.bind_tuple::<_, Value>([
-                    t.clone().into(),
-                    u.clone().into(),
-                    a.clone().into(),
-                    (*from).into(),
-                    (*to).into(),
-                    (*test).into(),
-                ]);
-            },
-        );
+        sql.joined(chunk.iter(), ", ", |sql, ((key, from), (to, test))| {
+            let mut values = span_values(key, *from, *to);
+            values.push((*test).into());
+            sql.bind_tuple(values);
+        });
         // A span re-opened at the very version another one started (a repeat): keep one.
         sql.push(" ON CONFLICT (tenant_id, user_name, app_id, from_v) DO NOTHING");
         txn.execute(sql.build()).await?;
@@ -279,17 +276,17 @@ pub(crate) async fn daily_from_history(
          AND (s.to_v IS NULL OR s.to_v > (CAST(d.day AS BIGINT) + 1) * {DAY_MS} - {UTC8_MS} - 1)) \
          GROUP BY d.day ORDER BY d.day"
     ));
-    db.query_all(sql.build())
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                i64::from(r.try_get_by_index::<i32>(0)?),
-                u64::try_from(r.try_get_by_index::<i64>(1)?).unwrap_or(0),
-                u64::try_from(r.try_get_by_index::<i64>(2)?).unwrap_or(0),
-            ))
+    let rows: Vec<(i32, i64, i64)> = crate::query_rows(db, sql.build()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(day, users, tenants)| {
+            (
+                i64::from(day),
+                u64::try_from(users).unwrap_or(0),
+                u64::try_from(tenants).unwrap_or(0),
+            )
         })
-        .collect()
+        .collect())
 }
 
 /// One tenant's figures for a period.

@@ -20,7 +20,9 @@ use crate::feed::parse_event_types;
 use crate::sql::Sql;
 use crate::Store;
 use kitsync_domain::time::now_ms;
-use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, FromQueryResult, QueryResult, TransactionTrait, Value,
+};
 use serde::Serialize;
 
 /// Attempts kept per endpoint in `webhook_deliveries`.
@@ -120,8 +122,8 @@ pub struct WebhookLease {
     pub lease_until: i64,
 }
 
-/// One recorded delivery attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One recorded delivery attempt (a `webhook_deliveries` row: fields are named as its columns).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromQueryResult)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookDelivery {
     pub id: i64,
@@ -404,28 +406,25 @@ pub(crate) async fn due(
     now: i64,
     limit: u64,
 ) -> Result<Vec<String>, StoreError> {
-    let rows = db
-        .query_all(
-            sql(db)
-                .push(
-                    "SELECT id FROM webhook_endpoints \
-                     WHERE state <> 'disabled' AND next_attempt_at <= ",
-                )
-                .bind(now)
-                .push(" AND (lease_until IS NULL OR lease_until < ")
-                .bind(now)
-                .push(
-                    ") AND (pending_until IS NOT NULL \
-                     OR journal_cursor < (SELECT COALESCE(MAX(id), 0) FROM journal)) \
-                     ORDER BY next_attempt_at, id LIMIT ",
-                )
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .take(),
-        )
-        .await?;
-    rows.iter()
-        .map(|r| Ok(r.try_get_by_index::<String>(0)?))
-        .collect()
+    crate::query_rows(
+        db,
+        sql(db)
+            .push(
+                "SELECT id FROM webhook_endpoints \
+                 WHERE state <> 'disabled' AND next_attempt_at <= ",
+            )
+            .bind(now)
+            .push(" AND (lease_until IS NULL OR lease_until < ")
+            .bind(now)
+            .push(
+                ") AND (pending_until IS NOT NULL \
+                 OR journal_cursor < (SELECT COALESCE(MAX(id), 0) FROM journal)) \
+                 ORDER BY next_attempt_at, id LIMIT ",
+            )
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .take(),
+    )
+    .await
 }
 
 pub(crate) async fn claim(
@@ -637,21 +636,7 @@ pub(crate) async fn deliveries(
         )
         .await?;
     rows.iter()
-        .map(|r| {
-            Ok(WebhookDelivery {
-                id: r.try_get("", "id")?,
-                endpoint_id: r.try_get("", "endpoint_id")?,
-                webhook_id: r.try_get("", "webhook_id")?,
-                first_event_id: r.try_get("", "first_event_id")?,
-                last_event_id: r.try_get("", "last_event_id")?,
-                events: r.try_get("", "events")?,
-                attempt: r.try_get("", "attempt")?,
-                status: r.try_get("", "status")?,
-                error: r.try_get("", "error")?,
-                at: r.try_get("", "at")?,
-                duration_ms: r.try_get("", "duration_ms")?,
-            })
-        })
+        .map(|r| Ok(WebhookDelivery::from_query_result(r, "")?))
         .collect()
 }
 

@@ -12,7 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-async fn counted_store() -> (TestDb, Store, Arc<AtomicUsize>) {
+/// A store whose statements are counted, and the backend it runs on, for the printed timings.
+struct Counted {
+    store: Store,
+    statements: Arc<AtomicUsize>,
+    backend: &'static str,
+}
+
+async fn counted_store() -> (TestDb, Counted) {
     let db = fresh_db().await.unwrap();
     let statements = Arc::new(AtomicUsize::new(0));
     let mut conn = db.conn.clone();
@@ -21,35 +28,39 @@ async fn counted_store() -> (TestDb, Store, Arc<AtomicUsize>) {
         counter.fetch_add(1, Ordering::Relaxed);
     });
     let store = Store::new(conn, StoreSettings::default());
-    (db, store, statements)
-}
-
-/// Applies one command, returning its outcome and the statements it took.
-async fn measured(
-    store: &Store,
-    statements: &AtomicUsize,
-    what: &str,
-    c: &Command,
-) -> (Outcome, usize) {
-    statements.store(0, Ordering::Relaxed);
-    let started = Instant::now();
-    let outcome = store.apply(c).await.unwrap();
-    let n = statements.load(Ordering::Relaxed);
-    eprintln!(
-        "{what}: {outcome:?} in {:?}, {n} statements",
-        started.elapsed()
-    );
-    (outcome, n)
-}
-
-#[tokio::test]
-async fn a_500_user_auth_sync_is_a_handful_of_statements() {
-    let (db, store, statements) = counted_store().await;
     let backend = if db.is_postgres() {
         "PostgreSQL"
     } else {
         "SQLite"
     };
+    let counted = Counted {
+        store,
+        statements,
+        backend,
+    };
+    (db, counted)
+}
+
+impl Counted {
+    /// Applies one command, returning its outcome and the statements it took.
+    async fn measured(&self, what: &str, c: &Command) -> (Outcome, usize) {
+        self.statements.store(0, Ordering::Relaxed);
+        let started = Instant::now();
+        let outcome = self.store.apply(c).await.unwrap();
+        let n = self.statements.load(Ordering::Relaxed);
+        eprintln!(
+            "{} {what}: {outcome:?} in {:?}, {n} statements",
+            self.backend,
+            started.elapsed()
+        );
+        (outcome, n)
+    }
+}
+
+#[tokio::test]
+async fn a_500_user_auth_sync_is_a_handful_of_statements() {
+    let (db, counted) = counted_store().await;
+    let store = &counted.store;
     let users: Vec<_> = (0..500)
         .map(|i| {
             user(
@@ -60,13 +71,7 @@ async fn a_500_user_auth_sync_is_a_handful_of_statements() {
         .collect();
 
     let add = auth("t", "app", AuthOp::Add, 1_000, users.clone());
-    let (outcome, n) = measured(
-        &store,
-        &statements,
-        &format!("{backend} authSync add 500"),
-        &add,
-    )
-    .await;
+    let (outcome, n) = counted.measured("authSync add 500", &add).await;
     assert_eq!(outcome, Outcome::Applied { changed: 1000 });
     assert!(n <= 12, "{n} statements for 500 users");
     let c = store.counts().await.unwrap();
@@ -80,35 +85,17 @@ async fn a_500_user_auth_sync_is_a_handful_of_statements() {
         u.position = Some("Lead".into());
     }
     let modify = auth("t", "app", AuthOp::Modify, 2_000, modified);
-    let (outcome, n) = measured(
-        &store,
-        &statements,
-        &format!("{backend} authSync modify 500"),
-        &modify,
-    )
-    .await;
+    let (outcome, n) = counted.measured("authSync modify 500", &modify).await;
     assert_eq!(outcome, Outcome::Applied { changed: 1000 });
     assert!(n <= 12, "{n} statements for 500 users");
 
     // A repeat reads and writes nothing.
-    let (outcome, n) = measured(
-        &store,
-        &statements,
-        &format!("{backend} authSync repeat 500"),
-        &modify,
-    )
-    .await;
+    let (outcome, n) = counted.measured("authSync repeat 500", &modify).await;
     assert_eq!(outcome, Outcome::Duplicate);
     assert!(n <= 8, "{n} statements for a repeat");
 
     let cancel = auth("t", "app", AuthOp::Cancel, 3_000, users);
-    let (outcome, n) = measured(
-        &store,
-        &statements,
-        &format!("{backend} authSync cancel 500"),
-        &cancel,
-    )
-    .await;
+    let (outcome, n) = counted.measured("authSync cancel 500", &cancel).await;
     assert_eq!(outcome, Outcome::Applied { changed: 500 });
     assert!(n <= 10, "{n} statements for 500 users");
     let c = store.counts().await.unwrap();
@@ -118,12 +105,8 @@ async fn a_500_user_auth_sync_is_a_handful_of_statements() {
 
 #[tokio::test]
 async fn a_10000_department_full_sync_is_set_based() {
-    let (db, store, statements) = counted_store().await;
-    let backend = if db.is_postgres() {
-        "PostgreSQL"
-    } else {
-        "SQLite"
-    };
+    let (db, counted) = counted_store().await;
+    let store = &counted.store;
     let tree = |n: usize, label: &str| -> Vec<OrgInfo> {
         (0..n)
             .map(|d| {
@@ -138,26 +121,16 @@ async fn a_10000_department_full_sync_is_set_based() {
     };
 
     let first = full("t", 1_000, tree(10_000, "Department"));
-    let (outcome, n) = measured(
-        &store,
-        &statements,
-        &format!("{backend} allOrgSync 10 000"),
-        &first,
-    )
-    .await;
+    let (outcome, n) = counted.measured("allOrgSync 10 000", &first).await;
     assert_eq!(outcome, Outcome::Applied { changed: 10_000 });
     assert!(n <= 40, "{n} statements for 10 000 departments");
     assert_eq!(store.counts().await.unwrap().departments, 10_000);
 
     // The next snapshot keeps 6 000 (renaming them) and drops 4 000: within the 50 % guard.
     let second = full("t", 2_000, tree(6_000, "Renamed"));
-    let (outcome, n) = measured(
-        &store,
-        &statements,
-        &format!("{backend} allOrgSync 6 000 kept, 4 000 removed"),
-        &second,
-    )
-    .await;
+    let (outcome, n) = counted
+        .measured("allOrgSync 6 000 kept, 4 000 removed", &second)
+        .await;
     assert_eq!(outcome, Outcome::Applied { changed: 10_000 });
     assert!(n <= 40, "{n} statements for 10 000 departments");
     let state = store.snapshot("t").await.unwrap();
@@ -167,36 +140,20 @@ async fn a_10000_department_full_sync_is_set_based() {
         .iter()
         .all(|d| d.org_name.starts_with("Renamed") && d.version == 2_000));
 
-    let (outcome, n) = measured(
-        &store,
-        &statements,
-        &format!("{backend} allOrgSync repeat"),
-        &second,
-    )
-    .await;
+    let (outcome, n) = counted.measured("allOrgSync repeat", &second).await;
     assert_eq!(outcome, Outcome::Duplicate);
     assert!(n <= 8, "{n} statements for a repeat");
 
     // Dropping everything is held by the guard, and costs no department writes.
     let empty = full("t", 3_000, Vec::new());
-    let (outcome, n) = measured(
-        &store,
-        &statements,
-        &format!("{backend} allOrgSync empty (held)"),
-        &empty,
-    )
-    .await;
+    let (outcome, n) = counted.measured("allOrgSync empty (held)", &empty).await;
     assert!(matches!(outcome, Outcome::Held { .. }), "{outcome:?}");
     assert!(n <= 12, "{n} statements");
 
     // A tenant delete purges them all, set-based.
-    let (outcome, n) = measured(
-        &store,
-        &statements,
-        &format!("{backend} tenantSync delete (purge 6 000)"),
-        &tenant_del("t", 4_000),
-    )
-    .await;
+    let (outcome, n) = counted
+        .measured("tenantSync delete (purge 6 000)", &tenant_del("t", 4_000))
+        .await;
     assert_eq!(outcome, Outcome::Applied { changed: 6_001 });
     assert!(n <= 20, "{n} statements for the purge");
     assert_eq!(store.counts().await.unwrap().departments, 0);

@@ -15,6 +15,7 @@
 mod common;
 mod reference;
 
+use common::{app_del, flagged, org_del, tenant_del};
 use kitsync_domain::{
     AppChange, AuthChange, AuthOp, AuthUser, Command, FullOrgSnapshot, KitTime, Op, OrgChange,
     OrgInfo, Role, SecretText, TenantChange,
@@ -175,17 +176,7 @@ impl Case {
                 test,
                 version: v,
             }),
-            Ev::TenantDel { t } => Command::Tenant(TenantChange {
-                tenant_id: tid(*t),
-                instance_id: None,
-                order_id: None,
-                tenant_code: String::new(),
-                name: String::new(),
-                domain_name: String::new(),
-                op: Op::Delete,
-                test,
-                version: v,
-            }),
+            Ev::TenantDel { t } => flagged(tenant_del(&tid(*t), v.0), test),
             Ev::AppUp { t, app, client } => Command::App(AppChange {
                 tenant_id: tid(*t),
                 instance_id: Some(format!("i{}", client % 2)),
@@ -197,17 +188,7 @@ impl Case {
                 test,
                 version: v,
             }),
-            Ev::AppDel { t, app } => Command::App(AppChange {
-                tenant_id: tid(*t),
-                instance_id: None,
-                app_id: format!("a{app}"),
-                client_id: String::new(),
-                client_secret: SecretText(String::new()),
-                secret_fp: None,
-                op: Op::Delete,
-                test,
-                version: v,
-            }),
+            Ev::AppDel { t, app } => flagged(app_del(&tid(*t), &format!("a{app}"), v.0), test),
             Ev::OrgUp {
                 t,
                 org,
@@ -223,16 +204,7 @@ impl Case {
                 test,
                 version: v,
             }),
-            Ev::OrgDel { t, org } => Command::Org(OrgChange {
-                tenant_id: tid(*t),
-                instance_id: None,
-                org_code: code(*org),
-                org_name: String::new(),
-                parent_code: None,
-                op: Op::Delete,
-                test,
-                version: v,
-            }),
+            Ev::OrgDel { t, org } => flagged(org_del(&tid(*t), &code(*org), v.0), test),
             Ev::Full { t, orgs } => Command::FullOrg(FullOrgSnapshot {
                 tenant_id: tid(*t),
                 instance_id: Some("i1".into()),

@@ -4,12 +4,45 @@
 mod common;
 
 use common::*;
-use kitsync_domain::{AuthOp, Role};
+use kitsync_domain::{AuthOp, Command, Role};
 use kitsync_store::journal::PlanStatus;
-use kitsync_store::{Outcome, StoreError};
+use kitsync_store::{JournalEntry, Outcome, Store, StoreError};
+use migrations::testing::TestDb;
 
 fn applied(o: &Outcome) -> bool {
     matches!(o, Outcome::Applied { .. })
+}
+
+/// A fresh store whose tenant `t` has the departments `codes` (a snapshot at version 10).
+async fn store_of(codes: &[&str]) -> (TestDb, Store) {
+    let (db, s) = store().await;
+    s.apply(&full_codes("t", 10, codes)).await.unwrap();
+    (db, s)
+}
+
+/// Applies `c`, which the mass-deletion guard must hold; the held plan's id.
+async fn held(s: &Store, c: &Command) -> i64 {
+    let Outcome::Held { plan_id } = s.apply(c).await.unwrap() else {
+        panic!("expected a held plan");
+    };
+    plan_id
+}
+
+/// The department codes of tenant `t`, in the snapshot's order.
+async fn dept_codes(s: &Store, t: &str) -> Vec<String> {
+    let state = s.snapshot(t).await.unwrap();
+    state.departments.into_iter().map(|d| d.org_code).collect()
+}
+
+/// The journal entries after `after` about `entity`, in order.
+async fn journal_of(s: &Store, after: i64, entity: &str) -> Vec<JournalEntry> {
+    let journal = s.journal_after(after, 1000).await.unwrap();
+    journal.into_iter().filter(|j| j.entity == entity).collect()
+}
+
+/// Whether `r` is the conflict a plan no longer held answers.
+fn conflict<T>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict(_)))
 }
 
 #[tokio::test]
@@ -130,13 +163,7 @@ async fn outcomes_and_counts_of_a_simple_history() {
     // Tenant, app, one row per member (profile and authorisation together), two
     // departments, and the instance id.
     assert_eq!(c.journal, 7);
-    let members: Vec<_> = s
-        .journal_after(0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|j| j.entity == "member")
-        .collect();
+    let members = journal_of(&s, 0, "member").await;
     assert_eq!(members.len(), 2);
     assert_eq!(
         (members[0].entity_key.as_str(), members[0].action.as_str()),
@@ -265,14 +292,7 @@ async fn tenant_delete_purges_and_blocks_older_late_changes() {
             .collect::<Vec<_>>(),
         ["late"]
     );
-    assert_eq!(
-        state
-            .departments
-            .iter()
-            .map(|d| d.org_code.as_str())
-            .collect::<Vec<_>>(),
-        ["d2"]
-    );
+    assert_eq!(dept_codes(&s, "t").await, ["d2"]);
     // Older late changes are superseded, newer ones apply.
     for c in [
         app("t", "a", "c", 5),
@@ -431,14 +451,8 @@ async fn full_sync_reconciles_with_incremental_changes() {
         s.apply(&snap).await.unwrap(),
         Outcome::Applied { changed: 3 }
     );
-    let codes = |st: &kitsync_store::DirectoryState| {
-        st.departments
-            .iter()
-            .map(|d| d.org_code.clone())
-            .collect::<Vec<_>>()
-    };
+    assert_eq!(dept_codes(&s, "t").await, ["d1", "d3", "d5"]);
     let state = s.snapshot("t").await.unwrap();
-    assert_eq!(codes(&state), ["d1", "d3", "d5"]);
     assert_eq!(state.departments[0].org_name, "D1 renamed");
     // Late, older incremental changes are superseded by the snapshot.
     assert_eq!(
@@ -457,12 +471,9 @@ async fn full_sync_reconciles_with_incremental_changes() {
     // The journal names what happened to each department; the snapshot's deletions are
     // stamped just before it.
     let journal = s.journal_after(0, 1000).await.unwrap();
-    let dept: Vec<(String, String, i64)> = s
-        .journal_after(mark, 100)
+    let dept: Vec<(String, String, i64)> = journal_of(&s, mark, "department")
         .await
-        .unwrap()
         .into_iter()
-        .filter(|j| j.entity == "department")
         .map(|j| (j.entity_key, j.action, j.version))
         .collect();
     assert_eq!(
@@ -490,14 +501,8 @@ async fn full_sync_reconciles_with_incremental_changes() {
 
 #[tokio::test]
 async fn mass_deletion_is_held_until_approved() {
-    let (db, s) = store().await;
-    s.apply(&full_codes("t", 10, &["a", "b", "c", "d"]))
-        .await
-        .unwrap();
-    let Outcome::Held { plan_id } = s.apply(&full_codes("t", 20, &["a", "x"])).await.unwrap()
-    else {
-        panic!("expected a held plan");
-    };
+    let (db, s) = store_of(&["a", "b", "c", "d"]).await;
+    let plan_id = held(&s, &full_codes("t", 20, &["a", "x"])).await;
     assert_eq!(
         s.snapshot("t").await.unwrap().departments.len(),
         4,
@@ -524,15 +529,7 @@ async fn mass_deletion_is_held_until_approved() {
         s.approve_plan(plan_id).await.unwrap(),
         Outcome::Applied { changed: 4 }
     );
-    let codes: Vec<String> = s
-        .snapshot("t")
-        .await
-        .unwrap()
-        .departments
-        .into_iter()
-        .map(|d| d.org_code)
-        .collect();
-    assert_eq!(codes, ["a", "c", "x"]);
+    assert_eq!(dept_codes(&s, "t").await, ["a", "c", "x"]);
     // The plan's life is in the change feed, under types the feed documents.
     let plan_feed = kitsync_store::FeedFilter {
         types: Some(vec!["plan".into()]),
@@ -555,14 +552,8 @@ async fn mass_deletion_is_held_until_approved() {
             .len(),
         1
     );
-    assert!(matches!(
-        s.approve_plan(plan_id).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        s.reject_plan(plan_id).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(conflict(s.approve_plan(plan_id).await));
+    assert!(conflict(s.reject_plan(plan_id).await));
     assert!(matches!(
         s.approve_plan(9999).await,
         Err(StoreError::NotFound(_))
@@ -572,13 +563,7 @@ async fn mass_deletion_is_held_until_approved() {
         s.apply(&org("t", "b", "B", None, 15)).await.unwrap(),
         Outcome::Superseded
     );
-    let plans: Vec<_> = s
-        .journal_after(0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|j| j.entity == "plan")
-        .collect();
+    let plans = journal_of(&s, 0, "plan").await;
     assert_eq!(
         plans.iter().map(|j| j.action.as_str()).collect::<Vec<_>>(),
         ["held", "approved"]
@@ -588,13 +573,8 @@ async fn mass_deletion_is_held_until_approved() {
 
 #[tokio::test]
 async fn rejected_plans_stay_unapplied() {
-    let (db, s) = store().await;
-    s.apply(&full_codes("t", 10, &["a", "b", "c"]))
-        .await
-        .unwrap();
-    let Outcome::Held { plan_id } = s.apply(&full_codes("t", 20, &[])).await.unwrap() else {
-        panic!("expected a held plan");
-    };
+    let (db, s) = store_of(&["a", "b", "c"]).await;
+    let plan_id = held(&s, &full_codes("t", 20, &[])).await;
     s.reject_plan(plan_id).await.unwrap();
     assert_eq!(
         s.list_plans(Some(PlanStatus::Rejected)).await.unwrap()[0].id,
@@ -621,13 +601,8 @@ async fn rejected_plans_stay_unapplied() {
 
 #[tokio::test]
 async fn the_next_snapshot_confirms_the_same_deletions() {
-    let (db, s) = store().await;
-    s.apply(&full_codes("t", 10, &["a", "b", "c", "d"]))
-        .await
-        .unwrap();
-    let Outcome::Held { plan_id } = s.apply(&full_codes("t", 20, &["a"])).await.unwrap() else {
-        panic!("expected a held plan");
-    };
+    let (db, s) = store_of(&["a", "b", "c", "d"]).await;
+    let plan_id = held(&s, &full_codes("t", 20, &["a"])).await;
     // The next snapshot deletes (at least) the same departments: both are believed.
     assert_eq!(
         s.apply(&full_codes("t", 30, &["a", "e"])).await.unwrap(),
@@ -639,31 +614,16 @@ async fn the_next_snapshot_confirms_the_same_deletions() {
         (plan_id, "confirmed")
     );
     assert_eq!(plans.len(), 1);
-    let codes: Vec<String> = s
-        .snapshot("t")
-        .await
-        .unwrap()
-        .departments
-        .into_iter()
-        .map(|d| d.org_code)
-        .collect();
-    assert_eq!(codes, ["a", "e"]);
+    assert_eq!(dept_codes(&s, "t").await, ["a", "e"]);
     db.cleanup().await;
 }
 
 #[tokio::test]
 async fn plans_are_superseded_by_newer_snapshots() {
-    let (db, s) = store().await;
-    s.apply(&full_codes("t", 10, &["a", "b", "c", "d"]))
-        .await
-        .unwrap();
-    let Outcome::Held { plan_id: p1 } = s.apply(&full_codes("t", 20, &["a"])).await.unwrap() else {
-        panic!("expected a held plan");
-    };
+    let (db, s) = store_of(&["a", "b", "c", "d"]).await;
+    let p1 = held(&s, &full_codes("t", 20, &["a"])).await;
     // A newer mass deletion that does not cover p1's deletions: held, p1 superseded.
-    let Outcome::Held { plan_id: p2 } = s.apply(&full_codes("t", 30, &["b"])).await.unwrap() else {
-        panic!("expected a held plan");
-    };
+    let p2 = held(&s, &full_codes("t", 30, &["b"])).await;
     // An older one arriving late is recorded as superseded at once.
     assert_eq!(
         s.apply(&full_codes("t", 25, &["c"])).await.unwrap(),
@@ -679,10 +639,7 @@ async fn plans_are_superseded_by_newer_snapshots() {
     assert_eq!(status[0], (p1, PlanStatus::Superseded));
     assert_eq!(status[1], (p2, PlanStatus::Held));
     assert_eq!(status[2].1, PlanStatus::Superseded);
-    assert!(matches!(
-        s.approve_plan(p1).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(conflict(s.approve_plan(p1).await));
     // A snapshot within the guard applies and supersedes the held plan.
     assert!(applied(
         &s.apply(&full_codes("t", 40, &["a", "b", "c"]))
@@ -698,16 +655,11 @@ async fn plans_are_superseded_by_newer_snapshots() {
     s.apply(&full_codes("t", 50, &["a", "b", "c", "d"]))
         .await
         .unwrap();
-    let Outcome::Held { plan_id: p3 } = s.apply(&full_codes("t", 60, &[])).await.unwrap() else {
-        panic!("expected a held plan");
-    };
+    let p3 = held(&s, &full_codes("t", 60, &[])).await;
     s.apply(&tenant_del("t", 70)).await.unwrap();
     let last = s.list_plans(None).await.unwrap().pop().unwrap();
     assert_eq!((last.id, last.status.as_str()), (p3, "superseded"));
-    assert!(matches!(
-        s.approve_plan(p3).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(conflict(s.approve_plan(p3).await));
     db.cleanup().await;
 }
 

@@ -5,10 +5,12 @@
 mod common;
 
 use common::*;
+use kitsync_domain::Command;
 use kitsync_store::{
-    AttemptOutcome, FeedFilter, NewWebhook, StoreError, WebhookAttempt, WebhookLease, WebhookState,
-    DELIVERY_LOG_KEEP,
+    AttemptOutcome, FeedFilter, NewWebhook, Store, StoreError, WebhookAttempt, WebhookEndpoint,
+    WebhookLease, WebhookState, DELIVERY_LOG_KEEP,
 };
+use migrations::testing::TestDb;
 use sea_orm::{ConnectionTrait, Statement};
 
 fn new_hook(after: Option<i64>) -> NewWebhook {
@@ -20,6 +22,14 @@ fn new_hook(after: Option<i64>) -> NewWebhook {
         include_test: false,
         after,
     }
+}
+
+/// A fresh store after `commands`, and an endpoint that delivers from the journal's start.
+async fn store_with_hook(commands: &[Command]) -> (TestDb, Store, WebhookEndpoint) {
+    let (db, s) = store().await;
+    s.apply_batch(commands).await.unwrap();
+    let e = s.create_webhook(&new_hook(Some(0))).await.unwrap();
+    (db, s, e)
 }
 
 fn attempt(lease: &WebhookLease, until: i64, at: i64, outcome: AttemptOutcome) -> WebhookAttempt {
@@ -151,11 +161,7 @@ async fn one_claimer_at_a_time_until_the_lease_expires() {
 
 #[tokio::test]
 async fn failures_schedule_retries_turn_failing_and_a_success_recovers() {
-    let (db, s) = store().await;
-    s.apply_batch(&[tenant("t1", 1), grant("t1", "a", 2, &["alice"])])
-        .await
-        .unwrap();
-    let e = s.create_webhook(&new_hook(Some(0))).await.unwrap();
+    let (db, s, e) = store_with_hook(&[tenant("t1", 1), grant("t1", "a", 2, &["alice"])]).await;
     let mut now = e.next_attempt_at;
     for n in 1..=4 {
         let lease = s
@@ -231,9 +237,7 @@ async fn failures_schedule_retries_turn_failing_and_a_success_recovers() {
 
 #[tokio::test]
 async fn disabled_endpoints_are_never_due_and_retry_refuses_them() {
-    let (db, s) = store().await;
-    s.apply(&tenant("t1", 1)).await.unwrap();
-    let e = s.create_webhook(&new_hook(Some(0))).await.unwrap();
+    let (db, s, e) = store_with_hook(&[tenant("t1", 1)]).await;
     let d = s.set_webhook_enabled(&e.id, false).await.unwrap();
     assert_eq!(d.state, WebhookState::Disabled);
     let later = d.next_attempt_at + 1;
@@ -268,9 +272,7 @@ async fn disabled_endpoints_are_never_due_and_retry_refuses_them() {
 
 #[tokio::test]
 async fn the_delivery_log_keeps_the_latest_attempts() {
-    let (db, s) = store().await;
-    s.apply(&tenant("t1", 1)).await.unwrap();
-    let e = s.create_webhook(&new_hook(Some(0))).await.unwrap();
+    let (db, s, e) = store_with_hook(&[tenant("t1", 1)]).await;
     let now = e.next_attempt_at;
     let total = DELIVERY_LOG_KEEP + 5;
     for i in 0..total {

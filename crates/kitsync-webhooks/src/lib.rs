@@ -41,6 +41,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use kitsync_domain::error::error_chain;
 use kitsync_domain::time::now_ms;
 use kitsync_secrets::{Place, SealedKind, Sealer, SecretsError};
 use kitsync_store::feed::{parse_event_types, rfc3339, ChangeEvent, FeedFilter};
@@ -679,18 +680,6 @@ async fn answer_start(mut body: hyper::body::Incoming) -> String {
     }
     buf.truncate(KEEP);
     String::from_utf8_lossy(&buf).trim().to_owned()
-}
-
-/// An error with its causes, `a: b: c` (hyper's own message alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// Unix ms as RFC 3339, for the CLI.

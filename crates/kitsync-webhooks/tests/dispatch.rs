@@ -210,6 +210,14 @@ fn grant(t: &str, v: i64, users: std::ops::Range<usize>, test: bool) -> Command 
     })
 }
 
+/// A registration that delivers the journal from its first row.
+fn from_start() -> Registration {
+    Registration {
+        after: Some(0),
+        ..Registration::default()
+    }
+}
+
 struct World {
     db: TestDb,
     store: Store,
@@ -363,23 +371,14 @@ async fn every_event_arrives_once_in_order_signed_and_retried_with_growing_delay
         .apply_batch(&[grant("t1", 1, 0..3, false), grant("t2", 1, 0..2, false)])
         .await
         .unwrap();
-    let (all, secret) = w
-        .add(
-            receiver.url("/all"),
-            Registration {
-                after: Some(0),
-                ..Registration::default()
-            },
-        )
-        .await;
+    let (all, secret) = w.add(receiver.url("/all"), from_start()).await;
     let (filtered, filtered_secret) = w
         .add(
             receiver.url("/filtered"),
             Registration {
                 tenant_id: Some("t1".into()),
                 types: Some("member.authorized".into()),
-                after: Some(0),
-                ..Registration::default()
+                ..from_start()
             },
         )
         .await;
@@ -518,15 +517,7 @@ async fn a_failing_endpoint_is_visible_and_recovers_when_the_receiver_is_back() 
         .apply_batch(&[grant("t1", 1, 0..4, false), grant("t2", 2, 0..3, false)])
         .await
         .unwrap();
-    let (e, _) = w
-        .add(
-            receiver.url("/hook"),
-            Registration {
-                after: Some(0),
-                ..Registration::default()
-            },
-        )
-        .await;
+    let (e, _) = w.add(receiver.url("/hook"), from_start()).await;
     let settings = WebhookSettings {
         retry_min_delay_ms: 40,
         retry_max_delay_ms: 160,
@@ -613,15 +604,7 @@ async fn two_dispatchers_never_deliver_one_endpoint_at_the_same_time() {
             .await
             .unwrap();
     }
-    let (e, _) = w
-        .add(
-            receiver.url("/one"),
-            Registration {
-                after: Some(0),
-                ..Registration::default()
-            },
-        )
-        .await;
+    let (e, _) = w.add(receiver.url("/one"), from_start()).await;
     let settings = WebhookSettings {
         batch_size: 3,
         ..fast()
@@ -654,15 +637,7 @@ async fn shutdown_cuts_a_hanging_request_and_hands_the_endpoint_back() {
     let receiver = Receiver::start(200).await;
     receiver.behave(|b| b.delay = Duration::from_secs(60));
     w.store.apply(&grant("t1", 1, 0..2, false)).await.unwrap();
-    let (e, _) = w
-        .add(
-            receiver.url("/slow"),
-            Registration {
-                after: Some(0),
-                ..Registration::default()
-            },
-        )
-        .await;
+    let (e, _) = w.add(receiver.url("/slow"), from_start()).await;
     let running = run(w.dispatcher(WebhookSettings {
         timeout_ms: 50_000,
         ..fast()
@@ -700,10 +675,6 @@ async fn a_signing_secret_copied_to_another_endpoint_does_not_sign_there() {
     let w = World::new().await;
     let receiver = Receiver::start(200).await;
     w.store.apply(&grant("t1", 1, 0..2, false)).await.unwrap();
-    let from_start = || Registration {
-        after: Some(0),
-        ..Registration::default()
-    };
     let (a, secret_a) = w.add(receiver.url("/a"), from_start()).await;
     let (b, _) = w.add(receiver.url("/b"), from_start()).await;
     // What someone with write access to the database could do to make `b` sign with a
@@ -824,15 +795,7 @@ async fn https_endpoints_get_signed_deliveries_and_untrusted_certificates_fail_v
     shared.behaviour.lock().unwrap().status = 200;
     let (addr, server) = tls_receiver(shared.clone()).await;
     let url = format!("https://localhost:{}/tls", addr.port());
-    let (endpoint, secret) = w
-        .add(
-            url.clone(),
-            Registration {
-                after: Some(0),
-                ..Registration::default()
-            },
-        )
-        .await;
+    let (endpoint, secret) = w.add(url.clone(), from_start()).await;
     w.store.apply(&grant("t1", 1, 0..3, false)).await.unwrap();
 
     // Without the test CA (system roots only) the handshake fails: visible, retried.

@@ -486,6 +486,9 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
     }
     let ops = Arc::new(ops);
 
+    // The listeners, bound (and announced) first, then served together: what they serve and
+    // its name in errors.
+    let mut servers: Vec<(tokio::net::TcpListener, axum::Router, &str)> = Vec::new();
     if let Some(acceptor) = acceptor {
         let prefix = settings.kit.normalized_prefix();
         // Each part bounds its own bodies, concurrency and time, answering in its own terms
@@ -508,13 +511,7 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         if mode == Mode::Both {
             next_steps(local, &prefix, settings.kit.access_keys.is_empty(), &issuer);
         }
-        let rx = shutdown_rx.clone();
-        let http = settings.http.clone();
-        tasks.spawn(async move {
-            crate::http::serve(listener, router, &http, rx)
-                .await
-                .context("HTTP server")
-        });
+        servers.push((listener, router, "HTTP server"));
     }
 
     let extra = settings.metrics.addr.trim();
@@ -527,12 +524,15 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         println!("metrics listening on http://{local}");
         tracing::info!(addr = %local, "serving /healthz, /readyz and /metrics");
         let router = operations::routes(Arc::clone(&ops));
+        servers.push((listener, router, "metrics HTTP server"));
+    }
+    for (listener, router, what) in servers {
         let rx = shutdown_rx.clone();
         let http = settings.http.clone();
         tasks.spawn(async move {
             crate::http::serve(listener, router, &http, rx)
                 .await
-                .context("metrics HTTP server")
+                .context(what)
         });
     }
 

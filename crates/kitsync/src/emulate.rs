@@ -5,6 +5,7 @@
 //! `kitsync emulate auth-centre`: the emulated tenants' auth centre (see
 //! `kitsync_marketplace::authcentre`), serving the users file `kitsync emulate --save-users`
 //! wrote.
+use crate::send::parse_oaep;
 use crate::settings::Settings;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -13,7 +14,6 @@ use kitsync_marketplace::emulate::world::{Scenario, Size};
 use kitsync_marketplace::emulate::{self, Options};
 use kitsync_marketplace::Marketplace;
 use kitsync_secrets::{OaepVariant, RsaEncryptor};
-use secrecy::ExposeSecret as _;
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -130,16 +130,6 @@ struct AuthCentreArgs {
     users: PathBuf,
 }
 
-fn parse_oaep(s: &str) -> Result<OaepVariant, String> {
-    OaepVariant::ALL
-        .into_iter()
-        .find(|v| v.as_str() == s)
-        .ok_or_else(|| {
-            let all: Vec<&str> = OaepVariant::ALL.iter().map(|v| v.as_str()).collect();
-            format!("expected one of {}", all.join(", "))
-        })
-}
-
 /// # Errors
 /// No access key, an unreadable public key, or an endpoint that did not behave (the report
 /// says how).
@@ -153,15 +143,7 @@ pub async fn run(settings: &Settings, mut args: EmulateArgs) -> anyhow::Result<(
             "--auth-centre-url must be an http:// or https:// URL, got `{url}`"
         );
     }
-    let key = match &args.access_key {
-        Some(k) => k.clone(),
-        None => settings
-            .kit
-            .access_keys
-            .first()
-            .map(|k| k.expose_secret().to_owned())
-            .context("no access key: give --access-key, or configure kit.access_keys")?,
-    };
+    let key = crate::send::access_key(settings, args.access_key.as_deref(), "--access-key")?;
     let base = args
         .url
         .clone()

@@ -442,15 +442,14 @@ async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
         }
         TokenCmd::List => {
             for t in store.list_tokens().await? {
-                let mut v = serde_json::to_value(&t)?;
-                for (field, ms) in [
-                    ("createdAt", Some(t.created_at)),
-                    ("revokedAt", t.revoked_at),
-                    ("lastUsedAt", t.last_used_at),
-                ] {
-                    v[field] = ms.map(fmt_ms).into();
-                }
-                println!("{v}");
+                print_with_times(
+                    &t,
+                    [
+                        ("createdAt", Some(t.created_at)),
+                        ("revokedAt", t.revoked_at),
+                        ("lastUsedAt", t.last_used_at),
+                    ],
+                )?;
             }
         }
         TokenCmd::Revoke { id } => {
@@ -558,15 +557,14 @@ async fn oidc_key(settings: Settings, command: OidcKeyCmd) -> anyhow::Result<()>
         }
         OidcKeyCmd::List => {
             for k in kitsync_login::keys::list(&db).await? {
-                let mut v = serde_json::to_value(&k)?;
-                for (field, ms) in [
-                    ("createdAt", Some(k.created_at)),
-                    ("retiredAt", k.retired_at),
-                    ("publishUntil", k.publish_until),
-                ] {
-                    v[field] = ms.map(fmt_ms).into();
-                }
-                println!("{v}");
+                print_with_times(
+                    &k,
+                    [
+                        ("createdAt", Some(k.created_at)),
+                        ("retiredAt", k.retired_at),
+                        ("publishUntil", k.publish_until),
+                    ],
+                )?;
             }
         }
     }
@@ -734,6 +732,19 @@ async fn plans(settings: Settings, command: PlanCmd) -> anyhow::Result<()> {
             println!("plan {id} rejected");
         }
     }
+    Ok(())
+}
+
+/// Prints `row` as one JSON line, its Unix-millisecond `times` as RFC 3339 (null when unset).
+fn print_with_times<const N: usize>(
+    row: &impl serde::Serialize,
+    times: [(&str, Option<i64>); N],
+) -> anyhow::Result<()> {
+    let mut v = serde_json::to_value(row)?;
+    for (field, ms) in times {
+        v[field] = ms.map(fmt_ms).into();
+    }
+    println!("{v}");
     Ok(())
 }
 

@@ -320,6 +320,11 @@ mod tests {
         Sealer::from_master_key(&SecretString::from(MASTER.to_owned())).unwrap()
     }
 
+    /// A freshly migrated database and the sealer of [`MASTER`].
+    async fn fresh() -> (migrations::testing::TestDb, Sealer) {
+        (migrations::testing::fresh_db().await.unwrap(), sealer())
+    }
+
     async fn insert_app(db: &DatabaseConnection, tenant: &str, app: &str, secret: &str) {
         let mut sql = Sql::new(db.get_database_backend());
         sql.push("INSERT INTO apps (tenant_id, app_id, client_secret, client_id, test, deleted, version, fp, updated_at) VALUES (")
@@ -364,9 +369,8 @@ mod tests {
 
     #[tokio::test]
     async fn v1_secrets_are_resealed_bound_to_their_rows_once() {
-        let tdb = migrations::testing::fresh_db().await.unwrap();
+        let (tdb, sealer) = fresh().await;
         let db = &tdb.conn;
-        let sealer = sealer();
         // The same v1 value in two rows: each must end up sealed for its own row.
         insert_app(db, "t1", "a1", V1_CLIENT_SECRET).await;
         insert_app(db, "t2", "a2", V1_CLIENT_SECRET).await;
@@ -420,9 +424,8 @@ mod tests {
 
     #[tokio::test]
     async fn pages_cover_every_row_past_unopenable_ones() {
-        let tdb = migrations::testing::fresh_db().await.unwrap();
+        let (tdb, sealer) = fresh().await;
         let db = &tdb.conn;
-        let sealer = sealer();
         // Unopenable rows sort first and fill whole pages: paging must move past them.
         for i in 0..4 {
             insert_app(
@@ -462,9 +465,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_row_changed_since_it_was_read_is_not_overwritten() {
-        let tdb = migrations::testing::fresh_db().await.unwrap();
+        let (tdb, sealer) = fresh().await;
         let db = &tdb.conn;
-        let sealer = sealer();
         insert_app(db, "t1", "a1", V1_CLIENT_SECRET).await;
         let key = vec!["t1".to_owned(), "a1".to_owned()];
         let place = Place::app_client_secret("t1", "a1");

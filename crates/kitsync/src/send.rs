@@ -82,7 +82,8 @@ fn parse_kind(s: &str) -> Result<CallbackKind, String> {
         })
 }
 
-fn parse_oaep(s: &str) -> Result<OaepVariant, String> {
+/// An OAEP variant by its name (`--oaep`, here and in `kitsync emulate`).
+pub(crate) fn parse_oaep(s: &str) -> Result<OaepVariant, String> {
     OaepVariant::ALL
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -158,20 +159,37 @@ fn show_request(url: &str, req: &Signed) {
     println!();
 }
 
+/// The access key to sign with: the one given (`flag`), or the first configured one.
+///
 /// # Errors
-/// No key, an unreadable file or key, a body the flags cannot build, no answer, or an answer
-/// the marketplace would not take (anything but HTTP 200 `000000` with a verifying
-/// `Body-Sign`).
-pub async fn run(settings: &Settings, args: SendArgs) -> anyhow::Result<()> {
-    let key = match &args.key {
-        Some(k) => k.clone(),
+/// Neither.
+pub(crate) fn access_key(
+    settings: &Settings,
+    given: Option<&str>,
+    flag: &str,
+) -> anyhow::Result<String> {
+    match given {
+        Some(k) => Ok(k.to_owned()),
         None => settings
             .kit
             .access_keys
             .first()
             .map(|k| k.expose_secret().to_owned())
-            .context("no access key: give --key, or configure kit.access_keys (KITSYNC_KIT__ACCESS_KEYS)")?,
-    };
+            .with_context(|| {
+                format!(
+                    "no access key: give {flag}, or configure kit.access_keys \
+                     (KITSYNC_KIT__ACCESS_KEYS)"
+                )
+            }),
+    }
+}
+
+/// # Errors
+/// No key, an unreadable file or key, a body the flags cannot build, no answer, or an answer
+/// the marketplace would not take (anything but HTTP 200 `000000` with a verifying
+/// `Body-Sign`).
+pub async fn run(settings: &Settings, args: SendArgs) -> anyhow::Result<()> {
+    let key = access_key(settings, args.key.as_deref(), "--key")?;
     let base = args.url.clone().unwrap_or_else(|| local_url(settings));
     let base = base
         .trim_end_matches('/')

@@ -333,6 +333,15 @@ mod tests {
             .collect()
     }
 
+    /// The settings these variables make, which must load.
+    fn load_pairs(pairs: &[(String, String)]) -> Settings {
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Settings::load_from(None, vars(&refs)).unwrap_or_else(|e| panic!("{e:#}\n{refs:?}"))
+    }
+
     /// `text` as a configuration file, loaded with `env`.
     fn load_toml(text: &str, env: &[(&str, &str)]) -> anyhow::Result<Settings> {
         let dir = tempfile::tempdir().unwrap();
@@ -643,12 +652,7 @@ mod tests {
             }
         }
         assert!(pairs.len() >= 10, "{pairs:?}");
-        let refs: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let s =
-            Settings::load_from(None, vars(&refs)).unwrap_or_else(|e| panic!("{e:#}\n{refs:?}"));
+        let s = load_pairs(&pairs);
         assert_eq!(s.worker.concurrency, 4);
         assert_eq!(s.metrics.addr, "0.0.0.0:9090");
     }
@@ -689,12 +693,7 @@ mod tests {
                 (k, v)
             })
             .collect();
-        let refs: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let s =
-            Settings::load_from(None, vars(&refs)).unwrap_or_else(|e| panic!("{e:#}\n{refs:?}"));
+        let s = load_pairs(&pairs);
         assert!(s
             .database
             .url

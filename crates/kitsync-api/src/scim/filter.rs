@@ -30,19 +30,8 @@ pub const MAX_FILTER_BYTES: usize = 4096;
 /// Deepest nesting of parentheses, `not (…)` and `attr[…]`.
 pub const MAX_DEPTH: usize = 32;
 
-/// A comparison operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Eq,
-    Ne,
-    Co,
-    Sw,
-    Ew,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-}
+/// A comparison operator: the store's, so that a Users filter compiles to SQL as parsed.
+pub use kitsync_store::CmpOp as Op;
 
 /// A comparison's right-hand side.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,20 +126,13 @@ fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
         let c = bytes[i];
         match c {
             b' ' | b'\t' | b'\n' | b'\r' => i += 1,
-            b'(' => {
-                out.push(Tok::Open);
-                i += 1;
-            }
-            b')' => {
-                out.push(Tok::Close);
-                i += 1;
-            }
-            b'[' => {
-                out.push(Tok::OpenBracket);
-                i += 1;
-            }
-            b']' => {
-                out.push(Tok::CloseBracket);
+            b'(' | b')' | b'[' | b']' => {
+                out.push(match c {
+                    b'(' => Tok::Open,
+                    b')' => Tok::Close,
+                    b'[' => Tok::OpenBracket,
+                    _ => Tok::CloseBracket,
+                });
                 i += 1;
             }
             b'"' => {
@@ -220,21 +202,27 @@ impl Parser {
     }
 
     fn or(&mut self, depth: usize) -> Result<Filter, String> {
-        let mut terms = vec![self.and(depth)?];
-        while self.keyword("or") {
-            self.pos += 1;
-            terms.push(self.and(depth)?);
-        }
-        balanced(terms, Filter::Or)
+        self.joined(depth, "or", Parser::and, Filter::Or)
     }
 
     fn and(&mut self, depth: usize) -> Result<Filter, String> {
-        let mut terms = vec![self.unary(depth)?];
-        while self.keyword("and") {
+        self.joined(depth, "and", Parser::unary, Filter::And)
+    }
+
+    /// Terms read by `term`, separated by the keyword `word`, joined by `join` ([`balanced`]).
+    fn joined(
+        &mut self,
+        depth: usize,
+        word: &str,
+        term: fn(&mut Parser, usize) -> Result<Filter, String>,
+        join: fn(Box<Filter>, Box<Filter>) -> Filter,
+    ) -> Result<Filter, String> {
+        let mut terms = vec![term(self, depth)?];
+        while self.keyword(word) {
             self.pos += 1;
-            terms.push(self.unary(depth)?);
+            terms.push(term(self, depth)?);
         }
-        balanced(terms, Filter::And)
+        balanced(terms, join)
     }
 
     fn unary(&mut self, depth: usize) -> Result<Filter, String> {

@@ -12,15 +12,13 @@
 use super::error::{ScimError, ScimType};
 use super::filter::{AttrPath, Filter};
 use super::schema::{group_case_exact, GROUP, PATCH_OP};
-use super::{admit, encode_segment, ListParams, Listing, Projection, RawQuery, Shared};
+use super::{encode_segment, optional_str, Admitted, Listing, Projection, Read, Shared, Write};
 use super::{MAX_GROUP_MEMBERS, MAX_ID_CHARS, MAX_PATCH_OPERATIONS, MAX_STRING_CHARS};
-use crate::auth::Caller;
-use crate::ApiError;
 use axum::body::Body;
-use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kitsync_domain::Scope;
+use axum::routing;
+use axum::Router;
 use kitsync_store::{DerivedGroup, GroupMember, GroupWrite, GroupWriteError, IsvGroup};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -127,13 +125,16 @@ async fn all(state: &Shared, base: &str, tenant: &str) -> Result<Vec<Value>, Sci
     Ok(out.into_iter().map(|(_, v)| v).collect())
 }
 
-async fn page(
-    state: &Shared,
-    base: &str,
-    tenant: &str,
-    params: ListParams,
-) -> Result<Response, ScimError> {
-    let matching: Vec<Value> = all(state, base, tenant)
+/// `/Groups`, `/Groups/.search` and `/Groups/{id}`.
+pub(crate) fn routes() -> Router<Shared> {
+    let one = routing::get(get).put(replace).patch(patch).delete(delete);
+    super::resource_routes("Groups", list, routing::post(create), one)
+}
+
+/// `GET /Groups` and `POST /Groups/.search`.
+pub(crate) async fn list(l: Listing) -> Result<Response, ScimError> {
+    let params = l.params;
+    let matching: Vec<Value> = all(&l.state, &l.base, &l.tenant)
         .await?
         .into_iter()
         .filter(|g| {
@@ -151,11 +152,6 @@ async fn page(
         .map(|g| params.projection.apply(g))
         .collect();
     Ok(super::list_response(total, params.start_index, resources))
-}
-
-/// `GET /Groups` and `POST /Groups/.search`.
-pub(crate) async fn list(State(state): State<Shared>, l: Listing) -> Result<Response, ScimError> {
-    page(&state, &l.base, &l.tenant, l.params).await
 }
 
 /// One group, ISV or derived.
@@ -185,24 +181,19 @@ async fn find(state: &Shared, tenant: &str, id: &str) -> Result<Found, ScimError
 
 /// `GET /Groups/{id}`.
 pub(crate) async fn get(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path((tenant, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    query: Result<RawQuery, axum::extract::rejection::QueryRejection>,
+    req: Admitted<Read, (String, String)>,
+    projection: Projection,
 ) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let query = query.map_err(|e| ScimError::bad(ScimType::InvalidValue, e.body_text()))?;
-    let projection = Projection::from_query(&query.0)?;
-    let full = match find(&state, &tenant, &id).await? {
-        Found::Isv(g) => isv_json(&base, &g),
-        Found::Derived(g) => derived_json(&base, &g),
+    let (tenant, id) = &req.path;
+    let full = match find(&req.state, tenant, id).await? {
+        Found::Isv(g) => isv_json(&req.base, &g),
+        Found::Derived(g) => derived_json(&req.base, &g),
     };
     if super::not_modified(
-        &headers,
+        &req.headers,
         full["meta"]["version"].as_str().unwrap_or_default(),
     ) {
-        return Ok(super::get_response(&headers, &full));
+        return Ok(super::get_response(&req.headers, &full));
     }
     let shown = projection.apply(full.clone());
     let mut res = super::resource_response(StatusCode::OK, &full);
@@ -213,13 +204,7 @@ pub(crate) async fn get(
 /// A group id from a path: at most [`MAX_ID_CHARS`] characters (400 beyond), and 404 when it
 /// holds U+0000, which no stored id can (PostgreSQL text cannot, and asking would be a 500).
 fn check_path_id(id: &str) -> Result<(), ScimError> {
-    let n = id.chars().count();
-    if n > MAX_ID_CHARS {
-        return Err(ScimError::bad(
-            ScimType::InvalidValue,
-            format!("id: {n} characters, at most {MAX_ID_CHARS} allowed"),
-        ));
-    }
+    at_most("id", id, MAX_ID_CHARS)?;
     if id.contains('\0') {
         return Err(ScimError::not_found(
             "Group not found (its id holds U+0000)",
@@ -231,20 +216,27 @@ fn check_path_id(id: &str) -> Result<(), ScimError> {
 /// A string attribute as stored: at most [`MAX_STRING_CHARS`] characters, and no U+0000
 /// (PostgreSQL text cannot hold it, and the write would fail as a 500).
 fn bounded(what: &str, s: &str) -> Result<(), ScimError> {
-    if s.len() > MAX_STRING_CHARS {
-        let n = s.chars().count();
-        if n > MAX_STRING_CHARS {
-            return Err(ScimError::bad(
-                ScimType::InvalidValue,
-                format!("{what}: {n} characters, at most {MAX_STRING_CHARS} allowed"),
-            ));
-        }
-    }
+    at_most(what, s, MAX_STRING_CHARS)?;
     if s.contains('\0') {
         return Err(ScimError::bad(
             ScimType::InvalidValue,
             format!("{what}: must not contain U+0000"),
         ));
+    }
+    Ok(())
+}
+
+/// 400 naming `what` when `s` is longer than `max` characters.
+fn at_most(what: &str, s: &str, max: usize) -> Result<(), ScimError> {
+    // A string has no more characters than bytes: most are decided without counting.
+    if s.len() > max {
+        let n = s.chars().count();
+        if n > max {
+            return Err(ScimError::bad(
+                ScimType::InvalidValue,
+                format!("{what}: {n} characters, at most {max} allowed"),
+            ));
+        }
     }
     Ok(())
 }
@@ -496,18 +488,11 @@ fn created(base: &str, g: &IsvGroup) -> Response {
 }
 
 /// `POST /Groups`.
-pub(crate) async fn create(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
-    let w = group_write(&super::read_json(&state, &headers, body).await?)?;
+pub(crate) async fn create(req: Admitted<Write>, body: Body) -> Result<Response, ScimError> {
+    let w = group_write(&req.json(body).await?)?;
     let id = uuid::Uuid::new_v4().to_string();
-    let g = state.store.create_group(&tenant, &id, &w).await?;
-    Ok(created(&base, &g))
+    let g = req.state.store.create_group(req.tenant(), &id, &w).await?;
+    Ok(created(&req.base, &g))
 }
 
 /// The ISV group `id`, or the proper refusal for a role group.
@@ -520,34 +505,27 @@ async fn writable(state: &Shared, tenant: &str, id: &str) -> Result<IsvGroup, Sc
 
 /// `PUT /Groups/{id}`.
 pub(crate) async fn replace(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path((tenant, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    req: Admitted<Write, (String, String)>,
     body: Body,
 ) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
-    writable(&state, &tenant, &id).await?;
-    let w = group_write(&super::read_json(&state, &headers, body).await?)?;
-    let g = state
+    let (tenant, id) = &req.path;
+    writable(&req.state, tenant, id).await?;
+    let w = group_write(&req.json(body).await?)?;
+    let g = req
+        .state
         .store
-        .replace_group(&tenant, &id, &w, if_match(&headers))
+        .replace_group(tenant, id, &w, if_match(&req.headers))
         .await?;
     Ok(super::resource_response(
         StatusCode::OK,
-        &isv_json(&base, &g),
+        &isv_json(&req.base, &g),
     ))
 }
 
 /// `DELETE /Groups/{id}`: 204.
-pub(crate) async fn delete(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path((tenant, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
-    match find(&state, &tenant, &id).await? {
+pub(crate) async fn delete(req: Admitted<Write, (String, String)>) -> Result<Response, ScimError> {
+    let (tenant, id) = &req.path;
+    match find(&req.state, tenant, id).await? {
         Found::Isv(_) => {}
         Found::Derived(_) => {
             return Err(ScimError::new(
@@ -557,9 +535,9 @@ pub(crate) async fn delete(
             ))
         }
     }
-    state
+    req.state
         .store
-        .delete_group(&tenant, &id, if_match(&headers))
+        .delete_group(tenant, id, if_match(&req.headers))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -748,19 +726,14 @@ fn operations(body: &Value) -> Result<Vec<Operation>, ScimError> {
                     ScimError::bad(ScimType::InvalidSyntax, "every operation needs an `op`")
                 })?
                 .to_ascii_lowercase();
-            let path = match field("path") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(p)) => Some(p.clone()),
-                Some(_) => {
-                    return Err(ScimError::bad(
-                        ScimType::InvalidPath,
-                        "`path` must be a string",
-                    ))
-                }
-            };
+            let path = optional_str(
+                field("path"),
+                ScimType::InvalidPath,
+                "`path` must be a string",
+            )?;
             Ok(Operation {
                 op,
-                path,
+                path: path.map(str::to_owned),
                 value: field("value").cloned(),
             })
         })
@@ -769,33 +742,31 @@ fn operations(body: &Value) -> Result<Vec<Operation>, ScimError> {
 
 /// `PATCH /Groups/{id}`: 200 with the group.
 pub(crate) async fn patch(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path((tenant, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    req: Admitted<Write, (String, String)>,
     body: Body,
 ) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryWrite, &tenant, &headers).await?;
-    let ops = operations(&super::read_json(&state, &headers, body).await?)?;
-    let asked = if_match(&headers);
+    let (tenant, id) = &req.path;
+    let ops = operations(&req.json(body).await?)?;
+    let asked = if_match(&req.headers);
     // Read, apply, write conditioned on the version read; a concurrent writer in between
     // makes the write fail, and (unless the client pinned a version) it is redone.
     for _ in 0..5 {
-        let current = writable(&state, &tenant, &id).await?;
+        let current = writable(&req.state, tenant, id).await?;
         let mut w = Draft::from_group(&current);
         for o in &ops {
             apply_op(&mut w, &o.op, target(o.path.as_deref())?, o.value.as_ref())?;
         }
         let expected = asked.unwrap_or(current.version);
-        match state
+        match req
+            .state
             .store
-            .replace_group(&tenant, &id, &w.into_write(), Some(expected))
+            .replace_group(tenant, id, &w.into_write(), Some(expected))
             .await
         {
             Ok(g) => {
                 return Ok(super::resource_response(
                     StatusCode::OK,
-                    &isv_json(&base, &g),
+                    &isv_json(&req.base, &g),
                 ))
             }
             Err(GroupWriteError::VersionMismatch { .. }) if asked.is_none() => continue,

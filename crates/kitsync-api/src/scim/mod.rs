@@ -29,15 +29,20 @@ mod users;
 
 use crate::auth::Caller;
 use crate::{ApiError, ApiState};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::handler::Handler;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use error::{ScimError, ScimType};
 use kitsync_domain::Scope;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub(crate) type Shared = Arc<ApiState>;
@@ -67,52 +72,37 @@ pub fn router(state: Shared) -> Router {
         )
         .route(
             "/scim/v2/{tenant_id}/ResourceTypes/{id}",
-            discovery(get(resource_type)),
+            discovery(get(resource_types)),
         )
         .route("/scim/v2/{tenant_id}/Schemas", discovery(get(schemas)))
-        .route(
-            "/scim/v2/{tenant_id}/Schemas/{id}",
-            discovery(get(schema_by_id)),
-        )
-        .route(
-            "/scim/v2/{tenant_id}/Users",
-            get(users::list)
-                .post(users::create)
-                .fallback(method_not_allowed),
-        )
-        .route(
-            "/scim/v2/{tenant_id}/Users/.search",
-            post(users::list).fallback(method_not_allowed),
-        )
-        .route(
-            "/scim/v2/{tenant_id}/Users/{id}",
-            get(users::get)
-                .put(users::write)
-                .patch(users::write)
-                .delete(users::delete)
-                .fallback(method_not_allowed),
-        )
-        .route(
-            "/scim/v2/{tenant_id}/Groups",
-            get(groups::list)
-                .post(groups::create)
-                .fallback(method_not_allowed),
-        )
-        .route(
-            "/scim/v2/{tenant_id}/Groups/.search",
-            post(groups::list).fallback(method_not_allowed),
-        )
-        .route(
-            "/scim/v2/{tenant_id}/Groups/{id}",
-            get(groups::get)
-                .put(groups::replace)
-                .patch(groups::patch)
-                .delete(groups::delete)
-                .fallback(method_not_allowed),
-        )
+        .route("/scim/v2/{tenant_id}/Schemas/{id}", discovery(get(schemas)))
+        .merge(users::routes())
+        .merge(groups::routes())
         .route("/scim/v2/{tenant_id}/.search", any(root_search))
         .route("/scim/v2/{tenant_id}/{*rest}", any(unknown_path))
         .with_state(state)
+}
+
+/// A resource type's routes: `/{name}` (`list` by GET, `create`), `/{name}/.search` (`list`
+/// by POST) and `/{name}/{id}` (`one`), each 405 for any other method.
+fn resource_routes<H, T>(
+    name: &str,
+    list: H,
+    create: MethodRouter<Shared>,
+    one: MethodRouter<Shared>,
+) -> Router<Shared>
+where
+    H: Handler<T, Shared>,
+    T: 'static,
+{
+    let path = format!("/scim/v2/{{tenant_id}}/{name}");
+    Router::new()
+        .route(&path, create.get(list.clone()).fallback(method_not_allowed))
+        .route(
+            &format!("{path}/.search"),
+            post(list).fallback(method_not_allowed),
+        )
+        .route(&format!("{path}/{{id}}"), one.fallback(method_not_allowed))
 }
 
 pub(crate) const CONTENT_TYPE: &str = "application/scim+json";
@@ -175,6 +165,89 @@ pub(crate) async fn admit(
         return Err(ScimError::not_found(format!("tenant {tenant} not found")));
     }
     Ok(base_url(headers, tenant))
+}
+
+/// The scope a SCIM handler needs, for [`Admitted`].
+pub(crate) trait Access {
+    const SCOPE: Scope;
+}
+
+/// `directory:read`: Users, Groups and the discovery documents, read.
+pub(crate) struct Read;
+
+/// `directory:write`: ISV groups, written.
+pub(crate) struct Write;
+
+impl Access for Read {
+    const SCOPE: Scope = Scope::DirectoryRead;
+}
+
+impl Access for Write {
+    const SCOPE: Scope = Scope::DirectoryWrite;
+}
+
+/// The parameters of a SCIM path, which start with its tenant.
+pub(crate) trait TenantPath: DeserializeOwned + Send {
+    fn tenant(&self) -> &str;
+}
+
+/// `{tenant_id}`.
+impl TenantPath for String {
+    fn tenant(&self) -> &str {
+        self
+    }
+}
+
+/// `{tenant_id}` and a resource's `{id}`.
+impl TenantPath for (String, String) {
+    fn tenant(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A SCIM request whose caller [`admit`] let in with `A`'s scope on the tenant of its path
+/// (parameters `P`), before anything else of it is read.
+pub(crate) struct Admitted<A, P = String> {
+    pub state: Shared,
+    pub path: P,
+    pub headers: HeaderMap,
+    /// The tenant's SCIM base URL.
+    pub base: String,
+    access: PhantomData<A>,
+}
+
+impl<A: Access, P: TenantPath> FromRequestParts<Shared> for Admitted<A, P> {
+    /// axum's own answer to a path it cannot read, or the [`ScimError`] of [`admit`].
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        let caller = Caller::from_request_parts(parts, state).await;
+        let Path(path) = Path::<P>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let base = admit(state, caller, A::SCOPE, path.tenant(), &parts.headers)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Admitted {
+            state: state.clone(),
+            path,
+            headers: parts.headers.clone(),
+            base,
+            access: PhantomData,
+        })
+    }
+}
+
+impl<A, P: TenantPath> Admitted<A, P> {
+    /// The tenant of the path.
+    pub(crate) fn tenant(&self) -> &str {
+        self.path.tenant()
+    }
+
+    /// The request's body as JSON ([`read_json`]).
+    pub(crate) async fn json(&self, body: axum::body::Body) -> Result<Value, ScimError> {
+        read_json(&self.state, &self.headers, body).await
+    }
 }
 
 /// `{scheme}://{host}/scim/v2/{tenant}`, from `X-Forwarded-Proto`/`X-Forwarded-Host` when a
@@ -245,6 +318,20 @@ pub(crate) fn get_response(headers: &HeaderMap, body: &Value) -> Response {
         return res;
     }
     resource_response(StatusCode::OK, body)
+}
+
+/// A JSON member that must be a string when given (`null` is not given): 400 `scim_type`
+/// with `detail` when it is something else.
+pub(crate) fn optional_str<'a>(
+    v: Option<&'a Value>,
+    scim_type: ScimType,
+    detail: &str,
+) -> Result<Option<&'a str>, ScimError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ScimError::bad(scim_type, detail)),
+    }
 }
 
 /// The query or `.search` parameters of a list request.
@@ -330,16 +417,11 @@ impl ListParams {
                 )),
             }
         };
-        let filter = match get("filter") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => {
-                return Err(ScimError::bad(
-                    ScimType::InvalidFilter,
-                    "filter must be a string",
-                ))
-            }
-        };
+        let filter = optional_str(
+            get("filter"),
+            ScimType::InvalidFilter,
+            "filter must be a string",
+        )?;
         Self::build(
             filter,
             int("startIndex")?,
@@ -377,6 +459,7 @@ impl ListParams {
 /// A list request: `GET` with query parameters, or `POST …/.search` with a `SearchRequest`
 /// body; admitted with `directory:read` on the path's tenant.
 pub(crate) struct Listing {
+    pub state: Shared,
     pub base: String,
     pub tenant: String,
     pub params: ListParams,
@@ -386,7 +469,6 @@ impl axum::extract::FromRequest<Shared> for Listing {
     type Rejection = ScimError;
 
     async fn from_request(req: axum::extract::Request, state: &Shared) -> Result<Self, ScimError> {
-        use axum::extract::FromRequestParts as _;
         let (mut parts, body) = req.into_parts();
         let caller = Caller::from_request_parts(&mut parts, state).await;
         let Path(tenant) = Path::<String>::from_request_parts(&mut parts, state)
@@ -396,12 +478,10 @@ impl axum::extract::FromRequest<Shared> for Listing {
         let params = if parts.method == axum::http::Method::POST {
             ListParams::from_search(&read_json(state, &parts.headers, body).await?)?
         } else {
-            let Query(q) = RawQuery::from_request_parts(&mut parts, state)
-                .await
-                .map_err(|e| ScimError::bad(ScimType::InvalidValue, e.body_text()))?;
-            ListParams::from_query(&q)?
+            ListParams::from_query(&query_map(&mut parts, state).await?)?
         };
         Ok(Listing {
+            state: state.clone(),
             base,
             tenant,
             params,
@@ -553,6 +633,15 @@ impl Projection {
     }
 }
 
+/// `?attributes=&excludedAttributes=` of a request for one resource.
+impl FromRequestParts<Shared> for Projection {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ScimError> {
+        Projection::from_query(&query_map(parts, state).await?)
+    }
+}
+
 /// Applies `f` to the object, or to each object of an array.
 fn each_object(value: Value, f: &dyn Fn(Map<String, Value>) -> Map<String, Value>) -> Value {
     match value {
@@ -616,14 +705,21 @@ pub(crate) fn json_body(body: &[u8]) -> Result<Value, ScimError> {
     })
 }
 
-async fn service_provider_config(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    Ok(scim_json(&schema::service_provider_config(&base)))
+async fn service_provider_config(req: Admitted<Read>) -> Result<Response, ScimError> {
+    Ok(scim_json(&schema::service_provider_config(&req.base)))
+}
+
+/// `{tenant_id}`, and `{id}` for one discovery document.
+#[derive(Deserialize)]
+struct DiscoveryPath {
+    tenant_id: String,
+    id: Option<String>,
+}
+
+impl TenantPath for DiscoveryPath {
+    fn tenant(&self) -> &str {
+        &self.tenant_id
+    }
 }
 
 /// A list of discovery documents, or the one whose `id` is `id` (404 naming `what`).
@@ -638,49 +734,28 @@ fn discovery_answer(docs: Vec<Value>, id: Option<&str>, what: &str) -> Result<Re
     }
 }
 
-async fn resource_types(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    discovery_answer(schema::resource_types(&base), None, "resource type")
-}
-
-async fn resource_type(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path((tenant, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
+/// `GET /ResourceTypes` and `GET /ResourceTypes/{id}`.
+async fn resource_types(req: Admitted<Read, DiscoveryPath>) -> Result<Response, ScimError> {
+    let id = req.path.id.as_deref();
     discovery_answer(
-        schema::resource_types(&base),
-        Some(&id),
+        schema::resource_types(&req.base),
+        id,
         "resource type (User, Group)",
     )
 }
 
-async fn schemas(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    discovery_answer(schema::schemas(&base), None, "schema")
+/// `GET /Schemas` and `GET /Schemas/{id}`.
+async fn schemas(req: Admitted<Read, DiscoveryPath>) -> Result<Response, ScimError> {
+    discovery_answer(schema::schemas(&req.base), req.path.id.as_deref(), "schema")
 }
 
-async fn schema_by_id(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path((tenant, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    discovery_answer(schema::schemas(&base), Some(&id), "schema")
+/// The query string as a map (400 `invalidValue` when it is not one).
+async fn query_map(
+    parts: &mut Parts,
+    state: &Shared,
+) -> Result<HashMap<String, String>, ScimError> {
+    let Query(q) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ScimError::bad(ScimType::InvalidValue, e.body_text()))?;
+    Ok(q)
 }
-
-/// The query string as a map, for handlers that read `attributes` and the like.
-pub(crate) type RawQuery = Query<HashMap<String, String>>;

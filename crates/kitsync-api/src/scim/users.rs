@@ -2,15 +2,13 @@
 use super::error::{ScimError, ScimType};
 use super::filter::{AttrPath, CompValue, Filter, Op};
 use super::schema::{ENTERPRISE, USER};
-use super::{admit, encode_segment, ListParams, Listing, Projection, RawQuery, Shared};
-use crate::auth::Caller;
-use crate::ApiError;
+use super::{encode_segment, Admitted, Listing, Projection, Read, Shared};
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use kitsync_domain::Scope;
-use kitsync_store::{CmpOp, MemberCond, MemberField, MemberView};
+use axum::routing;
+use axum::Router;
+use kitsync_store::{MemberCond, MemberField, MemberView};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -112,20 +110,6 @@ fn user_key(p: &AttrPath) -> Option<String> {
     }
 }
 
-fn op(o: Op) -> CmpOp {
-    match o {
-        Op::Eq => CmpOp::Eq,
-        Op::Ne => CmpOp::Ne,
-        Op::Co => CmpOp::Co,
-        Op::Sw => CmpOp::Sw,
-        Op::Ew => CmpOp::Ew,
-        Op::Gt => CmpOp::Gt,
-        Op::Ge => CmpOp::Ge,
-        Op::Lt => CmpOp::Lt,
-        Op::Le => CmpOp::Le,
-    }
-}
-
 /// Compiles a filter over Users to a member condition (`prefix`: the multi-valued attribute
 /// of an enclosing `attr[…]`).
 pub(crate) fn compile(f: &Filter, prefix: Option<&str>) -> Result<MemberCond, String> {
@@ -224,7 +208,7 @@ fn compare(k: &str, o: Op, v: &CompValue) -> Result<MemberCond, String> {
     match v {
         CompValue::Str(s) => Ok(MemberCond::Cmp {
             field,
-            op: op(o),
+            op: o,
             value: s.clone(),
             ignore_case: !exact,
         }),
@@ -237,26 +221,34 @@ fn compare(k: &str, o: Op, v: &CompValue) -> Result<MemberCond, String> {
     }
 }
 
-async fn page(
-    state: &Shared,
-    base: &str,
-    tenant: &str,
-    params: ListParams,
-) -> Result<Response, ScimError> {
+/// `/Users`, `/Users/.search` and `/Users/{id}`: reads, and writes refused.
+pub(crate) fn routes() -> Router<Shared> {
+    let one = routing::get(get).put(write).patch(write).delete(delete);
+    super::resource_routes("Users", list, routing::post(create), one)
+}
+
+/// `GET /Users` and `POST /Users/.search`.
+pub(crate) async fn list(l: Listing) -> Result<Response, ScimError> {
+    let Listing {
+        state,
+        base,
+        tenant,
+        params,
+    } = l;
     let cond = match &params.filter {
         Some(f) => compile(f, None).map_err(|e| ScimError::bad(ScimType::InvalidFilter, e))?,
         None => MemberCond::Const(true),
     };
     let (total, members) = state
         .store
-        .query_members(tenant, &cond, params.start_index - 1, params.count)
+        .query_members(&tenant, &cond, params.start_index - 1, params.count)
         .await?;
     let names: Vec<String> = members
         .iter()
         .map(|m| m.profile.user_name.clone())
         .collect();
     let mut memberships: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for (user, gid, display) in state.store.group_memberships(tenant, &names).await? {
+    for (user, gid, display) in state.store.group_memberships(&tenant, &names).await? {
         memberships.entry(user).or_default().push((gid, display));
     }
     let resources = members
@@ -265,46 +257,38 @@ async fn page(
             let groups = memberships
                 .get(&m.profile.user_name)
                 .map_or(&[][..], Vec::as_slice);
-            params.projection.apply(user_json(base, m, groups))
+            params.projection.apply(user_json(&base, m, groups))
         })
         .collect();
     Ok(super::list_response(total, params.start_index, resources))
 }
 
-/// `GET /Users` and `POST /Users/.search`.
-pub(crate) async fn list(State(state): State<Shared>, l: Listing) -> Result<Response, ScimError> {
-    page(&state, &l.base, &l.tenant, l.params).await
-}
-
 /// `GET /Users/{id}`.
 pub(crate) async fn get(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path((tenant, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    query: Result<RawQuery, axum::extract::rejection::QueryRejection>,
+    req: Admitted<Read, (String, String)>,
+    projection: Projection,
 ) -> Result<Response, ScimError> {
-    let base = admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let query = query.map_err(|e| ScimError::bad(ScimType::InvalidValue, e.body_text()))?;
-    let projection = Projection::from_query(&query.0)?;
-    let member = state
+    let (tenant, id) = &req.path;
+    let member = req
+        .state
         .store
-        .member(&tenant, &id, true)
+        .member(tenant, id, true)
         .await?
         .ok_or_else(|| ScimError::not_found(format!("User {id} not found")))?;
-    let groups: Vec<(String, String)> = state
+    let groups: Vec<(String, String)> = req
+        .state
         .store
-        .group_memberships(&tenant, std::slice::from_ref(&id))
+        .group_memberships(tenant, std::slice::from_ref(id))
         .await?
         .into_iter()
         .map(|(_, g, d)| (g, d))
         .collect();
-    let full = user_json(&base, &member, &groups);
+    let full = user_json(&req.base, &member, &groups);
     if super::not_modified(
-        &headers,
+        &req.headers,
         full["meta"]["version"].as_str().unwrap_or_default(),
     ) {
-        return Ok(super::get_response(&headers, &full));
+        return Ok(super::get_response(&req.headers, &full));
     }
     let mut shown = projection.apply(full.clone());
     if shown.get("meta").is_none() {
@@ -313,7 +297,7 @@ pub(crate) async fn get(
         *res.body_mut() = axum::body::Body::from(shown.take().to_string());
         return Ok(res);
     }
-    Ok(super::get_response(&headers, &shown))
+    Ok(super::get_response(&req.headers, &shown))
 }
 
 /// Checks a User write's body like a server that took writes would (so a malformed request
@@ -349,28 +333,14 @@ fn refuse_user_write(value: &Value, needs_user_name: bool) -> ScimError {
 }
 
 /// `POST /Users`: refused (after a syntax check).
-pub(crate) async fn create(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ScimError> {
-    admit(&state, caller, Scope::DirectoryRead, &tenant, &headers).await?;
-    let body = super::read_json(&state, &headers, body).await?;
-    Err(refuse_user_write(&body, true))
+pub(crate) async fn create(req: Admitted<Read>, body: Body) -> Result<Response, ScimError> {
+    Err(refuse_user_write(&req.json(body).await?, true))
 }
 
-/// Admits the caller and checks the user exists (a write to an unknown user is a 404).
-async fn existing(
-    state: &Shared,
-    caller: Result<Caller, ApiError>,
-    tenant: &str,
-    id: &str,
-    headers: &HeaderMap,
-) -> Result<(), ScimError> {
-    admit(state, caller, Scope::DirectoryRead, tenant, headers).await?;
-    if state.store.member(tenant, id, true).await?.is_none() {
+/// 404 unless the user of the path exists (a write to an unknown user is a 404).
+async fn existing(req: &Admitted<Read, (String, String)>) -> Result<(), ScimError> {
+    let (tenant, id) = &req.path;
+    if req.state.store.member(tenant, id, true).await?.is_none() {
         return Err(ScimError::not_found(format!("User {id} not found")));
     }
     Ok(())
@@ -378,26 +348,18 @@ async fn existing(
 
 /// `PUT` / `PATCH /Users/{id}`: refused (after a syntax check).
 pub(crate) async fn write(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path((tenant, id)): Path<(String, String)>,
+    req: Admitted<Read, (String, String)>,
     method: axum::http::Method,
-    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ScimError> {
-    existing(&state, caller, &tenant, &id, &headers).await?;
-    let body = super::read_json(&state, &headers, body).await?;
+    existing(&req).await?;
+    let body = req.json(body).await?;
     Err(refuse_user_write(&body, method == axum::http::Method::PUT))
 }
 
 /// `DELETE /Users/{id}`: 403 (404 for an unknown user).
-pub(crate) async fn delete(
-    State(state): State<Shared>,
-    caller: Result<Caller, ApiError>,
-    Path((tenant, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    existing(&state, caller, &tenant, &id, &headers).await?;
+pub(crate) async fn delete(req: Admitted<Read, (String, String)>) -> Result<Response, ScimError> {
+    existing(&req).await?;
     Err(ScimError::new(
         StatusCode::FORBIDDEN,
         None,

@@ -3,9 +3,10 @@
 //! Every list is read to its end (`nextCursor`), with `includeTest=true` so test tenants are
 //! compared too. What differs is described row by row, a bounded number of rows per tenant.
 use super::world::TenantTruth;
-use crate::{error_chain, https_client, HttpClient, SendError};
+use crate::{http_base, https_client, HttpClient, SendError};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
+use kitsync_domain::error::error_chain;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,12 +25,8 @@ impl Directory {
     /// # Errors
     /// `base` is not an http(s) URL.
     pub fn new(base: &str, token: &str) -> Result<Self, SendError> {
-        let base = base.trim().trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(SendError::BadUrl(base));
-        }
         Ok(Self {
-            base,
+            base: http_base(base)?,
             token: token.to_owned(),
             client: https_client()?,
         })

@@ -874,15 +874,9 @@ mod tests {
 
     #[test]
     fn the_users_file_has_the_live_tenants_their_secrets_and_every_user() {
-        let all: BTreeSet<Scenario> = Scenario::ALL.into_iter().collect();
-        let size = Size {
-            tenants: 2,
-            users: 40,
-            departments: 6,
-        };
         let encrypt = |s: &str| Ok(format!("rsa({s})"));
         let url = Some("http://127.0.0.1:8090");
-        let h = world::generate(&all, size, 5, "r", 1_800_000_000_000, &encrypt, url).unwrap();
+        let h = world::test_history(40, 6, 5, &encrypt, url).unwrap();
         let mut truth = h.truth.clone();
         // A tenant the history does not know (the probe tenant): no apps, no users.
         truth.insert(

@@ -592,6 +592,26 @@ pub fn generate(
     })
 }
 
+/// The history of every scenario over two tenants of `users` users in `departments`
+/// departments, run `r` at a fixed time (for the tests).
+#[cfg(test)]
+pub(crate) fn test_history(
+    users: usize,
+    departments: usize,
+    seed: u64,
+    encrypt: &dyn Fn(&str) -> Result<String, String>,
+    auth_centre_url: Option<&str>,
+) -> Result<History, String> {
+    let all: BTreeSet<Scenario> = Scenario::ALL.into_iter().collect();
+    let size = Size {
+        tenants: 2,
+        users,
+        departments,
+    };
+    let now_ms = 1_800_000_000_000;
+    generate(&all, size, seed, "r", now_ms, encrypt, auth_centre_url)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -603,14 +623,8 @@ mod tests {
 
     #[test]
     fn the_history_is_reproducible_and_its_bodies_parse() {
-        let all: BTreeSet<Scenario> = Scenario::ALL.into_iter().collect();
-        let size = Size {
-            tenants: 2,
-            users: 600,
-            departments: 12,
-        };
-        let h = generate(&all, size, 42, "r", 1_800_000_000_000, &plain, None).unwrap();
-        let again = generate(&all, size, 42, "r", 1_800_000_000_000, &plain, None).unwrap();
+        let h = test_history(600, 12, 42, &plain, None).unwrap();
+        let again = test_history(600, 12, 42, &plain, None).unwrap();
         assert_eq!(h.truth, again.truth);
         assert_eq!(h.accounts, again.accounts);
         let steps: Vec<&Step> = h.phases.iter().flatten().collect();
@@ -642,23 +656,8 @@ mod tests {
 
     #[test]
     fn the_accounts_keep_what_an_auth_centre_needs() {
-        let all: BTreeSet<Scenario> = Scenario::ALL.into_iter().collect();
-        let size = Size {
-            tenants: 2,
-            users: 30,
-            departments: 6,
-        };
         let encrypted = |s: &str| Ok(format!("encrypted({s})"));
-        let h = generate(
-            &all,
-            size,
-            9,
-            "r",
-            1_800_000_000_000,
-            &encrypted,
-            Some("http://127.0.0.1:8090/"),
-        )
-        .unwrap();
+        let h = test_history(30, 6, 9, &encrypted, Some("http://127.0.0.1:8090/")).unwrap();
         let a = h.accounts.get("emu-r-t1").unwrap();
         assert_eq!(a.domain_name, "http://127.0.0.1:8090/emu-r-t1");
         // The plaintext beside the truth; the body carries what `encrypt` made of it.
@@ -692,7 +691,7 @@ mod tests {
         assert!(t1.members().iter().all(|u| users.contains_key(u)));
         assert!(users.values().all(|(_, org)| org == "d000"));
         // Without an auth centre, the example default.
-        let plain_h = generate(&all, size, 9, "r", 1_800_000_000_000, &plain, None).unwrap();
+        let plain_h = test_history(30, 6, 9, &plain, None).unwrap();
         assert_eq!(
             plain_h.accounts.get("emu-r-t1").unwrap().domain_name,
             "https://emu-r-t1.tenant.example.com"

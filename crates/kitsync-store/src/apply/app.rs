@@ -1,5 +1,5 @@
 //! applicationSync: upsert, or delete with a purge of the app's authorisations.
-use super::{flag, tombstone_action, upsert_action, Change, Cx, Tally};
+use super::{flag, tombstone_action, upsert_action, ActionFn, Change, Cx, Tally};
 use crate::error::StoreError;
 use crate::journal::Entity;
 use crate::model::Outcome;
@@ -17,27 +17,15 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
     let v = c.version.millis();
     let marks = cx.marks(t)?;
     let mut tally = Tally::default();
-    match c.op {
+    // A delete that purges the app's authorisations raises its purge cutoff after the write.
+    let mut raise_purge = false;
+    let (update, change, action): (_, _, ActionFn<AppRow>) = match c.op {
         Op::Upsert => {
-            let current = cx
-                .load_current::<AppRow>(&[("tenant_id", t)], Some(&[a]), &[])
-                .await?;
             // The secret's fingerprint, not its sealing (fresh randomness each time): a
             // repeated binding is then a duplicate. Older messages carry none.
             let secret = c.secret_fp.as_deref().unwrap_or(&c.client_secret.0);
             let rank = Rank::upsert(v, app_fp(&c.client_id, secret, c.test));
-            let change = row(c, false, rank, cx.now);
-            let written = cx
-                .write_changes(
-                    Update::Upsert,
-                    marks.purged,
-                    &current,
-                    vec![change],
-                    upsert_action,
-                    &mut tally,
-                )
-                .await?;
-            cx.journal_written(Entity::App, t, written);
+            (Update::Upsert, row(c, false, rank, cx.now), upsert_action)
         }
         Op::Delete => {
             if v <= marks.purged {
@@ -61,38 +49,40 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AppChange) -> Result<Outcome, Sto
                     )
                     .await?;
                 tally.moved = true;
+                raise_purge = true;
             }
             // The app row: a tombstone, unless a newer upsert (a re-add) is already there.
             // Deleting an app never seen inserts the tombstone, so its purge cutoff is kept.
-            let current = cx
-                .load_current::<AppRow>(&[("tenant_id", t)], Some(&[a]), &[])
-                .await?;
             let change = row(c, true, Rank::delete(v), cx.now);
-            let written = cx
-                .write_changes(
-                    Update::Tombstone,
-                    marks.purged,
-                    &current,
-                    vec![change],
-                    tombstone_action,
-                    &mut tally,
-                )
-                .await?;
-            cx.journal_written(Entity::App, t, written);
-            if v > app_purge {
-                let mut sql = cx.sql();
-                sql.push("UPDATE apps SET purged_version = ")
-                    .bind(v)
-                    .push(" WHERE tenant_id = ")
-                    .bind(t)
-                    .push(" AND app_id = ")
-                    .bind(a)
-                    .push(" AND purged_version < ")
-                    .bind(v);
-                cx.exec(sql).await?;
-                cx.set_app_purge(t, a, v);
-            }
+            (Update::Tombstone, change, tombstone_action)
         }
+    };
+    let current = cx
+        .load_current::<AppRow>(&[("tenant_id", t)], Some(&[a]), &[])
+        .await?;
+    let written = cx
+        .write_changes(
+            update,
+            marks.purged,
+            &current,
+            vec![change],
+            action,
+            &mut tally,
+        )
+        .await?;
+    cx.journal_written(Entity::App, t, written);
+    if raise_purge {
+        let mut sql = cx.sql();
+        sql.push("UPDATE apps SET purged_version = ")
+            .bind(v)
+            .push(" WHERE tenant_id = ")
+            .bind(t)
+            .push(" AND app_id = ")
+            .bind(a)
+            .push(" AND purged_version < ")
+            .bind(v);
+        cx.exec(sql).await?;
+        cx.set_app_purge(t, a, v);
     }
     Ok(tally.outcome())
 }

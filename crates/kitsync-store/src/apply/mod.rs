@@ -230,32 +230,40 @@ impl<'a> Cx<'a> {
 
     /// Raises the tenant's purge cutoff (the caller checked it is higher).
     pub(crate) async fn set_purged(&mut self, tenant: &str, v: i64) -> Result<(), StoreError> {
-        let mut sql = self.sql();
-        sql.push("UPDATE tenant_marks SET purged_version = ")
-            .bind(v)
-            .push(" WHERE tenant_id = ")
-            .bind(tenant)
-            .push(" AND purged_version < ")
-            .bind(v);
-        self.exec(sql).await?;
-        if let Some(m) = self.marks.get_mut(tenant) {
-            m.purged = m.purged.max(v);
-        }
-        Ok(())
+        self.raise_mark(tenant, "purged_version", |m| &mut m.purged, v)
+            .await
     }
 
     /// Raises the tenant's snapshot cutoff (the caller checked it is higher).
     pub(crate) async fn set_snapshot(&mut self, tenant: &str, v: i64) -> Result<(), StoreError> {
+        self.raise_mark(tenant, "org_snapshot_version", |m| &mut m.snapshot, v)
+            .await
+    }
+
+    /// Raises one cutoff of the tenant's marks to `v`, never lowering it: `column` in
+    /// `tenant_marks`, `field` in the cached [`Marks`].
+    async fn raise_mark(
+        &mut self,
+        tenant: &str,
+        column: &str,
+        field: fn(&mut Marks) -> &mut i64,
+        v: i64,
+    ) -> Result<(), StoreError> {
         let mut sql = self.sql();
-        sql.push("UPDATE tenant_marks SET org_snapshot_version = ")
+        sql.push("UPDATE tenant_marks SET ")
+            .push(column)
+            .push(" = ")
             .bind(v)
             .push(" WHERE tenant_id = ")
             .bind(tenant)
-            .push(" AND org_snapshot_version < ")
+            .push(" AND ")
+            .push(column)
+            .push(" < ")
             .bind(v);
         self.exec(sql).await?;
         if let Some(m) = self.marks.get_mut(tenant) {
-            m.snapshot = m.snapshot.max(v);
+            let mark = field(m);
+            *mark = (*mark).max(v);
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! singleOrgSync and allOrgSync, and the full-sync plans held by the mass-deletion guard.
-use super::{json, tombstone_action, Change, Current, Cx, Tally};
+use super::{json, tombstone_action, ActionFn, Change, Current, Cx, Tally};
 use crate::entity::org_plans;
 use crate::error::StoreError;
 use crate::journal::{Action, Entity, PlanStatus};
@@ -29,37 +29,23 @@ pub(super) async fn apply_incremental(
         org_name: c.org_name.clone(),
         parent_code: c.parent_code.clone(),
     };
+    let (update, change, action): (_, _, ActionFn<DepartmentRow>) = match c.op {
+        Op::Upsert => (
+            Update::Upsert,
+            upsert_change(t, &info, v, c.test, cx.now),
+            department_action,
+        ),
+        Op::Delete => (
+            Update::Tombstone,
+            tombstone_change(t, &info, v, c.test, cx.now),
+            tombstone_action,
+        ),
+    };
     let mut tally = Tally::default();
-    match c.op {
-        Op::Upsert => {
-            let change = upsert_change(t, &info, v, c.test, cx.now);
-            let written = cx
-                .write_changes(
-                    Update::Upsert,
-                    cutoff,
-                    &current,
-                    vec![change],
-                    department_action,
-                    &mut tally,
-                )
-                .await?;
-            cx.journal_written(Entity::Department, t, written);
-        }
-        Op::Delete => {
-            let change = tombstone_change(t, &info, v, c.test, cx.now);
-            let written = cx
-                .write_changes(
-                    Update::Tombstone,
-                    cutoff,
-                    &current,
-                    vec![change],
-                    tombstone_action,
-                    &mut tally,
-                )
-                .await?;
-            cx.journal_written(Entity::Department, t, written);
-        }
-    }
+    let written = cx
+        .write_changes(update, cutoff, &current, vec![change], action, &mut tally)
+        .await?;
+    cx.journal_written(Entity::Department, t, written);
     Ok(tally.outcome())
 }
 
@@ -138,17 +124,6 @@ pub(super) async fn apply_full(
         .iter()
         .map(|o| upsert_change(t, o, v, snapshot.test, cx.now))
         .collect();
-    let written = cx
-        .write_changes(
-            Update::Upsert,
-            cutoff,
-            &current,
-            upserts,
-            department_action,
-            &mut tally,
-        )
-        .await?;
-    cx.journal_written(Entity::Department, t, written);
     // The snapshot removes what is older than itself, so its tombstones rank just below it,
     // at `v - 1`: an incremental change stamped exactly `v` then wins whether it arrived
     // before the snapshot (kept: not older) or after (written over the tombstone). Ranks still
@@ -163,17 +138,17 @@ pub(super) async fn apply_full(
         };
         deletes.push(tombstone_change(t, &info, v - 1, snapshot.test, cx.now));
     }
-    let written = cx
-        .write_changes(
-            Update::Tombstone,
-            i64::MIN,
-            &current,
-            deletes,
-            tombstone_action,
-            &mut tally,
-        )
-        .await?;
-    cx.journal_written(Entity::Department, t, written);
+    // The upserts first, then the tombstones.
+    let writes: [(_, _, _, ActionFn<DepartmentRow>); 2] = [
+        (Update::Upsert, cutoff, upserts, department_action),
+        (Update::Tombstone, i64::MIN, deletes, tombstone_action),
+    ];
+    for (update, cutoff, changes, action) in writes {
+        let written = cx
+            .write_changes(update, cutoff, &current, changes, action, &mut tally)
+            .await?;
+        cx.journal_written(Entity::Department, t, written);
+    }
     if v > marks.snapshot {
         cx.set_snapshot(t, v).await?;
         tally.moved = true;

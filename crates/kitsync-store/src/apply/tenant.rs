@@ -1,5 +1,5 @@
 //! tenantSync: upsert, or delete with a purge of everything the tenant owns.
-use super::{flag, tombstone_action, upsert_action, Change, Cx, Tally};
+use super::{flag, tombstone_action, upsert_action, ActionFn, Change, Cx, Tally};
 use crate::error::StoreError;
 use crate::journal::{Action, Entity};
 use crate::model::Outcome;
@@ -17,22 +17,11 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &TenantChange) -> Result<Outcome, 
     let marks = cx.marks(t)?;
     let domain = Some(c.domain_name.as_str()).filter(|d| !d.is_empty());
     let mut tally = Tally::default();
-    match c.op {
+    let (update, cutoff, change, action): (_, _, _, ActionFn<TenantRow>) = match c.op {
         Op::Upsert => {
-            let current = cx.load_current::<TenantRow>(&[], Some(&[t]), &[]).await?;
             let fp = tenant_fp(&c.tenant_code, &c.name, domain, c.test);
             let change = row(c, domain, false, Rank::upsert(v, fp), cx.now);
-            let written = cx
-                .write_changes(
-                    Update::Upsert,
-                    marks.purged,
-                    &current,
-                    vec![change],
-                    upsert_action,
-                    &mut tally,
-                )
-                .await?;
-            cx.journal_written(Entity::Tenant, t, written);
+            (Update::Upsert, marks.purged, change, upsert_action)
         }
         Op::Delete => {
             if v < marks.purged {
@@ -46,21 +35,15 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &TenantChange) -> Result<Outcome, 
             }
             // The tenant row itself: a newer upsert (a re-add) may already be there. A delete
             // only names the tenant, so an existing row keeps its other fields.
-            let current = cx.load_current::<TenantRow>(&[], Some(&[t]), &[]).await?;
             let change = row(c, domain, true, Rank::delete(v), cx.now);
-            let written = cx
-                .write_changes(
-                    Update::Tombstone,
-                    i64::MIN,
-                    &current,
-                    vec![change],
-                    tombstone_action,
-                    &mut tally,
-                )
-                .await?;
-            cx.journal_written(Entity::Tenant, t, written);
+            (Update::Tombstone, i64::MIN, change, tombstone_action)
         }
-    }
+    };
+    let current = cx.load_current::<TenantRow>(&[], Some(&[t]), &[]).await?;
+    let written = cx
+        .write_changes(update, cutoff, &current, vec![change], action, &mut tally)
+        .await?;
+    cx.journal_written(Entity::Tenant, t, written);
     Ok(tally.outcome())
 }
 
@@ -100,54 +83,47 @@ fn row(
     }
 }
 
+/// A table a tenant delete tombstones (see [`Cx::purge`]): its name, its journal entity, its
+/// key columns within the tenant (with their journal names), and what else the tombstone sets.
+type Purged = (
+    &'static str,
+    Entity,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+/// What a tenant delete tombstones, in this order.
+const PURGED: [Purged; 4] = [
+    (
+        "authorizations",
+        Entity::Authorization,
+        &[("app_id", "appId"), ("user_name", "userName")],
+        "",
+    ),
+    ("members", Entity::Member, &[("user_name", "userName")], ""),
+    (
+        "apps",
+        Entity::App,
+        &[("app_id", "appId")],
+        ", client_secret = ''",
+    ),
+    (
+        "departments",
+        Entity::Department,
+        &[("org_code", "orgCode")],
+        "",
+    ),
+];
+
 /// Tombstones every app, authorisation, department and member of the tenant at or below `v`
 /// (set-based, journaled), and removes the ISV-created groups made before it.
 async fn purge(cx: &mut Cx<'_>, t: &str, v: i64) -> Result<u32, StoreError> {
-    let scope = [("tenant_id", t)];
-    let mut n = cx
-        .purge(
-            "authorizations",
-            Entity::Authorization,
-            &scope,
-            &[("app_id", "appId"), ("user_name", "userName")],
-            "",
-            t,
-            v,
-        )
-        .await?;
-    n += cx
-        .purge(
-            "members",
-            Entity::Member,
-            &scope,
-            &[("user_name", "userName")],
-            "",
-            t,
-            v,
-        )
-        .await?;
-    n += cx
-        .purge(
-            "apps",
-            Entity::App,
-            &scope,
-            &[("app_id", "appId")],
-            ", client_secret = ''",
-            t,
-            v,
-        )
-        .await?;
-    n += cx
-        .purge(
-            "departments",
-            Entity::Department,
-            &scope,
-            &[("org_code", "orgCode")],
-            "",
-            t,
-            v,
-        )
-        .await?;
+    let mut n = 0;
+    for (table, entity, keys, extra_set) in PURGED {
+        n += cx
+            .purge(table, entity, &[("tenant_id", t)], keys, extra_set, t, v)
+            .await?;
+    }
     // ISV groups carry no marketplace version: those created (wall clock, Unix ms) before the
     // delete's timestamp go, later ones stay.
     let mut sql = cx.sql();

@@ -25,6 +25,18 @@ pub async fn store() -> (TestDb, Store) {
     store_with(0.5).await
 }
 
+/// `c` with its test flag set to `test` (the builders here make live data).
+pub fn flagged(mut c: Command, test: bool) -> Command {
+    match &mut c {
+        Command::Tenant(x) => x.test = test,
+        Command::App(x) => x.test = test,
+        Command::Auth(x) => x.test = test,
+        Command::Org(x) => x.test = test,
+        Command::FullOrg(x) => x.test = test,
+    }
+    c
+}
+
 pub fn tenant(t: &str, v: i64) -> Command {
     tenant_named(t, &format!("Tenant {t}"), v)
 }
