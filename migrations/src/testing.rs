@@ -113,6 +113,51 @@ pub async fn fresh_db_with(migrate: bool) -> Result<TestDb, DbErr> {
     })
 }
 
+/// Appends `n` bare journal rows, row `i` being `(tenant, entity, action)` of `row(i)`, written
+/// directly in batches of 1000: for the feed tests, which need many rows, not the directory
+/// changes behind them.
+///
+/// # Errors
+/// Returns the driver error of a failed insert.
+pub async fn append_journal(
+    db: &impl ConnectionTrait,
+    n: usize,
+    row: impl Fn(usize) -> (&'static str, &'static str, &'static str),
+) -> Result<(), DbErr> {
+    for start in (0..n).step_by(1000) {
+        let values: Vec<String> = (start..n.min(start + 1000))
+            .map(|i| {
+                let (tenant, entity, action) = row(i);
+                format!("('{tenant}', '{entity}', 'k{i}', '{action}', 0, '{{}}', FALSE, 0)")
+            })
+            .collect();
+        db.execute(Statement::from_string(
+            db.get_database_backend(),
+            format!(
+                "INSERT INTO journal (tenant_id, entity, entity_key, action, version, data, \
+                 test, applied_at) VALUES {}",
+                values.join(", ")
+            ),
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The id of every journal row, in order.
+///
+/// # Errors
+/// Returns the driver error of the query.
+pub async fn journal_ids(db: &impl ConnectionTrait) -> Result<Vec<i64>, DbErr> {
+    let rows = db
+        .query_all(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id FROM journal ORDER BY id",
+        ))
+        .await?;
+    rows.iter().map(|r| r.try_get_by_index(0)).collect()
+}
+
 /// `postgres://u@h:5432/test?x=y` with the database name replaced by `name`.
 fn replace_db_name(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {

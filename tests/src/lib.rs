@@ -1090,6 +1090,15 @@ impl Kit {
         (r.status, r.body)
     }
 
+    /// `method path` on the same server's API with an optional bearer token, no extra headers
+    /// and no body.
+    ///
+    /// # Panics
+    /// As [`Kit::api`].
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>) -> ApiReply {
+        self.api(method, path, token, &[], None).await
+    }
+
     /// Any request on the same server's API: method, path, optional bearer token, extra
     /// headers and an optional JSON body (sent as `application/json`).
     ///

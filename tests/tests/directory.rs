@@ -38,8 +38,10 @@ fn user(n: usize, org: &str, role: &str, enable: bool) -> Value {
     })
 }
 
-fn auth(tenant: &str, app: &str, users: &[Value], ts: &str) -> String {
-    auth_flag(tenant, app, 1, users, ts)
+/// [`user`] `n`, in d1 when `n` is even, in d2 when it is odd.
+fn member(n: usize, role: &str, enable: bool) -> Value {
+    let org = if n.is_multiple_of(2) { "d1" } else { "d2" };
+    user(n, org, role, enable)
 }
 
 /// An authSync with `flag` (0 delete, 1 add, 2 modify).
@@ -62,6 +64,11 @@ async fn send_ok(kit: &Kit, kind: &str, body: &str) {
     assert_eq!(r.code, "000000", "{kind}: {r:?}");
 }
 
+/// Sends [`auth_flag`]`(tenant, app, flag, users, ts)`, which must be accepted.
+async fn auth_ok(kit: &Kit, tenant: &str, app: &str, flag: u8, users: &[Value], ts: &str) {
+    send_ok(kit, AUTH_SYNC, &auth_flag(tenant, app, flag, users, ts)).await;
+}
+
 /// A tenant with `n` members authorised by `app-a` (every third one disabled, every fifth
 /// one also an admin of `app-b`), applied.
 async fn seed(kit: &Kit, tenant: &str, n: usize, token: &str) {
@@ -72,28 +79,14 @@ async fn seed(kit: &Kit, tenant: &str, n: usize, token: &str) {
     )
     .await;
     let a: Vec<Value> = (0..n)
-        .map(|i| {
-            user(
-                i,
-                if i.is_multiple_of(2) { "d1" } else { "d2" },
-                "user",
-                !i.is_multiple_of(3),
-            )
-        })
+        .map(|i| member(i, "user", !i.is_multiple_of(3)))
         .collect();
-    send_ok(kit, AUTH_SYNC, &auth(tenant, "app-a", &a, &time(1))).await;
+    auth_ok(kit, tenant, "app-a", 1, &a, &time(1)).await;
     let b: Vec<Value> = (0..n)
         .step_by(5)
-        .map(|i| {
-            user(
-                i,
-                if i.is_multiple_of(2) { "d1" } else { "d2" },
-                "admin",
-                true,
-            )
-        })
+        .map(|i| member(i, "admin", true))
         .collect();
-    send_ok(kit, AUTH_SYNC, &auth(tenant, "app-b", &b, &time(2))).await;
+    auth_ok(kit, tenant, "app-b", 1, &b, &time(2)).await;
     let everyone = format!("/scim/v2/{tenant}/Users?count=0");
     let admins = format!(
         "/scim/v2/{tenant}/Users?count=0&filter={}",
@@ -101,11 +94,27 @@ async fn seed(kit: &Kit, tenant: &str, n: usize, token: &str) {
     );
     wait_until("the seed is applied", APPLY_TIMEOUT, || async {
         let total = |path: String| async move {
-            kit.api("GET", &path, Some(token), &[], None).await.body["totalResults"].clone()
+            kit.call("GET", &path, Some(token)).await.body["totalResults"].clone()
         };
         total(everyone.clone()).await == n && total(admins.clone()).await == b.len()
     })
     .await;
+}
+
+/// A fresh environment with the binary serving on it, an unbound token of `scopes`, and
+/// `tenant` seeded with `n` members (see [`seed`]) and read back through that token.
+async fn serve_seeded(
+    name: &str,
+    scopes: &str,
+    tenant: &str,
+    n: usize,
+) -> (Env, tests::Server, Kit, String) {
+    let env = Env::new(name).await;
+    let server = env.start("serve").await;
+    let kit = server.kit();
+    let tok = token(&env, scopes, None).await;
+    seed(&kit, tenant, n, &tok).await;
+    (env, server, kit, tok)
 }
 
 fn user_names(r: &ApiReply) -> Vec<String> {
@@ -133,23 +142,14 @@ fn assert_scim_error(r: &ApiReply, status: u16, scim_type: Option<&str>) {
 /// and refuses to write what the marketplace owns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim_users_are_the_members_the_callbacks_built() {
-    let env = Env::new("scim-users").await;
-    let server = env.start("serve").await;
-    let kit = server.kit();
-    let tok = token(&env, "directory:read", None).await;
-    seed(&kit, "scim-t1", 30, &tok).await;
+    let (env, _server, kit, tok) =
+        serve_seeded("scim-users", "directory:read", "scim-t1", 30).await;
     let get = |path: String| {
         let kit = kit.clone();
         let tok = tok.clone();
         async move {
             let r = kit
-                .api(
-                    "GET",
-                    &format!("/scim/v2/scim-t1{path}"),
-                    Some(&tok),
-                    &[],
-                    None,
-                )
+                .call("GET", &format!("/scim/v2/scim-t1{path}"), Some(&tok))
                 .await;
             assert_eq!(r.header("content-type"), Some(SCIM_JSON), "{path}");
             r
@@ -378,18 +378,12 @@ async fn scim_users_are_the_members_the_callbacks_built() {
         Some("mutability"),
     );
     let r = kit
-        .api(
-            "DELETE",
-            "/scim/v2/scim-t1/Users/user001",
-            Some(&tok),
-            &[],
-            None,
-        )
+        .call("DELETE", "/scim/v2/scim-t1/Users/user001", Some(&tok))
         .await;
     assert_scim_error(&r, 403, None);
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         let r = kit
-            .api(method, "/scim/v2/scim-t1/Schemas", Some(&tok), &[], None)
+            .call(method, "/scim/v2/scim-t1/Schemas", Some(&tok))
             .await;
         assert_scim_error(&r, 405, None);
     }
@@ -415,9 +409,7 @@ async fn scim_users_are_the_members_the_callbacks_built() {
     );
 
     // Tokens: none → 401; bound to another tenant → 403; both as SCIM errors.
-    let r = kit
-        .api("GET", "/scim/v2/scim-t1/Users", None, &[], None)
-        .await;
+    let r = kit.call("GET", "/scim/v2/scim-t1/Users", None).await;
     assert_scim_error(&r, 401, None);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     let other = token(
@@ -463,13 +455,7 @@ async fn scim_users_are_the_members_the_callbacks_built() {
         assert_scim_error(&r, 403, None);
     }
     let r = kit
-        .api(
-            "GET",
-            "/scim/v2/unknown-tenant/Users",
-            Some(&tok),
-            &[],
-            None,
-        )
+        .call("GET", "/scim/v2/unknown-tenant/Users", Some(&tok))
         .await;
     assert_scim_error(&r, 404, None);
     env.finish().await;
@@ -479,12 +465,9 @@ async fn scim_users_are_the_members_the_callbacks_built() {
 /// ETags and `If-Match` — next to the read-only per-app role groups; the change feed tells.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim_groups_are_the_isvs_to_manage() {
-    let env = Env::new("scim-groups").await;
-    let server = env.start("serve").await;
-    let kit = server.kit();
-    let reader = token(&env, "directory:read", None).await;
+    let (env, _server, kit, reader) =
+        serve_seeded("scim-groups", "directory:read", "scim-t2", 6).await;
     let writer = token(&env, "directory:read,directory:write", Some("scim-t2")).await;
-    seed(&kit, "scim-t2", 6, &reader).await;
     let call = |method: &'static str,
                 path: String,
                 headers: Vec<(&'static str, String)>,
@@ -707,12 +690,9 @@ async fn scim_groups_are_the_isvs_to_manage() {
 /// throughout appear exactly once, in order, on every pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_pages_are_complete_while_callbacks_write() {
-    let env = Env::new("pages-under-writes").await;
-    let server = env.start("serve").await;
-    let kit = server.kit();
-    let tok = token(&env, "directory:read", None).await;
     // 150 members who stay, user000..user149, each authorised by app-a.
-    seed(&kit, "pages-t", 150, &tok).await;
+    let (env, _server, kit, tok) =
+        serve_seeded("pages-under-writes", "directory:read", "pages-t", 150).await;
     let stable: Vec<String> = (0..150).map(|i| format!("user{i:03}")).collect();
 
     // The writer: churn members whose names sort between the stable ones ("user012x") come
@@ -734,38 +714,18 @@ async fn member_pages_are_complete_while_callbacks_write() {
                     })
                     .collect();
                 let ts = time(10 + 2 * round as i64);
-                send_ok(
-                    &kit,
-                    AUTH_SYNC,
-                    &auth_flag("pages-t", "app-c", 1, &churn, &ts),
-                )
-                .await;
+                auth_ok(&kit, "pages-t", "app-c", 1, &churn, &ts).await;
                 let renamed: Vec<Value> = (0..150)
                     .filter(|i| (i + round).is_multiple_of(5))
                     .map(|i| {
-                        let mut u = user(
-                            i,
-                            if i.is_multiple_of(2) { "d1" } else { "d2" },
-                            "user",
-                            !i.is_multiple_of(3),
-                        );
+                        let mut u = member(i, "user", !i.is_multiple_of(3));
                         u["name"] = json!(format!("Renamed {i} in round {round}"));
                         u
                     })
                     .collect();
-                send_ok(
-                    &kit,
-                    AUTH_SYNC,
-                    &auth_flag("pages-t", "app-a", 2, &renamed, &ts),
-                )
-                .await;
+                auth_ok(&kit, "pages-t", "app-a", 2, &renamed, &ts).await;
                 let ts = time(11 + 2 * round as i64);
-                send_ok(
-                    &kit,
-                    AUTH_SYNC,
-                    &auth_flag("pages-t", "app-c", 0, &churn, &ts),
-                )
-                .await;
+                auth_ok(&kit, "pages-t", "app-c", 0, &churn, &ts).await;
             }
             round
         })
@@ -852,24 +812,15 @@ async fn scim_conformance_clients_pass() {
         std::env::var("KITSYNC_SCIM_TOOLS")
             .expect("KITSYNC_SCIM_TOOLS: the bin directory of a virtualenv with the SCIM clients"),
     );
-    let env = Env::new("scim-conformance").await;
-    let server = env.start("serve").await;
-    let kit = server.kit();
-    let tok = token(&env, "directory:read,directory:write", None).await;
-    seed(&kit, "scim-conf", 12, &tok).await;
+    let scopes = "directory:read,directory:write";
+    let (env, _server, kit, tok) = serve_seeded("scim-conformance", scopes, "scim-conf", 12).await;
     let base = format!("{}/scim/v2/scim-conf", kit.base_url());
 
     // scim2-tester, through the scim2 CLI. It only knows how to test a resource type by
     // creating one, so it is told the server's resource types are Group alone (`-r`): Users
     // are read-only here, and its User checks would all begin with POST /Users.
     let rt = kit
-        .api(
-            "GET",
-            "/scim/v2/scim-conf/ResourceTypes/Group",
-            Some(&tok),
-            &[],
-            None,
-        )
+        .call("GET", "/scim/v2/scim-conf/ResourceTypes/Group", Some(&tok))
         .await;
     assert_eq!(rt.status, 200);
     let rt_file = env.dir().join("resource-types-group.json");

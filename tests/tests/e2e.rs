@@ -299,6 +299,11 @@ async fn assert_secret_not_stored(env: &Env, secret: &str) {
     }
 }
 
+/// An authSync of tenant `t` at time 0: `app` authorises `user` (in D1, role user, enabled).
+fn one_user(t: &str, app: &str, user: &str) -> String {
+    payload::auth(t, app, 1, &[User::new(user, "D1", "user", true)], &time(0))
+}
+
 /// Scenario 2: what is not authentic, stale, incomplete or replayed is refused with the
 /// documented code and queues nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,8 +313,7 @@ async fn refusals_queue_nothing() {
     let kit = ingress.kit();
     let t = "tenant-refusals";
     let app = "app-refusals";
-    let body =
-        |user: &str| payload::auth(t, app, 1, &[User::new(user, "D1", "user", true)], &time(0));
+    let body = |user: &str| one_user(t, app, user);
 
     let good = kit.signed(&body("good-user"));
     let r = kit.send_signed(AUTH_SYNC, &good).await.unwrap();
@@ -517,8 +521,7 @@ async fn queue_down_answers_000005_quickly_and_recovers() {
     let kit = ingress.kit();
     let t = "tenant-down";
     let app = "app-down";
-    let body =
-        |user: &str| payload::auth(t, app, 1, &[User::new(user, "D1", "user", true)], &time(0));
+    let body = |user: &str| one_user(t, app, user);
     let mut problems = Vec::new();
     let mut expected = vec!["before-outage".to_owned()];
 
@@ -1078,26 +1081,29 @@ async fn key_rotation_accepts_both_keys_and_signs_with_the_one_used() {
     assert_eq!(old.key, old_key);
     let new = old.with_key(&new_key);
 
-    let r = new
-        .send(
-            TENANT_SYNC,
-            &payload::tenant("tenant-new-key", "New", 1, 0, &time(0)),
-        )
-        .await;
-    assert_accepted("signed with the second key", &r, &new_key);
-    assert!(
-        !r.body_sign_verifies(&old_key),
-        "answer keyed with the second key"
-    );
-
-    let r = old
-        .send(
-            TENANT_SYNC,
-            &payload::tenant("tenant-old-key", "Old", 1, 0, &time(0)),
-        )
-        .await;
-    assert_accepted("signed with the first key", &r, &old_key);
-    assert!(!r.body_sign_verifies(&new_key));
+    for (kit, key, other, tenant, name, what) in [
+        (
+            &new,
+            &new_key,
+            &old_key,
+            "tenant-new-key",
+            "New",
+            "the second key",
+        ),
+        (
+            &old,
+            &old_key,
+            &new_key,
+            "tenant-old-key",
+            "Old",
+            "the first key",
+        ),
+    ] {
+        let body = payload::tenant(tenant, name, 1, 0, &time(0));
+        let r = kit.send(TENANT_SYNC, &body).await;
+        assert_accepted(&format!("signed with {what}"), &r, key);
+        assert!(!r.body_sign_verifies(other), "answer keyed with {what}");
+    }
 
     let r = old
         .with_key("retired-key")

@@ -2,9 +2,10 @@
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
-use crate::page::{Page, PageQuery};
+use crate::page::{Keyed, Page, PageQuery};
 use crate::ApiState;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::Json;
 use kitsync_domain::Scope;
 use kitsync_store::{MemberApp, MemberFilter, MemberView};
@@ -78,18 +79,13 @@ pub struct TenantBody {
     params(TenantPath, TestFilter),
     responses(
         (status = 200, description = "The tenant.", body = TenantBody),
-        crate::openapi::NotFound,
-        crate::openapi::ReadErrors,
+        crate::openapi::TenantReadErrors,
     ),
     security(("bearer" = ["directory:read"])),
 )]
 pub async fn tenant(
-    State(state): State<Arc<ApiState>>,
-    caller: Caller,
-    Path(tenant_id): Path<String>,
-    Query(filter): Query<TestFilter>,
+    TenantRead(state, tenant_id, filter): TenantRead<TestFilter>,
 ) -> Result<Json<TenantBody>, ApiError> {
-    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
     let include_test = filter.include_test()?;
     let found = state.store.tenant(&tenant_id).await?;
     match found {
@@ -123,7 +119,7 @@ pub async fn tenants(
 ) -> Result<Json<Page<TenantBody>>, ApiError> {
     let include_test = q.test.include_test()?;
     let limit = q.page.limit()?;
-    let after = q.page.after("tenant")?;
+    let after = q.page.after(TenantBody::KIND)?;
     let rows = match caller.0.tenant_id.clone() {
         Some(bound) => {
             caller.require(Scope::DirectoryRead, Some(&bound))?;
@@ -142,12 +138,15 @@ pub async fn tenants(
         }
     };
     let items = rows.into_iter().map(TenantBody::from).collect();
-    Ok(Json(Page::from_rows(
-        items,
-        limit,
-        "tenant",
-        |t: &TenantBody| t.tenant_id.as_str(),
-    )))
+    Ok(Json(Page::keyed(items, limit)))
+}
+
+impl Keyed for TenantBody {
+    const KIND: &'static str = "tenant";
+
+    fn key(&self) -> &str {
+        &self.tenant_id
+    }
 }
 
 impl From<kitsync_store::TenantView> for TenantBody {
@@ -178,11 +177,35 @@ async fn visible_tenant(
 /// The `{tenantId}` of a path.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // documentation only: the handlers take `Path<String>`
+#[allow(dead_code)] // documentation only: the handlers read it through [`TenantRead`]
 pub struct TenantPath {
     /// The Kit `tenantId`.
     #[param(rename = "tenantId")]
     tenant_id: String,
+}
+
+/// A read of one tenant's directory: the state, the path (which starts with the tenant) and
+/// the query, from a caller that holds `directory:read` for that tenant.
+pub struct TenantRead<Q, P = String>(Arc<ApiState>, P, Q);
+
+impl<Q, P> FromRequestParts<Arc<ApiState>> for TenantRead<Q, P>
+where
+    Q: DeserializeOwned + Send,
+    P: crate::extract::TenantPath,
+{
+    /// 401/403 per [`Caller`], or 400 for the path or the query.
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let Path(path) = Path::<P>::from_request_parts(parts, state).await?;
+        let Query(query) = Query::<Q>::from_request_parts(parts, state).await?;
+        caller.require(Scope::DirectoryRead, Some(path.tenant()))?;
+        Ok(TenantRead(state.clone(), path, query))
+    }
 }
 
 /// `?view=`: departments as a flat list or nested.
@@ -206,10 +229,7 @@ pub struct DepartmentQuery {
     view: Option<String>,
     #[serde(flatten)]
     #[param(ignore)]
-    test: TestFilter,
-    #[serde(flatten)]
-    #[param(ignore)]
-    page: PageQuery,
+    list: ListQuery,
 }
 
 /// A department of the flat list.
@@ -221,6 +241,14 @@ pub struct DepartmentItem {
     /// `null` at the root.
     #[schema(required = true)]
     parent_code: Option<String>,
+}
+
+impl Keyed for DepartmentItem {
+    const KIND: &'static str = "dept";
+
+    fn key(&self) -> &str {
+        &self.org_code
+    }
 }
 
 /// A department of the tree, with its children.
@@ -307,19 +335,14 @@ impl ToSchema for DepartmentsBody {
     responses(
         (status = 200, description = "Departments (`view=list`: a page; `view=tree`: every \
                                       root, `nextCursor` null).", body = DepartmentsBody),
-        crate::openapi::NotFound,
-        crate::openapi::ReadErrors,
+        crate::openapi::TenantReadErrors,
     ),
     security(("bearer" = ["directory:read"])),
 )]
 pub async fn departments(
-    State(state): State<Arc<ApiState>>,
-    caller: Caller,
-    Path(tenant_id): Path<String>,
-    Query(q): Query<DepartmentQuery>,
+    TenantRead(state, tenant_id, q): TenantRead<DepartmentQuery>,
 ) -> Result<Json<DepartmentsBody>, ApiError> {
-    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
-    let include_test = q.test.include_test()?;
+    let include_test = q.list.test.include_test()?;
     let tree = match q.view.as_deref() {
         None | Some("") => false,
         Some(raw) => match choice(raw) {
@@ -333,8 +356,8 @@ pub async fn departments(
             }
         },
     };
-    let limit = q.page.limit()?;
-    let after = q.page.after("dept")?;
+    let limit = q.list.page.limit()?;
+    let after = q.list.page.after(DepartmentItem::KIND)?;
     visible_tenant(&state, &tenant_id, include_test).await?;
     if tree {
         let all = state
@@ -358,12 +381,7 @@ pub async fn departments(
             parent_code: d.parent_code.filter(|p| !p.is_empty()),
         })
         .collect();
-    Ok(Json(DepartmentsBody::List(Page::from_rows(
-        items,
-        limit,
-        "dept",
-        |d: &DepartmentItem| d.org_code.as_str(),
-    ))))
+    Ok(Json(DepartmentsBody::List(Page::keyed(items, limit))))
 }
 
 /// Deeper than this, a subtree continues at the root (flagged as an orphan): a chain of
@@ -587,10 +605,7 @@ pub struct MemberQuery {
     q: Option<String>,
     #[serde(flatten)]
     #[param(ignore)]
-    test: TestFilter,
-    #[serde(flatten)]
-    #[param(ignore)]
-    page: PageQuery,
+    list: ListQuery,
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -633,9 +648,9 @@ impl MemberQuery {
                 role,
                 enabled,
                 prefix: q,
-                include_test: self.test.include_test()?,
+                include_test: self.list.test.include_test()?,
             },
-            self.page,
+            self.list.page,
         ))
     }
 }
@@ -668,6 +683,14 @@ pub struct MemberBody {
     extension: Option<String>,
     /// Every app that authorises it, by app id (never empty).
     apps: Vec<MemberAppItem>,
+}
+
+impl Keyed for MemberBody {
+    const KIND: &'static str = "member";
+
+    fn key(&self) -> &str {
+        &self.user_name
+    }
 }
 
 /// One app's authorisation of a member.
@@ -726,33 +749,23 @@ impl From<MemberView> for MemberBody {
     params(TenantPath, MemberQuery, TestFilter, PageQuery),
     responses(
         (status = 200, description = "A page of members.", body = Page<MemberBody>),
-        crate::openapi::NotFound,
-        crate::openapi::ReadErrors,
+        crate::openapi::TenantReadErrors,
     ),
     security(("bearer" = ["directory:read"])),
 )]
 pub async fn members(
-    State(state): State<Arc<ApiState>>,
-    caller: Caller,
-    Path(tenant_id): Path<String>,
-    Query(q): Query<MemberQuery>,
+    TenantRead(state, tenant_id, q): TenantRead<MemberQuery>,
 ) -> Result<Json<Page<MemberBody>>, ApiError> {
-    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
     let (filter, page) = q.filter()?;
     let limit = page.limit()?;
-    let after = page.after("member")?;
+    let after = page.after(MemberBody::KIND)?;
     visible_tenant(&state, &tenant_id, filter.include_test).await?;
     let rows = state
         .store
         .members(&tenant_id, &filter, after.as_deref(), limit + 1)
         .await?;
     let items = rows.into_iter().map(MemberBody::from).collect();
-    Ok(Json(Page::from_rows(
-        items,
-        limit,
-        "member",
-        |m: &MemberBody| m.user_name.as_str(),
-    )))
+    Ok(Json(Page::keyed(items, limit)))
 }
 
 /// `GET /api/v1/tenants/{tenantId}/members/{userName}`.
@@ -773,18 +786,13 @@ pub async fn members(
     ),
     responses(
         (status = 200, description = "The member.", body = MemberBody),
-        crate::openapi::NotFound,
-        crate::openapi::ReadErrors,
+        crate::openapi::TenantReadErrors,
     ),
     security(("bearer" = ["directory:read"])),
 )]
 pub async fn member(
-    State(state): State<Arc<ApiState>>,
-    caller: Caller,
-    Path((tenant_id, user_name)): Path<(String, String)>,
-    Query(filter): Query<TestFilter>,
+    TenantRead(state, (tenant_id, user_name), filter): TenantRead<TestFilter, (String, String)>,
 ) -> Result<Json<MemberBody>, ApiError> {
-    caller.require(Scope::DirectoryRead, Some(&tenant_id))?;
     let include_test = filter.include_test()?;
     visible_tenant(&state, &tenant_id, include_test).await?;
     match state
@@ -816,19 +824,13 @@ struct Listing {
 }
 
 impl ListQuery {
-    /// A tenant list's common opening: the caller may read `tenant_id`, the test filter, the
-    /// limit and the cursor (of `kind`) are valid, and the tenant is visible with that filter.
-    async fn open(
-        &self,
-        state: &ApiState,
-        caller: &Caller,
-        tenant_id: &str,
-        kind: &str,
-    ) -> Result<Listing, ApiError> {
-        caller.require(Scope::DirectoryRead, Some(tenant_id))?;
+    /// A tenant list's common opening once [`TenantRead`] admitted the caller: the test
+    /// filter, the limit and the cursor (of `T`'s list) are valid, and the tenant is visible
+    /// with that filter.
+    async fn open<T: Keyed>(&self, state: &ApiState, tenant_id: &str) -> Result<Listing, ApiError> {
         let include_test = self.test.include_test()?;
         let limit = self.page.limit()?;
-        let after = self.page.after(kind)?;
+        let after = self.page.after(T::KIND)?;
         visible_tenant(state, tenant_id, include_test).await?;
         Ok(Listing {
             include_test,
@@ -846,6 +848,14 @@ pub struct AppItem {
     client_id: String,
 }
 
+impl Keyed for AppItem {
+    const KIND: &'static str = "app";
+
+    fn key(&self) -> &str {
+        &self.app_id
+    }
+}
+
 /// `GET /api/v1/tenants/{tenantId}/apps`: never the client secret.
 ///
 /// # Errors
@@ -860,25 +870,22 @@ pub struct AppItem {
     params(TenantPath, TestFilter, PageQuery),
     responses(
         (status = 200, description = "A page of apps.", body = Page<AppItem>),
-        crate::openapi::NotFound,
-        crate::openapi::ReadErrors,
+        crate::openapi::TenantReadErrors,
     ),
     security(("bearer" = ["directory:read"])),
 )]
 pub async fn apps(
-    State(state): State<Arc<ApiState>>,
-    caller: Caller,
-    Path(tenant_id): Path<String>,
-    Query(q): Query<ListQuery>,
+    TenantRead(state, tenant_id, q): TenantRead<ListQuery>,
 ) -> Result<Json<Page<AppItem>>, ApiError> {
-    let Listing {
-        include_test,
-        limit,
-        after,
-    } = q.open(&state, &caller, &tenant_id, "app").await?;
+    let list = q.open::<AppItem>(&state, &tenant_id).await?;
     let rows = state
         .store
-        .apps(&tenant_id, after.as_deref(), limit + 1, include_test)
+        .apps(
+            &tenant_id,
+            list.after.as_deref(),
+            list.limit + 1,
+            list.include_test,
+        )
         .await?;
     let items = rows
         .into_iter()
@@ -887,9 +894,7 @@ pub async fn apps(
             client_id: a.client_id,
         })
         .collect();
-    Ok(Json(Page::from_rows(items, limit, "app", |a: &AppItem| {
-        a.app_id.as_str()
-    })))
+    Ok(Json(Page::keyed(items, list.limit)))
 }
 
 /// An app's authorisation of a member.
@@ -900,6 +905,14 @@ pub struct AuthorizationItem {
     #[schema(inline, value_type = MemberRole)]
     role: String,
     enabled: bool,
+}
+
+impl Keyed for AuthorizationItem {
+    const KIND: &'static str = "auth";
+
+    fn key(&self) -> &str {
+        &self.user_name
+    }
 }
 
 /// `GET /api/v1/tenants/{tenantId}/apps/{appId}/authorizations`.
@@ -922,22 +935,18 @@ pub struct AuthorizationItem {
     ),
     responses(
         (status = 200, description = "A page of authorisations.", body = Page<AuthorizationItem>),
-        crate::openapi::NotFound,
-        crate::openapi::ReadErrors,
+        crate::openapi::TenantReadErrors,
     ),
     security(("bearer" = ["directory:read"])),
 )]
 pub async fn authorizations(
-    State(state): State<Arc<ApiState>>,
-    caller: Caller,
-    Path((tenant_id, app_id)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
+    TenantRead(state, (tenant_id, app_id), q): TenantRead<ListQuery, (String, String)>,
 ) -> Result<Json<Page<AuthorizationItem>>, ApiError> {
     let Listing {
         include_test,
         limit,
         after,
-    } = q.open(&state, &caller, &tenant_id, "auth").await?;
+    } = q.open::<AuthorizationItem>(&state, &tenant_id).await?;
     let rows = state
         .store
         .authorizations(
@@ -971,12 +980,7 @@ pub async fn authorizations(
             enabled: a.enabled,
         })
         .collect();
-    Ok(Json(Page::from_rows(
-        items,
-        limit,
-        "auth",
-        |a: &AuthorizationItem| a.user_name.as_str(),
-    )))
+    Ok(Json(Page::keyed(items, limit)))
 }
 
 /// A group: a per-app role group (`{appId}:{role}`, derived from the authorisations) or a
@@ -988,6 +992,14 @@ pub struct GroupItem {
     display_name: String,
     /// The `userName`s of its user members, in the group's order (nested groups left out).
     members: Vec<String>,
+}
+
+impl Keyed for GroupItem {
+    const KIND: &'static str = "group";
+
+    fn key(&self) -> &str {
+        &self.group_id
+    }
 }
 
 impl From<kitsync_store::DerivedGroup> for GroupItem {
@@ -1031,19 +1043,15 @@ impl From<kitsync_store::IsvGroup> for GroupItem {
     params(TenantPath, TestFilter, PageQuery),
     responses(
         (status = 200, description = "A page of groups.", body = Page<GroupItem>),
-        crate::openapi::NotFound,
-        crate::openapi::ReadErrors,
+        crate::openapi::TenantReadErrors,
     ),
     security(("bearer" = ["directory:read"])),
 )]
 pub async fn groups(
-    State(state): State<Arc<ApiState>>,
-    caller: Caller,
-    Path(tenant_id): Path<String>,
-    Query(q): Query<ListQuery>,
+    TenantRead(state, tenant_id, q): TenantRead<ListQuery>,
 ) -> Result<Json<Page<GroupItem>>, ApiError> {
     // Groups have no test flag of their own: the filter only decides the tenant's visibility.
-    let Listing { limit, after, .. } = q.open(&state, &caller, &tenant_id, "group").await?;
+    let Listing { limit, after, .. } = q.open::<GroupItem>(&state, &tenant_id).await?;
     let mut all: Vec<GroupItem> = state
         .store
         .derived_groups(&tenant_id)
@@ -1062,10 +1070,5 @@ pub async fn groups(
         .collect();
     all.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     all.truncate(usize::try_from(limit + 1).unwrap_or(usize::MAX));
-    Ok(Json(Page::from_rows(
-        all,
-        limit,
-        "group",
-        |g: &GroupItem| g.group_id.as_str(),
-    )))
+    Ok(Json(Page::keyed(all, limit)))
 }

@@ -2,6 +2,8 @@
 //! [`ApiError`]s — `{"code","message"}` naming the parameter, like every other error of the
 //! API — instead of axum's plain-text 400s (found by schemathesis, see `openapi`: a repeated
 //! query parameter, or a path segment that is not UTF-8 once percent-decoded).
+//!
+//! `TenantPath`: the path parameters of a route under one tenant, which start with it.
 use crate::error::ApiError;
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -69,6 +71,26 @@ where
             }),
             Err(e) => Err(ApiError::Internal(e.body_text())),
         }
+    }
+}
+
+/// The parameters of a path which start with its tenant (`/api/v1/tenants/{tenantId}/…`,
+/// `/scim/v2/{tenantId}/…`).
+pub(crate) trait TenantPath: DeserializeOwned + Send {
+    fn tenant(&self) -> &str;
+}
+
+/// `{tenantId}`.
+impl TenantPath for String {
+    fn tenant(&self) -> &str {
+        self
+    }
+}
+
+/// `{tenantId}` and a resource's id.
+impl TenantPath for (String, String) {
+    fn tenant(&self) -> &str {
+        &self.0
     }
 }
 

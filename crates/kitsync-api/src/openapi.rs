@@ -193,6 +193,18 @@ impl IntoResponses for NotFound {
     }
 }
 
+/// [`NotFound`] and [`ReadErrors`]: what an operation on one tenant may answer besides its
+/// success.
+pub struct TenantReadErrors;
+
+impl IntoResponses for TenantReadErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = NotFound::responses();
+        all.extend(ReadErrors::responses());
+        all
+    }
+}
+
 /// 408 and 413, for operations that read a body.
 pub struct BodyErrors;
 

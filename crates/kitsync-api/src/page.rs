@@ -104,6 +104,22 @@ impl<T> Page<T> {
     }
 }
 
+/// An item of a keyset list: its list's cursor kind and the key the list is ordered by.
+pub trait Keyed {
+    /// The cursor's kind (`tenant`, `dept`, …): a cursor of one list is refused by another.
+    const KIND: &'static str;
+
+    /// The key the list is ordered by; a cursor names the last one read.
+    fn key(&self) -> &str;
+}
+
+impl<T: Keyed> Page<T> {
+    /// [`Page::from_rows`] for [`Keyed`] items.
+    pub fn keyed(rows: Vec<T>, limit: u64) -> Self {
+        Self::from_rows(rows, limit, T::KIND, T::key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

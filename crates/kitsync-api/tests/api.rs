@@ -34,6 +34,31 @@ async fn get(app: &axum::Router, path: &str, token: Option<&str>) -> (StatusCode
     common::send(app, req.body(Body::empty()).unwrap()).await
 }
 
+/// `GET path` with `token`, which must answer 200: its body.
+async fn get_ok(app: &axum::Router, path: &str, token: &str) -> Value {
+    let (status, body) = get(app, path, Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    body
+}
+
+/// The page after `body`, which has a `nextCursor`: `GET path&cursor=…`, which must answer 200.
+async fn next_page(app: &axum::Router, path: &str, body: &Value, token: &str) -> Value {
+    let next = body["nextCursor"].as_str().unwrap();
+    get_ok(app, &format!("{path}&cursor={next}"), token).await
+}
+
+/// The `message` of an error body.
+fn message(body: &Value) -> &str {
+    body["message"].as_str().unwrap()
+}
+
+/// A router on `store` and the secret of an unbound `directory:read` token.
+async fn reader_app(store: &Store) -> (axum::Router, String) {
+    let app = kitsync_api::router(store.clone());
+    let reader = token(store, "reader", &[Scope::DirectoryRead], None).await;
+    (app, reader)
+}
+
 #[tokio::test]
 async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
     let (db, store) = fresh_store().await;
@@ -55,25 +80,16 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
         let (status, body) = get(&app, "/api/v1/tenants/t1", token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}: {body}");
         assert_eq!(body["code"], "unauthorized");
-        assert!(body["message"].as_str().unwrap().contains("token") || token.is_none());
+        assert!(message(&body).contains("token") || token.is_none());
     }
 
     // 403: the wrong scope, or another tenant than the token's.
     let (status, body) = get(&app, "/api/v1/tenants/t1", Some(&stats)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("directory:read"),
-        "{body}"
-    );
+    assert!(message(&body).contains("directory:read"), "{body}");
     let (status, body) = get(&app, "/api/v1/tenants/t2", Some(&bound)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("bound to tenant t1"),
-        "{body}"
-    );
+    assert!(message(&body).contains("bound to tenant t1"), "{body}");
 
     // 200 with the documented shape, for an unbound token and for the bound one.
     for token in [&reader, &bound] {
@@ -97,26 +113,19 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
     );
     let (status, _) = get(&app, "/api/v1/tenants/sandbox", Some(r)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, body) = get(&app, "/api/v1/tenants/sandbox?includeTest=true", Some(r)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = get_ok(&app, "/api/v1/tenants/sandbox?includeTest=true", r).await;
     assert_eq!(body["test"], true);
     // The tenant list: keyset pages; test tenants only when asked; a bound token sees its own.
-    let (status, body) = get(&app, "/api/v1/tenants", Some(r)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = get_ok(&app, "/api/v1/tenants", r).await;
     assert_eq!(strs(&body["items"], "tenantId"), ["t1", "t2"]);
     assert_eq!(
         body["items"][0]["instanceIds"],
         serde_json::json!(["inst-t1"])
     );
-    let (_, body) = get(&app, "/api/v1/tenants?includeTest=true&limit=2", Some(r)).await;
+    let first = "/api/v1/tenants?includeTest=true&limit=2";
+    let body = get_ok(&app, first, r).await;
     assert_eq!(strs(&body["items"], "tenantId"), ["sandbox", "t1"]);
-    let next = body["nextCursor"].as_str().unwrap().to_owned();
-    let (_, body) = get(
-        &app,
-        &format!("/api/v1/tenants?includeTest=true&limit=2&cursor={next}"),
-        Some(r),
-    )
-    .await;
+    let body = next_page(&app, first, &body, r).await;
     assert_eq!(strs(&body["items"], "tenantId"), ["t2"]);
     assert!(body["nextCursor"].is_null());
     let (_, body) = get(&app, "/api/v1/tenants", Some(&bound)).await;
@@ -126,13 +135,7 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
 
     let (status, body) = get(&app, "/api/v1/tenants/t1?includeTest=yes", Some(r)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("includeTest:"),
-        "{body}"
-    );
+    assert!(message(&body).starts_with("includeTest:"), "{body}");
     db.cleanup().await;
 }
 
@@ -167,29 +170,22 @@ async fn departments_page_through_every_row_and_nest_as_a_tree() {
         .map(|(c, p)| (c.as_str(), p.as_deref()))
         .collect();
     store.apply(&departments("t1", &refs, 11)).await.unwrap();
-    let app = kitsync_api::router(store.clone());
-    let token = &token(&store, "reader", &[Scope::DirectoryRead], None).await;
+    let (app, token) = &reader_app(&store).await;
 
     // Pages of 5: every department exactly once, in order, and then no cursor.
     let first = "/api/v1/tenants/t1/departments?limit=5";
-    let seen = all_pages(&app, first, 5, token, "orgCode").await;
+    let seen = all_pages(app, first, 5, token, "orgCode").await;
     let mut expected: Vec<String> = codes.iter().map(|(c, _)| c.clone()).collect();
     expected.sort();
     assert_eq!(seen, expected);
-    let (_, body) = get(&app, "/api/v1/tenants/t1/departments?limit=1", Some(token)).await;
+    let body = get_ok(app, "/api/v1/tenants/t1/departments?limit=1", token).await;
     assert_eq!(
         body["items"][0],
         serde_json::json!({"orgCode": "d00", "orgName": "Dept d00", "parentCode": "root"})
     );
 
     // The tree: root with its 11 children, and the orphan at the root, flagged.
-    let (status, body) = get(
-        &app,
-        "/api/v1/tenants/t1/departments?view=tree",
-        Some(token),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = get_ok(app, "/api/v1/tenants/t1/departments?view=tree", token).await;
     let roots = body["items"].as_array().unwrap();
     assert_eq!(roots.len(), 2, "{body}");
     assert_eq!(roots[0]["orgCode"], "lost");
@@ -206,8 +202,8 @@ async fn departments_page_through_every_row_and_nest_as_a_tree() {
         ("limit=5000", "limit:"),
         ("cursor=bm90LWEtY3Vyc29y", "cursor:"),
     ];
-    assert_bad_params(&app, "/api/v1/tenants/t1/departments", token, &bad).await;
-    let (status, _) = get(&app, "/api/v1/tenants/nope/departments", Some(token)).await;
+    assert_bad_params(app, "/api/v1/tenants/t1/departments", token, &bad).await;
+    let (status, _) = get(app, "/api/v1/tenants/nope/departments", Some(token)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     db.cleanup().await;
 }
@@ -267,8 +263,7 @@ async fn all_pages(
     let mut out = Vec::new();
     let mut path = first.to_owned();
     loop {
-        let (status, body) = get(app, &path, Some(token)).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let body = get_ok(app, &path, token).await;
         let items = strs(&body["items"], key);
         assert!(items.len() <= limit, "{path}: {body}");
         out.extend(items.into_iter().map(str::to_owned));
@@ -322,28 +317,26 @@ async fn members_filter_page_and_show_every_app() {
         &[("u09", "D2", true, "user")],
     )
     .await;
-    let app = kitsync_api::router(store.clone());
-    let token = &token(&store, "reader", &[Scope::DirectoryRead], None).await;
+    let (app, token) = &reader_app(&store).await;
 
     let everyone: Vec<String> = (0..9)
         .map(|i| format!("u{i:02}"))
         .chain(["zed".to_owned()])
         .collect();
-    assert_eq!(names(&app, "", token).await, everyone);
+    assert_eq!(names(app, "", token).await, everyone);
     assert_eq!(
-        names(&app, "&orgCode=D1", token).await,
+        names(app, "&orgCode=D1", token).await,
         ["u00", "u01", "u02", "u03"]
     );
-    assert_eq!(names(&app, "&appId=a2", token).await, ["u01", "zed"]);
-    assert_eq!(names(&app, "&role=admin", token).await, ["u00", "u01"]);
-    assert_eq!(names(&app, "&appId=a1&role=admin", token).await, ["u00"]);
-    assert_eq!(names(&app, "&enabled=false", token).await, ["u01"]);
-    assert_eq!(names(&app, "&q=u0", token).await, &everyone[..9]);
-    assert_eq!(names(&app, "&q=Name%20z", token).await, ["zed"]);
-    assert!(names(&app, "&orgCode=D9", token).await.is_empty());
+    assert_eq!(names(app, "&appId=a2", token).await, ["u01", "zed"]);
+    assert_eq!(names(app, "&role=admin", token).await, ["u00", "u01"]);
+    assert_eq!(names(app, "&appId=a1&role=admin", token).await, ["u00"]);
+    assert_eq!(names(app, "&enabled=false", token).await, ["u01"]);
+    assert_eq!(names(app, "&q=u0", token).await, &everyone[..9]);
+    assert_eq!(names(app, "&q=Name%20z", token).await, ["zed"]);
+    assert!(names(app, "&orgCode=D9", token).await.is_empty());
 
-    let (status, body) = get(&app, "/api/v1/tenants/t1/members/u01", Some(token)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = get_ok(app, "/api/v1/tenants/t1/members/u01", token).await;
     assert_eq!(body["name"], "Name u01");
     assert_eq!(body["orgCode"], "D1");
     assert_eq!(body["email"], "u01@example.com");
@@ -354,7 +347,7 @@ async fn members_filter_page_and_show_every_app() {
             {"appId": "a2", "role": "admin", "enabled": false},
         ])
     );
-    let (status, _) = get(&app, "/api/v1/tenants/t1/members/u09", Some(token)).await;
+    let (status, _) = get(app, "/api/v1/tenants/t1/members/u09", Some(token)).await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
@@ -362,7 +355,7 @@ async fn members_filter_page_and_show_every_app() {
     );
 
     let bad = [("role=owner", "role:"), ("enabled=yes", "enabled:")];
-    assert_bad_params(&app, "/api/v1/tenants/t1/members", token, &bad).await;
+    assert_bad_params(app, "/api/v1/tenants/t1/members", token, &bad).await;
     db.cleanup().await;
 }
 
@@ -406,24 +399,17 @@ async fn apps_authorizations_and_groups() {
         &[("bob", "D1", true, "user")],
     )
     .await;
-    let app = kitsync_api::router(store.clone());
-    let token = &token(&store, "reader", &[Scope::DirectoryRead], None).await;
+    let (app, token) = &reader_app(&store).await;
 
-    let (status, body) = get(&app, "/api/v1/tenants/t1/apps", Some(token)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = get_ok(app, "/api/v1/tenants/t1/apps", token).await;
     assert_eq!(
         body,
         serde_json::json!({"items": [{"appId": "a1", "clientId": "client-a1"}], "nextCursor": null})
     );
     assert!(!body.to_string().contains("sealed"), "never the secret");
 
-    let (status, body) = get(
-        &app,
-        "/api/v1/tenants/t1/apps/a1/authorizations?limit=2",
-        Some(token),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let first = "/api/v1/tenants/t1/apps/a1/authorizations?limit=2";
+    let body = get_ok(app, first, token).await;
     assert_eq!(
         body["items"],
         serde_json::json!([
@@ -431,33 +417,20 @@ async fn apps_authorizations_and_groups() {
             {"userName": "bob", "role": "user", "enabled": true},
         ])
     );
-    let next = body["nextCursor"].as_str().unwrap().to_owned();
-    let (_, body) = get(
-        &app,
-        &format!("/api/v1/tenants/t1/apps/a1/authorizations?limit=2&cursor={next}"),
-        Some(token),
-    )
-    .await;
+    let body = next_page(app, first, &body, token).await;
     assert_eq!(body["items"][0]["userName"], "cy");
     assert!(body["nextCursor"].is_null());
-    let (status, body) = get(
-        &app,
-        "/api/v1/tenants/t1/apps/a2/authorizations",
-        Some(token),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = get_ok(app, "/api/v1/tenants/t1/apps/a2/authorizations", token).await;
     assert_eq!(body["items"][0]["userName"], "bob");
     let (status, _) = get(
-        &app,
+        app,
         "/api/v1/tenants/t1/apps/nope/authorizations",
         Some(token),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let (status, body) = get(&app, "/api/v1/tenants/t1/groups", Some(token)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = get_ok(app, "/api/v1/tenants/t1/groups", token).await;
     assert_eq!(
         body["items"],
         serde_json::json!([
@@ -466,14 +439,8 @@ async fn apps_authorizations_and_groups() {
             {"groupId": "a2:user", "displayName": "a2 users", "members": ["bob"]},
         ])
     );
-    let (_, body) = get(&app, "/api/v1/tenants/t1/groups?limit=1", Some(token)).await;
-    let next = body["nextCursor"].as_str().unwrap().to_owned();
-    let (_, body) = get(
-        &app,
-        &format!("/api/v1/tenants/t1/groups?limit=5&cursor={next}"),
-        Some(token),
-    )
-    .await;
+    let body = get_ok(app, "/api/v1/tenants/t1/groups?limit=1", token).await;
+    let body = next_page(app, "/api/v1/tenants/t1/groups?limit=5", &body, token).await;
     assert_eq!(body["items"].as_array().unwrap().len(), 2);
     assert_eq!(body["items"][0]["groupId"], "a1:user");
     db.cleanup().await;

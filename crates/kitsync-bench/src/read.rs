@@ -34,6 +34,11 @@ pub(crate) type Client = hyper_util::client::legacy::Client<
     Empty<Bytes>,
 >;
 
+/// `n` request URLs, the `i`th made by `url` from `(i * step) % rows`: a spread over the rows.
+fn spread(n: usize, step: usize, rows: usize, url: impl Fn(usize) -> String) -> Vec<String> {
+    (0..n).map(|i| url((i * step) % rows)).collect()
+}
+
 /// # Errors
 /// The database could not be set up or the server could not start.
 pub(crate) async fn run<S: Service>(settings: S, a: ReadArgs) -> anyhow::Result<()> {
@@ -66,38 +71,19 @@ pub(crate) async fn run<S: Service>(settings: S, a: ReadArgs) -> anyhow::Result<
 
     // The request lists are made before anything is timed.
     let n = a.requests.max(1);
-    let pages: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "{base}/api/v1/tenants/{tenant}/members?orgCode=D{:04}&limit=50",
-                (i * 7919) % depts
-            )
-        })
-        .collect();
-    let lookups: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "{base}/api/v1/tenants/{tenant}/members/m{:07}",
-                (i * 104_729) % a.members.max(1)
-            )
-        })
-        .collect();
-    let searches: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "{base}/api/v1/tenants/{tenant}/members?q=Member%20{}&limit=50",
-                (i * 7919) % a.members.max(1)
-            )
-        })
-        .collect();
-    let scim: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "{base}/scim/v2/{tenant}/Users?filter=userName%20eq%20%22m{:07}%22",
-                (i * 104_729) % a.members.max(1)
-            )
-        })
-        .collect();
+    let members = a.members.max(1);
+    let pages = spread(n, 7919, depts, |d| {
+        format!("{base}/api/v1/tenants/{tenant}/members?orgCode=D{d:04}&limit=50")
+    });
+    let lookups = spread(n, 104_729, members, |m| {
+        format!("{base}/api/v1/tenants/{tenant}/members/m{m:07}")
+    });
+    let searches = spread(n, 7919, members, |m| {
+        format!("{base}/api/v1/tenants/{tenant}/members?q=Member%20{m}&limit=50")
+    });
+    let scim = spread(n, 104_729, members, |m| {
+        format!("{base}/scim/v2/{tenant}/Users?filter=userName%20eq%20%22m{m:07}%22")
+    });
     let trivial: Vec<String> = (0..n).map(|_| format!("{base}/trivial")).collect();
 
     let c = a.concurrency.max(1);

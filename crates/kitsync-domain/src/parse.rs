@@ -163,20 +163,17 @@ fn auth_user(u: &Obj, removing: bool) -> Result<AuthUser, FieldError> {
         }
     };
     // From the extension too, the same limits hold as for the top-level fields.
-    let work_place = match opt_str(u, &["workPlace"], 255)? {
-        Some(w) => Some(w),
-        None => from_ext("workPlace")
-            .and_then(|v| scalar_string(&v))
-            .map(|s| check_len("workPlace", s, 255))
-            .transpose()?,
+    let here_or_in_ext = |field: &str, max: usize| -> Result<Option<String>, FieldError> {
+        match opt_str(u, &[field], max)? {
+            Some(v) => Ok(Some(v)),
+            None => from_ext(field)
+                .and_then(|v| scalar_string(&v))
+                .map(|s| check_len(field, s, max))
+                .transpose(),
+        }
     };
-    let entry_date = match opt_str(u, &["entryDate"], 64)? {
-        Some(d) => Some(d),
-        None => from_ext("entryDate")
-            .and_then(|v| scalar_string(&v))
-            .map(|s| check_len("entryDate", s, 64))
-            .transpose()?,
-    };
+    let work_place = here_or_in_ext("workPlace", 255)?;
+    let entry_date = here_or_in_ext("entryDate", 64)?;
     // Kept as received, so JSON text may hold line breaks; but U+0000 fits no database
     // column (PostgreSQL text refuses it) and would fail the apply instead of the callback.
     if matches!(ext, Some(Value::String(s)) if s.contains('\0')) {

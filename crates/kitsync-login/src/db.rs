@@ -2,7 +2,9 @@
 //! sessions and tokens. Tokens, codes and flow ids are stored as their SHA-256 only.
 use crate::LoginError;
 use kitsync_sql::Sql;
-use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, FromQueryResult, QueryResult, Statement, Value,
+};
 
 /// An OIDC client: an ISV app registered with kitsync.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -40,7 +42,7 @@ pub struct KeyRow {
 }
 
 /// A login between `/oidc/authorize` and the Kit callback.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromQueryResult)]
 pub struct FlowRow {
     pub client_id: String,
     pub redirect_uri: String,
@@ -51,7 +53,7 @@ pub struct FlowRow {
     pub tenant_id: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromQueryResult)]
 pub struct SessionRow {
     pub id: String,
     pub client_id: String,
@@ -86,11 +88,29 @@ impl TokenKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromQueryResult)]
 pub struct TokenRow {
     pub session_id: String,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+}
+
+/// A statement for `db`'s backend, written in one chain that ends in `.take()`.
+fn sql(db: &impl ConnectionTrait) -> Sql {
+    Sql::new(db.get_database_backend())
+}
+
+/// Runs `statement`; how many rows it changed.
+async fn exec(db: &impl ConnectionTrait, statement: Statement) -> Result<u64, LoginError> {
+    Ok(db.execute(statement).await?.rows_affected())
+}
+
+/// Runs `statement` and reads the row it returns, if any, by column name.
+async fn one<T: FromQueryResult>(
+    db: &impl ConnectionTrait,
+    statement: Statement,
+) -> Result<Option<T>, LoginError> {
+    Ok(T::find_by_statement(statement).one(db).await?)
 }
 
 fn json_list(row: &QueryResult, i: usize) -> Result<Vec<String>, LoginError> {
@@ -114,74 +134,65 @@ fn client(row: &QueryResult) -> Result<ClientRow, LoginError> {
 }
 
 pub async fn insert_client(db: &DatabaseConnection, c: &ClientRow) -> Result<(), LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!(
-        "INSERT INTO oidc_clients ({CLIENT_COLUMNS}) VALUES "
-    ))
-    .bind_tuple::<_, Value>([
-        c.client_id.clone().into(),
-        c.name.clone().into(),
-        c.app_id.clone().into(),
-        c.secret_hash.clone().into(),
-        serde_json::to_string(&c.redirect_uris)
-            .unwrap_or_default()
-            .into(),
-        serde_json::to_string(&c.post_logout_redirect_uris)
-            .unwrap_or_default()
-            .into(),
-        c.created_at.into(),
-    ]);
-    db.execute(sql.build()).await?;
+    let insert = sql(db)
+        .push(&format!(
+            "INSERT INTO oidc_clients ({CLIENT_COLUMNS}) VALUES "
+        ))
+        .bind_tuple::<_, Value>([
+            c.client_id.clone().into(),
+            c.name.clone().into(),
+            c.app_id.clone().into(),
+            c.secret_hash.clone().into(),
+            serde_json::to_string(&c.redirect_uris)
+                .unwrap_or_default()
+                .into(),
+            serde_json::to_string(&c.post_logout_redirect_uris)
+                .unwrap_or_default()
+                .into(),
+            c.created_at.into(),
+        ])
+        .take();
+    exec(db, insert).await?;
     Ok(())
 }
 
 pub async fn clients(db: &DatabaseConnection) -> Result<Vec<ClientRow>, LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!(
-        "SELECT {CLIENT_COLUMNS} FROM oidc_clients ORDER BY created_at, client_id"
-    ));
-    db.query_all(sql.build())
-        .await?
-        .iter()
-        .map(client)
-        .collect()
+    let select = sql(db)
+        .push(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM oidc_clients ORDER BY created_at, client_id"
+        ))
+        .take();
+    db.query_all(select).await?.iter().map(client).collect()
 }
 
 pub async fn client_by_id(
     db: &DatabaseConnection,
     client_id: &str,
 ) -> Result<Option<ClientRow>, LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!(
-        "SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE client_id = "
-    ))
-    .bind(client_id);
-    db.query_one(sql.build())
-        .await?
-        .as_ref()
-        .map(client)
-        .transpose()
+    let select = sql(db)
+        .push(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE client_id = "
+        ))
+        .bind(client_id)
+        .take();
+    db.query_one(select).await?.as_ref().map(client).transpose()
 }
 
 /// Removes a client and ends its sessions; `false` when there was none.
 pub async fn remove_client(db: &DatabaseConnection, client_id: &str) -> Result<bool, LoginError> {
     use sea_orm::TransactionTrait as _;
-    let backend = db.get_database_backend();
     let txn = db.begin().await?;
-    let mut sql = Sql::new(backend);
-    sql.push("DELETE FROM oidc_clients WHERE client_id = ")
-        .bind(client_id);
-    let gone = txn.execute(sql.build()).await?.rows_affected() > 0;
-    let mut sql = Sql::new(backend);
-    sql.push("UPDATE oidc_sessions SET revoked_at = ")
-        .bind(crate::now_ms())
-        .push(" WHERE revoked_at IS NULL AND client_id = ")
-        .bind(client_id);
-    txn.execute(sql.build()).await?;
-    let mut sql = Sql::new(backend);
-    sql.push("DELETE FROM oidc_flows WHERE client_id = ")
-        .bind(client_id);
-    txn.execute(sql.build()).await?;
+    let delete = sql(db)
+        .push("DELETE FROM oidc_clients WHERE client_id = ")
+        .bind(client_id)
+        .take();
+    let gone = exec(&txn, delete).await? > 0;
+    revoke_sessions(&txn, "client_id", client_id).await?;
+    let flows = sql(db)
+        .push("DELETE FROM oidc_flows WHERE client_id = ")
+        .bind(client_id)
+        .take();
+    exec(&txn, flows).await?;
     txn.commit().await?;
     Ok(gone)
 }
@@ -190,14 +201,15 @@ const KEY_COLUMNS: &str = "kid, private_key, public_jwk, created_at, retired_at,
 
 /// Keys still published at `now`, newest first.
 pub async fn published_keys(db: &DatabaseConnection, now: i64) -> Result<Vec<KeyRow>, LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push(&format!(
-        "SELECT {KEY_COLUMNS} FROM oidc_keys WHERE publish_until IS NULL OR publish_until > "
-    ))
-    .bind(now)
-    .push(" ORDER BY created_at DESC, kid DESC");
+    let select = sql(db)
+        .push(&format!(
+            "SELECT {KEY_COLUMNS} FROM oidc_keys WHERE publish_until IS NULL OR publish_until > "
+        ))
+        .bind(now)
+        .push(" ORDER BY created_at DESC, kid DESC")
+        .take();
     let mut out = Vec::new();
-    for row in db.query_all(sql.build()).await? {
+    for row in db.query_all(select).await? {
         let jwk: String = row.try_get_by_index(2)?;
         out.push(KeyRow {
             kid: row.try_get_by_index(0)?,
@@ -220,32 +232,33 @@ pub async fn insert_key(
     retire_others: Option<(i64, i64)>,
 ) -> Result<(), LoginError> {
     use sea_orm::TransactionTrait as _;
-    let backend = db.get_database_backend();
     let txn = db.begin().await?;
     if let Some((at, until)) = retire_others {
-        let mut sql = Sql::new(backend);
-        sql.push("UPDATE oidc_keys SET retired_at = ")
+        let retire = sql(db)
+            .push("UPDATE oidc_keys SET retired_at = ")
             .bind(at)
             .push(", publish_until = ")
             .bind(until)
-            .push(" WHERE retired_at IS NULL");
-        txn.execute(sql.build()).await?;
+            .push(" WHERE retired_at IS NULL")
+            .take();
+        exec(&txn, retire).await?;
     }
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "INSERT INTO oidc_keys (kid, alg, private_key, public_jwk, created_at, retired_at, \
-         publish_until) VALUES ",
-    )
-    .bind_tuple::<_, Value>([
-        key.kid.clone().into(),
-        crate::jose::ALG.into(),
-        key.private_key.clone().into(),
-        key.public_jwk.to_string().into(),
-        key.created_at.into(),
-        key.retired_at.into(),
-        key.publish_until.into(),
-    ]);
-    txn.execute(sql.build()).await?;
+    let insert = sql(db)
+        .push(
+            "INSERT INTO oidc_keys (kid, alg, private_key, public_jwk, created_at, retired_at, \
+             publish_until) VALUES ",
+        )
+        .bind_tuple::<_, Value>([
+            key.kid.clone().into(),
+            crate::jose::ALG.into(),
+            key.private_key.clone().into(),
+            key.public_jwk.to_string().into(),
+            key.created_at.into(),
+            key.retired_at.into(),
+            key.publish_until.into(),
+        ])
+        .take();
+    exec(&txn, insert).await?;
     txn.commit().await?;
     Ok(())
 }
@@ -257,24 +270,25 @@ pub async fn insert_flow(
     now: i64,
     expires_at: i64,
 ) -> Result<(), LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push(
-        "INSERT INTO oidc_flows (id, client_id, redirect_uri, state, nonce, code_challenge, \
-         scope, tenant_id, created_at, expires_at) VALUES ",
-    )
-    .bind_tuple::<_, Value>([
-        id_hash.into(),
-        f.client_id.clone().into(),
-        f.redirect_uri.clone().into(),
-        f.state.clone().into(),
-        f.nonce.clone().into(),
-        f.code_challenge.clone().into(),
-        f.scope.clone().into(),
-        f.tenant_id.clone().into(),
-        now.into(),
-        expires_at.into(),
-    ]);
-    db.execute(sql.build()).await?;
+    let insert = sql(db)
+        .push(
+            "INSERT INTO oidc_flows (id, client_id, redirect_uri, state, nonce, code_challenge, \
+             scope, tenant_id, created_at, expires_at) VALUES ",
+        )
+        .bind_tuple::<_, Value>([
+            id_hash.into(),
+            f.client_id.clone().into(),
+            f.redirect_uri.clone().into(),
+            f.state.clone().into(),
+            f.nonce.clone().into(),
+            f.code_challenge.clone().into(),
+            f.scope.clone().into(),
+            f.tenant_id.clone().into(),
+            now.into(),
+            expires_at.into(),
+        ])
+        .take();
+    exec(db, insert).await?;
     Ok(())
 }
 
@@ -284,77 +298,52 @@ pub async fn take_flow(
     id_hash: &str,
     now: i64,
 ) -> Result<Option<FlowRow>, LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("DELETE FROM oidc_flows WHERE id = ")
+    let delete = sql(db)
+        .push("DELETE FROM oidc_flows WHERE id = ")
         .bind(id_hash)
         .push(" AND expires_at > ")
         .bind(now)
-        .push(" RETURNING client_id, redirect_uri, state, nonce, code_challenge, scope, tenant_id");
-    let Some(row) = db.query_one(sql.build()).await? else {
-        return Ok(None);
-    };
-    Ok(Some(FlowRow {
-        client_id: row.try_get_by_index(0)?,
-        redirect_uri: row.try_get_by_index(1)?,
-        state: row.try_get_by_index(2)?,
-        nonce: row.try_get_by_index(3)?,
-        code_challenge: row.try_get_by_index(4)?,
-        scope: row.try_get_by_index(5)?,
-        tenant_id: row.try_get_by_index(6)?,
-    }))
+        .push(" RETURNING client_id, redirect_uri, state, nonce, code_challenge, scope, tenant_id")
+        .take();
+    one(db, delete).await
 }
 
 pub async fn insert_session<C: ConnectionTrait>(txn: &C, s: &SessionRow) -> Result<(), LoginError> {
-    let mut sql = Sql::new(txn.get_database_backend());
-    sql.push(
-        "INSERT INTO oidc_sessions (id, client_id, tenant_id, user_name, app_id, redirect_uri, \
-         nonce, code_challenge, scope, kit_tokens, auth_time, expires_at, revoked_at) VALUES ",
-    )
-    .bind_tuple::<_, Value>([
-        s.id.clone().into(),
-        s.client_id.clone().into(),
-        s.tenant_id.clone().into(),
-        s.user_name.clone().into(),
-        s.app_id.clone().into(),
-        s.redirect_uri.clone().into(),
-        s.nonce.clone().into(),
-        s.code_challenge.clone().into(),
-        s.scope.clone().into(),
-        s.kit_tokens.clone().into(),
-        s.auth_time.into(),
-        s.expires_at.into(),
-        s.revoked_at.into(),
-    ]);
-    txn.execute(sql.build()).await?;
+    let insert = sql(txn)
+        .push(
+            "INSERT INTO oidc_sessions (id, client_id, tenant_id, user_name, app_id, redirect_uri, \
+             nonce, code_challenge, scope, kit_tokens, auth_time, expires_at, revoked_at) VALUES ",
+        )
+        .bind_tuple::<_, Value>([
+            s.id.clone().into(),
+            s.client_id.clone().into(),
+            s.tenant_id.clone().into(),
+            s.user_name.clone().into(),
+            s.app_id.clone().into(),
+            s.redirect_uri.clone().into(),
+            s.nonce.clone().into(),
+            s.code_challenge.clone().into(),
+            s.scope.clone().into(),
+            s.kit_tokens.clone().into(),
+            s.auth_time.into(),
+            s.expires_at.into(),
+            s.revoked_at.into(),
+        ])
+        .take();
+    exec(txn, insert).await?;
     Ok(())
 }
 
 pub async fn session(db: &DatabaseConnection, id: &str) -> Result<Option<SessionRow>, LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push(
-        "SELECT id, client_id, tenant_id, user_name, app_id, redirect_uri, nonce, \
-         code_challenge, scope, kit_tokens, auth_time, expires_at, revoked_at \
-         FROM oidc_sessions WHERE id = ",
-    )
-    .bind(id);
-    let Some(row) = db.query_one(sql.build()).await? else {
-        return Ok(None);
-    };
-    Ok(Some(SessionRow {
-        id: row.try_get_by_index(0)?,
-        client_id: row.try_get_by_index(1)?,
-        tenant_id: row.try_get_by_index(2)?,
-        user_name: row.try_get_by_index(3)?,
-        app_id: row.try_get_by_index(4)?,
-        redirect_uri: row.try_get_by_index(5)?,
-        nonce: row.try_get_by_index(6)?,
-        code_challenge: row.try_get_by_index(7)?,
-        scope: row.try_get_by_index(8)?,
-        kit_tokens: row.try_get_by_index(9)?,
-        auth_time: row.try_get_by_index(10)?,
-        expires_at: row.try_get_by_index(11)?,
-        revoked_at: row.try_get_by_index(12)?,
-    }))
+    let select = sql(db)
+        .push(
+            "SELECT id, client_id, tenant_id, user_name, app_id, redirect_uri, nonce, \
+             code_challenge, scope, kit_tokens, auth_time, expires_at, revoked_at \
+             FROM oidc_sessions WHERE id = ",
+        )
+        .bind(id)
+        .take();
+    one(db, select).await
 }
 
 pub async fn set_kit_tokens(
@@ -362,24 +351,34 @@ pub async fn set_kit_tokens(
     session_id: &str,
     sealed: &str,
 ) -> Result<(), LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE oidc_sessions SET kit_tokens = ")
+    let update = sql(db)
+        .push("UPDATE oidc_sessions SET kit_tokens = ")
         .bind(sealed)
         .push(" WHERE id = ")
-        .bind(session_id);
-    db.execute(sql.build()).await?;
+        .bind(session_id)
+        .take();
+    exec(db, update).await?;
     Ok(())
 }
 
 /// Ends a session: it is revoked and every token it issued stops working.
 pub async fn revoke_session(db: &DatabaseConnection, session_id: &str) -> Result<(), LoginError> {
-    let now = crate::now_ms();
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE oidc_sessions SET revoked_at = ")
-        .bind(now)
-        .push(" WHERE revoked_at IS NULL AND id = ")
-        .bind(session_id);
-    db.execute(sql.build()).await?;
+    revoke_sessions(db, "id", session_id).await
+}
+
+/// Revokes the live sessions whose `column` (`id` or `client_id`) is `value`, now.
+async fn revoke_sessions(
+    db: &impl ConnectionTrait,
+    column: &str,
+    value: &str,
+) -> Result<(), LoginError> {
+    let revoke = sql(db)
+        .push("UPDATE oidc_sessions SET revoked_at = ")
+        .bind(crate::now_ms())
+        .push(&format!(" WHERE revoked_at IS NULL AND {column} = "))
+        .bind(value)
+        .take();
+    exec(db, revoke).await?;
     Ok(())
 }
 
@@ -390,16 +389,17 @@ pub async fn insert_token<C: ConnectionTrait>(
     session_id: &str,
     expires_at: i64,
 ) -> Result<(), LoginError> {
-    let mut sql = Sql::new(txn.get_database_backend());
-    sql.push("INSERT INTO oidc_tokens (hash, kind, session_id, expires_at, used_at) VALUES ")
+    let insert = sql(txn)
+        .push("INSERT INTO oidc_tokens (hash, kind, session_id, expires_at, used_at) VALUES ")
         .bind_tuple::<_, Value>([
             hash.into(),
             kind.as_str().into(),
             session_id.into(),
             expires_at.into(),
             Value::BigInt(None),
-        ]);
-    txn.execute(sql.build()).await?;
+        ])
+        .take();
+    exec(txn, insert).await?;
     Ok(())
 }
 
@@ -408,38 +408,34 @@ pub async fn token(
     hash: &str,
     kind: TokenKind,
 ) -> Result<Option<TokenRow>, LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("SELECT session_id, expires_at, used_at FROM oidc_tokens WHERE hash = ")
+    let select = sql(db)
+        .push("SELECT session_id, expires_at, used_at FROM oidc_tokens WHERE hash = ")
         .bind(hash)
         .push(" AND kind = ")
-        .bind(kind.as_str());
-    let Some(row) = db.query_one(sql.build()).await? else {
-        return Ok(None);
-    };
-    Ok(Some(TokenRow {
-        session_id: row.try_get_by_index(0)?,
-        expires_at: row.try_get_by_index(1)?,
-        used_at: row.try_get_by_index(2)?,
-    }))
+        .bind(kind.as_str())
+        .take();
+    one(db, select).await
 }
 
 /// Spends a one-time token (a code or a refresh token): `true` for the one caller that
 /// spends it, `false` when it was spent already.
 pub async fn spend<C: ConnectionTrait>(txn: &C, hash: &str, now: i64) -> Result<bool, LoginError> {
-    let mut sql = Sql::new(txn.get_database_backend());
-    sql.push("UPDATE oidc_tokens SET used_at = ")
+    let update = sql(txn)
+        .push("UPDATE oidc_tokens SET used_at = ")
         .bind(now)
         .push(" WHERE used_at IS NULL AND hash = ")
-        .bind(hash);
-    Ok(txn.execute(sql.build()).await?.rows_affected() == 1)
+        .bind(hash)
+        .take();
+    Ok(exec(txn, update).await? == 1)
 }
 
 /// Gives a spent refresh token back (the Kit could not be reached: the client may retry).
 pub async fn unspend(db: &DatabaseConnection, hash: &str) -> Result<(), LoginError> {
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE oidc_tokens SET used_at = NULL WHERE hash = ")
-        .bind(hash);
-    db.execute(sql.build()).await?;
+    let update = sql(db)
+        .push("UPDATE oidc_tokens SET used_at = NULL WHERE hash = ")
+        .bind(hash)
+        .take();
+    exec(db, update).await?;
     Ok(())
 }
 
@@ -448,37 +444,37 @@ pub async fn unspend(db: &DatabaseConnection, hash: &str) -> Result<(), LoginErr
 /// revoked a day ago, and the tokens of sessions that are gone; keys no longer published.
 pub async fn prune(db: &DatabaseConnection, now: i64) -> Result<u64, LoginError> {
     const DAY: i64 = 86_400_000;
-    let backend = db.get_database_backend();
+    let statements = [
+        sql(db)
+            .push("DELETE FROM oidc_flows WHERE expires_at <= ")
+            .bind(now)
+            .take(),
+        sql(db)
+            .push("DELETE FROM oidc_tokens WHERE (kind <> 'code' AND expires_at <= ")
+            .bind(now)
+            .push(") OR expires_at <= ")
+            .bind(now - DAY)
+            .take(),
+        sql(db)
+            .push("DELETE FROM oidc_sessions WHERE expires_at <= ")
+            .bind(now)
+            .push(" OR revoked_at <= ")
+            .bind(now - DAY)
+            .take(),
+        sql(db)
+            .push(
+                "DELETE FROM oidc_tokens WHERE NOT EXISTS \
+                 (SELECT 1 FROM oidc_sessions s WHERE s.id = oidc_tokens.session_id)",
+            )
+            .take(),
+        sql(db)
+            .push("DELETE FROM oidc_keys WHERE publish_until <= ")
+            .bind(now)
+            .take(),
+    ];
     let mut gone = 0;
-    let mut statements = Vec::new();
-    let mut sql = Sql::new(backend);
-    sql.push("DELETE FROM oidc_flows WHERE expires_at <= ")
-        .bind(now);
-    statements.push(sql);
-    let mut sql = Sql::new(backend);
-    sql.push("DELETE FROM oidc_tokens WHERE (kind <> 'code' AND expires_at <= ")
-        .bind(now)
-        .push(") OR expires_at <= ")
-        .bind(now - DAY);
-    statements.push(sql);
-    let mut sql = Sql::new(backend);
-    sql.push("DELETE FROM oidc_sessions WHERE expires_at <= ")
-        .bind(now)
-        .push(" OR revoked_at <= ")
-        .bind(now - DAY);
-    statements.push(sql);
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "DELETE FROM oidc_tokens WHERE NOT EXISTS \
-         (SELECT 1 FROM oidc_sessions s WHERE s.id = oidc_tokens.session_id)",
-    );
-    statements.push(sql);
-    let mut sql = Sql::new(backend);
-    sql.push("DELETE FROM oidc_keys WHERE publish_until <= ")
-        .bind(now);
-    statements.push(sql);
     for s in statements {
-        gone += db.execute(s.build()).await?.rows_affected();
+        gone += exec(db, s).await?;
     }
     Ok(gone)
 }

@@ -265,7 +265,7 @@ fn found(location: &str) -> Response {
 }
 
 fn bad_request_page(code: &'static str, title: &str, message: String) -> Response {
-    ErrorPage::new(StatusCode::BAD_REQUEST, code, title, message).into_response()
+    ErrorPage::bad_request(code, title, message).into_response()
 }
 
 fn valid_pkce_text(s: &str) -> bool {
@@ -282,14 +282,11 @@ async fn registered_client(
 ) -> Result<ClientRow, Response> {
     match db::client_by_id(login.inner.store.db(), client_id).await {
         Ok(Some(c)) => Ok(c),
-        Ok(None) => Err(ErrorPage::new(
-            StatusCode::BAD_REQUEST,
-            "unknown_client",
-            "Unknown application",
-            unknown,
-        )
-        .fact("client_id", client_id)
-        .into_response()),
+        Ok(None) => Err(
+            ErrorPage::bad_request("unknown_client", "Unknown application", unknown)
+                .fact("client_id", client_id)
+                .into_response(),
+        ),
         Err(e) => Err(server_error_page(&e)),
     }
 }
@@ -337,8 +334,7 @@ async fn authorize(
         Err(page) => return page,
     };
     let Some(redirect_uri) = p.get("redirect_uri") else {
-        return ErrorPage::new(
-            StatusCode::BAD_REQUEST,
+        return ErrorPage::bad_request(
             "invalid_request",
             "Invalid sign-in request",
             "The application sent no redirect_uri.",
@@ -347,8 +343,7 @@ async fn authorize(
         .into_response();
     };
     if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
-        return ErrorPage::new(
-            StatusCode::BAD_REQUEST,
+        return ErrorPage::bad_request(
             "invalid_redirect_uri",
             "Unregistered redirect address",
             "The application asked to return to an address that is not registered for it, so \
@@ -700,8 +695,7 @@ async fn kit_callback_flow(login: &Login, p: &Params, flow: FlowRow) -> Response
         return redirect_error(login, &flow.redirect_uri, "access_denied", &why, state);
     }
     let Some(tenant_id) = p.get("tenant") else {
-        return ErrorPage::new(
-            StatusCode::BAD_REQUEST,
+        return ErrorPage::bad_request(
             "kit_no_tenant",
             "The enterprise sign-in did not name the enterprise",
             "Its answer has no tenant, so kitsync cannot tell whose sign-in service to ask.",
@@ -710,8 +704,7 @@ async fn kit_callback_flow(login: &Login, p: &Params, flow: FlowRow) -> Response
         .into_response();
     };
     if let Some(expected) = flow.tenant_id.as_deref().filter(|t| *t != tenant_id) {
-        return ErrorPage::new(
-            StatusCode::BAD_REQUEST,
+        return ErrorPage::bad_request(
             "tenant_mismatch",
             "Signed in to another enterprise",
             "The enterprise sign-in answered for another enterprise than the one this sign-in \
@@ -723,8 +716,7 @@ async fn kit_callback_flow(login: &Login, p: &Params, flow: FlowRow) -> Response
         .into_response();
     }
     let Some(code) = p.get("code") else {
-        return ErrorPage::new(
-            StatusCode::BAD_REQUEST,
+        return ErrorPage::bad_request(
             "kit_no_code",
             "The enterprise sign-in sent no code",
             "Its answer has neither a code nor an error.",
@@ -779,8 +771,7 @@ async fn kit_callback_flow(login: &Login, p: &Params, flow: FlowRow) -> Response
         Err(e) => return kit_error_page(&e, tenant_id, &client.app_id),
     };
     if let Some(other) = user.tenant.as_deref().filter(|t| *t != tenant_id) {
-        return ErrorPage::new(
-            StatusCode::BAD_REQUEST,
+        return ErrorPage::bad_request(
             "tenant_mismatch",
             "Signed in to another enterprise",
             "The enterprise sign-in service says the user belongs to another enterprise than \
@@ -1612,8 +1603,7 @@ async fn logout(State(login): State<Login>, RawQuery(query): RawQuery) -> Respon
             .as_ref()
             .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
         if !registered {
-            return ErrorPage::new(
-                StatusCode::BAD_REQUEST,
+            return ErrorPage::bad_request(
                 "invalid_post_logout_redirect_uri",
                 "Unregistered sign-out address",
                 "The application asked to return to an address that is not registered for it \

@@ -45,6 +45,15 @@ impl ErrorPage {
         }
     }
 
+    /// A 400 page: the request itself is wrong.
+    pub(crate) fn bad_request(
+        code: &'static str,
+        title: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, title, message)
+    }
+
     pub(crate) fn fact(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.facts.push((name, value.into()));
         self

@@ -41,6 +41,13 @@ fn test_settings() -> QueueSettings {
     }
 }
 
+/// A fresh database and a second pool on it, the test's own to close ("the database is gone").
+async fn db_with_own_pool() -> (TestDb, migrations::sea_orm::DatabaseConnection) {
+    let db = fresh_db().await.expect("test database");
+    let own = migrations::connect(&db.url, 2).await.expect("second pool");
+    (db, own)
+}
+
 /// The CI flag that turns a skipped RabbitMQ test into a failed one (`.ci/run` sets it
 /// wherever it also sets `KITSYNC_TEST_AMQP_URL`).
 const REQUIRE_AMQP: &str = "KITSYNC_CI_REQUIRE_AMQP";
@@ -501,8 +508,7 @@ async fn backlog_by_state(adapter: Adapter) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_publish_fails_fast_when_the_database_is_gone() {
-    let db = fresh_db().await.expect("test database");
-    let own = migrations::connect(&db.url, 2).await.expect("second pool");
+    let (db, own) = db_with_own_pool().await;
     let settings = QueueSettings {
         publish_timeout_ms: 500,
         ..test_settings()
@@ -861,8 +867,7 @@ async fn replay_ledger_refuses_replays_across_callers_and_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_claims_fail_when_the_database_is_gone() {
-    let db = fresh_db().await.expect("test database");
-    let own = migrations::connect(&db.url, 2).await.expect("second pool");
+    let (db, own) = db_with_own_pool().await;
     let ledger = ReplayLedger::new(own.clone());
     own.clone().close().await.expect("close");
     let err = ledger

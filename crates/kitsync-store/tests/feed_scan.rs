@@ -8,41 +8,22 @@ mod common;
 
 use kitsync_store::feed::{FeedFilter, FeedPage, MAX_SCAN_ROWS};
 use kitsync_store::Store;
-use sea_orm::{ConnectionTrait, Statement};
 
 /// Appends `n` journal rows; row `i` is `(tenant, entity, action)` of `row(i)`. Written
 /// directly: a feed test needs many rows, not the directory changes behind them.
 async fn append(store: &Store, n: usize, row: impl Fn(usize) -> (&'static str, &'static str)) {
-    let db = store.db();
-    for start in (0..n).step_by(1000) {
-        let values: Vec<String> = (start..n.min(start + 1000))
-            .map(|i| {
-                let (entity, action) = row(i);
-                let tenant = if entity == "group" { "t2" } else { "t1" };
-                format!("('{tenant}', '{entity}', 'k{i}', '{action}', 0, '{{}}', FALSE, 0)")
-            })
-            .collect();
-        db.execute(Statement::from_string(
-            db.get_database_backend(),
-            format!(
-                "INSERT INTO journal (tenant_id, entity, entity_key, action, version, data, \
-                 test, applied_at) VALUES {}",
-                values.join(", ")
-            ),
-        ))
-        .await
-        .unwrap();
-    }
+    migrations::testing::append_journal(store.db(), n, |i| {
+        let (entity, action) = row(i);
+        let tenant = if entity == "group" { "t2" } else { "t1" };
+        (tenant, entity, action)
+    })
+    .await
+    .unwrap();
 }
 
+/// The id of every journal row, in order.
 async fn ids(store: &Store) -> Vec<i64> {
-    store
-        .journal_after(0, 1_000_000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect()
+    migrations::testing::journal_ids(store.db()).await.unwrap()
 }
 
 fn types(t: &str) -> FeedFilter {

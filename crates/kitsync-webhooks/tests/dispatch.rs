@@ -119,6 +119,13 @@ impl Receiver {
         Receiver::serve("127.0.0.1:0".parse().unwrap(), shared).await
     }
 
+    /// A receiver that answers 200 after `delay`.
+    async fn slow(delay: Duration) -> Receiver {
+        let receiver = Receiver::start(200).await;
+        receiver.behave(|b| b.delay = delay);
+        receiver
+    }
+
     async fn serve(addr: SocketAddr, shared: Shared) -> Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -596,8 +603,7 @@ async fn a_failing_endpoint_is_visible_and_recovers_when_the_receiver_is_back() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_dispatchers_never_deliver_one_endpoint_at_the_same_time() {
     let w = World::new().await;
-    let receiver = Receiver::start(200).await;
-    receiver.behave(|b| b.delay = Duration::from_millis(25));
+    let receiver = Receiver::slow(Duration::from_millis(25)).await;
     for v in 1..8 {
         w.store
             .apply(&grant("t1", v, 0..(v as usize), false))
@@ -634,8 +640,7 @@ async fn two_dispatchers_never_deliver_one_endpoint_at_the_same_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_cuts_a_hanging_request_and_hands_the_endpoint_back() {
     let w = World::new().await;
-    let receiver = Receiver::start(200).await;
-    receiver.behave(|b| b.delay = Duration::from_secs(60));
+    let receiver = Receiver::slow(Duration::from_secs(60)).await;
     w.store.apply(&grant("t1", 1, 0..2, false)).await.unwrap();
     let (e, _) = w.add(receiver.url("/slow"), from_start()).await;
     let running = run(w.dispatcher(WebhookSettings {

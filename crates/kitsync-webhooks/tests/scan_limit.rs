@@ -12,9 +12,6 @@ use kitsync_secrets::Sealer;
 use kitsync_store::feed::MAX_SCAN_ROWS;
 use kitsync_store::{Store, StoreSettings};
 use kitsync_webhooks::{register, Dispatcher, Registration, WebhookSettings};
-// The migrations crate re-exports sea-orm (this crate does not depend on it directly).
-use migrations::sea_orm::Statement;
-use migrations::ConnectionTrait;
 use secrecy::SecretString;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -31,29 +28,15 @@ async fn hook(State(log): State<Log>, body: Bytes) -> StatusCode {
 
 /// `n` department rows of tenant t1, then one `group.deleted` of tenant t2.
 async fn journal(store: &Store, n: usize) {
-    let db = store.db();
-    for start in (0..=n).step_by(1000) {
-        let values: Vec<String> = (start..(n + 1).min(start + 1000))
-            .map(|i| {
-                let (tenant, entity, action) = if i == n {
-                    ("t2", "group", "deleted")
-                } else {
-                    ("t1", "department", "updated")
-                };
-                format!("('{tenant}', '{entity}', 'k{i}', '{action}', 0, '{{}}', FALSE, 0)")
-            })
-            .collect();
-        db.execute(Statement::from_string(
-            db.get_database_backend(),
-            format!(
-                "INSERT INTO journal (tenant_id, entity, entity_key, action, version, data, \
-                 test, applied_at) VALUES {}",
-                values.join(", ")
-            ),
-        ))
-        .await
-        .unwrap();
-    }
+    migrations::testing::append_journal(store.db(), n + 1, |i| {
+        if i == n {
+            ("t2", "group", "deleted")
+        } else {
+            ("t1", "department", "updated")
+        }
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,13 +46,7 @@ async fn a_rare_match_past_the_scan_limit_is_delivered_after_bounded_skips() {
     let cap = usize::try_from(MAX_SCAN_ROWS).unwrap();
     let n = 2 * cap + 10;
     journal(&store, n).await;
-    let ids: Vec<i64> = store
-        .journal_after(0, 1_000_000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect();
+    let ids = migrations::testing::journal_ids(store.db()).await.unwrap();
     assert_eq!(ids.len(), n + 1);
 
     let log = Log::default();

@@ -416,8 +416,7 @@ fn no_bench(args: &[String]) -> anyhow::Error {
 }
 
 async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
-    let db = app::open_db_with(&settings, app::Schema::Check).await?;
-    let store = kitsync_store::Store::new(db, settings.store.clone());
+    let store = open_store(&settings).await?;
     match command {
         TokenCmd::Create {
             name,
@@ -466,8 +465,7 @@ async fn apps(settings: Settings, command: AppCmd) -> anyhow::Result<()> {
         app,
         reveal_secret,
     } = command;
-    let db = app::open_db_with(&settings, app::Schema::Check).await?;
-    let store = kitsync_store::Store::new(db, settings.store.clone());
+    let store = open_store(&settings).await?;
     let found = store
         .app_credentials(&tenant, &app)
         .await?
@@ -572,8 +570,7 @@ async fn oidc_key(settings: Settings, command: OidcKeyCmd) -> anyhow::Result<()>
 }
 
 async fn webhooks(settings: Settings, command: WebhookCmd) -> anyhow::Result<()> {
-    let db = app::open_db_with(&settings, app::Schema::Check).await?;
-    let store = kitsync_store::Store::new(db, settings.store.clone());
+    let store = open_store(&settings).await?;
     match command {
         WebhookCmd::Add {
             url,
@@ -711,8 +708,7 @@ async fn deadletters(settings: Settings, command: DeadLetterCmd) -> anyhow::Resu
 }
 
 async fn plans(settings: Settings, command: PlanCmd) -> anyhow::Result<()> {
-    let db = app::open_db_with(&settings, app::Schema::Check).await?;
-    let store = kitsync_store::Store::new(db, settings.store.clone());
+    let store = open_store(&settings).await?;
     match command {
         PlanCmd::List { status } => {
             let plans = store.list_plans(Some(status)).await?;
@@ -733,6 +729,12 @@ async fn plans(settings: Settings, command: PlanCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The store on the database, whose schema must already be current: for the admin commands.
+async fn open_store(settings: &Settings) -> anyhow::Result<kitsync_store::Store> {
+    let db = app::open_db_with(settings, app::Schema::Check).await?;
+    Ok(kitsync_store::Store::new(db, settings.store.clone()))
 }
 
 /// Prints `row` as one JSON line, its Unix-millisecond `times` as RFC 3339 (null when unset).

@@ -28,6 +28,7 @@ pub mod schema;
 mod users;
 
 use crate::auth::Caller;
+use crate::extract::TenantPath;
 use crate::{ApiError, ApiState};
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::handler::Handler;
@@ -38,7 +39,6 @@ use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use error::{ScimError, ScimType};
 use kitsync_domain::Scope;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -184,25 +184,6 @@ impl Access for Read {
 
 impl Access for Write {
     const SCOPE: Scope = Scope::DirectoryWrite;
-}
-
-/// The parameters of a SCIM path, which start with its tenant.
-pub(crate) trait TenantPath: DeserializeOwned + Send {
-    fn tenant(&self) -> &str;
-}
-
-/// `{tenant_id}`.
-impl TenantPath for String {
-    fn tenant(&self) -> &str {
-        self
-    }
-}
-
-/// `{tenant_id}` and a resource's `{id}`.
-impl TenantPath for (String, String) {
-    fn tenant(&self) -> &str {
-        &self.0
-    }
 }
 
 /// A SCIM request whose caller [`admit`] let in with `A`'s scope on the tenant of its path

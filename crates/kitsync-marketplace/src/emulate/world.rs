@@ -666,18 +666,18 @@ mod tests {
             Some("secret-of-emu-r-t1-app-1")
         );
         let steps: Vec<&Step> = h.phases.iter().flatten().collect();
-        let bind = steps
-            .iter()
-            .find(|s| s.kind == CallbackKind::ApplicationSync && s.tenant == "emu-r-t1")
-            .unwrap();
+        let first_of = |kind: CallbackKind| {
+            steps
+                .iter()
+                .find(|s| s.kind == kind && s.tenant == "emu-r-t1")
+                .unwrap()
+        };
+        let bind = first_of(CallbackKind::ApplicationSync);
         assert_eq!(
             bind.body["clientSecret"],
             "encrypted(secret-of-emu-r-t1-app-1)"
         );
-        let purchase = steps
-            .iter()
-            .find(|s| s.kind == CallbackKind::TenantSync && s.tenant == "emu-r-t1")
-            .unwrap();
+        let purchase = first_of(CallbackKind::TenantSync);
         assert_eq!(
             purchase.body["domainName"],
             "http://127.0.0.1:8090/emu-r-t1"
