@@ -38,10 +38,14 @@ const HEADLESS: [&str; 9] = [
 /// The `chromium` executable, if there is one.
 #[must_use]
 pub fn chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KITSYNC_CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    on_path("chromium")
+    installed("KITSYNC_CHROMIUM", "chromium")
+}
+
+/// The program `var` names, else `name` on `PATH`.
+fn installed(var: &str, name: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .or_else(|| on_path(name))
 }
 
 /// Headless chromium with a profile of its own (so parallel tests do not share one).
@@ -159,10 +163,7 @@ const STEP_LIMIT: Duration = Duration::from_secs(30);
 /// The `chromedriver` executable (Debian's `chromium-driver`), if there is one.
 #[must_use]
 pub fn chromedriver() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KITSYNC_CHROMEDRIVER") {
-        return Some(PathBuf::from(p));
-    }
-    on_path("chromedriver")
+    installed("KITSYNC_CHROMEDRIVER", "chromedriver")
 }
 
 /// One page of a headless chromium of its own, driven over WebDriver (`fantoccini` talking
