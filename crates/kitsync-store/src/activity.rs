@@ -184,9 +184,7 @@ pub async fn record_in<C: ConnectionTrait>(
             sql.bind_tuple([*t, *u]);
         });
         sql.push(")");
-        for row in txn.query_all(sql.build()).await? {
-            known.insert((row.try_get_by_index(0)?, row.try_get_by_index(1)?));
-        }
+        known.extend(crate::query_rows::<(String, String)>(txn, sql.build()).await?);
     }
     let unmatched = events
         .iter()

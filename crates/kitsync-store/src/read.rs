@@ -274,17 +274,14 @@ pub(crate) async fn snapshot(
 }
 
 pub(crate) async fn tenant_ids(db: &DatabaseConnection) -> Result<Vec<String>, StoreError> {
-    let backend = db.get_database_backend();
-    let rows = db
-        .query_all(Statement::from_string(
-            backend,
-            "SELECT tenant_id FROM tenant_marks UNION SELECT tenant_id FROM tenants",
-        ))
-        .await?;
-    let mut ids = BTreeSet::new();
-    for r in rows {
-        ids.insert(r.try_get_by_index::<String>(0)?);
-    }
+    let statement = Statement::from_string(
+        db.get_database_backend(),
+        "SELECT tenant_id FROM tenant_marks UNION SELECT tenant_id FROM tenants",
+    );
+    let ids: BTreeSet<String> = crate::query_rows(db, statement)
+        .await?
+        .into_iter()
+        .collect();
     Ok(ids.into_iter().collect())
 }
 
