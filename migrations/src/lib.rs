@@ -18,6 +18,8 @@
 //! - `m20261203_000011_replay_keys`: the Kit replay ledger keyed by the verified signature.
 //! - `m20261203_000012_login`: OpenID Connect clients, signing keys, login flows, sessions and
 //!   tokens of the Kit login bridge.
+//! - `m20261204_000013_replay_ledger_owner`: the replay ledger's owning message and how long
+//!   a key is kept, now that the worker writes it.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and `testing` gives each test its own fresh database (behind the `testing` feature,
@@ -39,6 +41,7 @@ mod m20261129_000009_activity;
 mod m20261129_000010_stats_windows;
 mod m20261203_000011_replay_keys;
 mod m20261203_000012_login;
+mod m20261204_000013_replay_ledger_owner;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -64,6 +67,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000010_stats_windows::Migration),
             Box::new(m20261203_000011_replay_keys::Migration),
             Box::new(m20261203_000012_login::Migration),
+            Box::new(m20261204_000013_replay_ledger_owner::Migration),
         ]
     }
 }

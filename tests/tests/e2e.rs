@@ -1132,8 +1132,10 @@ async fn key_rotation_accepts_both_keys_and_signs_with_the_one_used() {
 
 /// Scenario: `ingress` and `worker` scaled out as separate processes, two of each, sharing
 /// one database and queue. Callbacks sent to either ingress are all applied exactly once,
-/// and a request accepted by one ingress is refused as a replay by the other (the nonce
-/// ledger is shared, not per process).
+/// and a request accepted by one ingress and replayed to the other is never applied: on the
+/// embedded queue the second ingress refuses it (the key is committed with the queue row);
+/// on RabbitMQ it is acknowledged, and the worker discards it (the ledger is written in the
+/// apply transaction) and counts it as `outcome="replayed"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ingresses_and_two_workers_share_the_work() {
     const CALLBACKS: usize = 120;
@@ -1163,11 +1165,18 @@ async fn two_ingresses_and_two_workers_share_the_work() {
         env.key(),
     );
     let replay = kit_b.send_signed(AUTH_SYNC, &first).await.unwrap();
-    assert_eq!(replay.code, "000001", "replay via B: {replay:?}");
-    assert!(
-        replay.msg.contains("replay"),
-        "replay via B says so: {replay:?}"
-    );
+    if env.is_amqp() {
+        assert_accepted("replay via B, on RabbitMQ", &replay, env.key());
+    } else {
+        assert_eq!(replay.code, "000001", "replay via B: {replay:?}");
+        assert!(
+            replay.msg.contains("replay"),
+            "replay via B says so: {replay:?}"
+        );
+    }
+    // Via A again: A remembers what it accepted, on either queue.
+    let again = kit_a.send_signed(AUTH_SYNC, &first).await.unwrap();
+    assert_eq!(again.code, "000001", "replay via A: {again:?}");
 
     let mut senders = tokio::task::JoinSet::new();
     for k in 0..8 {
@@ -1228,12 +1237,184 @@ async fn two_ingresses_and_two_workers_share_the_work() {
         shares.iter().sum::<f64>() >= expected as f64,
         "together they applied every message: {shares:?}"
     );
+    let replayed_series = "kitsync_applied_messages_total{outcome=\"replayed\"}";
+    let mut replayed = 0.0;
+    for w in [&worker_1, &worker_2] {
+        replayed += metric(&w.metrics_client(), replayed_series)
+            .await
+            .unwrap_or(0.0);
+    }
+    let want = if env.is_amqp() { 1.0 } else { 0.0 };
+    assert_eq!(replayed, want, "replays discarded by the workers");
 
     for w in [&mut worker_1, &mut worker_2] {
         let status = w.terminate(Duration::from_secs(15)).await;
         assert!(status.success(), "worker exit status {status}");
     }
     drop((ingress_a, ingress_b));
+    env.finish().await;
+}
+
+/// Scenario: a replay reaching an ingress that did not accept the original — this process
+/// after a restart — is never applied. On RabbitMQ it is acknowledged and discarded by the
+/// worker (`outcome="replayed"`), on the embedded queue it is refused (`000001`). A replay to
+/// the process that accepted it is refused on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_a_restart_is_never_applied() {
+    let mut env = Env::new("replay-restart").await;
+    env.push_var("KITSYNC_METRICS__ADDR", "127.0.0.1:0");
+    let t = "tenant-replay";
+    let mut server = env.start("serve").await;
+    let kit = server.kit();
+    let original = kit.signed(&payload::auth(
+        t,
+        "app-replay",
+        1,
+        &[User::new("only-once", "D1", "user", true)],
+        &time(0),
+    ));
+    assert_accepted(
+        "the original",
+        &kit.send_signed(AUTH_SYNC, &original).await.unwrap(),
+        env.key(),
+    );
+    let again = kit.send_signed(AUTH_SYNC, &original).await.unwrap();
+    assert_eq!(
+        again.code, "000001",
+        "replay to the same process: {again:?}"
+    );
+    wait_until("the original is applied", APPLY_TIMEOUT, || async {
+        users(&env, t).await == ["only-once"]
+    })
+    .await;
+    let status = server.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}");
+
+    let server = env.start("serve").await;
+    let kit = server.kit();
+    let replay = kit.send_signed(AUTH_SYNC, &original).await.unwrap();
+    // A later, different callback, to know when the worker has passed the replay.
+    let marker = kit
+        .send(AUTH_SYNC, &one_user(t, "app-replay-2", "after-restart"))
+        .await;
+    assert_accepted("a new callback after the restart", &marker, env.key());
+    wait_until("the later callback is applied", APPLY_TIMEOUT, || async {
+        users(&env, t).await.contains(&"after-restart".to_owned())
+    })
+    .await;
+    wait_until("the queue is empty", APPLY_TIMEOUT, || async {
+        env.queued().await == 0
+    })
+    .await;
+    let replayed = metric(
+        &server.metrics_client(),
+        "kitsync_applied_messages_total{outcome=\"replayed\"}",
+    )
+    .await
+    .unwrap_or(0.0);
+    if env.is_amqp() {
+        assert_accepted(
+            "the replay after a restart, on RabbitMQ",
+            &replay,
+            env.key(),
+        );
+        assert_eq!(
+            replayed, 1.0,
+            "the worker discarded the replay and counted it"
+        );
+    } else {
+        assert_eq!(replay.code, "000001", "replay after a restart: {replay:?}");
+        assert_eq!(replayed, 0.0, "nothing reached the worker to discard");
+    }
+    assert_eq!(
+        env.scalar(&format!(
+            "SELECT COUNT(*) FROM journal WHERE tenant_id = '{t}' AND entity = 'member' \
+             AND action = 'authorized' AND entity_key LIKE '%only-once%'"
+        ))
+        .await,
+        1,
+        "the original was applied once, the replay never"
+    );
+    drop(server);
+    env.finish().await;
+}
+
+/// Scenario: PostgreSQL goes away behind a [`TcpProxy`] while callbacks keep coming. On
+/// RabbitMQ accepting a callback touches no database, so every one is answered `000000`, and
+/// everything is applied once the database is back. On the embedded queue the queue *is*
+/// the database: callbacks are refused with `000005` in time, and accepted again after.
+/// (SQLite cannot be cut off; this scenario needs PostgreSQL.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_does_not_stop_callbacks_on_rabbitmq() {
+    let env = Env::new("pg-outage").await;
+    if !env.is_postgres() {
+        eprintln!("a_postgres_outage_does_not_stop_callbacks_on_rabbitmq: needs PostgreSQL (KITSYNC_TEST_DATABASE_URL); nothing to cut on SQLite");
+        env.finish().await;
+        return;
+    }
+    let proxy = TcpProxy::start(url_socket_addr(&env.db.url, 5432)).await;
+    let url = proxy.rewrite_url(&env.db.url);
+    let server = env
+        .start_with(&["serve"], &[("KITSYNC_DATABASE__URL".into(), Some(url))])
+        .await;
+    let kit = server.kit();
+    let t = "tenant-pg-outage";
+    let r = kit.send(AUTH_SYNC, &one_user(t, "app-o", "before")).await;
+    assert_accepted("before the outage", &r, env.key());
+    wait_until("the first callback is applied", APPLY_TIMEOUT, || async {
+        users(&env, t).await == ["before"]
+    })
+    .await;
+
+    proxy.cut();
+    let mut expected = vec!["before".to_owned()];
+    let mut problems = Vec::new();
+    if env.is_amqp() {
+        for i in 0..20 {
+            let user = format!("during-{i:02}");
+            let r = kit.send(AUTH_SYNC, &one_user(t, "app-o", &user)).await;
+            if r.ok() && r.elapsed < Duration::from_secs(2) {
+                expected.push(user);
+            } else {
+                problems.push(format!("{user}: expected 000000 within 2 s, got {r:?}"));
+            }
+        }
+        // Nothing can be applied meanwhile; the callbacks wait in RabbitMQ.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    } else {
+        during_outage(
+            &env,
+            &kit,
+            "during",
+            |u| one_user(t, "app-o", u),
+            2,
+            &mut problems,
+        )
+        .await;
+    }
+    proxy.restore();
+    let r = kit.send(AUTH_SYNC, &one_user(t, "app-o", "after")).await;
+    if r.ok() {
+        expected.push("after".to_owned());
+    } else {
+        accepted_again(&env, &kit, &one_user(t, "app-o", "after-retry")).await;
+        expected.push("after-retry".to_owned());
+    }
+    expected.sort();
+    wait_until(
+        "everything acknowledged is applied once the database is back",
+        Duration::from_secs(90),
+        || async { users(&env, t).await == expected },
+    )
+    .await;
+    assert!(
+        problems.is_empty(),
+        "callbacks during a PostgreSQL outage:\n{}\n----- server output -----\n{}",
+        problems.join("\n"),
+        server.logs()
+    );
+    drop(server);
+    drop(proxy);
     env.finish().await;
 }
 

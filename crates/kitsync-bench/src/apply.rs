@@ -29,7 +29,8 @@ pub struct ApplyArgs {
     departments: usize,
 }
 
-fn member_users(i: usize, batch: usize) -> Vec<AuthUser> {
+/// The `batch` users of authSync callback `i` of a tenant (`m0000000`, … in order).
+pub(crate) fn member_users(i: usize, batch: usize) -> Vec<AuthUser> {
     (0..batch)
         .map(|u| AuthUser {
             user_name: format!("m{:07}", i * batch + u),
@@ -78,32 +79,8 @@ pub(crate) async fn run<S: Service>(settings: S, a: ApplyArgs) -> anyhow::Result
         test: false,
         version: KitTime::from_millis(base),
     })];
-    for i in 0..a.callbacks {
-        commands.push(Command::Auth(AuthChange {
-            tenant_id: tenant.clone(),
-            instance_id: Some("bench-instance".into()),
-            app_id: "bench-app".into(),
-            op: AuthOp::Add,
-            users: member_users(i, a.batch),
-            test: false,
-            version: KitTime::from_millis(base + 1 + i as i64),
-            time_stamp: None,
-        }));
-    }
-    let total_messages = commands.len() as u64;
-    for c in commands {
-        let q = QueuedCallback {
-            message_id: uuid::Uuid::now_v7().to_string(),
-            received_at_ms: base,
-            command: c,
-        };
-        queue
-            .publish(OutgoingMessage {
-                message_id: q.message_id.clone(),
-                body: q.to_bytes()?,
-            })
-            .await?;
-    }
+    commands.extend(auth_commands(&tenant, a.callbacks, a.batch, base));
+    let total_messages = publish(&queue, commands, base).await?;
 
     let store = Store::new(db.clone(), settings.store().clone());
     let worker = Worker::new(store.clone(), queue.clone(), settings.worker().clone());
@@ -164,6 +141,54 @@ pub(crate) async fn run<S: Service>(settings: S, a: ApplyArgs) -> anyhow::Result
     }
     queue.close().await;
     Ok(())
+}
+
+/// `callbacks` authSync grants of `batch` users each ([`member_users`]) to `tenant`, versioned
+/// after `base` in order.
+pub(crate) fn auth_commands(
+    tenant: &str,
+    callbacks: usize,
+    batch: usize,
+    base: i64,
+) -> impl Iterator<Item = Command> + '_ {
+    (0..callbacks).map(move |i| {
+        Command::Auth(AuthChange {
+            tenant_id: tenant.to_owned(),
+            instance_id: Some("bench-instance".into()),
+            app_id: "bench-app".into(),
+            op: AuthOp::Add,
+            users: member_users(i, batch),
+            test: false,
+            version: KitTime::from_millis(base + 1 + i as i64),
+            time_stamp: None,
+        })
+    })
+}
+
+/// Queues `commands` as the ingress would have accepted them at `received_at_ms`; how many.
+pub(crate) async fn publish(
+    queue: &kitsync_queue::Queue,
+    commands: impl IntoIterator<Item = Command>,
+    received_at_ms: i64,
+) -> anyhow::Result<u64> {
+    let mut n = 0;
+    for c in commands {
+        let q = QueuedCallback {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            received_at_ms,
+            replay: None,
+            command: c,
+        };
+        queue
+            .publish(OutgoingMessage {
+                message_id: q.message_id.clone(),
+                body: q.to_bytes()?,
+                replay: None,
+            })
+            .await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// A scratch table for a raw baseline.
@@ -252,7 +277,7 @@ impl Scratch {
     /// plain `INSERT` when `conflict` is empty. Returns the seconds it took.
     async fn write(
         &self,
-        db: &DatabaseConnection,
+        db: &impl ConnectionTrait,
         columns: &[&str],
         conflict: &[&str],
         rows: Vec<Vec<Value>>,
@@ -292,7 +317,7 @@ impl Scratch {
     /// updated as [`Scratch::write`] does. Returns the seconds it took.
     async fn write_rows<R: Row>(
         &self,
-        db: &DatabaseConnection,
+        db: &impl ConnectionTrait,
         rows: Vec<R>,
     ) -> anyhow::Result<f64> {
         let rows = rows.into_iter().map(Row::values).collect();
@@ -372,19 +397,60 @@ async fn raw_same_rows(
     users: &[AuthUser],
 ) -> anyhow::Result<f64> {
     let now = chrono::Utc::now().timestamp_millis();
-    let members = Scratch::copy_of(db, MemberRow::TABLE).await?;
-    let auths = Scratch::copy_of(db, AuthorizationRow::TABLE).await?;
-    let journal = Scratch::copy_of(db, "journal").await?;
+    let tables = SameRows::create(db).await?;
     let mut secs = 0.0;
     for chunk in users.chunks(500) {
-        let member_rows = chunk
-            .iter()
-            .map(|u| MemberRow::of_user(tenant, u, Rank { version: 1, fp: 7 }, false, now))
+        secs += tables
+            .write(db, chunk.iter().map(|u| (tenant, u)), now)
+            .await?;
+    }
+    tables.drop(db).await?;
+    Ok(users.len() as f64 / secs)
+}
+
+/// Empty copies of the member, authorisation and journal tables (same keys and indexes),
+/// for raw writes of the rows kitsync writes for the members an authSync grants.
+pub(crate) struct SameRows {
+    members: Scratch,
+    auths: Scratch,
+    journal: Scratch,
+}
+
+impl SameRows {
+    pub(crate) async fn create(db: &DatabaseConnection) -> anyhow::Result<Self> {
+        Ok(Self {
+            members: Scratch::copy_of(db, MemberRow::TABLE).await?,
+            auths: Scratch::copy_of(db, AuthorizationRow::TABLE).await?,
+            journal: Scratch::copy_of(db, "journal").await?,
+        })
+    }
+
+    /// The copy of the member table.
+    pub(crate) fn members_table(&self) -> &str {
+        &self.members.name
+    }
+
+    /// Writes, on `db` (a connection or a transaction), each user's member row, its
+    /// authorisation of `bench-app` and its journal row, as batched `INSERT … ON CONFLICT`s
+    /// (a plain `INSERT` for the journal), each table's rows built before its statements are
+    /// timed. Returns the seconds the statements took.
+    pub(crate) async fn write<'a>(
+        &self,
+        db: &impl ConnectionTrait,
+        users: impl Iterator<Item = (&'a str, &'a AuthUser)> + Clone,
+        now: i64,
+    ) -> anyhow::Result<f64> {
+        let mut secs = 0.0;
+        let member_rows = users
+            .clone()
+            .map(|(tenant, u)| {
+                MemberRow::of_user(tenant, u, Rank { version: 1, fp: 7 }, false, now)
+            })
             .collect();
-        secs += members.write_rows(db, member_rows).await?;
-        let auth_rows = chunk
-            .iter()
-            .map(|u| AuthorizationRow {
+        secs += self.members.write_rows(db, member_rows).await?;
+        let auth_rows = users
+            .clone()
+            .map(|(tenant, u)| AuthorizationRow {
                 tenant_id: tenant.to_owned(),
                 app_id: "bench-app".into(),
                 user_name: u.user_name.clone(),
@@ -397,10 +463,9 @@ async fn raw_same_rows(
                 updated_at: now,
             })
             .collect();
-        secs += auths.write_rows(db, auth_rows).await?;
-        let journal_rows = chunk
-            .iter()
-            .map(|u| {
+        secs += self.auths.write_rows(db, auth_rows).await?;
+        let journal_rows = users
+            .map(|(tenant, u)| {
                 let data = serde_json::json!({
                     "userName": u.user_name, "appId": "bench-app",
                     "authorization": {"role": u.role.as_str(), "enabled": u.enabled},
@@ -421,7 +486,8 @@ async fn raw_same_rows(
                 ]
             })
             .collect();
-        secs += journal
+        secs += self
+            .journal
             .write(
                 db,
                 &[
@@ -438,9 +504,13 @@ async fn raw_same_rows(
                 journal_rows,
             )
             .await?;
+        Ok(secs)
     }
-    for t in [members, auths, journal] {
-        t.drop(db).await?;
+
+    pub(crate) async fn drop(self, db: &DatabaseConnection) -> anyhow::Result<()> {
+        for t in [self.members, self.auths, self.journal] {
+            t.drop(db).await?;
+        }
+        Ok(())
     }
-    Ok(users.len() as f64 / secs)
 }

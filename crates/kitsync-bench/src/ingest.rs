@@ -36,7 +36,8 @@ fn kit_now() -> String {
     KitTime::from_millis(chrono::Utc::now().timestamp_millis()).to_kit_string()
 }
 
-fn auth_body(tenant: &str, i: usize, users: usize) -> Vec<u8> {
+/// An authSync body granting `users` users (`user-{i}-{u}`) of `tenant` the app `bench-app`.
+pub(crate) fn auth_body(tenant: &str, i: usize, users: usize) -> Vec<u8> {
     let list: Vec<serde_json::Value> = (0..users)
         .map(|u| {
             serde_json::json!({
@@ -197,7 +198,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-type HttpClient = hyper_util::client::legacy::Client<
+pub(crate) type HttpClient = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,
 >;
@@ -211,26 +212,34 @@ async fn drive(
 ) -> anyhow::Result<(Vec<Duration>, u64)> {
     let seed = uuid::Uuid::new_v4().simple().to_string();
     let (uri, key, all) = (uri.to_owned(), key.to_owned(), Arc::clone(bodies));
-    let build = move |i: usize| {
-        let body = &all[i];
-        let nonce = format!("{seed}{i:016X}");
-        let ts = chrono::Utc::now().timestamp_millis().to_string();
-        let sign = kitsync_domain::signing::sign(key.as_bytes(), &nonce, &ts, body);
-        hyper::Request::post(&uri)
-            .header("content-type", "application/json")
-            .header("x-sign", sign)
-            .header("x-nonce", nonce)
-            .header("x-timestamp", ts)
-            .body(Full::new(body.clone()))
-            .ok()
-    };
-    let judge = |res: hyper::Response<hyper::body::Incoming>| async move {
-        match res.into_body().collect().await {
-            Ok(b) => b.to_bytes().windows(8).any(|w| w == b"\"000000\""),
-            Err(_) => false,
-        }
-    };
-    crate::callers(client, bodies.len(), concurrency, build, judge).await
+    let build = move |i: usize| signed_request(&uri, &key, &format!("{seed}{i:016X}"), &all[i]);
+    crate::callers(client, bodies.len(), concurrency, build, acknowledged).await
+}
+
+/// A Kit callback of `body` to `uri`, signed with `key` as the marketplace signs it, now.
+pub(crate) fn signed_request(
+    uri: &str,
+    key: &str,
+    nonce: &str,
+    body: &Bytes,
+) -> Option<hyper::Request<Full<Bytes>>> {
+    let ts = chrono::Utc::now().timestamp_millis().to_string();
+    let sign = kitsync_domain::signing::sign(key.as_bytes(), nonce, &ts, body);
+    hyper::Request::post(uri)
+        .header("content-type", "application/json")
+        .header("x-sign", sign)
+        .header("x-nonce", nonce)
+        .header("x-timestamp", ts)
+        .body(Full::new(body.clone()))
+        .ok()
+}
+
+/// The answer says `000000` (accepted, durably queued).
+pub(crate) async fn acknowledged(res: hyper::Response<hyper::body::Incoming>) -> bool {
+    match res.into_body().collect().await {
+        Ok(b) => b.to_bytes().windows(8).any(|w| w == b"\"000000\""),
+        Err(_) => false,
+    }
 }
 
 /// Where the raw handler puts what it accepts: a quorum queue over `channels` confirming
@@ -342,8 +351,8 @@ async fn raw_handle(
 }
 
 /// The raw handler-with-confirm server (README.md, "Benchmarks"), on a port of its own.
-struct RawHandler {
-    uri: String,
+pub(crate) struct RawHandler {
+    pub(crate) uri: String,
     nonce_uri: String,
     name: String,
     state: Arc<RawHandlerState>,
@@ -353,7 +362,16 @@ struct RawHandler {
 }
 
 impl RawHandler {
-    async fn start<S: Service>(
+    /// Where `/raw` puts what it accepts: the quorum queue (RabbitMQ) or the table (embedded
+    /// queue) of that name, with columns `id` and `body`.
+    pub(crate) fn sink_name(&self) -> String {
+        match self.state.sink {
+            RawSink::Amqp { .. } => self.name.clone(),
+            RawSink::Sql { .. } => self.name.replace('.', "_"),
+        }
+    }
+
+    pub(crate) async fn start<S: Service>(
         settings: &S,
         db: &DatabaseConnection,
         key: &str,
@@ -452,7 +470,7 @@ impl RawHandler {
         })
     }
 
-    async fn stop(self, db: &DatabaseConnection) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self, db: &DatabaseConnection) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         let _ = self.server.await;
         db.execute(Statement::from_string(

@@ -8,6 +8,13 @@
 //! - `kitsync bench apply`: a 100 000-member tenant (200 authSync batches of 500) plus a
 //!   10 000-department full sync, queued first, then drained by a real worker; next to a raw
 //!   batched `INSERT … ON CONFLICT` of the same member rows (1 000 per statement).
+//! - `kitsync bench pipeline`: sustained end to end — `--concurrency` callers send signed
+//!   authSync callbacks (`--members` users each) for `--seconds` to kitsync started as
+//!   `kitsync serve` (ingress and workers), until they stop and the queue is drained;
+//!   callbacks/s and members/s (÷ the time until drained), answer p50/p99, queue lag; next to
+//!   a raw pipeline (`ingest`'s raw handler and a raw consumer writing `apply`'s same rows, 64
+//!   messages per transaction). `--during-apply`: small callbacks from 16 senders while the
+//!   workers apply a 100 000-member tenant, next to that apply alone (`pipeline.rs`).
 //! - `read`, `stats` and `login` live in `read.rs`, `stats.rs` and `login.rs`
 //!   (`login`: OpenID Connect logins through the Kit login bridge, 16 concurrent browsers
 //!   against an emulated auth centre, next to the auth centre's own code exchange).
@@ -38,12 +45,14 @@ use std::time::{Duration, Instant};
 mod apply;
 mod ingest;
 mod login;
+mod pipeline;
 mod read;
 mod stats;
 
 pub use apply::ApplyArgs;
 pub use ingest::IngestArgs;
 pub use login::LoginArgs;
+pub use pipeline::PipelineArgs;
 pub use read::ReadArgs;
 pub use stats::StatsArgs;
 
@@ -115,6 +124,10 @@ pub enum BenchCmd {
     Ingest(IngestArgs),
     /// Applying a 100 000-member tenant, next to a raw batched upsert of the same rows.
     Apply(ApplyArgs),
+    /// Sustained callbacks through the ingress and the workers until drained, next to a raw
+    /// pipeline (raw handler + raw batched consumer); `--during-apply`: callback latency while
+    /// a 100 000-member tenant is applied.
+    Pipeline(PipelineArgs),
     /// Directory API reads on a 100 000-member tenant, next to a trivial route.
     Read(ReadArgs),
     /// The 30-day statistics over 100 000 members and 1 000 000 activity events, next to
@@ -132,6 +145,7 @@ pub async fn run<S: Service>(settings: S, command: BenchCmd) -> anyhow::Result<(
     match command {
         BenchCmd::Ingest(a) => ingest::run(settings, a).await,
         BenchCmd::Apply(a) => apply::run(settings, a).await,
+        BenchCmd::Pipeline(a) => pipeline::run(settings, a).await,
         BenchCmd::Read(a) => read::run(settings, a).await,
         BenchCmd::Stats(a) => stats::run(settings, a).await,
         BenchCmd::Login(a) => login::run(settings, a).await,
@@ -179,27 +193,74 @@ where
     J: Fn(hyper::Response<hyper::body::Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = bool> + Send,
 {
-    let (build, judge) = (Arc::new(build), Arc::new(judge));
+    let calls = calls(client, concurrency, move |i| i < len, build, judge).await?;
+    let errors = calls.iter().filter(|c| !c.ok).count() as u64;
+    let lat = calls
+        .into_iter()
+        .filter(|c| c.answered.is_some())
+        .map(|c| c.latency)
+        .collect();
+    Ok((lat, errors))
+}
+
+/// One exchange of [`calls`].
+pub(crate) struct Call {
+    /// Its item.
+    pub(crate) item: usize,
+    /// When its answer was judged; `None` when its request could not be built.
+    pub(crate) answered: Option<Instant>,
+    /// From sending to the judged answer.
+    pub(crate) latency: Duration,
+    /// Answered and judged good.
+    pub(crate) ok: bool,
+}
+
+/// [`callers`] for as long as `more(i)` says the next item `i` is to be sent (a count, a
+/// deadline, a flag): every exchange, unsorted.
+///
+/// # Errors
+/// A caller task panicked.
+pub(crate) async fn calls<Body, M, B, J, F>(
+    client: &Client<HttpConnector, Body>,
+    concurrency: usize,
+    more: M,
+    build: B,
+    judge: J,
+) -> anyhow::Result<Vec<Call>>
+where
+    Body: hyper::body::Body + Send + Unpin + 'static,
+    Body::Data: Send,
+    Body::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    M: Fn(usize) -> bool + Send + Sync + 'static,
+    B: Fn(usize) -> Option<hyper::Request<Body>> + Send + Sync + 'static,
+    J: Fn(hyper::Response<hyper::body::Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = bool> + Send,
+{
+    let (more, build, judge) = (Arc::new(more), Arc::new(build), Arc::new(judge));
     let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, build, judge, next, errors) = (
+        let (client, more, build, judge, next) = (
             client.clone(),
+            Arc::clone(&more),
             Arc::clone(&build),
             Arc::clone(&judge),
             Arc::clone(&next),
-            Arc::clone(&errors),
         );
         tasks.spawn(async move {
-            let mut lat = Vec::new();
+            let mut done = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= len {
-                    return lat;
+                let item = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if !more(item) {
+                    return done;
                 }
-                let Some(req) = build(i) else {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                let Some(req) = build(item) else {
+                    done.push(Call {
+                        item,
+                        answered: None,
+                        latency: Duration::ZERO,
+                        ok: false,
+                    });
                     continue;
                 };
                 let t = Instant::now();
@@ -207,18 +268,21 @@ where
                     Ok(res) => judge(res).await,
                     Err(_) => false,
                 };
-                lat.push(t.elapsed());
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
+                let answered = Instant::now();
+                done.push(Call {
+                    item,
+                    answered: Some(answered),
+                    latency: answered - t,
+                    ok,
+                });
             }
         });
     }
-    let mut lat = Vec::with_capacity(len);
+    let mut all = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        lat.extend(r.context("bench caller task")?);
+        all.extend(r.context("bench caller task")?);
     }
-    Ok((lat, errors.load(Ordering::Relaxed)))
+    Ok(all)
 }
 
 /// The `p` quantile (0‥1, nearest rank) of sorted durations; zero when there are none.

@@ -302,7 +302,47 @@ pub struct QueuedCallback {
     pub message_id: String,
     /// When the ingress accepted it (Unix ms).
     pub received_at_ms: i64,
+    /// The replay key it was accepted with, for the worker's ledger. Absent in messages
+    /// queued by releases whose ingress kept the ledger itself, and in tests' hand-made ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayStamp>,
     pub command: Command,
+}
+
+/// A replay key: the 32-byte HMAC-SHA256 `x-sign` that verified the callback.
+pub type ReplayKey = [u8; 32];
+
+/// The key a callback was accepted with and until when a replay of it could be accepted.
+///
+/// The key is the verified MAC, which covers the access key, the nonce, the timestamp and
+/// the body: a replay has the same key however its headers are rewritten, and an authentic
+/// new request never collides with an old one. `expires_at_ms` is the *signed* timestamp
+/// plus the acceptance window: after it, a replay is refused as stale before any ledger is
+/// asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayStamp {
+    #[serde(with = "hex_key")]
+    pub key: ReplayKey,
+    pub expires_at_ms: i64,
+}
+
+/// A [`ReplayKey`] as 64 lowercase hex digits in the queued JSON.
+mod hex_key {
+    use super::ReplayKey;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(key: &ReplayKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(key))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ReplayKey, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.as_bytes(), &mut key)
+            .map_err(|e| D::Error::custom(format!("replay key: {e} (want 64 hex digits)")))?;
+        Ok(key)
+    }
 }
 
 impl QueuedCallback {

@@ -26,7 +26,7 @@ pub mod time;
 
 pub use command::{
     AppChange, AuthChange, AuthOp, AuthUser, CallbackKind, Command, FullOrgSnapshot, Op, OrgChange,
-    OrgInfo, QueuedCallback, Role, SecretText, TenantChange,
+    OrgInfo, QueuedCallback, ReplayKey, ReplayStamp, Role, SecretText, TenantChange,
 };
 pub use decide::{Decision, Rank};
 pub use error::FieldError;

@@ -725,6 +725,7 @@ mod tests {
         let q = QueuedCallback {
             message_id: "m".into(),
             received_at_ms: 1,
+            replay: None,
             command: c,
         };
         assert_eq!(

@@ -1,11 +1,13 @@
-//! Accepting an authenticated callback: seal secrets, claim the replay key, queue durably;
+//! Accepting an authenticated callback: seal secrets, claim the replay key (in memory), queue
+//! durably with the key's stamp;
 //! and the limits every request passes through (concurrency, body budget, canonical checks).
 use crate::error::KitError;
 use crate::extract::SignedKit;
 use crate::metrics::IngressMetrics;
+use crate::replay::{Claim, ReplaySet};
 use crate::settings::KitSettings;
-use kitsync_domain::{AppChange, Command, QueuedCallback, SecretText};
-use kitsync_queue::{OutgoingMessage, Queue, QueueError, ReplayClaim, ReplayKey, ReplayLedger};
+use kitsync_domain::{AppChange, Command, QueuedCallback, ReplayStamp, SecretText};
+use kitsync_queue::{OutgoingMessage, Published, Queue, QueueError};
 use kitsync_secrets::{Place, RsaDecryptor, SealedKind, Sealer};
 use secrecy::ExposeSecret;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 pub struct Acceptor {
     settings: KitSettings,
     queue: Queue,
-    replays: ReplayLedger,
+    replays: ReplaySet,
     decryptor: Option<Arc<RsaDecryptor>>,
     sealer: Sealer,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
@@ -58,7 +60,6 @@ impl Acceptor {
     pub fn new(
         settings: KitSettings,
         queue: Queue,
-        replays: ReplayLedger,
         decryptor: Option<Arc<RsaDecryptor>>,
         sealer: Sealer,
     ) -> Self {
@@ -66,7 +67,7 @@ impl Acceptor {
         Self {
             settings,
             queue,
-            replays,
+            replays: ReplaySet::default(),
             decryptor,
             sealer,
             clock: Box::new(|| chrono::Utc::now().timestamp_millis()),
@@ -136,12 +137,32 @@ impl Acceptor {
         &self.metrics
     }
 
-    /// Seals the secret, claims the replay key and queues the command; `Ok` only once durable.
+    /// Replaces the replay set (tests of its capacity).
+    #[must_use]
+    pub fn with_replay_set(mut self, replays: ReplaySet) -> Self {
+        self.replays = replays;
+        self
+    }
+
+    /// The replay keys this process remembers.
+    #[must_use]
+    pub fn replay_set(&self) -> &ReplaySet {
+        &self.replays
+    }
+
+    /// Seals the secret, claims the replay key and queues the command with its stamp; `Ok`
+    /// only once durable.
+    ///
+    /// The key is claimed in this process's memory: a replay of a callback this process
+    /// accepted is refused here. One accepted elsewhere (another process, or this one before
+    /// a restart) is queued and discarded by the worker, which records every key in the
+    /// transaction that applies its callback; the embedded queue records the key with the
+    /// queue row and refuses the replay at once.
     ///
     /// # Errors
     /// [`KitError::Replayed`] for a signature already accepted, [`KitError::BadSecret`] for
-    /// an undecryptable `clientSecret`, [`KitError::Unavailable`] when the queue or the replay
-    /// ledger cannot take it (the key is then released, so a retry is not refused).
+    /// an undecryptable `clientSecret`, [`KitError::Unavailable`] when the queue cannot take
+    /// it in time (the key is then released, so a retry is not refused).
     pub async fn accept(&self, kit: SignedKit) -> Result<(), KitError> {
         let SignedKit {
             mut command,
@@ -161,55 +182,47 @@ impl Acceptor {
         // must its replay be refused.
         let window_ms = i64::try_from(self.settings.timestamp_window_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX);
-        let expires_at = timestamp_ms.saturating_add(window_ms);
-        // One deadline for everything that makes the callback durable, so the answer comes
-        // in time whichever step is slow.
-        let budget = Duration::from_millis(self.settings.accept_timeout_ms.max(1));
-        let deadline = tokio::time::Instant::now() + budget;
-        let claim = tokio::time::timeout_at(deadline, self.replays.claim(&mac, now, expires_at))
-            .await
-            .map_err(|_| too_slow(budget, "recording the replay key"))?;
-        match claim.map_err(unavailable)? {
-            ReplayClaim::Fresh => {}
-            ReplayClaim::Replayed => return Err(KitError::Replayed),
+        let stamp = ReplayStamp {
+            key: mac,
+            expires_at_ms: timestamp_ms.saturating_add(window_ms),
+        };
+        if self.replays.claim(&mac, now, stamp.expires_at_ms) == Claim::Replayed {
+            return Err(KitError::Replayed);
         }
         let message_id = uuid::Uuid::now_v7().to_string();
         let queued = QueuedCallback {
             message_id: message_id.clone(),
             received_at_ms: now,
+            replay: Some(stamp),
             command,
         };
         let body = match queued.to_bytes() {
             Ok(body) => body,
             Err(e) => {
-                self.forget(mac, expires_at);
+                self.replays.release(&mac);
                 return Err(KitError::Internal(format!("serialising the command: {e}")));
             }
         };
-        let published = tokio::time::timeout_at(
-            deadline,
-            self.queue.publish(OutgoingMessage { message_id, body }),
+        let budget = Duration::from_millis(self.settings.accept_timeout_ms.max(1));
+        let published = tokio::time::timeout(
+            budget,
+            self.queue.publish(OutgoingMessage {
+                message_id,
+                body,
+                replay: Some(stamp),
+            }),
         )
         .await;
         let failure = match published {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(Published::Queued)) => return Ok(()),
+            Ok(Ok(Published::Replayed)) => return Err(KitError::Replayed),
             Ok(Err(e)) => unavailable(e),
             Err(_) => too_slow(budget, "queueing the callback"),
         };
-        self.forget(mac, expires_at);
+        // Not queued (or not known to be): the marketplace's retry must not look like a
+        // replay here. If this copy was queued after all, the worker applies one of the two.
+        self.replays.release(&mac);
         Err(failure)
-    }
-
-    /// Releases the replay key of a callback we could not queue, so the marketplace's retry
-    /// is not refused as a replay. In the background: the answer must not wait for a database
-    /// that is probably the reason we failed.
-    fn forget(&self, key: ReplayKey, expires_at: i64) {
-        let replays = self.replays.clone();
-        tokio::spawn(async move {
-            if let Err(e) = replays.release(&key, expires_at).await {
-                tracing::warn!(error = %e, "could not release the replay key of a refused callback");
-            }
-        });
     }
 
     /// Seals the app's received `clientSecret` for the row it will be stored in

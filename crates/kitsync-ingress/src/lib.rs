@@ -7,10 +7,12 @@
 //!    limit and arrival deadline while computing the raw-form MACs, tries the canonical form
 //!    (bounded) only if the raw one did not verify, and only then parses and validates the
 //!    verified bytes into a [`kitsync_domain::Command`].
-//! 3. [`accept::Acceptor::accept`] — decrypts and seals `clientSecret`, durably claims the
-//!    replay key (the verified MAC, kept until the signed timestamp leaves the window;
-//!    replays are refused), publishes the command to the queue and waits for the durable
-//!    acknowledgement.
+//! 3. [`accept::Acceptor::accept`] — decrypts and seals `clientSecret`, claims the replay key
+//!    in this process's memory ([`ReplaySet`]: the verified MAC, kept until the signed
+//!    timestamp leaves the window; a replay seen here is refused), publishes the command with
+//!    the key's stamp and waits for the durable acknowledgement. No database is asked on
+//!    RabbitMQ: the worker records the key in the apply transaction and discards a replay
+//!    accepted elsewhere; the embedded queue records it with the queue row.
 //! 4. [`reply`] — maps the outcome to a result code (the one exhaustive mapping, [`KitError`])
 //!    and signs the body with `Body-Sign`. The HTTP status is always 200. Refusals of
 //!    unauthenticated requests carry fixed texts and are logged at a bounded rate.
@@ -25,12 +27,14 @@ pub mod accept;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod replay;
 pub mod reply;
 pub mod settings;
 
 pub use accept::Acceptor;
 pub use error::KitError;
 pub use metrics::IngressMetrics;
+pub use replay::ReplaySet;
 pub use settings::KitSettings;
 
 use axum::routing::post;

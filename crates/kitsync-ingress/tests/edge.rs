@@ -8,7 +8,7 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use kitsync_domain::{signing, Command, QueuedCallback};
 use kitsync_ingress::{router, Acceptor, KitSettings};
-use kitsync_queue::{Queue, QueueSettings, ReplayLedger};
+use kitsync_queue::{Queue, QueueSettings};
 use kitsync_secrets::Sealer;
 use secrecy::SecretString;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -31,7 +31,6 @@ async fn fixture(tune: impl FnOnce(&mut KitSettings)) -> Fixture {
     let queue = Queue::connect(&QueueSettings::default(), db.conn.clone())
         .await
         .unwrap();
-    let ledger = ReplayLedger::new(db.conn.clone());
     let mut settings = KitSettings {
         access_keys: vec![SecretString::from(KEY.to_owned())],
         ..KitSettings::default()
@@ -42,7 +41,7 @@ async fn fixture(tune: impl FnOnce(&mut KitSettings)) -> Fixture {
     let clock = Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_millis()));
     let c = Arc::clone(&clock);
     let acceptor = Arc::new(
-        Acceptor::new(settings, queue.clone(), ledger, None, sealer)
+        Acceptor::new(settings, queue.clone(), None, sealer)
             .with_clock(move || c.load(Ordering::SeqCst)),
     );
     Fixture {

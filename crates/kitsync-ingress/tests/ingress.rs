@@ -6,7 +6,7 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use kitsync_domain::{signing, Command, QueuedCallback};
 use kitsync_ingress::{router, Acceptor, KitSettings};
-use kitsync_queue::{Queue, QueueSettings, ReplayLedger};
+use kitsync_queue::{Queue, QueueSettings};
 use kitsync_secrets::{OaepVariant, Place, Sealer, TestKeyPair};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -25,7 +25,6 @@ async fn fixture(keys: &[&str], rsa: Option<&TestKeyPair>, body_limit: usize) ->
     let queue = Queue::connect(&QueueSettings::default(), db.conn.clone())
         .await
         .unwrap();
-    let nonces = ReplayLedger::new(db.conn.clone());
     let settings = KitSettings {
         access_keys: keys
             .iter()
@@ -42,7 +41,7 @@ async fn fixture(keys: &[&str], rsa: Option<&TestKeyPair>, body_limit: usize) ->
             kitsync_secrets::RsaDecryptor::from_pem(kp.private_pem().unwrap().as_bytes()).unwrap(),
         )
     });
-    let acceptor = Acceptor::new(settings, queue.clone(), nonces, decryptor, sealer.clone());
+    let acceptor = Acceptor::new(settings, queue.clone(), decryptor, sealer.clone());
     Fixture {
         app: router(Arc::new(acceptor)),
         queue,

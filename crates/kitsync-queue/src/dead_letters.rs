@@ -158,6 +158,9 @@ impl DeadLetters {
         let message = OutgoingMessage {
             message_id: row.try_get("", "message_id")?,
             body: row.try_get("", "body")?,
+            // The body still carries its stamp, which the worker checks; the ledger row the
+            // ingress wrote, if any, is this message's own.
+            replay: None,
         };
         if let Err(e) = self.queue.publish(message).await {
             let undo = self

@@ -4,6 +4,10 @@
 //!   that inserts whatever is pending (up to [`MAX_PUBLISH_BATCH`]) with one multi-row
 //!   `INSERT` — one statement, so one transaction — and only then answers each caller.
 //!   Under load this turns N commits into one; idle, it costs nothing extra.
+//! - A message with a replay stamp records its key in `kit_replay_keys` in the same
+//!   transaction as its row (the key with the message that owns it). A key already held by
+//!   another message makes that publish [`Published::Replayed`]: nothing is queued, so every
+//!   ingress process sharing the database refuses the replay, as does a restarted one.
 //! - Consumers lease rows (`lease_owner` = a random id per consumer, `lease_until`), ack by
 //!   deleting them, and fail by pushing `available_at` into the future. A consumer that dies
 //!   leaves its lease to expire, and the rows are claimed again.
@@ -11,10 +15,14 @@
 //!   processes poll every `poll_interval_ms`.
 use crate::dead_letters::{truncate, NewDeadLetter};
 use crate::sql::{gather, int, ms};
-use crate::{Delivery, FailOutcome, Handle, OutgoingMessage, QueueError, QueueSettings};
+use crate::{Delivery, FailOutcome, Handle, OutgoingMessage, Published, QueueError, QueueSettings};
+use crate::{ReplayKey, ReplayStamp};
 use kitsync_domain::time::now_ms;
 use kitsync_sql::Sql;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait, Value,
+};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +38,7 @@ const MAX_LAST_ERROR_BYTES: usize = 1024;
 
 struct PublishRequest {
     message: OutgoingMessage,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<Published, String>>,
 }
 
 struct Inner {
@@ -90,13 +98,14 @@ impl EmbeddedQueue {
         &self.inner.db
     }
 
-    /// `Ok` once the row is committed.
+    /// `Ok(Published::Queued)` once the row is committed; `Ok(Published::Replayed)` when its
+    /// replay key is held by another message (nothing queued).
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when the database fails or the commit does not happen
     /// within `publish_timeout_ms` (the row may still be committed later; downstream
     /// idempotency absorbs the resulting duplicate).
-    pub async fn publish(&self, message: OutgoingMessage) -> Result<(), QueueError> {
+    pub async fn publish(&self, message: OutgoingMessage) -> Result<Published, QueueError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(QueueError::Unavailable("the queue is closed".into()));
         }
@@ -109,7 +118,7 @@ impl EmbeddedQueue {
                 .await
                 .map_err(|_| QueueError::Unavailable("the queue writer stopped".into()))?;
             match answer.await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(published)) => Ok(published),
                 Ok(Err(e)) => Err(QueueError::Unavailable(e)),
                 Err(_) => Err(QueueError::Unavailable("the queue writer stopped".into())),
             }
@@ -236,20 +245,88 @@ async fn writer(
             continue;
         }
         let result = insert_batch(&db, &batch).await;
-        if result.is_ok() {
-            new_work.notify_waiters();
-        }
-        for r in batch {
-            let _ = r.done.send(result.clone());
+        match result {
+            Ok(published) => {
+                if published.contains(&Published::Queued) {
+                    new_work.notify_waiters();
+                }
+                let mut orphans = Vec::new();
+                for (r, p) in batch.into_iter().zip(published) {
+                    // The caller gave up waiting (and answered 000005): the key recorded for
+                    // it would make the marketplace's retry look like a replay. Forget it;
+                    // if the retry is queued too, the worker applies one of the two.
+                    if r.done.send(Ok(p)).is_err() && p == Published::Queued {
+                        orphans.extend(r.message.replay);
+                    }
+                }
+                if !orphans.is_empty() {
+                    forget(&db, &orphans).await;
+                }
+            }
+            Err(e) => {
+                for r in batch {
+                    let _ = r.done.send(Err(e.clone()));
+                }
+            }
         }
     }
 }
 
-async fn insert_batch(db: &DatabaseConnection, batch: &[PublishRequest]) -> Result<(), String> {
-    let now = now_ms();
+/// Commits the batch's rows (and the replay keys of those that carry one, in the same
+/// transaction); returns what became of each request, in order.
+async fn insert_batch(
+    db: &DatabaseConnection,
+    batch: &[PublishRequest],
+) -> Result<Vec<Published>, String> {
+    let database = |e: sea_orm::DbErr| format!("database: {e}");
+    if batch.iter().all(|r| r.message.replay.is_none()) {
+        // One statement is one transaction.
+        db.execute(insert_rows(db.get_database_backend(), batch.iter()))
+            .await
+            .map_err(database)?;
+        return Ok(vec![Published::Queued; batch.len()]);
+    }
+    let txn = db.begin().await.map_err(database)?;
+    let published = claim_keys(&txn, batch).await.map_err(database)?;
+    let queued = batch
+        .iter()
+        .zip(&published)
+        .filter(|(_, p)| **p == Published::Queued)
+        .map(|(r, _)| r);
+    if published.contains(&Published::Queued) {
+        txn.execute(insert_rows(db.get_database_backend(), queued))
+            .await
+            .map_err(database)?;
+    }
+    txn.commit().await.map_err(database)?;
+    Ok(published)
+}
+
+/// Deletes the keys of abandoned publishes. Best effort: if it fails, the marketplace's retry
+/// of such a callback within the window is refused as a replay (its first copy is queued).
+async fn forget(db: &DatabaseConnection, stamps: &[ReplayStamp]) {
     let mut sql = Sql::new(db.get_database_backend());
+    sql.push("DELETE FROM kit_replay_keys WHERE (expires_at, mac) IN (VALUES ")
+        .bind_rows(
+            stamps
+                .iter()
+                .map(|s| -> [Value; 2] { [s.expires_at_ms.into(), s.key.to_vec().into()] }),
+        )
+        .push(")");
+    if let Err(e) = db.execute(sql.build()).await {
+        tracing::warn!(error = %e, count = stamps.len(), "could not forget the replay keys of abandoned publishes; their retries will be refused as replays");
+    }
+}
+
+/// The multi-row insert of `requests`' messages.
+fn insert_rows<'a>(
+    backend: DbBackend,
+    requests: impl Iterator<Item = &'a PublishRequest>,
+) -> sea_orm::Statement {
+    let now = now_ms();
+    let mut sql = Sql::new(backend);
     sql.push("INSERT INTO queue_messages (message_id, body, attempts, available_at, enqueued_at) VALUES ")
-        .bind_rows(batch.iter().map(|r| -> [Value; 5] {
+        .bind_rows(requests.map(|r| -> [Value; 5] {
             [
                 r.message.message_id.as_str().into(),
                 r.message.body.clone().into(),
@@ -260,10 +337,69 @@ async fn insert_batch(db: &DatabaseConnection, batch: &[PublishRequest]) -> Resu
         }))
         // Publishing a message that is still queued is a no-op: same id, same message.
         .push(" ON CONFLICT (message_id) DO NOTHING");
-    db.execute(sql.build())
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("database: {e}"))
+    sql.build()
+}
+
+/// Records the stamped requests' keys, each owned by its message; a request whose key is
+/// held by another message (already, or by an earlier request of this batch) is a replay.
+async fn claim_keys(
+    txn: &DatabaseTransaction,
+    batch: &[PublishRequest],
+) -> Result<Vec<Published>, sea_orm::DbErr> {
+    let stamped: Vec<(&ReplayStamp, &str)> = batch
+        .iter()
+        .filter_map(|r| {
+            r.message
+                .replay
+                .as_ref()
+                .map(|s| (s, r.message.message_id.as_str()))
+        })
+        .collect();
+    // One row per key (PostgreSQL refuses to touch a row twice in one statement); the first
+    // request names the owner.
+    let mut owners: HashMap<(i64, ReplayKey), &str> = HashMap::with_capacity(stamped.len());
+    for (s, id) in &stamped {
+        owners.entry((s.expires_at_ms, s.key)).or_insert(id);
+    }
+    let mut rows: Vec<((i64, ReplayKey), &str)> = owners.iter().map(|(k, id)| (*k, *id)).collect();
+    rows.sort_unstable();
+    let key_row =
+        |(at, key): &(i64, ReplayKey)| -> [Value; 2] { [(*at).into(), key.to_vec().into()] };
+    let mut held: HashMap<(i64, ReplayKey), Option<String>> = HashMap::new();
+    let backend = txn.get_database_backend();
+    for chunk in rows.chunks(MAX_PUBLISH_BATCH) {
+        let mut sql = Sql::new(backend);
+        sql.push("INSERT INTO kit_replay_keys (expires_at, mac, message_id) VALUES ")
+            .bind_rows(chunk.iter().map(|(k, id)| -> [Value; 3] {
+                let [at, key] = key_row(k);
+                [at, key, (*id).into()]
+            }))
+            .push(" ON CONFLICT (expires_at, mac) DO NOTHING");
+        txn.execute(sql.build()).await?;
+        // Who holds each key now: the batch's owner if the insert took, else whoever did.
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT expires_at, mac, message_id FROM kit_replay_keys WHERE (expires_at, mac) IN (VALUES ")
+            .bind_rows(chunk.iter().map(|(k, _)| key_row(k)))
+            .push(")");
+        for row in txn.query_all(sql.build()).await? {
+            let at: i64 = row.try_get_by_index(0)?;
+            let mac: Vec<u8> = row.try_get_by_index(1)?;
+            let Ok(key) = ReplayKey::try_from(mac.as_slice()) else {
+                continue;
+            };
+            held.insert((at, key), row.try_get_by_index(2)?);
+        }
+    }
+    Ok(batch
+        .iter()
+        .map(|r| match &r.message.replay {
+            None => Published::Queued,
+            Some(s) => match held.get(&(s.expires_at_ms, s.key)) {
+                Some(Some(owner)) if *owner == r.message.message_id => Published::Queued,
+                _ => Published::Replayed,
+            },
+        })
+        .collect())
 }
 
 /// Leases rows of the embedded queue; see [`crate::Consumer`].

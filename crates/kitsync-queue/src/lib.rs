@@ -1,5 +1,5 @@
 //! The durable intake between the Kit callbacks and the workers: a queue port with two
-//! adapters, the dead-letter store and the replay ledger.
+//! adapters and the dead-letter store.
 //!
 //! The ingress answers the marketplace `000000` only after [`Queue::publish`] returned `Ok`,
 //! which means *durable*: a RabbitMQ publisher confirm for a persistent message on a quorum
@@ -7,6 +7,11 @@
 //! [`Consumer`], apply them, and ack only after their own commit; a message they cannot
 //! apply goes through [`Consumer::fail`] (delayed retry with a fixed per-attempt backoff,
 //! then the dead-letter store). Bodies are opaque bytes here.
+//!
+//! A message may carry its callback's replay stamp ([`OutgoingMessage::replay`]). RabbitMQ
+//! ignores it (the worker records it in the apply transaction); the embedded queue commits it
+//! into the replay ledger with the queue row, in one transaction, and answers
+//! [`Published::Replayed`] when another message holds the key already.
 //!
 //! Layout:
 //! - `settings.rs` — [`QueueSettings`] and the retry schedule ([`QueueSettings::retry_delay`]);
@@ -16,7 +21,6 @@
 //!   group-committed publishes, leases;
 //! - `dead_letters.rs` — [`DeadLetters`]: the `dead_letters` table both adapters write, list
 //!   and replay;
-//! - `replay.rs` — [`ReplayLedger`]: group-committed claims of accepted callbacks' MACs;
 //! - `sql.rs`, `error.rs` — raw-SQL helpers and [`QueueError`].
 //!
 //! [`Queue`] and [`Consumer`] dispatch over the two adapters with an enum (no trait objects);
@@ -27,7 +31,6 @@ mod amqp;
 mod dead_letters;
 mod embedded;
 mod error;
-mod replay;
 mod settings;
 mod sql;
 
@@ -35,7 +38,7 @@ pub use amqp::{AmqpConsumer, AmqpQueue};
 pub use dead_letters::{DeadLetter, DeadLetters, ReplayOutcome};
 pub use embedded::{EmbeddedConsumer, EmbeddedQueue};
 pub use error::QueueError;
-pub use replay::{ReplayClaim, ReplayKey, ReplayLedger};
+pub use kitsync_domain::{ReplayKey, ReplayStamp};
 pub use settings::{redact_url, QueueSettings};
 
 use sea_orm::DatabaseConnection;
@@ -72,6 +75,18 @@ pub struct OutgoingMessage {
     /// Unique per message (at most 255 bytes); kept across retries and replays.
     pub message_id: String,
     pub body: Vec<u8>,
+    /// The callback's replay stamp, if it has one: the embedded queue records it with the
+    /// row (RabbitMQ leaves it to the worker).
+    pub replay: Option<ReplayStamp>,
+}
+
+/// What [`Queue::publish`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Durably queued.
+    Queued,
+    /// Not queued: the embedded queue's replay ledger holds its key for another message.
+    Replayed,
 }
 
 /// A message handed to a worker; settle it with [`Consumer::ack`], [`Consumer::fail`],
@@ -169,16 +184,17 @@ impl Queue {
         }
     }
 
-    /// Queues `message`; `Ok` only once it is durable.
+    /// Queues `message`; `Ok(Published::Queued)` only once it is durable,
+    /// `Ok(Published::Replayed)` when the embedded queue's ledger refused its replay stamp.
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] within `publish_timeout_ms` when the broker or database
     /// is unreachable or hangs (RabbitMQ is reconnected lazily by a later publish);
     /// [`QueueError::Amqp`] when the broker refuses the message;
     /// [`QueueError::InvalidMessage`] for a `message_id` RabbitMQ cannot carry.
-    pub async fn publish(&self, message: OutgoingMessage) -> Result<(), QueueError> {
+    pub async fn publish(&self, message: OutgoingMessage) -> Result<Published, QueueError> {
         match self {
-            Queue::Amqp(q) => q.publish(message).await,
+            Queue::Amqp(q) => q.publish(message).await.map(|()| Published::Queued),
             Queue::Embedded(q) => q.publish(message).await,
         }
     }

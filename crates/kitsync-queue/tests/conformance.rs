@@ -7,9 +7,10 @@
 // Helpers outside `#[test]` functions are test code too: a panic is how they report failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use kitsync_queue::{
-    Delivery, FailOutcome, OutgoingMessage, Queue, QueueError, QueueKind, QueueSettings,
-    ReplayClaim, ReplayKey, ReplayLedger, ReplayOutcome,
+    Delivery, FailOutcome, OutgoingMessage, Published, Queue, QueueError, QueueKind, QueueSettings,
+    ReplayKey, ReplayOutcome, ReplayStamp,
 };
+use migrations::sea_orm::ConnectionTrait as _;
 use migrations::testing::{amqp_url, fresh_db, TestDb};
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
@@ -130,6 +131,7 @@ fn msg(id: &str, body: &[u8]) -> OutgoingMessage {
     OutgoingMessage {
         message_id: id.to_owned(),
         body: body.to_vec(),
+        replay: None,
     }
 }
 
@@ -734,7 +736,10 @@ async fn publish_until_ok(queue: &Queue, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match queue.publish(msg(id, b"x")).await {
-            Ok(()) => return,
+            Ok(p) => {
+                assert_eq!(p, Published::Queued);
+                return;
+            }
             Err(e) => {
                 assert!(e.is_unavailable(), "{e}");
                 assert!(Instant::now() < deadline, "no reconnect: {e}");
@@ -770,7 +775,8 @@ async fn amqp_a_deleted_queue_is_an_error_not_a_silent_loss() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 5. The replay ledger (database only; the same for both adapters).
+// 5. Replay stamps: the embedded queue records them with the row; RabbitMQ carries them to
+//    the worker (which records them in its apply transaction, tested in the worker's suite).
 
 /// A distinct replay key per label.
 fn key(label: &str) -> ReplayKey {
@@ -782,96 +788,172 @@ fn key(label: &str) -> ReplayKey {
     k
 }
 
-/// `ledger`'s claim of the key of `label`, received at `now` and kept until `expires`.
-async fn claim(ledger: &ReplayLedger, label: &str, now: i64, expires: i64) -> ReplayClaim {
-    ledger
-        .claim(&key(label), now, expires)
-        .await
-        .expect("claim")
+const EXPIRES: i64 = 1_800_000_060_000;
+
+fn stamped(id: &str, label: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        replay: Some(ReplayStamp {
+            key: key(label),
+            expires_at_ms: EXPIRES,
+        }),
+        ..msg(id, label.as_bytes())
+    }
+}
+
+async fn publish_stamped(queue: &Queue, id: &str, label: &str) -> Published {
+    queue.publish(stamped(id, label)).await.expect("publish")
+}
+
+/// The ids of the `n` messages in the queue, which must hold no more (leasing them, acking
+/// none).
+async fn queued_ids(queue: &Queue, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // RabbitMQ counts a confirmed message as ready a moment later.
+    while queue.depth().await.expect("depth") < n as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        queue.depth().await.expect("depth"),
+        n as u64,
+        "messages queued"
+    );
+    let mut consumer = queue.consumer("look").await.expect("consumer");
+    let got = receive(&mut consumer, n, Duration::from_secs(10)).await;
+    let mut ids: Vec<String> = got.iter().map(|d| d.message_id.clone()).collect();
+    consumer.release(&got).await.expect("release");
+    ids.sort();
+    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_ledger_refuses_replays_across_callers_and_restarts() {
-    let db = fresh_db().await.expect("test database");
-    let ledger = ReplayLedger::new(db.conn.clone());
-    let now = 1_800_000_000_000_i64;
-    let expires = now + 60_000;
-
-    for (at, want) in [(now, ReplayClaim::Fresh), (now + 5, ReplayClaim::Replayed)] {
-        assert_eq!(claim(&ledger, "n-1", at, expires).await, want, "at {at}");
-    }
-
-    let statements_before = ledger.upserts_executed();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..64 {
-        let l = ledger.clone();
-        tasks.spawn(async move { l.claim(&key(&format!("distinct-{i}")), now, expires).await });
-    }
-    let mut fresh = 0;
-    while let Some(r) = tasks.join_next().await {
-        assert_eq!(r.expect("task").expect("claim"), ReplayClaim::Fresh);
-        fresh += 1;
-    }
-    assert_eq!(fresh, 64);
-    let statements = ledger.upserts_executed() - statements_before;
-    assert!(
-        statements <= 16,
-        "64 concurrent claims took {statements} statements"
+async fn embedded_refuses_replays_across_publishers_and_restarts() {
+    let f = fixture(Adapter::Embedded, |_| {}).await.expect("embedded");
+    assert_eq!(
+        publish_stamped(&f.queue, "m-1", "k-1").await,
+        Published::Queued
     );
+    // Another message with the same key: a replay, and nothing queued.
+    assert_eq!(
+        publish_stamped(&f.queue, "m-2", "k-1").await,
+        Published::Replayed
+    );
+    // The same message again (a dead letter replayed, a publish retried): still its own key.
+    assert_eq!(
+        publish_stamped(&f.queue, "m-1", "k-1").await,
+        Published::Queued
+    );
+    // Unstamped messages are not asked about.
+    publish(&f.queue, "plain", b"p").await;
 
-    for _ in 0..10 {
-        let l = ledger.clone();
-        tasks.spawn(async move { l.claim(&key("contended"), now, expires).await });
+    // Concurrent publishers of one key, group-committed together or not: exactly one wins.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let q = f.queue.clone();
+        tasks.spawn(async move { publish_stamped(&q, &format!("c-{i}"), "contended").await });
     }
     let mut outcomes = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        outcomes.push(r.expect("task").expect("claim"));
+        outcomes.push(r.expect("task"));
     }
-    assert_eq!(
-        outcomes
-            .iter()
-            .filter(|c| **c == ReplayClaim::Fresh)
-            .count(),
-        1,
-        "{outcomes:?}"
-    );
-
-    ledger.release(&key("n-1"), expires).await.expect("release");
-    for (at, want) in [
-        (now + 10, ReplayClaim::Fresh),
-        // A key is kept until its own expiry, however long after its receipt that is…
-        (expires, ReplayClaim::Replayed),
-        // …and is free again after it (a row the clean-up has not deleted yet).
-        (expires + 1, ReplayClaim::Fresh),
-    ] {
-        assert_eq!(claim(&ledger, "n-1", at, expires).await, want, "at {at}");
-    }
+    let queued = outcomes.iter().filter(|p| **p == Published::Queued).count();
+    assert_eq!(queued, 1, "{outcomes:?}");
 
     // Another process (or this one restarted) sharing the database sees the same keys.
-    drop(ledger);
-    let other = ReplayLedger::new(db.conn.clone());
-    for (label, want) in [
-        ("distinct-7", ReplayClaim::Replayed),
-        ("contended", ReplayClaim::Replayed),
-        ("brand-new", ReplayClaim::Fresh),
-    ] {
-        assert_eq!(
-            claim(&other, label, now + 1, expires).await,
-            want,
-            "{label}"
-        );
-    }
-    drop(other);
-    db.cleanup().await;
+    let other = Queue::connect(&f.settings, f.db.conn.clone())
+        .await
+        .expect("second queue");
+    assert_eq!(
+        publish_stamped(&other, "m-3", "k-1").await,
+        Published::Replayed
+    );
+    assert_eq!(
+        publish_stamped(&other, "m-4", "contended").await,
+        Published::Replayed
+    );
+    assert_eq!(
+        publish_stamped(&other, "m-5", "brand-new").await,
+        Published::Queued
+    );
+    other.close().await;
+
+    let ids = queued_ids(&f.queue, 4).await;
+    assert_eq!(ids.len(), 4);
+    assert!(
+        ids.contains(&"m-1".to_owned()) && ids.contains(&"m-5".to_owned()),
+        "{ids:?}"
+    );
+    assert!(
+        !ids.iter()
+            .any(|i| ["m-2", "m-3", "m-4"].contains(&i.as_str())),
+        "{ids:?}"
+    );
+    f.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_claims_fail_when_the_database_is_gone() {
+async fn embedded_records_each_key_with_its_message() {
+    let f = fixture(Adapter::Embedded, |_| {}).await.expect("embedded");
+    // Two keys of one batch, one of them twice (only its first publisher owns it).
+    let (a, b, c) = tokio::join!(
+        publish_stamped(&f.queue, "m-a", "k-a"),
+        publish_stamped(&f.queue, "m-b", "k-b"),
+        publish_stamped(&f.queue, "m-c", "k-a"),
+    );
+    assert_eq!(a, Published::Queued);
+    assert_eq!(b, Published::Queued);
+    assert_eq!(c, Published::Replayed);
+    let rows =
+        f.db.conn
+            .query_all(migrations::sea_orm::Statement::from_string(
+                f.db.conn.get_database_backend(),
+                "SELECT message_id, expires_at FROM kit_replay_keys ORDER BY message_id",
+            ))
+            .await
+            .expect("ledger rows");
+    let rows: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "message_id").unwrap(),
+                r.try_get("", "expires_at").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("m-a".to_owned(), EXPIRES), ("m-b".to_owned(), EXPIRES)]
+    );
+    f.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_carries_stamps_to_the_worker() {
+    let Some(f) = fixture(Adapter::Amqp, |_| {}).await else {
+        return;
+    };
+    // The broker keeps no ledger: both copies are queued, and the worker discards one.
+    assert_eq!(
+        publish_stamped(&f.queue, "m-1", "k-1").await,
+        Published::Queued
+    );
+    assert_eq!(
+        publish_stamped(&f.queue, "m-2", "k-1").await,
+        Published::Queued
+    );
+    let ids = queued_ids(&f.queue, 2).await;
+    assert_eq!(ids, ["m-1", "m-2"]);
+    f.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_stamped_publishes_fail_when_the_database_is_gone() {
     let (db, own) = db_with_own_pool().await;
-    let ledger = ReplayLedger::new(own.clone());
+    let queue = Queue::connect(&test_settings(), own.clone())
+        .await
+        .expect("queue");
     own.clone().close().await.expect("close");
-    let err = ledger
-        .claim(&key("x"), 1, 2)
+    let err = queue
+        .publish(stamped("m", "x"))
         .await
         .expect_err("database closed");
     assert!(matches!(err, QueueError::Unavailable(_)), "{err}");

@@ -90,6 +90,7 @@ pub use activity::{
     record_in as record_activity_in, utc8_day, ActivityEvent, ActivityKind, DailyRow, Recorded,
     DAY_MS, UTC8_MS,
 };
+pub use apply::ledger::KEEP_AFTER_APPLY_MS;
 pub use error::StoreError;
 pub use feed::{ChangeEvent, FeedFilter, FeedPage};
 pub use groups::{GroupMember, GroupWrite, GroupWriteError, IsvGroup};
@@ -107,7 +108,7 @@ pub use webhooks::{
 };
 pub use windows::WINDOW_DAYS;
 
-use kitsync_domain::Command;
+use kitsync_domain::{Command, QueuedCallback};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait, TryGetableMany};
 
 /// Runs `statement` and reads every row it returns as `T`: its first column's value, or a
@@ -159,10 +160,59 @@ impl Store {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
+        let commands: Vec<&Command> = commands.iter().collect();
+        self.apply_claimed(&commands, &[]).await
+    }
+
+    /// Applies queued callbacks in one transaction, like [`Store::apply_batch`], and records
+    /// each one's replay key in the same transaction: a callback whose key another message
+    /// already holds is not applied ([`Outcome::Replayed`]). Callbacks without a key (queued
+    /// by an earlier release) are applied as they are.
+    ///
+    /// # Errors
+    /// As [`Store::apply_batch`].
+    #[tracing::instrument(skip_all, fields(commands = callbacks.len()))]
+    pub async fn apply_queued(
+        &self,
+        callbacks: &[QueuedCallback],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if callbacks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let commands: Vec<&Command> = callbacks.iter().map(|q| &q.command).collect();
+        let claims: Vec<apply::ledger::Claim<'_>> = callbacks
+            .iter()
+            .enumerate()
+            .filter_map(|(index, q)| {
+                q.replay.as_ref().map(|stamp| apply::ledger::Claim {
+                    index,
+                    stamp,
+                    message_id: &q.message_id,
+                })
+            })
+            .collect();
+        self.apply_claimed(&commands, &claims).await
+    }
+
+    async fn apply_claimed(
+        &self,
+        commands: &[&Command],
+        claims: &[apply::ledger::Claim<'_>],
+    ) -> Result<Vec<Outcome>, StoreError> {
         let txn = self.db.begin().await?;
-        let outcomes = apply::apply_batch(&txn, self.settings.mass_delete_share, commands).await?;
+        let outcomes =
+            apply::apply_batch(&txn, self.settings.mass_delete_share, commands, claims).await?;
         txn.commit().await?;
         Ok(outcomes)
+    }
+
+    /// Deletes the replay keys no replay can need any more: those whose signed window and
+    /// post-apply retention both ended before `horizon_ms`. Returns how many.
+    ///
+    /// # Errors
+    /// The statement failed.
+    pub async fn forget_replay_keys(&self, horizon_ms: i64) -> Result<u64, StoreError> {
+        apply::ledger::forget_before(&self.db, horizon_ms).await
     }
 
     /// Applies one command in its own transaction.

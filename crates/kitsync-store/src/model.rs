@@ -41,6 +41,9 @@ pub enum Outcome {
     Superseded,
     /// A full department snapshot held by the mass-deletion guard.
     Held { plan_id: i64 },
+    /// Not applied: a replay of a callback another message carried (its replay key is held
+    /// by that message in the ledger).
+    Replayed,
 }
 
 /// A held (or decided) full department snapshot.

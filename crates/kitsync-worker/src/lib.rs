@@ -17,6 +17,11 @@
 //!   attempt) and dead-letters it with its reason after `queue.max_attempts`.
 //! - A message that cannot even be decoded is dead-lettered at once: retrying cannot help.
 //!
+//! Each batch also records its callbacks' replay keys in the apply transaction (the durable
+//! replay ledger): a callback whose key another message holds is a replay accepted by another
+//! ingress process, and is acked without being applied (`outcome="replayed"`). A background
+//! task deletes keys no replay can need any more.
+//!
 //! [`WorkerStats`] counts all of it (outcomes, failures, apply transaction latency, and how
 //! long messages waited in the queue) for `/metrics`.
 #![forbid(unsafe_code)]
@@ -34,6 +39,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// How often a worker deletes expired replay keys.
+const FORGET_EVERY: Duration = Duration::from_secs(30);
+/// How long after a key stops being needed it is deleted: covers processes whose clocks
+/// differ by up to this much.
+const FORGET_SLACK: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
@@ -84,6 +95,8 @@ pub struct WorkerStats {
     pub stale: Counter,
     pub superseded: Counter,
     pub held: Counter,
+    /// Replays discarded: their key was held by another message in the ledger.
+    pub replayed: Counter,
     pub retried: Counter,
     pub dead_lettered: Counter,
     pub transient_errors: Counter,
@@ -109,6 +122,7 @@ impl Default for WorkerStats {
             stale: outcome("stale"),
             superseded: outcome("superseded"),
             held: outcome("held"),
+            replayed: outcome("replayed"),
             transient_errors: failure("transient"),
             retried: failure("retried"),
             dead_lettered: failure("dead_lettered"),
@@ -133,7 +147,8 @@ impl WorkerStats {
         register(
             r,
             "kitsync_applied_messages_total",
-            "Messages applied and acked, by outcome (applied, duplicate, stale, superseded, held).",
+            "Messages applied and acked, by outcome (applied, duplicate, stale, superseded, held; \
+             replayed = a replay discarded because another message holds its replay key).",
             self.outcomes.clone(),
         );
         register(
@@ -225,12 +240,33 @@ impl Worker {
             let rx = shutdown.clone();
             tasks.spawn(async move { me.drain_dlx_loop(rx).await });
         }
+        let me = self.clone();
+        let rx = shutdown.clone();
+        tasks.spawn(async move { me.forget_replay_keys_loop(rx).await });
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = joined {
                 tracing::error!(error = %e, "worker task panicked");
             }
         }
         Ok(())
+    }
+
+    /// Deletes the replay ledger's keys that no replay can need any more, every
+    /// [`FORGET_EVERY`], [`FORGET_SLACK`] late so a process whose clock runs behind by less
+    /// than that still finds the keys it needs.
+    async fn forget_replay_keys_loop(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(FORGET_EVERY) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let horizon = now_ms()
+                .saturating_sub(i64::try_from(FORGET_SLACK.as_millis()).unwrap_or(i64::MAX));
+            match self.store.forget_replay_keys(horizon).await {
+                Ok(n) => tracing::debug!(deleted = n, "forgot expired replay keys"),
+                Err(e) => tracing::warn!(error = %e, "could not delete expired replay keys"),
+            }
+        }
     }
 
     async fn drain_dlx_loop(&self, mut shutdown: watch::Receiver<bool>) {
@@ -320,10 +356,10 @@ impl Worker {
     ) -> Result<BatchReport, WorkerError> {
         self.stats.batches.inc();
         let mut report = BatchReport::default();
-        let mut decoded: Vec<(Delivery, Command)> = Vec::with_capacity(batch.len());
+        let mut decoded: Vec<(Delivery, QueuedCallback)> = Vec::with_capacity(batch.len());
         for d in batch {
             match QueuedCallback::from_bytes(&d.body) {
-                Ok(q) => decoded.push((d, q.command)),
+                Ok(q) => decoded.push((d, q)),
                 Err(e) => {
                     tracing::error!(message_id = %d.message_id, error = %e, "undecodable message");
                     consumer
@@ -337,20 +373,21 @@ impl Worker {
         if decoded.is_empty() {
             return Ok(report);
         }
-        let commands: Vec<Command> = decoded.iter().map(|(_, c)| c.clone()).collect();
-        match self.apply_with_retry(&commands, shutdown).await {
+        // Split without copying: the callbacks go to the store, the deliveries are settled.
+        let (deliveries, callbacks): (Vec<Delivery>, Vec<QueuedCallback>) =
+            decoded.into_iter().unzip();
+        match self.apply_with_retry(&callbacks, shutdown).await {
             Ok(outcomes) => {
                 self.count(&outcomes);
-                let deliveries: Vec<Delivery> = decoded.into_iter().map(|(d, _)| d).collect();
                 consumer.ack(&deliveries).await?;
                 self.stats.acked(&deliveries);
                 report.acked += deliveries.len();
                 Ok(report)
             }
-            Err(WorkerError::Store(e)) if decoded.len() > 1 => {
+            Err(WorkerError::Store(e)) if deliveries.len() > 1 => {
                 tracing::warn!(error = %e, "batch failed; applying its messages one by one");
                 report.isolated = true;
-                let mut rest = decoded.into_iter();
+                let mut rest = deliveries.into_iter().zip(callbacks);
                 while let Some((d, c)) = rest.next() {
                     if let Err(err) = self.one_by_one(consumer, d, c, shutdown, &mut report).await {
                         let left: Vec<Delivery> = rest.map(|(d, _)| d).collect();
@@ -361,16 +398,16 @@ impl Worker {
                 Ok(report)
             }
             Err(WorkerError::Store(e)) => {
-                let (d, c) = decoded
+                let (d, c) = deliveries
                     .into_iter()
+                    .zip(callbacks)
                     .next()
                     .ok_or(WorkerError::ShuttingDown)?;
-                self.fail(consumer, d, &c, &e, &mut report).await?;
+                self.fail(consumer, d, &c.command, &e, &mut report).await?;
                 Ok(report)
             }
             Err(other) => {
-                let left: Vec<Delivery> = decoded.into_iter().map(|(d, _)| d).collect();
-                self.release(consumer, &left).await;
+                self.release(consumer, &deliveries).await;
                 Err(other)
             }
         }
@@ -390,7 +427,7 @@ impl Worker {
         &self,
         consumer: &Consumer,
         d: Delivery,
-        c: Command,
+        c: QueuedCallback,
         shutdown: &watch::Receiver<bool>,
         report: &mut BatchReport,
     ) -> Result<(), WorkerError> {
@@ -405,7 +442,7 @@ impl Worker {
                 report.acked += 1;
                 Ok(())
             }
-            Err(WorkerError::Store(e)) => self.fail(consumer, d, &c, &e, report).await,
+            Err(WorkerError::Store(e)) => self.fail(consumer, d, &c.command, &e, report).await,
             Err(other) => {
                 self.release(consumer, std::slice::from_ref(&d)).await;
                 Err(other)
@@ -442,14 +479,14 @@ impl Worker {
     /// pass or shutdown is requested. Permanent failures are returned at once.
     async fn apply_with_retry(
         &self,
-        commands: &[Command],
+        callbacks: &[QueuedCallback],
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Vec<Outcome>, WorkerError> {
         let mut backoff = self.transient_backoff();
         let mut shutdown = shutdown.clone();
         loop {
             let started = Instant::now();
-            match self.store.apply_batch(commands).await {
+            match self.store.apply_queued(callbacks).await {
                 Ok(outcomes) => {
                     observe(&self.stats.apply_duration, started.elapsed());
                     return Ok(outcomes);
@@ -476,6 +513,7 @@ impl Worker {
                 Outcome::Stale => &self.stats.stale,
                 Outcome::Superseded => &self.stats.superseded,
                 Outcome::Held { .. } => &self.stats.held,
+                Outcome::Replayed => &self.stats.replayed,
             };
             c.inc();
         }

@@ -59,6 +59,7 @@ impl Fixture {
             .publish(OutgoingMessage {
                 message_id: id.to_owned(),
                 body,
+                replay: None,
             })
             .await
             .expect("publish");
@@ -155,6 +156,7 @@ fn callback(id: &str, command: Command) -> Vec<u8> {
     QueuedCallback {
         message_id: id.to_owned(),
         received_at_ms: 1_700_000_000_000,
+        replay: None,
         command,
     }
     .to_bytes()

@@ -3,7 +3,7 @@ use crate::operations::{self, Operations};
 use crate::settings::{redact_url, LogSettings, Settings};
 use anyhow::Context as _;
 use kitsync_ingress::Acceptor;
-use kitsync_queue::{Queue, ReplayLedger};
+use kitsync_queue::Queue;
 use kitsync_secrets::{RsaDecryptor, Sealer};
 use kitsync_store::Store;
 use kitsync_webhooks::Dispatcher;
@@ -473,11 +473,9 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
             Some(d) => tracing::info!(bits = d.key_size_bits(), keys = d.key_count(), "RSA private key loaded for clientSecret (keys: the current one, then previous ones)"),
             None => tracing::warn!("no RSA private key (KITSYNC_KIT__RSA_PRIVATE_KEY_PATH): clientSecrets are stored sealed but still RSA-encrypted"),
         }
-        let replays = ReplayLedger::new(db.clone());
         let a = Arc::new(Acceptor::new(
             settings.kit.clone(),
             queue.clone(),
-            replays,
             decryptor.clone(),
             sealer.clone(),
         ));

@@ -120,6 +120,7 @@ pub fn check(kind: CallbackKind, bytes: &[u8]) -> Result<Answer, TestCaseError> 
             let queued = QueuedCallback {
                 message_id: "m".into(),
                 received_at_ms: 1,
+                replay: None,
                 command: command.clone(),
             };
             let back = QueuedCallback::from_bytes(&queued.to_bytes().unwrap());

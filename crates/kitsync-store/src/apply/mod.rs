@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 mod app;
 mod auth;
+pub(crate) mod ledger;
 mod org;
 mod tenant;
 
@@ -615,7 +616,7 @@ impl<'a> Cx<'a> {
     }
 
     /// Records the batch's instance ids (a set per tenant), journaling the new ones.
-    async fn record_instances(&mut self, commands: &[Command]) -> Result<(), StoreError> {
+    async fn record_instances(&mut self, commands: &[&Command]) -> Result<(), StoreError> {
         // (tenant, instance) → (version, test) of the first command naming it.
         let mut pairs: BTreeMap<(&str, &str), (i64, bool)> = BTreeMap::new();
         for c in commands {
@@ -664,18 +665,32 @@ impl<'a> Cx<'a> {
     }
 }
 
-/// Applies the commands in one transaction (see [`crate::Store::apply_batch`]).
+/// Applies the commands in one transaction (see [`crate::Store::apply_batch`]), except those
+/// whose replay key `claims` finds held by another message ([`Outcome::Replayed`]).
 pub(crate) async fn apply_batch(
     txn: &DatabaseTransaction,
     mass_delete_share: f64,
-    commands: &[Command],
+    commands: &[&Command],
+    claims: &[ledger::Claim<'_>],
 ) -> Result<Vec<Outcome>, StoreError> {
     let mut cx = Cx::new(txn);
-    let tenants: BTreeSet<&str> = commands.iter().map(Command::tenant_id).collect();
+    let tenants: BTreeSet<&str> = commands.iter().map(|c| c.tenant_id()).collect();
     cx.lock(&tenants).await?;
-    cx.record_instances(commands).await?;
+    let replayed = ledger::record(&cx, claims).await?;
+    let applying: Vec<&Command> = commands
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !replayed.contains(i))
+        .map(|(_, c)| *c)
+        .collect();
+    cx.record_instances(&applying).await?;
     let mut outcomes = Vec::with_capacity(commands.len());
-    for c in commands {
+    for (i, c) in commands.iter().enumerate() {
+        if replayed.contains(&i) {
+            tracing::warn!(tenant = %c.tenant_id(), kind = %c.kind(), version = c.version().millis(), "replayed callback discarded: another message holds its replay key");
+            outcomes.push(Outcome::Replayed);
+            continue;
+        }
         let outcome = match c {
             Command::Tenant(c) => tenant::apply(&mut cx, c).await?,
             Command::App(c) => app::apply(&mut cx, c).await?,
