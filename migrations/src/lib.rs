@@ -20,6 +20,8 @@
 //!   tokens of the Kit login bridge.
 //! - `m20261204_000013_replay_ledger_owner`: the replay ledger's owning message and how long
 //!   a key is kept, now that the worker writes it.
+//! - `m20261204_000014_stats_days`: global per-day statistics kept with the per-tenant
+//!   windows; windows are marked stale instead of deleted.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and `testing` gives each test its own fresh database (behind the `testing` feature,
@@ -42,6 +44,7 @@ mod m20261129_000010_stats_windows;
 mod m20261203_000011_replay_keys;
 mod m20261203_000012_login;
 mod m20261204_000013_replay_ledger_owner;
+mod m20261204_000014_stats_days;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -68,6 +71,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000011_replay_keys::Migration),
             Box::new(m20261203_000012_login::Migration),
             Box::new(m20261204_000013_replay_ledger_owner::Migration),
+            Box::new(m20261204_000014_stats_days::Migration),
         ]
     }
 }

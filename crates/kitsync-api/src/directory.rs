@@ -168,9 +168,10 @@ async fn visible_tenant(
     tenant_id: &str,
     include_test: bool,
 ) -> Result<(), ApiError> {
-    match state.store.tenant(tenant_id).await? {
-        Some(t) if include_test || !t.test => Ok(()),
-        _ => Err(ApiError::NotFound(format!("tenant {tenant_id} not found"))),
+    if state.store.tenant_visible(tenant_id, include_test).await? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("tenant {tenant_id} not found")))
     }
 }
 

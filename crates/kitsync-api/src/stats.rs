@@ -4,9 +4,12 @@
 //! A period is `from`/`to` (inclusive UTC+8 dates `YYYY-MM-DD`, at most 30 days) or
 //! `preset=day|7d|30d` (ending today in UTC+8; the default is `7d`). Before answering, the
 //! statistics' authorisation history is brought up to date with the journal; the figures are
-//! then read from the store's per-tenant windows (computed first where a write deleted them),
-//! so they are exact for everything committed, and every answer says when it was computed
-//! (`asOf`).
+//! then read from the store's precomputed windows (computed first where a write marked them
+//! stale): the overview and the daily series from one row per day summed over all tenants,
+//! the tenants table from one window per tenant of the page, ordered and cut by the
+//! database. So they are exact for everything committed, their cost does not grow with the
+//! number of tenants (the table's: only with the page), and every answer says when it was
+//! computed (`asOf`).
 use crate::auth::Caller;
 use crate::directory::choice;
 use crate::error::ApiError;
@@ -495,6 +498,24 @@ pub enum TenantSort {
     LastActiveAtDesc,
 }
 
+impl TenantSort {
+    /// As the query names it (and the store takes it).
+    fn as_str(self) -> &'static str {
+        match self {
+            TenantSort::TenantId => "tenantId",
+            TenantSort::TenantIdDesc => "-tenantId",
+            TenantSort::Name => "name",
+            TenantSort::NameDesc => "-name",
+            TenantSort::Authorized => "authorized",
+            TenantSort::AuthorizedDesc => "-authorized",
+            TenantSort::Active => "active",
+            TenantSort::ActiveDesc => "-active",
+            TenantSort::LastActiveAt => "lastActiveAt",
+            TenantSort::LastActiveAtDesc => "-lastActiveAt",
+        }
+    }
+}
+
 /// A period (`from`/`to` or `preset`), `?sort=&neverActive=&cursor=&limit=`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
@@ -593,10 +614,6 @@ pub async fn tenants(
             ))
         }
     };
-    let mut rows: Vec<TenantFigures> = state.store.stats_tenants(period.from, period.to).await?;
-    if never_active {
-        rows.retain(|t| t.authorized > 0 && t.last_active_at.is_none());
-    }
     let sort = match q.sort.as_deref() {
         None => TenantSort::TenantId,
         Some(raw) => choice(raw).ok_or_else(|| {
@@ -610,33 +627,21 @@ pub async fn tenants(
             )
         })?,
     };
-    match sort {
-        TenantSort::TenantId | TenantSort::TenantIdDesc => {}
-        TenantSort::Name | TenantSort::NameDesc => rows.sort_by(|a, b| a.name.cmp(&b.name)),
-        TenantSort::Authorized | TenantSort::AuthorizedDesc => {
-            rows.sort_by_key(|t| t.authorized);
-        }
-        TenantSort::Active | TenantSort::ActiveDesc => rows.sort_by_key(|t| t.active),
-        TenantSort::LastActiveAt | TenantSort::LastActiveAtDesc => {
-            rows.sort_by_key(|t| t.last_active_at);
-        }
-    }
-    let desc = matches!(
-        sort,
-        TenantSort::TenantIdDesc
-            | TenantSort::NameDesc
-            | TenantSort::AuthorizedDesc
-            | TenantSort::ActiveDesc
-            | TenantSort::LastActiveAtDesc
-    );
-    if desc {
-        rows.reverse();
-    }
-    let total = rows.len();
+    // The store orders and cuts the page (ties by tenant id, reversed with the key when
+    // descending), reading only the page's rows.
+    let (rows, more): (Vec<TenantFigures>, bool) = state
+        .store
+        .stats_tenants_page(
+            period.from,
+            period.to,
+            sort.as_str(),
+            never_active,
+            u64::try_from(offset).unwrap_or(u64::MAX),
+            limit,
+        )
+        .await?;
     let items: Vec<TenantItem> = rows
         .into_iter()
-        .skip(offset)
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
         .map(|t| TenantItem {
             tenant_id: t.tenant_id,
             name: t.name,
@@ -649,7 +654,7 @@ pub async fn tenants(
         })
         .collect();
     let next = offset + items.len();
-    let next_cursor = (next < total).then(|| crate::page::cursor("offset", &next.to_string()));
+    let next_cursor = more.then(|| crate::page::cursor("offset", &next.to_string()));
     Ok(Json(TenantsBody {
         items,
         next_cursor,

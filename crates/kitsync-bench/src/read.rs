@@ -1,6 +1,21 @@
 //! `kitsync bench read`: the directory API on a 100 000-member tenant — filtered member
 //! pages and single-member lookups — next to a trivial route on the same server, measured in
 //! the same run with the same client and callers.
+//!
+//! `kitsync bench read --walk`: one caller walks every member of the tenant through
+//! `GET /api/v1/tenants/{t}/members` with the largest page the API allows, following
+//! `nextCursor` until it is `null`; each page is fetched, its body read and parsed (a client
+//! must read `nextCursor`) and checked: `userName`s strictly increasing across the walk, each
+//! member with at least one app, every member once. Its baseline, in the same run on the same
+//! database, is the issue's: **the one raw query that selects the same member rows and their
+//! authorisations** (`members` joined to its live `authorizations`: the ten served columns
+//! and `appId`, `role`, `enabled`, in `userName` order), every value decoded, as a program
+//! that wanted the whole directory at once would read it. That is the fair baseline for a
+//! walk rather than raw keyset pages of the same size: it is what the walk competes with (a
+//! bulk export), and it holds exactly the database's own costs (reading the rows in order,
+//! the join, transferring and decoding the same values) and none of paging's; raw pages
+//! would credit the walk with the per-statement costs it chose to pay. Walks and raw queries
+//! alternate for `--rounds` rounds, after one of each to warm up; medians are reported.
 use crate::Service;
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -27,6 +42,13 @@ pub struct ReadArgs {
     /// Requests per measurement.
     #[arg(long, default_value_t = 20_000)]
     requests: usize,
+    /// Instead of the concurrent reads: walk every member with the largest page, one caller,
+    /// next to the raw query of the same rows and authorisations.
+    #[arg(long)]
+    walk: bool,
+    /// `--walk`: alternating rounds of a walk and the raw queries (medians reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 pub(crate) type Client = hyper_util::client::legacy::Client<
@@ -68,6 +90,12 @@ pub(crate) async fn run<S: Service>(settings: S, a: ReadArgs) -> anyhow::Result<
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(a.concurrency)
             .build_http();
+    if a.walk {
+        let result = walk_rounds(&client, &db, &base, &tenant, &token, a.members, a.rounds).await;
+        let _ = stop.send(());
+        let _ = server.await;
+        return result;
+    }
 
     // The request lists are made before anything is timed.
     let n = a.requests.max(1);
@@ -132,6 +160,219 @@ pub(crate) async fn run<S: Service>(settings: S, a: ReadArgs) -> anyhow::Result<
         anyhow::bail!("some requests did not answer 200");
     }
     Ok(())
+}
+
+/// `--walk`: `rounds` alternating walks and raw reads of the whole tenant; prints the medians.
+async fn walk_rounds(
+    client: &Client,
+    db: &sea_orm::DatabaseConnection,
+    base: &str,
+    tenant: &str,
+    token: &str,
+    members: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let limit = kitsync_api::page::MAX_LIMIT;
+    // Warm both paths (caches, prepared statements, the connection pools) before timing.
+    raw_all(db, tenant, members).await?;
+    walk(client, base, tenant, token, limit, members).await?;
+    let (mut walks, mut raws, mut parses, mut p50s, mut p99s) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut pages = 0;
+    for _ in 0..rounds.max(1) {
+        let w = walk(client, base, tenant, token, limit, members).await?;
+        walks.push(w.seconds);
+        parses.push(w.parse);
+        p50s.push(w.p50);
+        p99s.push(w.p99);
+        pages = w.pages;
+        raws.push(raw_all(db, tenant, members).await?);
+    }
+    println!(
+        "kitsync bench read --walk: every member of a {members}-member tenant, one caller, \
+         limit={limit} ({pages} pages), {} rounds, database {}",
+        walks.len(),
+        backend_name(db)
+    );
+    let rate = |s: f64| members as f64 / s;
+    let (walk_s, raw_s) = (
+        crate::median(&mut walks.clone()),
+        crate::median(&mut raws.clone()),
+    );
+    let secs = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.3}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!(
+        "  walk (API)                 {walk_s:>7.3} s  {:>9.0} rows/s   page p50 {:.2} ms   p99 {:.2} ms   (runs {} s)",
+        rate(walk_s),
+        crate::median(&mut p50s),
+        crate::median(&mut p99s),
+        secs(&walks)
+    );
+    println!(
+        "    of which the client parsing the pages' JSON {:.3} s",
+        crate::median(&mut parses)
+    );
+    println!(
+        "  raw query, one statement   {raw_s:>7.3} s  {:>9.0} rows/s   (runs {} s)",
+        rate(raw_s),
+        secs(&raws)
+    );
+    println!(
+        "  ratio raw / walk           {:.2}   (target >= 0.3, moonshot >= 0.5)",
+        raw_s / walk_s
+    );
+    Ok(())
+}
+
+fn backend_name(db: &sea_orm::DatabaseConnection) -> &'static str {
+    match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => "PostgreSQL",
+        _ => "SQLite",
+    }
+}
+
+/// One timed walk.
+struct Walk {
+    seconds: f64,
+    /// Of which parsing the pages' JSON (`serde_json::Value`).
+    parse: f64,
+    pages: usize,
+    p50: f64,
+    p99: f64,
+}
+
+/// Walks every member of `tenant` in pages of `limit`, sequentially, following `nextCursor`;
+/// checks that `members` members came back, in strictly increasing `userName` order, each
+/// with an app.
+async fn walk(
+    client: &Client,
+    base: &str,
+    tenant: &str,
+    token: &str,
+    limit: u64,
+    members: usize,
+) -> anyhow::Result<Walk> {
+    let auth = format!("Bearer {token}");
+    let first = format!("{base}/api/v1/tenants/{tenant}/members?limit={limit}");
+    let mut url = first.clone();
+    let mut lat = Vec::new();
+    let mut seen = 0_usize;
+    let mut last: Option<String> = None;
+    let mut parse = std::time::Duration::ZERO;
+    let started = Instant::now();
+    loop {
+        let t = Instant::now();
+        let req = hyper::Request::get(url.as_str())
+            .header("authorization", auth.as_str())
+            .body(Empty::<Bytes>::new())?;
+        let res = client.request(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        lat.push(t.elapsed());
+        anyhow::ensure!(
+            status.is_success(),
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let parsing = Instant::now();
+        let page: serde_json::Value = serde_json::from_slice(&body)?;
+        parse += parsing.elapsed();
+        let items = page["items"].as_array().context("a page without `items`")?;
+        for item in items {
+            let name = item["userName"]
+                .as_str()
+                .context("an item without userName")?;
+            anyhow::ensure!(
+                last.as_deref().is_none_or(|l| l < name),
+                "{name} after {last:?}: not in strictly increasing order"
+            );
+            anyhow::ensure!(
+                item["apps"].as_array().is_some_and(|a| !a.is_empty()),
+                "{name} without apps"
+            );
+            last = Some(name.to_owned());
+        }
+        seen += items.len();
+        match page["nextCursor"].as_str() {
+            Some(c) => url = format!("{first}&cursor={c}"),
+            None => break,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(seen == members, "the walk saw {seen} members of {members}");
+    lat.sort();
+    Ok(Walk {
+        seconds,
+        parse: parse.as_secs_f64(),
+        pages: lat.len(),
+        p50: crate::percentile_ms(&lat, 0.5),
+        p99: crate::percentile_ms(&lat, 0.99),
+    })
+}
+
+/// The served columns of a member and of each of its authorisations.
+const RAW_COLUMNS: &str = "m.user_name, m.name, m.org_code, m.position, m.employee_code, \
+     m.employee_type, m.email, m.mobile, m.work_place, m.extension, a.app_id, a.role, a.enabled";
+
+/// The raw rows, decoded as a program would: how many members they hold.
+fn decode_raw(rows: &[sea_orm::QueryResult]) -> anyhow::Result<usize> {
+    let mut distinct = 0;
+    let mut last: Option<String> = None;
+    for r in rows {
+        let user: String = r.try_get_by_index(0)?;
+        for i in [1, 2, 3, 4, 6, 7, 8, 9] {
+            let _: Option<String> = r.try_get_by_index(i)?;
+        }
+        let _: Option<i32> = r.try_get_by_index(5)?;
+        let _: (String, String, bool) = (
+            r.try_get_by_index(10)?,
+            r.try_get_by_index(11)?,
+            r.try_get_by_index(12)?,
+        );
+        if last.as_deref() != Some(user.as_str()) {
+            distinct += 1;
+            last = Some(user);
+        }
+    }
+    Ok(distinct)
+}
+
+/// The baseline: one raw query of every member row of the walk (live, not test data) with
+/// its live authorisations, in `userName` order, all values decoded. Seconds. SQLite is told
+/// to walk `members` in key order and probe the authorisations (`CROSS JOIN`), its fastest
+/// plan; PostgreSQL plans the join itself.
+async fn raw_all(
+    db: &sea_orm::DatabaseConnection,
+    tenant: &str,
+    members: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let backend = db.get_database_backend();
+    let join = if backend == sea_orm::DatabaseBackend::Postgres {
+        " JOIN"
+    } else {
+        " CROSS JOIN"
+    };
+    let mut sql = kitsync_sql::Sql::new(backend);
+    sql.push("SELECT ")
+        .push(RAW_COLUMNS)
+        .push(" FROM members m")
+        .push(join)
+        .push(
+            " authorizations a ON a.tenant_id = m.tenant_id AND a.user_name = m.user_name \
+             AND a.deleted = FALSE WHERE m.tenant_id = ",
+        )
+        .bind(tenant)
+        .push(" AND m.deleted = FALSE AND m.test = FALSE ORDER BY m.user_name");
+    let rows = db.query_all(sql.build()).await?;
+    let distinct = decode_raw(&rows)?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(distinct == members, "the raw query saw {distinct} members");
+    Ok(seconds)
 }
 
 /// A tenant with `members` members (one app authorises them all) spread over `depts`

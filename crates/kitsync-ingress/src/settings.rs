@@ -24,7 +24,8 @@ pub struct KitSettings {
     pub body_limit_bytes: usize,
     /// Accepted clock difference for `x-timestamp`, in seconds.
     pub timestamp_window_secs: u64,
-    /// Time allowed to make a callback durable (replay claim + publish) before answering
+    /// Time allowed to make a callback durable (the publish; on the embedded queue with its
+    /// replay key) before answering
     /// `000005`; well inside the marketplace's 5 s timeout.
     pub accept_timeout_ms: u64,
     /// Which body forms `x-sign` may cover: `raw` (the bytes received), `canonical` (top-level

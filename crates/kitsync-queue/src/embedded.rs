@@ -11,6 +11,9 @@
 //! - Consumers lease rows (`lease_owner` = a random id per consumer, `lease_until`), ack by
 //!   deleting them, and fail by pushing `available_at` into the future. A consumer that dies
 //!   leaves its lease to expire, and the rows are claimed again.
+//! - On SQLite every write takes the file's [`WriteGate`] first (shared with the store of
+//!   this process), so a publish waits for at most the transaction in progress instead of
+//!   sleeping in SQLite's busy handler while a worker commits back to back.
 //! - In-process consumers are woken by a [`Notify`] after each commit; consumers in other
 //!   processes poll every `poll_interval_ms`.
 use crate::dead_letters::{truncate, NewDeadLetter};
@@ -18,7 +21,7 @@ use crate::sql::{gather, int, ms};
 use crate::{Delivery, FailOutcome, Handle, OutgoingMessage, Published, QueueError, QueueSettings};
 use crate::{ReplayKey, ReplayStamp};
 use kitsync_domain::time::now_ms;
-use kitsync_sql::Sql;
+use kitsync_sql::{Sql, WriteGate};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait, Value,
 };
@@ -43,6 +46,8 @@ struct PublishRequest {
 
 struct Inner {
     db: DatabaseConnection,
+    /// SQLite's one writer, shared with the store of this process (kitsync-sql's gate).
+    gate: WriteGate,
     settings: QueueSettings,
     publishes: mpsc::Sender<PublishRequest>,
     new_work: Arc<Notify>,
@@ -80,12 +85,19 @@ impl EmbeddedQueue {
             DbBackend::Sqlite => 1,
             _ => 2,
         };
+        let gate = WriteGate::of(&db);
         for _ in 0..writers {
-            tokio::spawn(writer(db.clone(), Arc::clone(&rx), Arc::clone(&new_work)));
+            tokio::spawn(writer(
+                db.clone(),
+                gate.clone(),
+                Arc::clone(&rx),
+                Arc::clone(&new_work),
+            ));
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                gate,
                 settings: settings.clone(),
                 publishes: tx,
                 new_work,
@@ -228,6 +240,7 @@ impl EmbeddedQueue {
 /// Gathers concurrent publishes and commits them together until every queue handle is gone.
 async fn writer(
     db: DatabaseConnection,
+    gate: WriteGate,
     requests: Arc<Mutex<mpsc::Receiver<PublishRequest>>>,
     new_work: Arc<Notify>,
 ) {
@@ -244,7 +257,10 @@ async fn writer(
         if batch.is_empty() {
             continue;
         }
-        let result = insert_batch(&db, &batch).await;
+        let result = {
+            let _turn = gate.turn().await;
+            insert_batch(&db, &batch).await
+        };
         match result {
             Ok(published) => {
                 if published.contains(&Published::Queued) {
@@ -486,6 +502,7 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
         _ => "",
     };
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
+    let _turn = queue.gate.turn().await;
     let mut sql = Sql::new(backend);
     sql.push("UPDATE queue_messages SET lease_owner = ")
         .bind(owner)
@@ -533,6 +550,7 @@ impl EmbeddedConsumer {
     /// statement per chunk of ids; the rows affected.
     async fn leased_rows(&self, head: &str, ids: &[i64]) -> Result<u64, QueueError> {
         let db = &self.queue.db;
+        let _turn = self.queue.gate.turn().await;
         let mut affected = 0_u64;
         for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
             let mut sql = Sql::new(db.get_database_backend());
@@ -560,6 +578,7 @@ impl EmbeddedConsumer {
         };
         let delay = self.queue.settings.retry_delay(attempt);
         let db = &self.queue.db;
+        let _turn = self.queue.gate.turn().await;
         let done = db
             .execute(
                 Sql::new(db.get_database_backend())
@@ -591,6 +610,7 @@ impl EmbeddedConsumer {
         let [id] = ids(std::slice::from_ref(&d))?[..] else {
             return Err(QueueError::ForeignDelivery);
         };
+        let _turn = self.queue.gate.turn().await;
         let txn = self.queue.db.begin().await.map_err(unavailable)?;
         let backend = txn.get_database_backend();
         // Delete first: if the lease was lost, someone else owns the message now and the

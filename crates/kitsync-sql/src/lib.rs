@@ -7,8 +7,15 @@
 //! numbered (`?NNN`) and named (`$NNN`) parameters by a linear search per parameter: preparing a
 //! 30 000-parameter insert costs about 10 ms with `?` and 1.4 s with `?NNN` (decision 0042 in
 //! `docs/decisions/`). The store, the queue and the binary's maintenance commands all use it.
+//!
+//! It also holds [`WriteGate`]: SQLite's one writer per file, taken in arrival order by the
+//! writers of one process (the store's apply, the embedded queue) instead of in SQLite's
+//! sleeping busy handler.
 use sea_orm::{DbBackend, Statement, Value};
 use std::fmt::Write as _;
+
+mod gate;
+pub use gate::{WriteGate, WriteTurn};
 
 /// Keys per `IN (...)` list or rows per multi-row statement, at most.
 pub const MAX_ROWS: usize = 1000;

@@ -129,17 +129,26 @@ pub(crate) async fn query_rows<T: TryGetableMany>(
 pub struct Store {
     db: DatabaseConnection,
     settings: StoreSettings,
+    /// SQLite's one writer, shared with the embedded queue of this process.
+    gate: sql::WriteGate,
 }
 
 impl Store {
     #[must_use]
     pub fn new(db: DatabaseConnection, settings: StoreSettings) -> Self {
-        Store { db, settings }
+        let gate = sql::WriteGate::of(&db);
+        Store { db, settings, gate }
     }
 
     #[must_use]
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Whether the database is SQLite, whose one write lock every writer shares.
+    #[must_use]
+    pub fn is_sqlite(&self) -> bool {
+        self.db.get_database_backend() == sea_orm::DbBackend::Sqlite
     }
 
     #[must_use]
@@ -199,6 +208,9 @@ impl Store {
         commands: &[&Command],
         claims: &[apply::ledger::Claim<'_>],
     ) -> Result<Vec<Outcome>, StoreError> {
+        // On SQLite: after the writers of this process that came first (the ingress's
+        // queue inserts among them), so an apply never starves them.
+        let _turn = self.gate.turn().await;
         let txn = self.db.begin().await?;
         let outcomes =
             apply::apply_batch(&txn, self.settings.mass_delete_share, commands, claims).await?;

@@ -6,16 +6,26 @@
 //! the `members_name_search` expression index (`name`; migration
 //! `m20261129_000008_member_name_search` says why an expression).
 //!
+//! Every read here is **one statement** that selects the members together with their
+//! authorisations, so it is one snapshot on both backends without a transaction (decision
+//! 0022), and it never lists a page's names back to the database: an `IN` list of a large
+//! page's names is what PostgreSQL, knowing the tenant to be most of the table, answered with
+//! a sequential scan of the whole table per page (decision 0047). An unfiltered page — the
+//! walk of a whole directory — reads two index ranges, members by primary key and their
+//! authorisations by `authorizations_user` over the same `userName` range, and keeps the
+//! members some app authorises ([`range_page`]); a filtered page, or an unfiltered one whose
+//! range holds too many members no app authorises, probes each candidate's authorisations
+//! ([`probe_page`]).
+//!
 //! SCIM filters ([`MemberCond`]) compile to SQL over the same tables: `userName eq` is a
 //! primary-key probe; other attributes are checked row by row over the tenant.
-use crate::entity::members;
 use crate::error::StoreError;
 use crate::model::MemberState;
 use crate::sql::Sql;
 use crate::Store;
 use sea_orm::{
-    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    IsolationLevel, QueryFilter, QueryOrder, TransactionTrait,
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, IsolationLevel,
+    QueryResult, TransactionTrait,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -30,6 +40,23 @@ pub struct MemberFilter {
     pub enabled: Option<bool>,
     pub prefix: Option<String>,
     pub include_test: bool,
+}
+
+impl MemberFilter {
+    /// The `q` prefix, unless empty.
+    fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref().filter(|p| !p.is_empty())
+    }
+
+    /// True when the filter selects every listed member (the test flag aside): a page is then
+    /// a dense range of `userName`s.
+    fn selects_all(&self) -> bool {
+        self.org_code.is_none()
+            && self.app_id.is_none()
+            && self.role.is_none()
+            && self.enabled.is_none()
+            && self.prefix().is_none()
+    }
 }
 
 /// One of a member's live authorisations.
@@ -54,10 +81,9 @@ fn prefix_end(prefix: &str) -> String {
     format!("{prefix}\u{10FFFF}")
 }
 
-/// A read-only transaction whose statements all see one snapshot: a page's keys and the rows
-/// loaded for them must agree, or a member deauthorised in between would shorten the page and
-/// end the pagination early. PostgreSQL: `REPEATABLE READ`; SQLite (WAL): any transaction
-/// reads one snapshot from its first read on.
+/// A read-only transaction whose statements all see one snapshot (a SCIM list's count and
+/// page must agree). PostgreSQL: `REPEATABLE READ`; SQLite (WAL): any transaction reads one
+/// snapshot from its first read on.
 async fn snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, StoreError> {
     Ok(
         if db.get_database_backend() == sea_orm::DbBackend::Postgres {
@@ -72,6 +98,114 @@ async fn snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, StoreE
     )
 }
 
+/// A member's columns (`m` is `members`), in [`MemberState`]'s order: the first 13 columns
+/// of every statement here, which [`member_at`] reads.
+const MEMBER_COLUMNS: &str = "m.user_name, m.name, m.org_code, m.position, m.employee_code, \
+     m.employee_type, m.mobile, m.email, m.work_place, m.entry_date, m.extension, m.test, \
+     m.version";
+/// The same columns of a page subquery `p` that selected `m.tenant_id` and [`MEMBER_COLUMNS`].
+const PAGE_COLUMNS: &str = "p.user_name, p.name, p.org_code, p.position, p.employee_code, \
+     p.employee_type, p.mobile, p.email, p.work_place, p.entry_date, p.extension, p.test, \
+     p.version";
+/// Where an authorisation's `app_id`, `role` and `enabled` are, after the member's columns.
+const APP_AT: usize = 13;
+
+/// The member of a row whose first columns are [`MEMBER_COLUMNS`].
+fn member_at(row: &QueryResult) -> Result<MemberState, StoreError> {
+    Ok(MemberState {
+        user_name: row.try_get_by_index(0)?,
+        name: row.try_get_by_index(1)?,
+        org_code: row.try_get_by_index(2)?,
+        position: row.try_get_by_index(3)?,
+        employee_code: row.try_get_by_index(4)?,
+        employee_type: row.try_get_by_index(5)?,
+        mobile: row.try_get_by_index(6)?,
+        email: row.try_get_by_index(7)?,
+        work_place: row.try_get_by_index(8)?,
+        entry_date: row.try_get_by_index(9)?,
+        extension: row.try_get_by_index(10)?,
+        test: row.try_get_by_index(11)?,
+        version: row.try_get_by_index(12)?,
+    })
+}
+
+/// The authorisation of a row (its columns from [`APP_AT`] on).
+fn app_at(row: &QueryResult) -> Result<MemberApp, StoreError> {
+    Ok(MemberApp {
+        app_id: row.try_get_by_index(APP_AT)?,
+        role: row.try_get_by_index(APP_AT + 1)?,
+        enabled: row.try_get_by_index(APP_AT + 2)?,
+    })
+}
+
+/// Sorts each member's apps by app id (the order the API shows; code-point order, whatever
+/// the database's collation).
+fn sorted(mut views: Vec<MemberView>) -> Vec<MemberView> {
+    for v in &mut views {
+        v.apps.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+    }
+    views
+}
+
+/// Appends "the live authorisation `a` of the member of `p`" to a statement that selects from
+/// a page subquery `p` (which selected `m.tenant_id`): a probe of `authorizations_user` per
+/// member. On PostgreSQL a LATERAL subquery behind `OFFSET 0`, which the planner cannot turn
+/// into a hash join over the tenant's authorisations when statistics lag behind a bulk sync;
+/// SQLite runs a `CROSS JOIN` in the order written, `p` outside.
+fn join_apps(sql: &mut Sql, pg: bool) {
+    if pg {
+        sql.push(
+            " CROSS JOIN LATERAL (SELECT a.app_id, a.role, a.enabled FROM authorizations a \
+             WHERE a.tenant_id = p.tenant_id AND a.user_name = p.user_name \
+             AND a.deleted = FALSE OFFSET 0) a",
+        );
+    } else {
+        sql.push(
+            " CROSS JOIN authorizations a ON a.tenant_id = p.tenant_id \
+             AND a.user_name = p.user_name AND a.deleted = FALSE",
+        );
+    }
+}
+
+/// The members (with their apps) of one statement that selects [`PAGE_COLUMNS`] and then an
+/// authorisation's `app_id, role, enabled`, one row per authorisation, in member order:
+/// a member per run of rows.
+async fn with_apps(db: &impl ConnectionTrait, sql: Sql) -> Result<Vec<MemberView>, StoreError> {
+    let rows = db.query_all(sql.build()).await?;
+    let mut views: Vec<MemberView> = Vec::new();
+    for row in &rows {
+        let user: String = row.try_get_by_index(0)?;
+        let app = app_at(row)?;
+        match views.last_mut() {
+            Some(v) if v.profile.user_name == user => v.apps.push(app),
+            _ => views.push(MemberView {
+                profile: member_at(row)?,
+                apps: vec![app],
+            }),
+        }
+    }
+    Ok(sorted(views))
+}
+
+/// `SELECT` [`PAGE_COLUMNS`] and each live authorisation `FROM` the member rows that
+/// `members` selects (`m.tenant_id` and [`MEMBER_COLUMNS`] `FROM members m …`), in
+/// `userName` order.
+fn members_with_apps(backend: sea_orm::DbBackend, members: impl FnOnce(&mut Sql)) -> Sql {
+    let pg = backend == sea_orm::DbBackend::Postgres;
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT ")
+        .push(PAGE_COLUMNS)
+        .push(", a.app_id, a.role, a.enabled FROM (SELECT m.tenant_id, ")
+        .push(MEMBER_COLUMNS);
+    members(&mut sql);
+    sql.push(") p");
+    join_apps(&mut sql, pg);
+    sql.push(" ORDER BY p.user_name");
+    sql
+}
+
+/// The members of one page: after `after`, at most `limit`, matching `filter`, in `userName`
+/// order, each with all its live authorisations. One statement (one snapshot).
 pub(crate) async fn page(
     db: &DatabaseConnection,
     tenant: &str,
@@ -79,153 +213,206 @@ pub(crate) async fn page(
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<MemberView>, StoreError> {
-    // Every read below sees one snapshot.
-    let txn = snapshot(db).await?;
-    let db = &txn;
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    if filter.selects_all() {
+        // Read a quarter more than asked, for members no app authorises any more (their
+        // profiles stay); a range holding more of them than that is read by probes.
+        let take = limit.saturating_add(limit / 4);
+        let (mut views, read) = range_page(db, tenant, after, take, filter.include_test).await?;
+        if views.len() as u64 >= limit || read < take {
+            views.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            return Ok(views);
+        }
+    }
+    probe_page(db, tenant, filter, after, limit).await
+}
+
+/// An unfiltered page from two index ranges in one statement: the next `take` live members
+/// after `after` (primary key), numbered in that order, and every live authorisation of a
+/// `userName` in their range (`authorizations_user`). No `ORDER BY`, no join: the rows come
+/// in any order and are put together here, members by number (sorting them by `userName`
+/// again would cost the database a collation sort per page). The members some app
+/// authorises, in order, and how many members were read: fewer than `take` only at the end
+/// of the tenant.
+async fn range_page(
+    db: &DatabaseConnection,
+    tenant: &str,
+    after: Option<&str>,
+    take: u64,
+    include_test: bool,
+) -> Result<(Vec<MemberView>, u64), StoreError> {
+    let mut sql = Sql::new(db.get_database_backend());
+    // `page` is read twice, so both backends materialise it once. The window runs over the
+    // limited subquery, which PostgreSQL knows is in `userName` order already.
+    sql.push(
+        "WITH page AS (SELECT q.*, row_number() OVER (ORDER BY q.user_name) AS n FROM (SELECT ",
+    )
+    .push(MEMBER_COLUMNS)
+    .push(" FROM members m WHERE m.tenant_id = ")
+    .bind(tenant)
+    .push(" AND m.deleted = FALSE");
+    if !include_test {
+        sql.push(" AND m.test = FALSE");
+    }
+    if let Some(after) = after {
+        sql.push(" AND m.user_name > ").bind(after);
+    }
+    sql.push(" ORDER BY m.user_name LIMIT ")
+        .bind(i64::try_from(take).unwrap_or(i64::MAX))
+        .push(") q) SELECT ")
+        .push(PAGE_COLUMNS)
+        .push(
+            ", NULL AS app_id, NULL AS role, NULL AS enabled, p.n FROM page p \
+             UNION ALL SELECT a.user_name, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+             NULL, NULL, NULL, NULL, a.app_id, a.role, a.enabled, 0 FROM authorizations a \
+             WHERE a.tenant_id = ",
+        )
+        .bind(tenant)
+        .push(" AND a.deleted = FALSE");
+    if let Some(after) = after {
+        sql.push(" AND a.user_name > ").bind(after);
+    }
+    sql.push(" AND a.user_name <= (SELECT max(user_name) FROM page)");
+    let rows = db.query_all(sql.build()).await?;
+    let mut members: Vec<(i64, MemberState)> = Vec::new();
+    let mut apps: HashMap<String, Vec<MemberApp>> = HashMap::new();
+    for row in &rows {
+        // Members are numbered from 1; an authorisation's row has 0 (not NULL, which costs
+        // more to decode).
+        match row.try_get_by_index::<i64>(APP_AT + 3)? {
+            n @ 1.. => members.push((n, member_at(row)?)),
+            // An authorisation of a member read, or of a `userName` in the range that is not
+            // listed (a deleted or hidden test member): dropped below.
+            _ => apps
+                .entry(row.try_get_by_index(0)?)
+                .or_default()
+                .push(app_at(row)?),
+        }
+    }
+    members.sort_unstable_by_key(|(n, _)| *n);
+    let read = members.len() as u64;
+    let views = members
+        .into_iter()
+        .filter_map(|(_, profile)| {
+            let apps = apps.remove(&profile.user_name)?;
+            Some(MemberView { profile, apps })
+        })
+        .collect();
+    Ok((sorted(views), read))
+}
+
+/// Any page: the candidates in `userName` order (by the filter's index), each kept if a live
+/// authorisation matching the filter exists (a probe per candidate), the first `limit` of
+/// them joined to their live authorisations (a probe each).
+async fn probe_page(
+    db: &DatabaseConnection,
+    tenant: &str,
+    filter: &MemberFilter,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<MemberView>, StoreError> {
     let backend = db.get_database_backend();
     let pg = backend == sea_orm::DbBackend::Postgres;
-    let mut sql = Sql::new(backend);
-    sql.push("SELECT m.user_name FROM members m");
     // "Some app authorises it" as a probe per member, never a join over the tenant's
     // authorisations: on PostgreSQL a LATERAL … LIMIT 1 (an EXISTS may be planned as a hash
     // semi-join over the whole tenant when statistics lag behind a bulk sync); SQLite, which
     // has no LATERAL, always runs a correlated EXISTS as an index probe per row.
     let authorised = |sql: &mut Sql| {
         sql.push(
-            "SELECT 1 FROM authorizations a WHERE a.tenant_id = m.tenant_id \
-             AND a.user_name = m.user_name AND a.deleted = FALSE",
+            "SELECT 1 FROM authorizations z WHERE z.tenant_id = m.tenant_id \
+             AND z.user_name = m.user_name AND z.deleted = FALSE",
         );
         if let Some(app) = &filter.app_id {
-            sql.push(" AND a.app_id = ").bind(app.as_str());
+            sql.push(" AND z.app_id = ").bind(app.as_str());
         }
         if let Some(role) = &filter.role {
-            sql.push(" AND a.role = ").bind(role.as_str());
+            sql.push(" AND z.role = ").bind(role.as_str());
         }
         if let Some(enabled) = filter.enabled {
-            sql.push(" AND a.enabled = ").bind(enabled);
+            sql.push(" AND z.enabled = ").bind(enabled);
         }
     };
-    if pg {
-        sql.push(" CROSS JOIN LATERAL (");
-        authorised(&mut sql);
-        sql.push(" LIMIT 1) AS authorised");
-    }
-    sql.push(" WHERE m.tenant_id = ")
-        .bind(tenant)
-        .push(" AND m.deleted = FALSE");
-    if !filter.include_test {
-        sql.push(" AND m.test = FALSE");
-    }
-    if let Some(org) = &filter.org_code {
-        sql.push(" AND m.org_code = ").bind(org.as_str());
-    }
-    if let Some(after) = after {
-        sql.push(" AND m.user_name > ").bind(after);
-    }
-    if let Some(p) = filter.prefix.as_deref().filter(|p| !p.is_empty()) {
-        // Candidates from two index ranges — the primary key for `userName`, the
-        // members_name_search expression index (migration 000008) for `name` — so a narrow
-        // prefix reads only its matches instead of walking the tenant in `userName` order;
-        // then the exact condition (the expression range alone could match another tenant
-        // whose id contains `|`).
-        let key = format!("{tenant}|{p}");
-        sql.push(" AND m.user_name IN (SELECT s.user_name FROM members s WHERE s.tenant_id = ")
+    let sql = members_with_apps(backend, |sql| {
+        sql.push(" FROM members m");
+        if pg {
+            sql.push(" CROSS JOIN LATERAL (");
+            authorised(sql);
+            sql.push(" LIMIT 1) AS authorised");
+        }
+        sql.push(" WHERE m.tenant_id = ")
             .bind(tenant)
-            .push(" AND s.user_name >= ")
-            .bind(p)
-            .push(" AND s.user_name < ")
-            .bind(prefix_end(p))
-            .push(" UNION ALL SELECT s.user_name FROM members s WHERE (s.tenant_id || '|' || s.name) >= ")
-            .bind(key.as_str())
-            .push(" AND (s.tenant_id || '|' || s.name) < ")
-            .bind(prefix_end(&key))
-            .push(") AND ((m.user_name >= ")
-            .bind(p)
-            .push(" AND m.user_name < ")
-            .bind(prefix_end(p))
-            .push(") OR (m.name >= ")
-            .bind(p)
-            .push(" AND m.name < ")
-            .bind(prefix_end(p))
-            .push("))");
-    }
-    if !pg {
-        sql.push(" AND EXISTS (");
-        authorised(&mut sql);
-        sql.push(")");
-    }
-    sql.push(" ORDER BY m.user_name LIMIT ")
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-    let names: Vec<String> = crate::query_rows(db, sql.build()).await?;
-    let found = load(db, tenant, &names, filter.include_test).await?;
-    txn.commit().await?;
-    Ok(found)
+            .push(" AND m.deleted = FALSE");
+        if !filter.include_test {
+            sql.push(" AND m.test = FALSE");
+        }
+        if let Some(org) = &filter.org_code {
+            sql.push(" AND m.org_code = ").bind(org.as_str());
+        }
+        if let Some(after) = after {
+            sql.push(" AND m.user_name > ").bind(after);
+        }
+        if let Some(p) = filter.prefix() {
+            // Candidates from two index ranges — the primary key for `userName`, the
+            // members_name_search expression index (migration 000008) for `name` — so a
+            // narrow prefix reads only its matches instead of walking the tenant in
+            // `userName` order; then the exact condition (the expression range alone could
+            // match another tenant whose id contains `|`).
+            let key = format!("{tenant}|{p}");
+            sql.push(" AND m.user_name IN (SELECT s.user_name FROM members s WHERE s.tenant_id = ")
+                .bind(tenant)
+                .push(" AND s.user_name >= ")
+                .bind(p)
+                .push(" AND s.user_name < ")
+                .bind(prefix_end(p))
+                .push(
+                    " UNION ALL SELECT s.user_name FROM members s \
+                 WHERE (s.tenant_id || '|' || s.name) >= ",
+                )
+                .bind(key.as_str())
+                .push(" AND (s.tenant_id || '|' || s.name) < ")
+                .bind(prefix_end(&key))
+                .push(") AND ((m.user_name >= ")
+                .bind(p)
+                .push(" AND m.user_name < ")
+                .bind(prefix_end(p))
+                .push(") OR (m.name >= ")
+                .bind(p)
+                .push(" AND m.name < ")
+                .bind(prefix_end(p))
+                .push("))");
+        }
+        if !pg {
+            sql.push(" AND EXISTS (");
+            authorised(sql);
+            sql.push(")");
+        }
+        sql.push(" ORDER BY m.user_name LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    });
+    with_apps(db, sql).await
 }
 
+/// One member with its apps, if live (and not test data unless `include_test`) and some app
+/// authorises it: a primary-key probe and its authorisations, one statement.
 pub(crate) async fn one(
     db: &DatabaseConnection,
     tenant: &str,
     user_name: &str,
     include_test: bool,
 ) -> Result<Option<MemberView>, StoreError> {
-    Ok(load(db, tenant, &[user_name.to_owned()], include_test)
-        .await?
-        .pop())
-}
-
-/// Profiles and authorisations of `names` (in that order), dropping those no app authorises.
-async fn load(
-    db: &impl ConnectionTrait,
-    tenant: &str,
-    names: &[String],
-    include_test: bool,
-) -> Result<Vec<MemberView>, StoreError> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut q = members::Entity::find()
-        .filter(members::Column::TenantId.eq(tenant))
-        .filter(members::Column::UserName.is_in(names.iter().cloned()))
-        .filter(members::Column::Deleted.eq(false));
-    if !include_test {
-        q = q.filter(members::Column::Test.eq(false));
-    }
-    let mut profiles: HashMap<String, MemberState> = q
-        .order_by_asc(members::Column::UserName)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| (m.user_name.clone(), crate::read::member_state(m)))
-        .collect();
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("SELECT user_name, app_id, role, enabled FROM authorizations WHERE tenant_id = ")
-        .bind(tenant)
-        .push(" AND deleted = FALSE AND user_name IN (")
-        .bind_list(names.iter().map(String::as_str))
-        // No ORDER BY: asked to sort by (user_name, app_id), SQLite walks the primary key
-        // (tenant_id, app_id, user_name) over the whole tenant instead of probing
-        // authorizations_user per name. The few apps per member are sorted below.
-        .push(")");
-    let rows: Vec<(String, String, String, bool)> = crate::query_rows(db, sql.build()).await?;
-    let mut apps: HashMap<String, Vec<MemberApp>> = HashMap::new();
-    for (user, app_id, role, enabled) in rows {
-        apps.entry(user).or_default().push(MemberApp {
-            app_id,
-            role,
-            enabled,
-        });
-    }
-    for list in apps.values_mut() {
-        list.sort_by(|a, b| a.app_id.cmp(&b.app_id));
-    }
-    Ok(names
-        .iter()
-        .filter_map(|n| {
-            let apps = apps.remove(n).filter(|a| !a.is_empty())?;
-            let profile = profiles.remove(n)?;
-            Some(MemberView { profile, apps })
-        })
-        .collect())
+    let sql = members_with_apps(db.get_database_backend(), |sql| {
+        sql.push(" FROM members m WHERE m.tenant_id = ")
+            .bind(tenant)
+            .push(" AND m.user_name = ")
+            .bind(user_name)
+            .push(" AND m.deleted = FALSE");
+        if !include_test {
+            sql.push(" AND m.test = FALSE");
+        }
+    });
+    Ok(with_apps(db, sql).await?.pop())
 }
 
 /// A member column a [`MemberCond`] can test.
@@ -451,20 +638,18 @@ pub(crate) async fn query(
         Some(row) => row.try_get_by_index(0)?,
         None => 0,
     };
-    let mut names = Sql::new(backend);
-    names.push("SELECT m.user_name");
-    matching(&mut names);
-    names
-        .push(" ORDER BY m.user_name LIMIT ")
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .push(" OFFSET ")
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX));
-    let names: Vec<String> = if limit == 0 {
+    let found = if limit == 0 {
         Vec::new()
     } else {
-        crate::query_rows(db, names.build()).await?
+        let page = members_with_apps(backend, |sql| {
+            matching(sql);
+            sql.push(" ORDER BY m.user_name LIMIT ")
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .push(" OFFSET ")
+                .bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        });
+        with_apps(db, page).await?
     };
-    let found = load(db, tenant, &names, true).await?;
     txn.commit().await?;
     Ok((u64::try_from(total).unwrap_or(0), found))
 }

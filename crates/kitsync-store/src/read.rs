@@ -72,6 +72,22 @@ pub(crate) async fn tenant(
     Ok(Some(tenant_view(m, instance_ids)))
 }
 
+/// Whether tenant `t` is live, and not test data unless `include_test`: one primary-key probe
+/// (what a list of the tenant's rows checks first; [`tenant`] reads its instances as well).
+pub(crate) async fn tenant_visible(
+    db: &DatabaseConnection,
+    t: &str,
+    include_test: bool,
+) -> Result<bool, StoreError> {
+    let statement = crate::sql::Sql::new(db.get_database_backend())
+        .push("SELECT test FROM tenants WHERE tenant_id = ")
+        .bind(t)
+        .push(" AND deleted = FALSE")
+        .take();
+    let test: Vec<bool> = crate::query_rows(db, statement).await?;
+    Ok(test.first().is_some_and(|&test| include_test || !test))
+}
+
 /// A stored tenant row with its (sorted) instance ids, as the directory API shows it.
 fn tenant_view(m: tenants::Model, instance_ids: Vec<String>) -> TenantView {
     TenantView {
@@ -557,6 +573,18 @@ impl Store {
     /// [`StoreError::Database`] when the database fails.
     pub async fn tenant(&self, tenant_id: &str) -> Result<Option<TenantView>, StoreError> {
         tenant(&self.db, tenant_id).await
+    }
+
+    /// Whether a tenant is live, and not test data unless `include_test`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn tenant_visible(
+        &self,
+        tenant_id: &str,
+        include_test: bool,
+    ) -> Result<bool, StoreError> {
+        tenant_visible(&self.db, tenant_id, include_test).await
     }
 
     /// A page of live tenants in `tenant_id` order after `after` (keyset pagination); test

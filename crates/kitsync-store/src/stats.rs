@@ -18,9 +18,11 @@
 //! - active users: authorised users with activity on a day in `[from, to]`;
 //! - active projects: opened projects with at least one active user.
 //!
-//! The period and per-tenant figures are read from precomputed windows (the `windows`
-//! module, which the indexer keeps fresh when it changes spans); the per-day series is
-//! computed here.
+//! The period, per-tenant and per-day figures are read from precomputed windows and their
+//! per-day sums (the `windows` module; the indexer marks windows stale when it changes
+//! spans, and all of a tenant's windows when it meets the tenant's own row in the journal,
+//! since whether a tenant counts is judged when its windows are computed); days without
+//! precomputed sums are computed here, from the history.
 use crate::activity::{utc8_day, DAY_MS, UTC8_MS};
 use crate::error::StoreError;
 use crate::journal::Entity;
@@ -29,7 +31,7 @@ use crate::windows;
 use crate::Store;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The last millisecond of UTC+8 day `day`.
 #[must_use]
@@ -82,6 +84,9 @@ pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, St
     let last_id: i64 = last.try_get_by_index(0)?;
     // In journal order.
     let mut changes: Vec<SpanChange> = Vec::new();
+    // Tenants whose row changed (created, renamed, deleted, flagged as test data): whether
+    // they count is judged when their windows are computed, so all of them are marked.
+    let mut tenants_changed: BTreeSet<String> = BTreeSet::new();
     for row in &rows {
         let tenant: String = row.try_get_by_index(1)?;
         let entity: String = row.try_get_by_index(2)?;
@@ -90,6 +95,9 @@ pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, St
         let data: String = row.try_get_by_index(5)?;
         let test: bool = row.try_get_by_index(6)?;
         match Entity::parse(&entity) {
+            Some(Entity::Tenant) => {
+                tenants_changed.insert(tenant);
+            }
             Some(Entity::Member) => {
                 let Ok(d) = serde_json::from_str::<Json>(&data) else {
                     continue;
@@ -119,9 +127,15 @@ pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, St
             _ => {}
         }
     }
-    if !changes.is_empty() {
-        apply_spans(&txn, backend, &changes).await?;
+    let mut changed = if changes.is_empty() {
+        BTreeMap::new()
+    } else {
+        apply_spans(&txn, backend, &changes).await?
+    };
+    for t in &tenants_changed {
+        windows::note_change(&mut changed, t, i64::MIN);
     }
+    windows::invalidate_tenants(&txn, backend, &changed, &tenants_changed).await?;
     let mut sql = Sql::new(backend);
     sql.push("UPDATE stats_cursor SET journal_id = ")
         .bind(last_id)
@@ -148,11 +162,13 @@ fn span_values((t, u, a): &SpanKey, from: i64, to: Option<i64>) -> Vec<Value> {
     ]
 }
 
+/// Applies the changes to `auth_spans`; per tenant, the first UTC+8 day whose windows they
+/// may change.
 async fn apply_spans(
     txn: &impl ConnectionTrait,
     backend: DbBackend,
     changes: &[SpanChange],
-) -> Result<(), StoreError> {
+) -> Result<BTreeMap<String, i64>, StoreError> {
     // The open span of each key, if any: its start.
     let keys: Vec<&SpanKey> = {
         let mut k: Vec<&SpanKey> = changes.iter().map(|c| &c.0).collect();
@@ -236,7 +252,7 @@ async fn apply_spans(
         sql.push(" ON CONFLICT (tenant_id, user_name, app_id, from_v) DO NOTHING");
         txn.execute(sql.build()).await?;
     }
-    windows::invalidate(txn, backend, &changed).await
+    Ok(changed)
 }
 
 /// The four figures of one period.
@@ -324,7 +340,8 @@ impl Store {
     }
 
     /// The statistics of UTC+8 days `[from_day, to_day]` (days since 1970-01-01), at most
-    /// [`WINDOW_DAYS`](crate::WINDOW_DAYS) days: read from the precomputed windows, computing those missing.
+    /// [`WINDOW_DAYS`](crate::WINDOW_DAYS) days: read from the precomputed sum of `to_day`'s
+    /// windows (one row, whatever the number of tenants), once its stale windows are computed.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] for a period of more than [`WINDOW_DAYS`](crate::WINDOW_DAYS) days or none;
@@ -337,9 +354,10 @@ impl Store {
         crate::windows::period(&self.db, from_day, to_day).await
     }
 
-    /// Computes the statistics windows of the 31 UTC+8 days up to `today` that do not exist
-    /// yet — what the presets (`day`, `7d`, `30d`), their previous periods and their daily
-    /// series read — so their requests only read; how many tenant-days it computed.
+    /// Computes the statistics windows of the 31 UTC+8 days up to `today` that are stale or
+    /// missing — what the presets (`day`, `7d`, `30d`), their previous periods and their
+    /// daily series read — so their requests only read; how many tenant-days it computed.
+    /// One pass over each chunk of tenants' history serves all 31 days.
     ///
     /// # Errors
     /// [`StoreError::Database`] when the database fails.
@@ -347,7 +365,7 @@ impl Store {
         crate::windows::warm(&self.db, today).await
     }
 
-    /// A value that changes whenever a statistics window may have been deleted or a
+    /// A value that changes whenever a statistics window may have been marked stale or a
     /// production tenant was added or removed: while it stays the same (and so does the
     /// day), [`Store::warm_stats`] has nothing to do.
     ///
@@ -383,9 +401,42 @@ impl Store {
         crate::windows::tenants(&self.db, from_day, to_day).await
     }
 
+    /// A page of production tenants with their figures for `[from_day, to_day]` (at most
+    /// [`WINDOW_DAYS`](crate::WINDOW_DAYS) days) and whether more follow: `sort` is
+    /// `tenantId`, `name`, `authorized`, `active` or `lastActiveAt`, with a leading `-` for
+    /// descending (ties by tenant id, in the same direction); `never_active` keeps tenants
+    /// with authorised users and no activity up to `to_day`; `offset` rows are skipped. The
+    /// database orders and cuts the page.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] for an unknown `sort` or a bad period; [`StoreError::Database`]
+    /// when the database fails.
+    pub async fn stats_tenants_page(
+        &self,
+        from_day: i64,
+        to_day: i64,
+        sort: &str,
+        never_active: bool,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TenantFigures>, bool), StoreError> {
+        let (descending, key) = match sort.strip_prefix('-') {
+            Some(key) => (true, key),
+            None => (false, sort),
+        };
+        let page = crate::windows::TenantsPage {
+            order: crate::windows::TenantOrder::parse(key)?,
+            descending,
+            never_active,
+            offset,
+            limit: Some(limit),
+        };
+        crate::windows::tenants_page(&self.db, from_day, to_day, page).await
+    }
+
     /// Background upkeep of the statistics: reads new journal rows into their authorisation
-    /// history every 2 s (so a stats request has little to catch up), computes the missing
-    /// statistics windows of the last 31 days (so the presets' requests only read rows), and
+    /// history every 2 s (so a stats request has little to catch up), computes the stale or
+    /// missing statistics windows of the last 31 days (so the presets' requests only read rows), and
     /// deletes raw activity events past the settings' `activity_retention_days` at start and
     /// hourly (the daily rollups stay), until `shutdown` turns true. Several processes may do
     /// both at once: the indexer locks its cursor, the delete is idempotent.

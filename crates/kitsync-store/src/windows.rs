@@ -1,6 +1,8 @@
-//! Precomputed statistics (migration `m20261129_000010_stats_windows`): what every period
-//! ending on a UTC+8 day needs, per production tenant, so a period's figures are a read of
-//! one row per tenant instead of a pass over every authorised user and their activity.
+//! Precomputed statistics (migrations `m20261129_000010_stats_windows` and
+//! `m20261204_000014_stats_days`): what every period ending on a UTC+8 day needs, per
+//! production tenant ("windows") and summed over all of them ("day rows"), so the
+//! all-tenants overview and daily series read one row per day, whatever the number of
+//! tenants, and the tenants table reads one window per tenant it shows.
 //!
 //! **The window of (tenant, `D`).** With `auth(D)` the tenant's users authorised at the end
 //! of `D` (an `auth_spans` span covers it, as in the `stats` module) and `last(u, D)` a user's
@@ -10,34 +12,59 @@
 //! long, so every period (and its previous period, which ends on `from - 1`) is one window.
 //! The row also keeps the tenant's last activity up to `D` (the tenants table shows it).
 //!
-//! **Freshness.** A row is deleted by any write that may change it, in that write's own
-//! transaction: an activity rollup of day `a` deletes the tenant's rows of days `≥ a`, an
-//! authorisation span opened or closed at marketplace time `v` those of days `≥ day(v)`.
-//! Missing rows are computed when a request needs them, and the statistics maintainer keeps
-//! the presets' rows (today, and the days the previous periods of the presets end on)
-//! computed in the background. So a row that exists is exact for the data committed so far.
+//! **The day row of `D`** (`stats_days`) is the sum of the stored windows of `D`: authorised
+//! users, projects opened (windows with an authorised user) and, per `n`, active users and
+//! active projects (windows with an active user). Only [`fill`] stores windows, and it changes
+//! the day row by the difference it makes to them, in the same transaction; a window of `D`
+//! is stored only while `D` has a day row. So the day row is always exactly the sum of its
+//! windows — stale ones included, with the values they had when they were computed.
 //!
-//! **The race.** A row computed from data read just before a write commits must not outlive
-//! that write. Both sides take the tenant's `stats_marks` row lock (an upsert): writers
-//! before they delete, the computation before it reads. On PostgreSQL (read committed) a
-//! writer that locks second deletes after the row is committed, and a computation that locks
-//! second reads after the write is committed; on SQLite both are write transactions and run
-//! one at a time. Locks are taken in tenant order.
+//! **Freshness.** A write that may change a window marks it stale, in the write's own
+//! transaction (its values stay, for the day row's sake, but are never read as figures): an
+//! activity rollup of day `a` marks the tenant's windows of days `≥ a`, an authorisation span
+//! opened or closed at marketplace time `v` those of days `≥ day(v)`, and a tenant row in
+//! the journal (created, renamed, deleted, flagged as test data) all of the tenant's windows.
+//! A reader first computes the stale windows of the days it reads (found through a partial
+//! index, so none is a probe), then reads the day row: exact for the data committed so far.
+//! The statistics maintainer keeps the last 31 days' windows fresh in the background.
+//!
+//! **Every production tenant has a window of every day that has a row.** A day row is
+//! created with a stale zero-valued placeholder window for every production tenant; when
+//! the indexer meets a tenant row in the journal it adds placeholders for that tenant to
+//! every existing day. Both take the indexer's cursor lock, so a tenant created while a day
+//! row is created gets its placeholder from one or the other. [`fill`] stores the windows of
+//! production tenants (read from `tenants` then) and deletes those of other tenants: "not
+//! test, not deleted, now" is judged when the window is computed, and a change of it comes
+//! through the journal like any other change, before any request answers.
+//!
+//! **The race.** A window computed from data read just before a write commits must not be
+//! stored fresh after that write. Both sides take the tenant's `stats_marks` row lock (an
+//! upsert): writers before they mark, the computation before it reads. On PostgreSQL (read
+//! committed) a writer that locks second marks the window after it is committed, and a
+//! computation that locks second reads after the write is committed; on SQLite both are
+//! write transactions and run one at a time. Lock order: the indexer's cursor, then marks in
+//! tenant order, then day rows in day order (`FOR UPDATE` on PostgreSQL, so two computations
+//! of different tenants add their differences one after the other). Writers never lock a
+//! day row: concurrent activity of different tenants does not queue on today's row.
 use crate::error::StoreError;
-use crate::sql::Sql;
+use crate::sql::{rows_per_statement, Sql};
 use crate::stats::{end_of_day_ms, PeriodFigures, TenantFigures};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// The longest period, in days, the windows answer.
 pub const WINDOW_DAYS: i64 = 30;
 const N: usize = 30;
 
 /// Tenants per computation (one transaction, one statement of each kind).
-const TENANTS_PER_FILL: usize = 64;
+const TENANTS_PER_FILL: usize = 128;
+
+/// Digits of each count in a window's `active` text: fixed, so SQL can sort the tenants
+/// table by the count of period length `n` (`SUBSTR`) without reading every window.
+const DIGITS: usize = 10;
 
 /// One tenant's window of a day.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Window {
     authorized: u64,
     /// `active[n - 1]`: authorised users active in the `n` days ending on the day.
@@ -47,7 +74,11 @@ struct Window {
 
 impl Window {
     fn encode_active(&self) -> String {
-        let parts: Vec<String> = self.active.iter().map(u64::to_string).collect();
+        let parts: Vec<String> = self
+            .active
+            .iter()
+            .map(|a| format!("{a:0width$}", width = DIGITS))
+            .collect();
         parts.join(",")
     }
 
@@ -61,6 +92,62 @@ impl Window {
     }
 }
 
+/// SQL of the count of period length `n` (1‥30) in the `active` column `column`.
+fn active_sql(column: &str, n: usize) -> String {
+    let start = (n - 1) * (DIGITS + 1) + 1;
+    format!("CAST(SUBSTR({column}, {start}, {DIGITS}) AS BIGINT)")
+}
+
+/// A day row: the sum of the day's windows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct DayTotals {
+    authorized: i64,
+    /// Windows with an authorised user.
+    opened: i64,
+    /// `active[n - 1]`: the windows' active users of the `n` days ending on the day.
+    active: [i64; N],
+    /// `projects[n - 1]`: windows with an active user in those days.
+    projects: [i64; N],
+}
+
+impl DayTotals {
+    /// Adds (`sign` 1) or takes out (`sign` -1) a window.
+    fn add(&mut self, w: &Window, sign: i64) {
+        let count = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        self.authorized += sign * count(w.authorized);
+        self.opened += sign * i64::from(w.authorized > 0);
+        for (i, &a) in w.active.iter().enumerate() {
+            self.active[i] += sign * count(a);
+            self.projects[i] += sign * i64::from(a > 0);
+        }
+    }
+
+    fn encode(counts: &[i64; N]) -> String {
+        let parts: Vec<String> = counts.iter().map(i64::to_string).collect();
+        parts.join(",")
+    }
+
+    fn decode(s: &str) -> Option<[i64; N]> {
+        let mut out = [0i64; N];
+        let mut parts = s.split(',');
+        for slot in &mut out {
+            *slot = parts.next()?.parse().ok()?;
+        }
+        parts.next().is_none().then_some(out)
+    }
+
+    /// The figures of the period of `n` days ending on the day.
+    fn figures(&self, n: usize) -> PeriodFigures {
+        let count = |x: i64| u64::try_from(x).unwrap_or(0);
+        PeriodFigures {
+            projects_opened: count(self.opened),
+            projects_active: count(self.projects[n - 1]),
+            members_authorized: count(self.authorized),
+            members_active: count(self.active[n - 1]),
+        }
+    }
+}
+
 /// Takes the `stats_marks` row lock of each tenant, in tenant order (`bump`: count a change).
 async fn lock_marks<'a>(
     txn: &impl ConnectionTrait,
@@ -68,8 +155,10 @@ async fn lock_marks<'a>(
     tenants: impl Iterator<Item = &'a str>,
     bump: bool,
 ) -> Result<(), StoreError> {
-    let tenants: Vec<&str> = tenants.collect();
-    for chunk in tenants.chunks(crate::sql::rows_per_statement(2)) {
+    let mut tenants: Vec<&str> = tenants.collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    for chunk in tenants.chunks(rows_per_statement(2)) {
         let mut sql = Sql::new(backend);
         sql.push("INSERT INTO stats_marks (tenant_id, changes) VALUES ");
         sql.joined(chunk.iter(), ", ", |sql, t| {
@@ -85,12 +174,43 @@ async fn lock_marks<'a>(
     Ok(())
 }
 
-/// Deletes the windows a write may have changed: per tenant, those of days from the given
-/// one on. Call inside the write's transaction, after its data is written or before.
+/// Takes the statistics indexer's cursor lock (the write lock on SQLite): what adds tenants'
+/// placeholder windows to existing days and what creates a day row take it, so one of them
+/// sees the other's work.
+async fn lock_cursor(txn: &impl ConnectionTrait, backend: DbBackend) -> Result<(), StoreError> {
+    let n = txn
+        .execute(sea_orm::Statement::from_string(
+            backend,
+            "UPDATE stats_cursor SET journal_id = journal_id WHERE name = 'auth_spans'",
+        ))
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::Corrupt(
+            "stats_cursor has no auth_spans row".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Marks stale the windows a write may have changed: per tenant, those of days from the
+/// given one on. Call inside the write's transaction, after its data is written or before.
 pub(crate) async fn invalidate(
     txn: &impl ConnectionTrait,
     backend: DbBackend,
     from_day: &BTreeMap<String, i64>,
+) -> Result<(), StoreError> {
+    invalidate_tenants(txn, backend, from_day, &BTreeSet::new()).await
+}
+
+/// [`invalidate`], and for the tenants of `status` (whose row changed: created, deleted,
+/// flagged; each also in `from_day`, from the first day on) a stale placeholder window of
+/// every day that has a row, where none exists. The indexer calls it holding its cursor.
+pub(crate) async fn invalidate_tenants(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    from_day: &BTreeMap<String, i64>,
+    status: &BTreeSet<String>,
 ) -> Result<(), StoreError> {
     if from_day.is_empty() {
         return Ok(());
@@ -99,7 +219,7 @@ pub(crate) async fn invalidate(
     let rows: Vec<(&String, &i64)> = from_day.iter().collect();
     for chunk in rows.chunks(500) {
         let mut sql = Sql::new(backend);
-        sql.push("DELETE FROM stats_windows WHERE ");
+        sql.push("UPDATE stats_windows SET stale = TRUE WHERE stale = FALSE AND (");
         sql.joined(chunk.iter(), " OR ", |sql, (t, d)| {
             sql.push("(tenant_id = ")
                 .bind(t.as_str())
@@ -107,6 +227,28 @@ pub(crate) async fn invalidate(
                 .bind(day_value(**d))
                 .push(")");
         });
+        sql.push(")");
+        txn.execute(sql.build()).await?;
+    }
+    let status: Vec<&String> = status.iter().collect();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for chunk in status.chunks(500) {
+        let mut sql = Sql::new(backend);
+        sql.push("WITH v (t) AS (VALUES ");
+        sql.joined(chunk.iter(), ", ", |sql, t| {
+            sql.push("(").bind(t.as_str()).push(")");
+        });
+        sql.push(
+            ") INSERT INTO stats_windows (tenant_id, day, authorized, active, last_active_at, \
+             computed_at, stale) SELECT v.t, d.day, 0, ",
+        )
+        .bind(Window::default().encode_active())
+        .push(", NULL, ")
+        .bind(now_ms)
+        .push(
+            ", TRUE FROM v, stats_days d WHERE TRUE \
+             ON CONFLICT (tenant_id, day) DO NOTHING",
+        );
         txn.execute(sql.build()).await?;
     }
     Ok(())
@@ -126,190 +268,484 @@ fn day_value(day: i64) -> i32 {
     i32::try_from(day.clamp(i64::from(i32::MIN), i64::from(i32::MAX))).unwrap_or(i32::MAX)
 }
 
-/// Computes and stores the windows of `day` for `tenants` (sorted), under their marks.
+/// Creates the day rows of `days` that do not exist: each with a stale placeholder window
+/// for every production tenant (computed by [`refresh`] next), under the cursor lock.
+async fn ensure_days(db: &DatabaseConnection, days: &[i64]) -> Result<(), StoreError> {
+    let backend = db.get_database_backend();
+    let existing: HashSet<i64> = read_days(db, days).await?.into_keys().collect();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for &day in days.iter().filter(|d| !existing.contains(d)) {
+        let txn = db.begin().await?;
+        lock_cursor(&txn, backend).await?;
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT day FROM stats_days WHERE day = ")
+            .bind(day_value(day));
+        if txn.query_one(sql.build()).await?.is_some() {
+            txn.commit().await?; // created meanwhile
+            continue;
+        }
+        // Windows without a day row are counted nowhere (a day row was removed by hand):
+        // they go, and are computed again with the placeholders.
+        let mut sql = Sql::new(backend);
+        sql.push("DELETE FROM stats_windows WHERE day = ")
+            .bind(day_value(day));
+        txn.execute(sql.build()).await?;
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO stats_windows (tenant_id, day, authorized, active, last_active_at, \
+             computed_at, stale) SELECT t.tenant_id, ",
+        )
+        .bind(day_value(day))
+        .push(", 0, ")
+        .bind(Window::default().encode_active())
+        .push(", NULL, ")
+        .bind(now_ms)
+        .push(
+            ", TRUE FROM tenants t WHERE t.deleted = FALSE AND t.test = FALSE \
+             ON CONFLICT (tenant_id, day) DO NOTHING",
+        );
+        txn.execute(sql.build()).await?;
+        let zero = DayTotals::default();
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO stats_days (day, authorized, opened, active, projects, updated_at) \
+             VALUES ",
+        )
+        .bind_tuple::<_, Value>([
+            day_value(day).into(),
+            0i64.into(),
+            0i64.into(),
+            DayTotals::encode(&zero.active).into(),
+            DayTotals::encode(&zero.projects).into(),
+            now_ms.into(),
+        ]);
+        txn.execute(sql.build()).await?;
+        txn.commit().await?;
+    }
+    Ok(())
+}
+
+/// The day rows of `days` that exist (`lock`: `FOR UPDATE` on PostgreSQL, in day order).
+async fn read_days(
+    db: &impl ConnectionTrait,
+    days: &[i64],
+) -> Result<BTreeMap<i64, DayTotals>, StoreError> {
+    read_days_where(db, days, None, false).await
+}
+
+async fn read_days_where(
+    db: &impl ConnectionTrait,
+    days: &[i64],
+    range: Option<(i64, i64)>,
+    lock: bool,
+) -> Result<BTreeMap<i64, DayTotals>, StoreError> {
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT day, authorized, opened, active, projects FROM stats_days WHERE ");
+    match range {
+        Some((from, to)) => {
+            sql.push("day >= ")
+                .bind(day_value(from))
+                .push(" AND day <= ")
+                .bind(day_value(to));
+        }
+        None => {
+            if days.is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            sql.push("day IN (")
+                .bind_list(days.iter().map(|d| day_value(*d)))
+                .push(")");
+        }
+    }
+    sql.push(" ORDER BY day");
+    if lock && backend == DbBackend::Postgres {
+        sql.push(" FOR UPDATE");
+    }
+    let rows: Vec<(i32, i64, i64, String, String)> = crate::query_rows(db, sql.build()).await?;
+    let mut out = BTreeMap::new();
+    for (day, authorized, opened, active, projects) in rows {
+        let (Some(active), Some(projects)) =
+            (DayTotals::decode(&active), DayTotals::decode(&projects))
+        else {
+            return Err(StoreError::Corrupt(format!(
+                "stats_days row of day {day} has unreadable counts (30 comma-separated \
+                 integers expected in active and projects)"
+            )));
+        };
+        out.insert(
+            i64::from(day),
+            DayTotals {
+                authorized,
+                opened,
+                active,
+                projects,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Days of activity one mask of [`compute`] covers (bits of an `i64`, sign bit unused).
+const MASK_DAYS: i64 = 62;
+
+/// Computes the windows of `days` (sorted, distinct) for `tenants` from the history: one
+/// read of their spans and of their activity over the days' 30-day reaches, whatever the
+/// number of days (the maintainer's 31 days cost one pass, not 31). The database sends one
+/// row per active user (a mask of the days it was active) and one per tenant and day of
+/// `days` (its latest activity), not one per rollup.
+async fn compute(
+    txn: &impl ConnectionTrait,
+    days: &[i64],
+    tenants: &[&str],
+) -> Result<HashMap<(String, i64), Window>, StoreError> {
+    let mut out = HashMap::with_capacity(tenants.len() * days.len());
+    // Each group of days spans at most MASK_DAYS days of activity.
+    let mut rest = days;
+    while let Some(&lo) = rest.first() {
+        let reach = MASK_DAYS - WINDOW_DAYS + 1;
+        let take = rest.partition_point(|&d| d < lo + reach);
+        out.extend(compute_masked(txn, &rest[..take], tenants).await?);
+        rest = &rest[take..];
+    }
+    Ok(out)
+}
+
+/// [`compute`] for days whose activity reach fits one mask.
+async fn compute_masked(
+    txn: &impl ConnectionTrait,
+    days: &[i64],
+    tenants: &[&str],
+) -> Result<HashMap<(String, i64), Window>, StoreError> {
+    let backend = txn.get_database_backend();
+    let (Some(&lo), Some(&hi)) = (days.first(), days.last()) else {
+        return Ok(HashMap::new());
+    };
+    if tenants.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let first = lo - WINDOW_DAYS + 1;
+    let in_tenants = |sql: &mut Sql| {
+        sql.push("tenant_id IN (")
+            .bind_list(tenants.iter().copied())
+            .push(")");
+    };
+    // Spans of production authorisations that may cover one of the days' ends.
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT tenant_id, user_name, from_v, to_v FROM auth_spans WHERE ");
+    in_tenants(&mut sql);
+    sql.push(" AND test = FALSE AND from_v <= ")
+        .bind(end_of_day_ms(hi))
+        .push(" AND (to_v IS NULL OR to_v > ")
+        .bind(end_of_day_ms(lo))
+        .push(")");
+    let spans: Vec<(String, String, i64, Option<i64>)> =
+        crate::query_rows(txn, sql.build()).await?;
+    // Per user, the days active within the reach of every day, as bits from `first` (a
+    // rollup row is unique per user and day, so the sum is the union).
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT tenant_id, user_name, CAST(SUM(CAST(1 AS BIGINT) << (day - ")
+        .bind(day_value(first))
+        .push(")) AS BIGINT) FROM activity_daily WHERE ");
+    in_tenants(&mut sql);
+    sql.push(" AND day >= ")
+        .bind(day_value(first))
+        .push(" AND day <= ")
+        .bind(day_value(hi))
+        .push(" GROUP BY tenant_id, user_name");
+    let masks: Vec<(String, String, i64)> = crate::query_rows(txn, sql.build()).await?;
+    // Per tenant, the latest activity time up to each of the days: grouped by the first of
+    // the days at or after the rollup's day (all days before `lo` fall to `lo`).
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT tenant_id, CASE WHEN day < ")
+        .bind(day_value(lo))
+        .push(" THEN ")
+        .bind(day_value(lo))
+        .push(" ELSE day END AS upto, MAX(last_at) FROM activity_daily WHERE ");
+    in_tenants(&mut sql);
+    sql.push(" AND day >= ")
+        .bind(day_value(first))
+        .push(" AND day <= ")
+        .bind(day_value(hi))
+        .push(" GROUP BY tenant_id, upto");
+    let latest_rows: Vec<(String, i32, i64)> = crate::query_rows(txn, sql.build()).await?;
+    // Each tenant's last activity before that reach: its latest day's latest time.
+    let mut sql = Sql::new(backend);
+    sql.push("WITH t (tenant_id) AS (VALUES ");
+    sql.joined(tenants.iter(), ", ", |sql, t| {
+        sql.push("(").bind(*t).push(")");
+    });
+    sql.push(
+        ") SELECT t.tenant_id, (SELECT MAX(d.last_at) FROM activity_daily d \
+         WHERE d.tenant_id = t.tenant_id AND d.day = (SELECT MAX(x.day) FROM activity_daily x \
+         WHERE x.tenant_id = t.tenant_id AND x.day < ",
+    )
+    .bind(day_value(first))
+    .push(")) FROM t");
+    let before: HashMap<String, Option<i64>> =
+        crate::query_rows::<(String, Option<i64>)>(txn, sql.build())
+            .await?
+            .into_iter()
+            .collect();
+
+    // Per user authorised at some day's end: spans and active days (bit `i`: `first + i`).
+    #[derive(Default)]
+    struct User {
+        spans: Vec<(i64, Option<i64>)>,
+        active: i64,
+    }
+    let mut users: HashMap<(&str, &str), User> = HashMap::new();
+    for (t, u, from, to) in &spans {
+        users
+            .entry((t.as_str(), u.as_str()))
+            .or_default()
+            .spans
+            .push((*from, *to));
+    }
+    for (t, u, mask) in &masks {
+        if let Some(user) = users.get_mut(&(t.as_str(), u.as_str())) {
+            user.active = *mask;
+        }
+    }
+    let mut latest: HashMap<&str, BTreeMap<i64, i64>> = HashMap::new();
+    for (t, upto, at) in &latest_rows {
+        latest
+            .entry(t.as_str())
+            .or_default()
+            .insert(i64::from(*upto), *at);
+    }
+    let index: HashMap<&str, usize> = tenants.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let mut out: Vec<Vec<Window>> = vec![vec![Window::default(); days.len()]; tenants.len()];
+    for ((t, _), user) in &users {
+        let Some(&ti) = index.get(t) else { continue };
+        for (di, &day) in days.iter().enumerate() {
+            let end = end_of_day_ms(day);
+            if !user
+                .spans
+                .iter()
+                .any(|&(from, to)| from <= end && to.is_none_or(|to| to > end))
+            {
+                continue;
+            }
+            let w = &mut out[ti][di];
+            w.authorized += 1;
+            // The last active day up to `day` (the highest bit at or below it): active in
+            // every period at least `day - last + 1` days long.
+            let upto = u32::try_from(day - first).unwrap_or(0);
+            let seen = user.active & (i64::MAX >> (62 - upto.min(62)));
+            if seen != 0 {
+                let last = i64::from(63 - seen.leading_zeros()) + first;
+                if let Ok(age) = usize::try_from(day - last) {
+                    for slot in w.active.iter_mut().skip(age) {
+                        *slot += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut result = HashMap::with_capacity(tenants.len() * days.len());
+    for (ti, t) in tenants.iter().enumerate() {
+        let earlier = before.get(*t).copied().flatten();
+        let by_day = latest.get(t);
+        for (di, &day) in days.iter().enumerate() {
+            let mut w = std::mem::take(&mut out[ti][di]);
+            let within = by_day.and_then(|m| m.range(..=day).map(|(_, at)| *at).max());
+            w.last_active_at = within.max(earlier);
+            result.insert(((*t).to_owned(), day), w);
+        }
+    }
+    Ok(result)
+}
+
+/// Computes and stores, under their marks, the windows of `days` (sorted) of `tenants`
+/// (sorted) that are stale or missing, on days that have a row; deletes those of tenants
+/// that are not production tenants now; changes the day rows by the difference. How many
+/// tenant-days it computed.
 async fn fill(
     db: &DatabaseConnection,
-    day: i64,
+    days: &[i64],
     tenants: &[String],
-    now_ms: i64,
-) -> Result<HashMap<String, Window>, StoreError> {
+) -> Result<usize, StoreError> {
     let backend = db.get_database_backend();
     let txn = db.begin().await?;
     // First the locks (on SQLite, this write also makes the transaction the writer, so what
     // it reads next is the latest committed data).
     lock_marks(&txn, backend, tenants.iter().map(String::as_str), false).await?;
-    let mut out: HashMap<String, Window> = tenants
-        .iter()
-        .map(|t| {
-            (
-                t.clone(),
-                Window {
-                    authorized: 0,
-                    active: [0; N],
-                    last_active_at: None,
-                },
-            )
-        })
-        .collect();
-    // Users authorised at the end of `day`, grouped by their last active day within the 30
-    // days up to `day` (NULL: none).
-    let end = end_of_day_ms(day);
-    let (first, day_v) = (day_value(day - WINDOW_DAYS + 1), day_value(day));
-    let mut sql = Sql::new(backend);
+    let mut totals = read_days_where(&txn, days, None, true).await?;
+    let stored: Vec<i64> = totals.keys().copied().collect();
+    if stored.is_empty() {
+        txn.commit().await?;
+        return Ok(0);
+    }
     let in_tenants = |sql: &mut Sql| {
-        sql.push("(")
+        sql.push("tenant_id IN (")
             .bind_list(tenants.iter().map(String::as_str))
             .push(")");
     };
-    sql.push(
-        "WITH auth AS (SELECT DISTINCT s.tenant_id, s.user_name FROM auth_spans s \
-         WHERE s.tenant_id IN ",
-    );
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT tenant_id FROM tenants WHERE deleted = FALSE AND test = FALSE AND ");
     in_tenants(&mut sql);
-    sql.push(" AND s.test = FALSE AND s.from_v <= ")
-        .bind(end)
-        .push(" AND (s.to_v IS NULL OR s.to_v > ")
-        .bind(end)
-        .push("))");
-    if backend == DbBackend::Postgres {
-        // The window's activity grouped once and hash-joined to the authorised users.
-        sql.push(
-            ", seen AS (SELECT d.tenant_id, d.user_name, MAX(d.day) AS last \
-             FROM activity_daily d WHERE d.tenant_id IN ",
-        );
-        in_tenants(&mut sql);
-        sql.push(" AND d.day >= ")
-            .bind(first)
-            .push(" AND d.day <= ")
-            .bind(day_v)
-            .push(
-                " GROUP BY d.tenant_id, d.user_name) \
-                 SELECT a.tenant_id, seen.last, COUNT(*) FROM auth a LEFT JOIN seen \
-                 ON seen.tenant_id = a.tenant_id AND seen.user_name = a.user_name \
-                 GROUP BY a.tenant_id, seen.last",
-            );
-    } else {
-        // SQLite: one probe of the (tenant, user, day) primary key per authorised user.
-        sql.push(
-            " SELECT tenant_id, last, COUNT(*) FROM (SELECT a.tenant_id, \
-             (SELECT MAX(d.day) FROM activity_daily d WHERE d.tenant_id = a.tenant_id \
-             AND d.user_name = a.user_name AND d.day >= ",
-        )
-        .bind(first)
-        .push(" AND d.day <= ")
-        .bind(day_v)
-        .push(") AS last FROM auth a) GROUP BY tenant_id, last");
-    }
-    for row in txn.query_all(sql.build()).await? {
-        let tenant: String = row.try_get_by_index(0)?;
-        let seen: Option<i32> = row.try_get_by_index(1)?;
-        let count = u64::try_from(row.try_get_by_index::<i64>(2)?).unwrap_or(0);
-        let Some(w) = out.get_mut(&tenant) else {
-            continue;
+    let production: HashSet<String> = crate::query_rows::<(String,)>(&txn, sql.build())
+        .await?
+        .into_iter()
+        .map(|(t,)| t)
+        .collect();
+    // The stored windows: their values (what the day rows hold for them) and staleness.
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT tenant_id, day, authorized, active, stale FROM stats_windows WHERE ");
+    in_tenants(&mut sql);
+    sql.push(" AND day IN (")
+        .bind_list(stored.iter().map(|d| day_value(*d)))
+        .push(")");
+    let mut old: HashMap<(String, i64), (Window, bool)> = HashMap::new();
+    for (t, day, authorized, active, stale) in
+        crate::query_rows::<(String, i32, i64, String, bool)>(&txn, sql.build()).await?
+    {
+        let active = Window::decode_active(&active).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "stats_windows row of tenant {t}, day {day} has unreadable active counts"
+            ))
+        })?;
+        let w = Window {
+            authorized: u64::try_from(authorized).unwrap_or(0),
+            active,
+            last_active_at: None,
         };
-        w.authorized += count;
-        if let Some(seen) = seen {
-            // Active in every period of at least `day - seen + 1` days ending on `day`.
-            let age = usize::try_from(day - i64::from(seen)).unwrap_or(N);
-            for slot in w.active.iter_mut().skip(age) {
-                *slot += count;
+        old.insert((t, i64::from(day)), (w, stale));
+    }
+    // What to do: compute the stale or missing windows of production tenants, drop the
+    // stored windows of the others.
+    let mut compute_days: BTreeSet<i64> = BTreeSet::new();
+    let mut compute_tenants: Vec<&str> = Vec::new();
+    let mut needed_pairs: HashSet<(&str, i64)> = HashSet::new();
+    let mut dropped: Vec<(&str, i64)> = Vec::new();
+    for t in tenants {
+        let is_production = production.contains(t);
+        let mut needed = false;
+        for &day in &stored {
+            match (old.get(&(t.clone(), day)), is_production) {
+                (Some((_, false)), true) => {}
+                (None | Some((_, true)), true) => {
+                    needed = true;
+                    compute_days.insert(day);
+                    needed_pairs.insert((t.as_str(), day));
+                }
+                (Some(_), false) => dropped.push((t.as_str(), day)),
+                (None, false) => {}
             }
         }
-    }
-    // The last activity up to `day`: the latest of the tenant's last active day.
-    let mut sql = Sql::new(backend);
-    sql.push("WITH t (tenant_id) AS (VALUES ");
-    sql.joined(tenants.iter(), ", ", |sql, t| {
-        sql.push("(").bind(t.as_str()).push(")");
-    });
-    sql.push(
-        ") SELECT t.tenant_id, (SELECT MAX(d.last_at) FROM activity_daily d \
-         WHERE d.tenant_id = t.tenant_id AND d.day = (SELECT MAX(x.day) FROM activity_daily x \
-         WHERE x.tenant_id = t.tenant_id AND x.day <= ",
-    )
-    .bind(day_v)
-    .push(")) FROM t");
-    for row in txn.query_all(sql.build()).await? {
-        let tenant: String = row.try_get_by_index(0)?;
-        if let Some(w) = out.get_mut(&tenant) {
-            w.last_active_at = row.try_get_by_index(1)?;
+        if needed {
+            compute_tenants.push(t.as_str());
         }
     }
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "INSERT INTO stats_windows (tenant_id, day, authorized, active, last_active_at, \
-         computed_at) VALUES ",
-    );
-    sql.bind_rows(tenants.iter().map(|t| {
-        let w = &out[t];
-        [
-            Value::from(t.clone()),
-            day_v.into(),
-            i64::try_from(w.authorized).unwrap_or(i64::MAX).into(),
-            w.encode_active().into(),
-            w.last_active_at.into(),
-            now_ms.into(),
-        ]
-    }));
-    sql.push(
-        " ON CONFLICT (tenant_id, day) DO UPDATE SET authorized = excluded.authorized, \
-         active = excluded.active, last_active_at = excluded.last_active_at, \
-         computed_at = excluded.computed_at",
-    );
-    txn.execute(sql.build()).await?;
+    let compute_days: Vec<i64> = compute_days.into_iter().collect();
+    let computed = compute(&txn, &compute_days, &compute_tenants).await?;
+    let mut written: Vec<(&(String, i64), &Window)> = Vec::new();
+    for (key, w) in &computed {
+        // The chunk's other tenants' fresh windows of those days were computed alongside.
+        if !needed_pairs.contains(&(key.0.as_str(), key.1)) {
+            continue;
+        }
+        let Some(day_totals) = totals.get_mut(&key.1) else {
+            continue;
+        };
+        if let Some((before, _)) = old.get(key) {
+            day_totals.add(before, -1);
+        }
+        day_totals.add(w, 1);
+        written.push((key, w));
+    }
+    written.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (t, day) in &dropped {
+        if let (Some(day_totals), Some((before, _))) =
+            (totals.get_mut(day), old.get(&((*t).to_owned(), *day)))
+        {
+            day_totals.add(before, -1);
+        }
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for chunk in written.chunks(rows_per_statement(7)) {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO stats_windows (tenant_id, day, authorized, active, last_active_at, \
+             computed_at, stale) VALUES ",
+        );
+        sql.bind_rows(chunk.iter().map(|((t, day), w)| {
+            [
+                Value::from(t.clone()),
+                day_value(*day).into(),
+                i64::try_from(w.authorized).unwrap_or(i64::MAX).into(),
+                w.encode_active().into(),
+                w.last_active_at.into(),
+                now_ms.into(),
+                false.into(),
+            ]
+        }));
+        sql.push(
+            " ON CONFLICT (tenant_id, day) DO UPDATE SET authorized = excluded.authorized, \
+             active = excluded.active, last_active_at = excluded.last_active_at, \
+             computed_at = excluded.computed_at, stale = FALSE",
+        );
+        txn.execute(sql.build()).await?;
+    }
+    for chunk in dropped.chunks(500) {
+        let mut sql = Sql::new(backend);
+        sql.push("DELETE FROM stats_windows WHERE ");
+        sql.joined(chunk.iter(), " OR ", |sql, (t, day)| {
+            sql.push("(tenant_id = ")
+                .bind(*t)
+                .push(" AND day = ")
+                .bind(day_value(*day))
+                .push(")");
+        });
+        txn.execute(sql.build()).await?;
+    }
+    let changed: BTreeSet<i64> = written
+        .iter()
+        .map(|(key, _)| key.1)
+        .chain(dropped.iter().map(|(_, day)| *day))
+        .collect();
+    for (day, t) in totals.iter().filter(|(day, _)| changed.contains(day)) {
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE stats_days SET authorized = ")
+            .bind(t.authorized)
+            .push(", opened = ")
+            .bind(t.opened)
+            .push(", active = ")
+            .bind(DayTotals::encode(&t.active))
+            .push(", projects = ")
+            .bind(DayTotals::encode(&t.projects))
+            .push(", updated_at = ")
+            .bind(now_ms)
+            .push(" WHERE day = ")
+            .bind(day_value(*day));
+        txn.execute(sql.build()).await?;
+    }
     txn.commit().await?;
-    Ok(out)
+    Ok(written.len())
 }
 
-/// Every production tenant (by id) with its name and window of `day`, computing the
-/// missing windows; and how many it computed.
-async fn windows(
-    db: &DatabaseConnection,
-    day: i64,
-) -> Result<(Vec<(String, String, Window)>, usize), StoreError> {
+/// Computes the stale windows of `days` (those with a row), a chunk of tenants per
+/// transaction (each chunk's history read once for all its stale days); how many
+/// tenant-days it computed.
+async fn refresh(db: &DatabaseConnection, days: &[i64]) -> Result<usize, StoreError> {
+    if days.is_empty() {
+        return Ok(0);
+    }
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push(
-        "SELECT t.tenant_id, t.name, w.authorized, w.active, w.last_active_at FROM tenants t \
-         LEFT JOIN stats_windows w ON w.tenant_id = t.tenant_id AND w.day = ",
-    )
-    .bind(day_value(day))
-    .push(" WHERE t.deleted = FALSE AND t.test = FALSE ORDER BY t.tenant_id");
-    let mut found: Vec<(String, String, Option<Window>)> = Vec::new();
-    for row in db.query_all(sql.build()).await? {
-        let authorized: Option<i64> = row.try_get_by_index(2)?;
-        let active: Option<String> = row.try_get_by_index(3)?;
-        // A row that cannot be read back is computed again.
-        let window = match (
-            authorized,
-            active.as_deref().and_then(Window::decode_active),
-        ) {
-            (Some(a), Some(active)) => Some(Window {
-                authorized: u64::try_from(a).unwrap_or(0),
-                active,
-                last_active_at: row.try_get_by_index(4)?,
-            }),
-            _ => None,
-        };
-        found.push((row.try_get_by_index(0)?, row.try_get_by_index(1)?, window));
-    }
-    let missing: Vec<String> = found
-        .iter()
-        .filter(|f| f.2.is_none())
-        .map(|f| f.0.clone())
-        .collect();
-    let mut computed: HashMap<String, Window> = HashMap::new();
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    for chunk in missing.chunks(TENANTS_PER_FILL) {
-        computed.extend(fill(db, day, chunk, now_ms).await?);
-    }
-    let out = found
+    sql.push("SELECT DISTINCT tenant_id FROM stats_windows WHERE day IN (")
+        .bind_list(days.iter().map(|d| day_value(*d)))
+        .push(") AND stale = TRUE ORDER BY tenant_id");
+    let stale: Vec<String> = crate::query_rows::<(String,)>(db, sql.build())
+        .await?
         .into_iter()
-        .filter_map(|(t, name, w)| {
-            let w = w.or_else(|| computed.remove(&t))?;
-            Some((t, name, w))
-        })
+        .map(|(t,)| t)
         .collect();
-    Ok((out, missing.len()))
+    let mut computed = 0;
+    for chunk in stale.chunks(TENANTS_PER_FILL) {
+        computed += fill(db, days, chunk).await?;
+    }
+    Ok(computed)
 }
 
 /// The length in days of `[from_day, to_day]`, if the windows answer it.
@@ -324,22 +760,159 @@ fn length(from_day: i64, to_day: i64) -> Result<usize, StoreError> {
     }
 }
 
-/// The figures of UTC+8 days `[from_day, to_day]` (at most 30 days).
+/// The figures of UTC+8 days `[from_day, to_day]` (at most 30 days): the day row of
+/// `to_day`, once its stale windows are computed.
 pub(crate) async fn period(
     db: &DatabaseConnection,
     from_day: i64,
     to_day: i64,
 ) -> Result<PeriodFigures, StoreError> {
     let n = length(from_day, to_day)?;
-    let mut f = PeriodFigures::default();
-    for (_, _, w) in windows(db, to_day).await?.0 {
-        let active = w.active[n - 1];
-        f.projects_opened += u64::from(w.authorized > 0);
-        f.projects_active += u64::from(active > 0);
-        f.members_authorized += w.authorized;
-        f.members_active += active;
+    ensure_days(db, &[to_day]).await?;
+    refresh(db, &[to_day]).await?;
+    let totals = read_days(db, &[to_day]).await?;
+    let day = totals.get(&to_day).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the statistics row of day {to_day} was removed while it was read"
+        ))
+    })?;
+    Ok(day.figures(n))
+}
+
+/// How the tenants table is ordered: a column (as the API names it) and its direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TenantOrder {
+    TenantId,
+    Name,
+    Authorized,
+    Active,
+    LastActiveAt,
+}
+
+impl TenantOrder {
+    /// `tenantId`, `name`, `authorized`, `active` or `lastActiveAt`.
+    pub(crate) fn parse(key: &str) -> Result<Self, StoreError> {
+        Ok(match key {
+            "tenantId" => TenantOrder::TenantId,
+            "name" => TenantOrder::Name,
+            "authorized" => TenantOrder::Authorized,
+            "active" => TenantOrder::Active,
+            "lastActiveAt" => TenantOrder::LastActiveAt,
+            other => {
+                return Err(StoreError::Conflict(format!(
+                    "`{other}` is not a sort key of the statistics tenants: use tenantId, \
+                     name, authorized, active or lastActiveAt"
+                )))
+            }
+        })
     }
-    Ok(f)
+}
+
+/// A page of the tenants table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TenantsPage {
+    pub order: TenantOrder,
+    pub descending: bool,
+    /// Only tenants with authorised users and no activity ever (up to the period's end).
+    pub never_active: bool,
+    pub offset: u64,
+    /// `None`: every tenant from `offset` on.
+    pub limit: Option<u64>,
+}
+
+/// A row of the tenants table's query: tenant id, name, and its window's authorised users,
+/// active counts and last activity (`NULL`: no window yet).
+type PageRow = (String, String, Option<i64>, Option<String>, Option<i64>);
+
+/// A page of production tenants with their figures for `[from_day, to_day]` (at most 30
+/// days), ordered by `page.order` then tenant id (both descending if asked: the reverse of
+/// the ascending order), and whether more follow. The database orders and cuts the page
+/// (one window per tenant probed, none sent back but the page's).
+pub(crate) async fn tenants_page(
+    db: &DatabaseConnection,
+    from_day: i64,
+    to_day: i64,
+    page: TenantsPage,
+) -> Result<(Vec<TenantFigures>, bool), StoreError> {
+    let n = length(from_day, to_day)?;
+    ensure_days(db, &[to_day]).await?;
+    refresh(db, &[to_day]).await?;
+    let backend = db.get_database_backend();
+    let dir = if page.descending { "DESC" } else { "ASC" };
+    let key = match page.order {
+        TenantOrder::TenantId => None,
+        // Byte order, as the API always sorted names (PostgreSQL's collation may differ).
+        TenantOrder::Name if backend == DbBackend::Postgres => {
+            Some(format!("t.name COLLATE \"C\" {dir}"))
+        }
+        TenantOrder::Name => Some(format!("t.name {dir}")),
+        TenantOrder::Authorized => Some(format!("w.authorized {dir}")),
+        TenantOrder::Active => Some(format!("{} {dir}", active_sql("w.active", n))),
+        // No activity sorts first.
+        TenantOrder::LastActiveAt => Some(format!(
+            "w.last_active_at {dir} NULLS {}",
+            if page.descending { "LAST" } else { "FIRST" }
+        )),
+    };
+    let want = page.limit.map_or(i64::MAX, |l| {
+        i64::try_from(l.saturating_add(1)).unwrap_or(i64::MAX)
+    });
+    let mut filled = false;
+    loop {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "SELECT t.tenant_id, t.name, w.authorized, w.active, w.last_active_at FROM tenants t \
+             LEFT JOIN stats_windows w ON w.tenant_id = t.tenant_id AND w.day = ",
+        )
+        .bind(day_value(to_day))
+        .push(" WHERE t.deleted = FALSE AND t.test = FALSE");
+        if page.never_active {
+            sql.push(" AND w.authorized > 0 AND w.last_active_at IS NULL");
+        }
+        sql.push(" ORDER BY ");
+        if let Some(key) = &key {
+            sql.push(key).push(", ");
+        }
+        sql.push(&format!("t.tenant_id {dir} LIMIT "))
+            .bind(want)
+            .push(" OFFSET ")
+            .bind(i64::try_from(page.offset).unwrap_or(i64::MAX));
+        let rows: Vec<PageRow> = crate::query_rows(db, sql.build()).await?;
+        // A tenant the indexer has not met yet has no window: compute it and ask again.
+        let missing: Vec<String> = rows
+            .iter()
+            .filter(|r| r.2.is_none() || r.3.is_none())
+            .map(|r| r.0.clone())
+            .collect();
+        if !missing.is_empty() && !filled {
+            filled = true;
+            let mut missing = missing;
+            missing.sort_unstable();
+            for chunk in missing.chunks(TENANTS_PER_FILL) {
+                fill(db, &[to_day], chunk).await?;
+            }
+            continue;
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (tenant_id, name, authorized, active, last_active_at) in rows {
+            let active = active
+                .as_deref()
+                .and_then(Window::decode_active)
+                .map_or(0, |a| a[n - 1]);
+            out.push(TenantFigures {
+                tenant_id,
+                name,
+                authorized: authorized.and_then(|a| u64::try_from(a).ok()).unwrap_or(0),
+                active,
+                last_active_at,
+            });
+        }
+        let more = page.limit.is_some_and(|l| out.len() as u64 > l);
+        if let Some(l) = page.limit {
+            out.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+        }
+        return Ok((out, more));
+    }
 }
 
 /// Every production tenant with its figures for `[from_day, to_day]` (at most 30 days), by
@@ -349,78 +922,52 @@ pub(crate) async fn tenants(
     from_day: i64,
     to_day: i64,
 ) -> Result<Vec<TenantFigures>, StoreError> {
-    let n = length(from_day, to_day)?;
-    Ok(windows(db, to_day)
-        .await?
-        .0
-        .into_iter()
-        .map(|(tenant_id, name, w)| TenantFigures {
-            tenant_id,
-            name,
-            authorized: w.authorized,
-            active: w.active[n - 1],
-            last_active_at: w.last_active_at,
-        })
-        .collect())
+    let page = TenantsPage {
+        order: TenantOrder::TenantId,
+        descending: false,
+        never_active: false,
+        offset: 0,
+        limit: None,
+    };
+    Ok(tenants_page(db, from_day, to_day, page).await?.0)
 }
 
 /// Per UTC+8 day of `[from_day, to_day]`: `(day, active users, active projects)` — users
 /// authorised at the end of the day with activity on it, and their tenants; days without
-/// any are absent. A day whose windows all exist is read from them (a one-day period ending
-/// on it); the others are computed from the history, without storing windows (a custom
-/// range far back should not cost 30 window computations).
+/// any are absent. A day with a row is read from it (a one-day period ending on it, once its
+/// stale windows are computed); the others are computed from the history, without creating
+/// rows (a custom range far back should not cost 30 days of windows).
 pub(crate) async fn daily(
     db: &DatabaseConnection,
     from_day: i64,
     to_day: i64,
 ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
-    let backend = db.get_database_backend();
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "SELECT w.day, w.active, (SELECT COUNT(*) FROM tenants p WHERE p.deleted = FALSE          AND p.test = FALSE) FROM stats_windows w JOIN tenants t ON t.tenant_id = w.tenant_id          AND t.deleted = FALSE AND t.test = FALSE WHERE w.day >= ",
-    )
-    .bind(day_value(from_day))
-    .push(" AND w.day <= ")
-    .bind(day_value(to_day));
-    // Per day: windows found, unreadable ones, active users, active projects.
-    let mut days: BTreeMap<i64, (i64, bool, u64, u64)> = BTreeMap::new();
-    let mut production = 0i64;
-    for row in db.query_all(sql.build()).await? {
-        let day = i64::from(row.try_get_by_index::<i32>(0)?);
-        let active: String = row.try_get_by_index(1)?;
-        production = row.try_get_by_index(2)?;
-        let d = days.entry(day).or_insert((0, false, 0, 0));
-        d.0 += 1;
-        match Window::decode_active(&active) {
-            Some(a) => {
-                d.2 += a[0];
-                d.3 += u64::from(a[0] > 0);
-            }
-            None => d.1 = true,
-        }
-    }
+    let present: Vec<i64> = read_days_where(db, &[], Some((from_day, to_day)), false)
+        .await?
+        .into_keys()
+        .collect();
+    refresh(db, &present).await?;
+    let rows = read_days_where(db, &[], Some((from_day, to_day)), false).await?;
     let mut out = Vec::new();
     let mut missing: Option<(i64, i64)> = None;
     for day in from_day..=to_day {
-        match days.get(&day) {
-            Some(&(found, false, members, projects)) if found == production => {
-                if members > 0 {
-                    out.push((day, members, projects));
+        match rows.get(&day) {
+            Some(totals) => {
+                let f = totals.figures(1);
+                if f.members_active > 0 {
+                    out.push((day, f.members_active, f.projects_active));
                 }
             }
-            _ => {
+            None => {
                 let range = missing.get_or_insert((day, day));
                 range.1 = day;
             }
         }
     }
     if let Some((first, last)) = missing {
-        // One pass over the span of the days without windows; only those days are taken.
+        // One pass over the span of the days without rows; only those days are taken.
         for r in crate::stats::daily_from_history(db, first, last).await? {
-            let has_windows = days
-                .get(&r.0)
-                .is_some_and(|&(found, bad, _, _)| found == production && !bad);
-            if !has_windows {
+            if !rows.contains_key(&r.0) {
                 out.push(r);
             }
         }
@@ -429,29 +976,28 @@ pub(crate) async fn daily(
     Ok(out)
 }
 
-/// Changes so far (a sum that grows with every write that deletes windows) and production
-/// tenants: while both stay the same, no window has been deleted and none is missing that
-/// was not missing before, so the maintainer can skip its pass.
+/// Changes so far (a sum that grows with every write that marks windows stale) and
+/// production tenants: while both stay the same, no window has been marked and none is
+/// missing that was not missing before, so the maintainer can skip its pass.
 pub(crate) async fn fingerprint(db: &DatabaseConnection) -> Result<(i64, i64), StoreError> {
     let row = db
         .query_one(sea_orm::Statement::from_string(
             db.get_database_backend(),
-            "SELECT (SELECT CAST(COALESCE(SUM(changes), 0) AS BIGINT) FROM stats_marks),              (SELECT COUNT(*) FROM tenants WHERE deleted = FALSE AND test = FALSE)",
+            "SELECT (SELECT CAST(COALESCE(SUM(changes), 0) AS BIGINT) FROM stats_marks), \
+             (SELECT COUNT(*) FROM tenants WHERE deleted = FALSE AND test = FALSE)",
         ))
         .await?
         .ok_or_else(|| StoreError::Corrupt("the fingerprint query returned no row".into()))?;
     Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))
 }
 
-/// Computes the missing windows of the last 31 UTC+8 days up to `today`: every preset
-/// (`day`, `7d`, `30d`), its previous period and its daily series; how many tenant-days it
-/// computed. Today's first.
+/// Creates the rows and computes the stale windows of the last 31 UTC+8 days up to `today`:
+/// every preset (`day`, `7d`, `30d`), its previous period and its daily series; how many
+/// tenant-days it computed. One pass over each chunk of tenants' history for all 31 days.
 pub(crate) async fn warm(db: &DatabaseConnection, today: i64) -> Result<usize, StoreError> {
-    let mut computed = 0;
-    for day in (today - WINDOW_DAYS..=today).rev() {
-        computed += windows(db, day).await?.1;
-    }
-    Ok(computed)
+    let days: Vec<i64> = (today - WINDOW_DAYS..=today).collect();
+    ensure_days(db, &days).await?;
+    refresh(db, &days).await
 }
 
 #[cfg(test)]
@@ -478,6 +1024,60 @@ mod tests {
         assert_eq!(
             Window::decode_active(&w.encode_active().replace('7', "x")),
             None
+        );
+    }
+
+    #[test]
+    fn each_count_sits_where_sql_cuts_it() {
+        let mut active = [0u64; N];
+        for (i, a) in active.iter_mut().enumerate() {
+            *a = 1_000 * (i as u64 + 1) + 7;
+        }
+        let text = Window {
+            active,
+            ..Window::default()
+        }
+        .encode_active();
+        for n in 1..=N {
+            // SQL's SUBSTR(text, start, DIGITS) is 1-based.
+            let start = (n - 1) * (DIGITS + 1);
+            assert_eq!(
+                text[start..start + DIGITS].parse::<u64>(),
+                Ok(active[n - 1])
+            );
+        }
+        assert!(active_sql("w.active", 2).contains("SUBSTR(w.active, 12, 10)"));
+    }
+
+    #[test]
+    fn a_day_row_adds_and_takes_out_windows() {
+        let mut a = Window {
+            authorized: 3,
+            ..Window::default()
+        };
+        a.active[4..].iter_mut().for_each(|x| *x = 2);
+        let b = Window {
+            authorized: 0,
+            ..Window::default()
+        };
+        let mut t = DayTotals::default();
+        t.add(&a, 1);
+        t.add(&b, 1);
+        assert_eq!(
+            t.figures(5),
+            PeriodFigures {
+                projects_opened: 1,
+                projects_active: 1,
+                members_authorized: 3,
+                members_active: 2
+            }
+        );
+        assert_eq!(t.figures(4).members_active, 0);
+        t.add(&a, -1);
+        assert_eq!(t, DayTotals::default());
+        assert_eq!(
+            DayTotals::decode(&DayTotals::encode(&[-3; N])),
+            Some([-3; N])
         );
     }
 }

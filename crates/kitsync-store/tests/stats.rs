@@ -452,10 +452,13 @@ async fn windows_computed_during_writes_are_never_left_stale() {
             store.stats_tenants(from, to).await.unwrap(),
         ));
     }
-    db.conn
-        .execute_unprepared("DELETE FROM stats_windows")
-        .await
-        .unwrap();
+    // The windows and their per-day sums, forgotten together.
+    for table in ["stats_windows", "stats_days"] {
+        db.conn
+            .execute_unprepared(&format!("DELETE FROM {table}"))
+            .await
+            .unwrap();
+    }
     for (i, &(from, to)) in periods.iter().enumerate() {
         let again = (
             store.stats_period(from, to).await.unwrap(),

@@ -173,8 +173,73 @@ fn worker(store: Store, queue: Queue) -> Worker {
             linger_ms: 5,
             transient_max_delay_ms: 100,
             dlx_drain_interval_secs: 1,
+            max_transaction_rows: 0,
         },
     )
+}
+
+/// A batch above `max_transaction_rows` is applied in several transactions (whole messages
+/// each), so one transaction never holds SQLite's write lock for long.
+#[tokio::test]
+async fn a_large_batch_is_applied_in_bounded_transactions() {
+    let f = fixture().await;
+    // 2 + 2 + 3 + 1 + 5 users, at most 4 rows a transaction: [m1, m2], [m3, m4], and m5
+    // alone (a message is never split).
+    f.publish_grant("m1", 1, &["a1", "a2"]).await;
+    f.publish_grant("m2", 2, &["b1", "b2"]).await;
+    f.publish_grant("m3", 3, &["c1", "c2", "c3"]).await;
+    f.publish_grant("m4", 4, &["d1"]).await;
+    f.publish_grant("m5", 5, &["e1", "e2", "e3", "e4", "e5"])
+        .await;
+    let w = Worker::new(
+        f.store.clone(),
+        f.queue.clone(),
+        WorkerSettings {
+            batch_size: 16,
+            max_transaction_rows: 4,
+            ..WorkerSettings::default()
+        },
+    );
+    let (_tx, rx) = watch::channel(false);
+    let mut consumer = f.queue.consumer("bounded").await.unwrap();
+    let batch = f.batch(&mut consumer, 5).await;
+    let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
+    assert_eq!((report.transactions, report.acked), (3, 5), "{report:?}");
+    assert_eq!(f.authorised().await.len(), 13);
+    f.teardown().await;
+}
+
+/// A stamped message whose key another message holds is acked, not applied, and counted.
+#[tokio::test]
+async fn a_replay_is_acked_unapplied_and_counted() {
+    let f = fixture().await;
+    let stamp = kitsync_domain::ReplayStamp {
+        key: [9; 32],
+        expires_at_ms: 1_700_000_060_000,
+    };
+    let stamped = |id: &str, version: i64, user: &str| {
+        QueuedCallback {
+            message_id: id.to_owned(),
+            received_at_ms: 1_700_000_000_000,
+            replay: Some(stamp),
+            command: grant(version, &[user]),
+        }
+        .to_bytes()
+        .unwrap()
+    };
+    f.publish("m1", stamped("m1", 1, "first")).await;
+    // The replay carries the same command in reality; another user makes a wrong apply
+    // visible here.
+    f.publish("m2", stamped("m2", 1, "replayed")).await;
+    let w = worker(f.store.clone(), f.queue.clone());
+    let (_tx, rx) = watch::channel(false);
+    let mut consumer = f.queue.consumer("replays").await.unwrap();
+    let batch = f.batch(&mut consumer, 2).await;
+    let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
+    assert_eq!(report.acked, 2);
+    assert_eq!(f.authorised().await, ["first"]);
+    assert_eq!(w.stats().replayed.get(), 1);
+    f.teardown().await;
 }
 
 #[tokio::test]
