@@ -334,11 +334,19 @@ pub fn routes(ops: Arc<Operations>) -> Router {
 }
 
 /// 200 when the database and the queue answer, 503 otherwise; the body says which.
+/// 200 when the process can do its work, else 503; the body names what answers.
+///
+/// A process that takes Kit callbacks on RabbitMQ is ready while RabbitMQ answers, whatever
+/// the database does: accepting a callback touches no database there (decision 0045), so a
+/// PostgreSQL outage must not take it out of a load balancer — callbacks then wait in
+/// RabbitMQ until the workers can apply them. Every other process needs both.
 async fn readyz(State(ops): State<Arc<Operations>>) -> Response {
     let db_ok = ops.db.ping().await.is_ok();
     let q_ok = ops.queue.ping().await.is_ok();
     let body = serde_json::json!({ "database": db_ok, "queue": q_ok });
-    let status = if db_ok && q_ok {
+    let intake_only_needs_the_broker =
+        ops.ingress.is_some() && ops.queue.kind() == kitsync_queue::QueueKind::Amqp;
+    let status = if q_ok && (db_ok || intake_only_needs_the_broker) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -412,6 +420,43 @@ mod tests {
         let (status, body) = ready(&ops).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["database"], false);
+        test_db.cleanup().await;
+    }
+
+    /// A process that takes callbacks on RabbitMQ stays ready while only the database is
+    /// down (its intake does not need it); on the embedded queue it does not.
+    #[tokio::test]
+    async fn an_ingress_on_rabbitmq_is_ready_without_its_database() {
+        let test_db = migrations::testing::fresh_db().await.unwrap();
+        let own = migrations::connect(&test_db.url, 2).await.unwrap();
+        let settings = kitsync_queue::QueueSettings {
+            amqp_url: migrations::testing::amqp_url(),
+            name: format!("kitsync.readyz.{}", uuid::Uuid::new_v4().simple()),
+            ..kitsync_queue::QueueSettings::default()
+        };
+        let queue = Queue::connect(&settings, own.clone()).await.unwrap();
+        let store = Store::new(own.clone(), kitsync_store::StoreSettings::default());
+        let ops = Arc::new(
+            Operations::new(
+                own.clone(),
+                queue.clone(),
+                store,
+                &MetricsSettings::default(),
+            )
+            .with_ingress(Arc::default()),
+        );
+        own.close().await.unwrap();
+        let (status, body) = ready(&ops).await;
+        assert_eq!(body["database"], false);
+        let want = match queue.kind() {
+            kitsync_queue::QueueKind::Amqp => StatusCode::OK,
+            kitsync_queue::QueueKind::Embedded => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        assert_eq!((status, queue.kind()), (want, queue.kind()), "{body}");
+        if queue.kind() == kitsync_queue::QueueKind::Amqp {
+            queue.delete_topology().await.unwrap();
+        }
+        queue.close().await;
         test_db.cleanup().await;
     }
 }
