@@ -97,6 +97,41 @@ async fn within_a_batch_the_first_copy_wins() {
     db.cleanup().await;
 }
 
+/// The table's owner wins over the batch's order: a publish that committed after its caller
+/// gave up (`000005`) and the marketplace's retry, which the embedded queue recorded as the
+/// key's owner, arrive in one batch, the abandoned copy first. The retry is applied, the
+/// abandoned copy discarded — never both discarded.
+#[tokio::test]
+async fn the_owner_in_the_table_wins_over_the_first_copy_in_the_batch() {
+    let (db, store) = store().await;
+    let s = stamp(8, 2_000_000_000_000);
+    let sql = Statement::from_sql_and_values(
+        store.db().get_database_backend(),
+        match store.db().get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                "INSERT INTO kit_replay_keys (expires_at, mac, message_id) VALUES ($1, $2, $3)"
+            }
+            _ => "INSERT INTO kit_replay_keys (expires_at, mac, message_id) VALUES (?, ?, ?)",
+        },
+        [
+            s.expires_at_ms.into(),
+            s.key.to_vec().into(),
+            "m-retry".into(),
+        ],
+    );
+    store.db().execute(sql).await.unwrap();
+    let out = store
+        .apply_queued(&[
+            queued("m-abandoned", Some(s), grant(T, "a", 10, &["u1"])),
+            queued("m-retry", Some(s), grant(T, "a", 10, &["u1"])),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out[0], Outcome::Replayed, "{out:?}");
+    assert!(matches!(out[1], Outcome::Applied { .. }), "{out:?}");
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_key_claimed_by_an_earlier_release_is_a_replay() {
     let (db, store) = store().await;

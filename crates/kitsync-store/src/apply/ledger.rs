@@ -45,35 +45,30 @@ fn row_of(s: &ReplayStamp) -> Row {
 
 /// Records the claims' keys; returns the indexes of the callbacks that are replays (their
 /// key is held by another message), which the caller must not apply.
+///
+/// Each key gets one owner: the message already holding it in the table, or else the first
+/// claim of it in the batch (whose row this inserts). Every claim by another message is a
+/// replay, wherever it stands in the batch.
 pub(crate) async fn record(
     cx: &Cx<'_>,
     claims: &[Claim<'_>],
 ) -> Result<HashSet<usize>, StoreError> {
-    let mut replayed = HashSet::new();
     if claims.is_empty() {
-        return Ok(replayed);
+        return Ok(HashSet::new());
     }
-    // The first claim of a key in the batch is its candidate owner; later ones with another
-    // message are replays of it whatever the table says.
     let mut first: HashMap<Row, &Claim<'_>> = HashMap::with_capacity(claims.len());
     for c in claims {
-        match first.get(&row_of(c.stamp)) {
-            Some(owner) if owner.message_id != c.message_id => {
-                replayed.insert(c.index);
-            }
-            Some(_) => {}
-            None => {
-                first.insert(row_of(c.stamp), c);
-            }
-        }
+        first.entry(row_of(c.stamp)).or_insert(c);
     }
-    let mut owners: Vec<&Claim<'_>> = first.into_values().collect();
+    let mut candidates: Vec<&Claim<'_>> = first.into_values().collect();
     // Key order, so that two transactions inserting the same keys wait on each other instead
     // of deadlocking (the tenant locks already order replays of one callback; this keeps it
     // true if that ever changes).
-    owners.sort_by_key(|c| row_of(c.stamp));
+    candidates.sort_by_key(|c| row_of(c.stamp));
+    // Key → its owner (`None`: a row without one).
+    let mut owners: HashMap<Row, Option<&str>> = HashMap::with_capacity(candidates.len());
     let mut conflicted: Vec<&Claim<'_>> = Vec::new();
-    for chunk in owners.chunks(rows_per_statement(4)) {
+    for chunk in candidates.chunks(rows_per_statement(4)) {
         let mut sql = cx.sql();
         sql.push("INSERT INTO kit_replay_keys (expires_at, mac, message_id, kept_until) VALUES ")
             .bind_rows(chunk.iter().map(|c| -> [Value; 4] {
@@ -92,14 +87,17 @@ pub(crate) async fn record(
             .iter()
             .map(|r| Ok((r.try_get_by_index(0)?, key_of(r.try_get_by_index(1)?)?)))
             .collect::<Result<_, StoreError>>()?;
-        conflicted.extend(
-            chunk
-                .iter()
-                .filter(|c| !inserted.contains(&row_of(c.stamp))),
-        );
+        for c in chunk {
+            if inserted.contains(&row_of(c.stamp)) {
+                owners.insert(row_of(c.stamp), Some(c.message_id));
+            } else {
+                conflicted.push(c);
+            }
+        }
     }
-    // Keys already present: this message again (the embedded queue's ingress recorded it
-    // with the queue row, or the worker stopped before its ack), or a replay.
+    // Keys already present: held by this message (the embedded queue's ingress recorded it
+    // with the queue row, or the worker stopped before its ack) or by another one.
+    let mut held: HashMap<Row, Option<String>> = HashMap::new();
     for chunk in conflicted.chunks(rows_per_statement(2)) {
         let mut sql = cx.sql();
         sql.push("SELECT expires_at, mac, message_id FROM kit_replay_keys WHERE (expires_at, mac) IN (VALUES ")
@@ -107,39 +105,24 @@ pub(crate) async fn record(
                 [c.stamp.expires_at_ms.into(), c.stamp.key.to_vec().into()]
             }))
             .push(")");
-        let mut held: HashMap<Row, Option<String>> = HashMap::new();
         for r in cx.query(sql).await? {
             held.insert(
                 (r.try_get_by_index(0)?, key_of(r.try_get_by_index(1)?)?),
                 r.try_get_by_index(2)?,
             );
         }
-        for c in chunk {
-            // No owner: an ingress of an earlier release claimed the key and queued the
-            // original itself (without a stamp); this stamped copy came through another.
-            if let Some(owner) = held.get(&row_of(c.stamp)) {
-                if owner.as_deref() != Some(c.message_id) {
-                    replayed.insert(c.index);
-                }
-            }
-        }
     }
-    // A replay of a callback in this batch shares its owner's fate: if the owner's key was
-    // held by another message, the whole group is a replay.
-    for c in claims {
-        if !replayed.contains(&c.index) {
-            continue;
-        }
-        for other in claims {
-            if other.index != c.index
-                && row_of(other.stamp) == row_of(c.stamp)
-                && other.message_id == c.message_id
-            {
-                replayed.insert(other.index);
-            }
-        }
+    for c in &conflicted {
+        let row = row_of(c.stamp);
+        // A key without an owner was claimed by an ingress of an earlier release, which
+        // queued the original without a stamp.
+        owners.insert(row, held.get(&row).and_then(|o| o.as_deref()));
     }
-    Ok(replayed)
+    Ok(claims
+        .iter()
+        .filter(|c| owners.get(&row_of(c.stamp)).copied().flatten() != Some(c.message_id))
+        .map(|c| c.index)
+        .collect())
 }
 
 fn key_of(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
