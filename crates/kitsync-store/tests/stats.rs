@@ -9,27 +9,13 @@
 
 mod common;
 
+use common::Rng;
 use kitsync_domain::{
     AppChange, AuthChange, AuthOp, AuthUser, Command, KitTime, Op, SecretText, TenantChange,
 };
 use kitsync_store::{end_of_day_ms, utc8_day, ActivityEvent, ActivityKind, DAY_MS, UTC8_MS};
 use sea_orm::ConnectionTrait as _;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// A small deterministic generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One generated change, in marketplace time.
 #[derive(Debug, Clone)]

@@ -10,26 +10,11 @@
 
 mod common;
 
-use common::{flagged, grant, revoke, tenant, tenant_del, tenant_named};
+use common::{flagged, grant, revoke, tenant, tenant_del, tenant_named, Rng};
 use kitsync_store::{
     utc8_day, ActivityEvent, ActivityKind, PeriodFigures, Store, TenantFigures, DAY_MS, UTC8_MS,
 };
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, Statement};
-
-/// A small deterministic generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn today() -> i64 {
     utc8_day(chrono::Utc::now().timestamp_millis())

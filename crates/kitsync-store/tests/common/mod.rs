@@ -204,3 +204,18 @@ pub fn revoke(t: &str, a: &str, v: i64, names: &[&str]) -> Command {
         names.iter().map(|n| user(n, Role::User)).collect(),
     )
 }
+
+/// A small deterministic generator (xorshift), so a failure can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
