@@ -137,19 +137,6 @@ impl Acceptor {
         &self.metrics
     }
 
-    /// Replaces the replay set (tests of its capacity).
-    #[must_use]
-    pub fn with_replay_set(mut self, replays: ReplaySet) -> Self {
-        self.replays = replays;
-        self
-    }
-
-    /// The replay keys this process remembers.
-    #[must_use]
-    pub fn replay_set(&self) -> &ReplaySet {
-        &self.replays
-    }
-
     /// Seals the secret, claims the replay key and queues the command with its stamp; `Ok`
     /// only once durable.
     ///
