@@ -126,7 +126,7 @@ pub(crate) async fn run<S: Service>(settings: S, a: ApplyArgs) -> anyhow::Result
     println!("  raw same rows          {raw_same:>10.0}   members/s (its member, authorisation and journal rows, batched INSERT … ON CONFLICT into copies of the tables)");
     println!("  raw member rows        {raw_members:>10.0}   members/s (the member row alone, 1 000 per INSERT … ON CONFLICT, bare table)");
     println!(
-        "  ratio to same rows     {:>10.2}   (target ≥ 0.50 on PostgreSQL)",
+        "  ratio to same rows     {:>10.2}   (target ≥ 0.70)",
         rate / raw_same
     );
     println!(

@@ -11,7 +11,7 @@
 //! - `bench ingest`'s raw handler: an axum route that checks the HMAC, then publishes the raw
 //!   body persistently with a confirm to a quorum queue of its own (RabbitMQ), or inserts it
 //!   as one committed row into a table of its own (embedded queue), and answers `000000`;
-//! - a raw consumer, as many consume loops as `worker.concurrency`, each taking up to
+//! - a raw consumer, as many consume loops as `worker.concurrency` (kitsync's lanes), each taking up to
 //!   `worker.batch_size` messages at a time (RabbitMQ: `queue.prefetch`, lingering
 //!   `worker.linger_ms` for a batch to fill, then acking each after the commit; embedded:
 //!   `DELETE … RETURNING` of the oldest rows inside the transaction itself, polling every
@@ -297,7 +297,7 @@ async fn pipeline<S: Service>(
 
     println!(
         "kitsync bench pipeline: {} callers for {} s, authSync of {} users ({body_len} B) over {tenants} tenants, \
-         database {}, queue {}, {} consume loops × batch {}, {} round(s)",
+         database {}, queue {}, {} lanes × batch {}, {} round(s)",
         a.concurrency,
         a.seconds,
         a.members,
@@ -830,7 +830,7 @@ async fn during_apply<S: Service>(
     let members = a.callbacks * a.batch;
     println!(
         "kitsync bench pipeline --during-apply: a {members}-member tenant ({} authSync × {} users) applied by kitsync \
-         (as `serve`: {} consume loops × batch {}), database {}, queue {}, {} round(s)",
+         (as `serve`: {} lanes × batch {}), database {}, queue {}, {} round(s)",
         a.callbacks,
         a.batch,
         settings.worker().concurrency,

@@ -39,8 +39,18 @@ pub fn end_of_day_ms(day: i64) -> i64 {
     (day + 1) * DAY_MS - UTC8_MS - 1
 }
 
+/// Journal rows a statistics indexing transaction reads (see [`Store::catch_up_stats`]).
+const INDEX_ROWS: u64 = 5000;
+/// The same on SQLite, where the transaction holds the one write lock.
+const SQLITE_INDEX_ROWS: u64 = 500;
+
 /// Reads up to `limit` journal rows after the cursor into `auth_spans`; how many it read.
-pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, StoreError> {
+/// The transaction takes its turn at `gate` (SQLite's writers of this process).
+pub(crate) async fn index(
+    db: &DatabaseConnection,
+    gate: &crate::sql::WriteGate,
+    limit: u64,
+) -> Result<u64, StoreError> {
     let backend = db.get_database_backend();
     // Nothing new: answer without taking the cursor's lock (a write on SQLite). `MAX(id)` is
     // one step of the primary key; `id > (subquery) LIMIT 1` made PostgreSQL, which cannot
@@ -55,6 +65,7 @@ pub(crate) async fn index(db: &DatabaseConnection, limit: u64) -> Result<u64, St
     if pending.is_none() {
         return Ok(0);
     }
+    let _turn = gate.turn().await;
     let txn = db.begin().await?;
     // Locks the cursor (row lock on PostgreSQL, the write lock on SQLite) for the batch.
     let mut sql = Sql::new(backend);
@@ -323,16 +334,24 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`] when the database fails (nothing of the batch is kept).
     pub async fn index_stats(&self, limit: u64) -> Result<u64, StoreError> {
-        index(&self.db, limit).await
+        index(&self.db, &self.gate, limit).await
     }
 
-    /// Indexes until caught up with the journal, at most `max_rounds` batches of 5 000.
+    /// Indexes until caught up with the journal, at most `max_rounds` × 5 000 rows. On
+    /// SQLite each transaction takes 500 rows and its turn at the write gate, like an apply,
+    /// so a callback's queue insert waits for at most one short transaction (5 000 rows held
+    /// the one write lock for about 100 ms).
     ///
     /// # Errors
     /// As [`Store::index_stats`].
     pub async fn catch_up_stats(&self, max_rounds: u32) -> Result<(), StoreError> {
-        for _ in 0..max_rounds {
-            if self.index_stats(5000).await? < 5000 {
+        let per_txn = if self.is_sqlite() {
+            SQLITE_INDEX_ROWS
+        } else {
+            INDEX_ROWS
+        };
+        for _ in 0..u64::from(max_rounds) * (INDEX_ROWS / per_txn) {
+            if self.index_stats(per_txn).await? < per_txn {
                 break;
             }
         }

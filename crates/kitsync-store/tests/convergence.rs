@@ -8,7 +8,8 @@
 //! under distinct tenant ids; each tenant's [`Store::snapshot`] must equal the directory an
 //! independent last-writer-wins reference computes from the history
 //! (`tests/reference/mod.rs`), so a store that got a rule wrong the same way on every path
-//! fails too. A second property lets versions tie. So that the comparison is not won on empty
+//! fails too. (d) The same delivery as one batch must answer and journal every command as it
+//! does applied one command per transaction. A second property lets versions tie. So that the comparison is not won on empty
 //! directories, at least half the cases must end with a live row, and each kind of row must be
 //! live at the end of a share of them. `PROPTEST_CASES` overrides the number of cases.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
@@ -376,7 +377,62 @@ async fn check(store: &Store, case: &Case, run: usize) -> Result<[bool; 5], Stri
             .map_err(err)?;
         compare("after a repeat", &shuffled, t, &got)?;
     }
+    one_batch_is_one_by_one(store, case, run).await?;
     Ok(live)
+}
+
+/// (d) The delivery as one batch decides, answers and journals every command exactly as the
+/// same delivery applied one command per transaction (a batch's consecutive authSync commands
+/// are written together: this is what makes that invisible).
+async fn one_batch_is_one_by_one(store: &Store, case: &Case, run: usize) -> Result<(), String> {
+    let err = |e: kitsync_store::StoreError| e.to_string();
+    let delivery = case.delivery();
+    let (single, batched) = (format!("r{run}1-"), format!("r{run}b-"));
+    let mut paths = Vec::new();
+    for prefix in [&single, &batched] {
+        let head = store.journal_head().await.map_err(err)?;
+        let commands: Vec<Command> = delivery.iter().map(|&i| case.command(i, prefix)).collect();
+        let outcomes = if prefix == &single {
+            let mut out = Vec::new();
+            for c in &commands {
+                out.push(store.apply(c).await.map_err(err)?);
+            }
+            out
+        } else {
+            store.apply_batch(&commands).await.map_err(err)?
+        };
+        // The journal without the instance rows, which a batch records up front; tenant
+        // ids lose the path's prefix.
+        let journal: Vec<String> = store
+            .journal_after(head, 100_000)
+            .await
+            .map_err(err)?
+            .into_iter()
+            .filter(|j| j.tenant_id.starts_with(prefix.as_str()) && j.action != "instance_added")
+            .map(|j| {
+                format!(
+                    "{} {} {} {} {} {} {}",
+                    j.tenant_id, j.entity, j.entity_key, j.action, j.version, j.data, j.test
+                )
+                .replace(prefix.as_str(), "")
+            })
+            .collect();
+        paths.push((outcomes, journal));
+    }
+    let (one, batch) = (&paths[0], &paths[1]);
+    if one.0 != batch.0 {
+        return Err(format!(
+            "delivery {delivery:?}: one by one answered {:?}, one batch {:?}",
+            one.0, batch.0
+        ));
+    }
+    if one.1 != batch.1 {
+        return Err(format!(
+            "delivery {delivery:?}: the journals differ\none by one: {:#?}\none batch: {:#?}",
+            one.1, batch.1
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Default)]

@@ -6,7 +6,7 @@
 //! - an undecodable message is dead-lettered at once;
 //! - a database that is down is *not* the message's fault: the batch is retried without
 //!   counting attempts, and on shutdown it is released for immediate redelivery;
-//! - `run` applies everything with several consume loops and stops on the shutdown signal.
+//! - `run` applies everything in several lanes and stops on the shutdown signal.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, QueuedCallback};

@@ -5,15 +5,17 @@
 //! `modified` (role, enabled or profile), with data
 //! `{"userName","appId","authorization":{"role","enabled"}|{"deleted":true}|null,"profile":{…}|null}`
 //! — `null` where that part was not written (older than what is stored, or unchanged).
-use super::{flag, json, tombstone_action, upsert_action, Change, Cx, Tally, Written};
+use super::{
+    confirm, flag, json, pick, tombstone_action, upsert_action, Change, Cx, Tally, Written,
+};
 use crate::error::StoreError;
 use crate::journal::{Action, Entity};
 use crate::model::Outcome;
-use crate::tables::{AuthorizationRow, MemberRow, Update};
+use crate::tables::{AuthorizationRow, MemberRow, Row, Update};
 use kitsync_domain::decide::{fingerprint, Rank};
 use kitsync_domain::{AuthChange, AuthUser};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A member's profile fingerprint: every profile field and the test flag.
 pub(crate) fn member_fp(u: &AuthUser, test: bool) -> i64 {
@@ -37,59 +39,170 @@ pub(crate) fn auth_fp(role: &str, enabled: bool, test: bool) -> i64 {
     fingerprint(&[Some(role), Some(flag(enabled)), Some(flag(test))])
 }
 
-pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, StoreError> {
-    let t = c.tenant_id.as_str();
-    let a = c.app_id.as_str();
-    let v = c.version.millis();
-    let marks = cx.marks(t)?;
-    let auth_cutoff = marks.purged.max(cx.app_purge(t, a).await?);
-    let users = dedup(&c.users);
-    let keys: Vec<&str> = users.iter().map(|u| u.user_name.as_str()).collect();
-    let mut tally = Tally::default();
+/// The keys a group of authSync commands writes, to keep each written once per group.
+#[derive(Default)]
+pub(super) struct GroupKeys<'c> {
+    members: HashSet<(&'c str, &'c str)>,
+    grants: HashSet<(&'c str, &'c str, &'c str)>,
+}
+
+impl<'c> GroupKeys<'c> {
+    /// Takes `c` into the group when none of the rows it writes (its users' profiles, unless
+    /// it removes, and their authorisations for its app) is written by the group already.
+    pub(super) fn admit(&mut self, c: &'c AuthChange) -> bool {
+        let (t, a) = (c.tenant_id.as_str(), c.app_id.as_str());
+        let profiles = !c.op.removes();
+        let taken = c.users.iter().any(|u| {
+            let n = u.user_name.as_str();
+            (profiles && self.members.contains(&(t, n))) || self.grants.contains(&(t, a, n))
+        });
+        if taken {
+            return false;
+        }
+        for u in &c.users {
+            let n = u.user_name.as_str();
+            if profiles {
+                self.members.insert((t, n));
+            }
+            self.grants.insert((t, a, n));
+        }
+        true
+    }
+}
+
+/// Applies a group of authSync commands (see [`GroupKeys`]: no two write the same row, and
+/// nothing between them moves a cutoff) as if one after the other, with one set of statements
+/// per table for the whole group: one probe of the current profiles, one of the current
+/// authorisations, one upsert of the profiles, one of the grants and one of the removals
+/// (per chunk). Each command is decided and journaled on its own, in order.
+pub(super) async fn apply_group(
+    cx: &mut Cx<'_>,
+    group: &[&AuthChange],
+) -> Result<Vec<Outcome>, StoreError> {
+    cx.load_app_purges(
+        group
+            .iter()
+            .map(|c| (c.tenant_id.as_str(), c.app_id.as_str())),
+    )
+    .await?;
+    let users: Vec<Vec<&AuthUser>> = group.iter().map(|c| dedup(&c.users)).collect();
+    let mut tallies = vec![Tally::default(); group.len()];
 
     // The member profile: one per tenant, the newest change from any app wins.
-    let mut profiles: HashMap<String, Written> = HashMap::new();
-    if !c.op.removes() {
-        let current = cx
-            .load_current::<MemberRow>(&[("tenant_id", t)], Some(&keys), &[])
-            .await?;
-        let changes = users
+    let wanted: Vec<Vec<&str>> = group
+        .iter()
+        .zip(&users)
+        .filter(|(c, _)| !c.op.removes())
+        .flat_map(|(c, us)| {
+            us.iter()
+                .map(|u| vec![c.tenant_id.as_str(), u.user_name.as_str()])
+        })
+        .collect();
+    let current = cx.load_rows::<MemberRow>(&wanted, &[]).await?;
+    let mut rows = Vec::with_capacity(wanted.len());
+    let mut sent = Vec::with_capacity(group.len());
+    for ((c, us), tally) in group.iter().zip(&users).zip(&mut tallies) {
+        if c.op.removes() {
+            sent.push(Vec::new());
+            continue;
+        }
+        let (t, v) = (c.tenant_id.as_str(), c.version.millis());
+        let changes = us
             .iter()
             .map(|u| member_change(t, u, v, c.test, cx.now))
             .collect();
-        let written = cx
-            .write_changes(
-                Update::Upsert,
-                marks.purged,
-                &current,
-                changes,
-                upsert_action,
-                &mut tally,
-            )
-            .await?;
-        profiles = written.into_iter().map(|w| (w.key.clone(), w)).collect();
+        let cutoff = cx.marks(t)?.purged;
+        let (r, s) = pick(
+            cutoff,
+            changes,
+            |r| current.get(&r.identity()),
+            upsert_action,
+            tally,
+        )?;
+        rows.extend(r);
+        sent.push(s);
     }
-
-    let current = cx
-        .load_current::<AuthorizationRow>(&[("tenant_id", t), ("app_id", a)], Some(&keys), &[])
-        .await?;
-    let removes = c.op.removes();
-    let changes = users
-        .iter()
-        .map(|u| auth_change(t, a, u, v, c.test, removes, cx.now))
+    let written = cx.write_rows(Update::Upsert, rows).await?;
+    let mut profiles: Vec<HashMap<String, Written>> = sent
+        .into_iter()
+        .zip(&mut tallies)
+        .map(|(s, tally)| by_key(confirm(s, &written, tally)))
         .collect();
-    let (set, action): (Update, super::ActionFn<AuthorizationRow>) = if removes {
-        (Update::Tombstone, tombstone_action)
-    } else {
-        (Update::Upsert, upsert_action)
-    };
-    let written = cx
-        .write_changes(set, auth_cutoff, &current, changes, action, &mut tally)
-        .await?;
-    let mut grants: HashMap<String, Written> =
-        written.into_iter().map(|w| (w.key.clone(), w)).collect();
 
-    // One journal row per user whose profile or authorisation this callback changed.
+    // The authorisations: grants and removals, each with its own update set.
+    let wanted: Vec<Vec<&str>> = group
+        .iter()
+        .zip(&users)
+        .flat_map(|(c, us)| {
+            us.iter().map(|u| {
+                vec![
+                    c.tenant_id.as_str(),
+                    c.app_id.as_str(),
+                    u.user_name.as_str(),
+                ]
+            })
+        })
+        .collect();
+    let current = cx.load_rows::<AuthorizationRow>(&wanted, &[]).await?;
+    let (mut upserts, mut tombstones) = (Vec::new(), Vec::new());
+    let mut sent = Vec::with_capacity(group.len());
+    for ((c, us), tally) in group.iter().zip(&users).zip(&mut tallies) {
+        let (t, a, v) = (c.tenant_id.as_str(), c.app_id.as_str(), c.version.millis());
+        let removes = c.op.removes();
+        let cutoff = cx.marks(t)?.purged.max(cx.app_purge(t, a).await?);
+        let changes = us
+            .iter()
+            .map(|u| auth_change(t, a, u, v, c.test, removes, cx.now))
+            .collect();
+        let action: super::ActionFn<AuthorizationRow> = if removes {
+            tombstone_action
+        } else {
+            upsert_action
+        };
+        let (r, s) = pick(
+            cutoff,
+            changes,
+            |r| current.get(&r.identity()),
+            action,
+            tally,
+        )?;
+        if removes {
+            &mut tombstones
+        } else {
+            &mut upserts
+        }
+        .extend(r);
+        sent.push(s);
+    }
+    let mut written = cx.write_rows(Update::Upsert, upserts).await?;
+    written.extend(cx.write_rows(Update::Tombstone, tombstones).await?);
+    let grants: Vec<HashMap<String, Written>> = sent
+        .into_iter()
+        .zip(&mut tallies)
+        .map(|(s, tally)| by_key(confirm(s, &written, tally)))
+        .collect();
+
+    // One journal row per user whose profile or authorisation a command changed, in order.
+    for (((c, us), profiles), mut grants) in group.iter().zip(&users).zip(&mut profiles).zip(grants)
+    {
+        journal(cx, c, us, profiles, &mut grants);
+    }
+    Ok(tallies.into_iter().map(Tally::outcome).collect())
+}
+
+fn by_key(written: Vec<Written>) -> HashMap<String, Written> {
+    written.into_iter().map(|w| (w.key.clone(), w)).collect()
+}
+
+/// Journals what one command changed: one `member` row per user.
+fn journal(
+    cx: &mut Cx<'_>,
+    c: &AuthChange,
+    users: &[&AuthUser],
+    profiles: &mut HashMap<String, Written>,
+    grants: &mut HashMap<String, Written>,
+) {
+    let (t, a, v) = (c.tenant_id.as_str(), c.app_id.as_str(), c.version.millis());
     for u in users {
         let (profile, grant) = (profiles.remove(&u.user_name), grants.remove(&u.user_name));
         let action = match grant.as_ref().map(|g| g.action) {
@@ -116,7 +229,6 @@ pub(super) async fn apply(cx: &mut Cx<'_>, c: &AuthChange) -> Result<Outcome, St
             c.test,
         );
     }
-    Ok(tally.outcome())
 }
 
 /// A user listed twice in one batch: the later entry wins (as the parser does).

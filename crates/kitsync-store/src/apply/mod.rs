@@ -92,6 +92,16 @@ pub(crate) struct Current {
 }
 
 impl Current {
+    /// The rank and tombstone flag at columns `at`, `at + 1` and `at + 2` of a loaded row.
+    fn read(row: QueryResult, at: usize) -> Result<Self, StoreError> {
+        let rank = Rank {
+            version: row.try_get_by_index(at)?,
+            fp: row.try_get_by_index(at + 1)?,
+        };
+        let deleted: bool = row.try_get_by_index(at + 2)?;
+        Ok(Current { rank, deleted, row })
+    }
+
     /// Column `column` of table `R`, as read back with the rank (see [`Cx::load_current`]).
     pub(crate) fn get<R: Row, T: sea_orm::TryGetable>(
         &self,
@@ -120,6 +130,8 @@ impl<R: Row> Change<R> {
 pub(crate) struct Written {
     /// The row's [`Row::KEY`].
     pub key: String,
+    /// The row's [`Row::identity`].
+    pub identity: String,
     pub journal_key: String,
     pub data: String,
     pub version: i64,
@@ -288,6 +300,37 @@ impl<'a> Cx<'a> {
         Ok(v)
     }
 
+    /// Caches the purge cutoffs of the `(tenant, app)` pairs not cached yet, with one
+    /// statement per chunk of tenants (see [`Cx::app_purge`]).
+    pub(crate) async fn load_app_purges(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let missing: BTreeSet<(String, String)> = pairs
+            .into_iter()
+            .map(|(t, a)| (t.to_owned(), a.to_owned()))
+            .filter(|k| !self.app_purges.contains_key(k))
+            .collect();
+        let tenants: BTreeSet<&str> = missing.iter().map(|(t, _)| t.as_str()).collect();
+        let tenants: Vec<&str> = tenants.into_iter().collect();
+        let mut found: HashMap<(String, String), i64> = HashMap::new();
+        for chunk in tenants.chunks(MAX_ROWS) {
+            let mut sql = self.sql();
+            sql.push("SELECT tenant_id, app_id, purged_version FROM apps WHERE tenant_id IN (");
+            sql.bind_list(chunk.iter().copied());
+            sql.push(")");
+            for row in self.query(sql).await? {
+                let k = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+                found.insert(k, row.try_get_by_index(2)?);
+            }
+        }
+        for k in missing {
+            let v = found.get(&k).copied().unwrap_or(0);
+            self.app_purges.insert(k, v);
+        }
+        Ok(())
+    }
+
     pub(crate) fn set_app_purge(&mut self, tenant: &str, app: &str, v: i64) {
         let e = self
             .app_purges
@@ -363,47 +406,72 @@ impl<'a> Cx<'a> {
     }
 
     /// Current ranks of `keys` (all rows of the scope when `None`) in table `R`, restricted
-    /// by the `scope` equalities, with the `extra` columns (read with [`Current::get`]).
+    /// by the `scope` equalities, with the `extra` columns (read with [`Current::get`]). The
+    /// scope's columns and [`Row::KEY`] are the table's conflict key, in order.
     pub(crate) async fn load_current<R: Row>(
         &self,
         scope: &[(&str, &str)],
         keys: Option<&[&str]>,
         extra: &[&str],
     ) -> Result<HashMap<String, Current>, StoreError> {
-        let mut out = HashMap::new();
-        let all: [&[&str]; 1] = [&[]];
-        let chunks: Vec<&[&str]> = match keys {
-            Some([]) => return Ok(out),
-            Some(keys) => keys.chunks(MAX_ROWS).collect(),
-            None => all.to_vec(),
-        };
-        for chunk in chunks {
-            let sql = match keys {
-                Some(_) if self.backend == DbBackend::Postgres => {
-                    self.probe_keys_pg::<R>(scope, chunk, extra)
-                }
-                _ => self.select_keys::<R>(scope, keys.map(|_| chunk), extra),
-            };
-            for row in self.query(sql).await? {
+        let Some(keys) = keys else {
+            let mut out = HashMap::new();
+            for row in self.query(self.select_scope::<R>(scope, extra)).await? {
                 let key: String = row.try_get_by_index(0)?;
-                let rank = Rank {
-                    version: row.try_get_by_index(1)?,
-                    fp: row.try_get_by_index(2)?,
-                };
-                let deleted: bool = row.try_get_by_index(3)?;
-                out.insert(key, Current { rank, deleted, row });
+                out.insert(key, Current::read(row, 1)?);
+            }
+            return Ok(out);
+        };
+        let columns: Vec<&str> = scope.iter().map(|(c, _)| *c).chain([R::KEY]).collect();
+        if columns != R::CONFLICT {
+            return Err(StoreError::Corrupt(format!(
+                "{}: {columns:?} is not the conflict key",
+                R::TABLE
+            )));
+        }
+        let mut by_identity: HashMap<String, &str> = HashMap::with_capacity(keys.len());
+        let wanted: Vec<Vec<&str>> = keys
+            .iter()
+            .map(|k| {
+                let id: Vec<&str> = scope.iter().map(|(_, v)| *v).chain([*k]).collect();
+                by_identity.insert(crate::tables::identity(id.iter().copied()), k);
+                id
+            })
+            .collect();
+        let mut found = self.load_rows::<R>(&wanted, extra).await?;
+        Ok(by_identity
+            .into_iter()
+            .filter_map(|(id, k)| found.remove(&id).map(|c| (k.to_owned(), c)))
+            .collect())
+    }
+
+    /// Current ranks of the rows of table `R` whose conflict keys are `wanted` (each in
+    /// [`Row::CONFLICT`] order, across any tenants and apps), by identity
+    /// ([`crate::tables::identity`]), with the `extra` columns. One statement per chunk:
+    /// a primary-key probe per key on both backends.
+    pub(crate) async fn load_rows<R: Row>(
+        &self,
+        wanted: &[Vec<&str>],
+        extra: &[&str],
+    ) -> Result<HashMap<String, Current>, StoreError> {
+        let n = R::CONFLICT.len();
+        let mut out = HashMap::with_capacity(wanted.len());
+        for chunk in wanted.chunks(rows_per_statement(n)) {
+            let sql = self.probe_rows::<R>(chunk, extra);
+            for row in self.query(sql).await? {
+                let mut parts: Vec<String> = Vec::with_capacity(n);
+                for i in 0..n {
+                    parts.push(row.try_get_by_index(i)?);
+                }
+                let id = crate::tables::identity(parts.iter().map(String::as_str));
+                out.insert(id, Current::read(row, n)?);
             }
         }
         Ok(out)
     }
 
-    /// `SELECT key, version, fp, deleted, extra… FROM table WHERE scope [AND key IN (…)]`.
-    fn select_keys<R: Row>(
-        &self,
-        scope: &[(&str, &str)],
-        keys: Option<&[&str]>,
-        extra: &[&str],
-    ) -> Sql {
+    /// `SELECT key, version, fp, deleted, extra… FROM table WHERE scope`.
+    fn select_scope<R: Row>(&self, scope: &[(&str, &str)], extra: &[&str]) -> Sql {
         let mut sql = self.sql();
         sql.push("SELECT ")
             .push(R::KEY)
@@ -415,37 +483,54 @@ impl<'a> Cx<'a> {
         for (col, v) in scope {
             sql.push(" AND ").push(col).push(" = ").bind(*v);
         }
-        if let Some(keys) = keys {
-            sql.push(" AND ").push(R::KEY).push(" IN (");
-            sql.bind_list(keys.iter().copied());
-            sql.push(")");
-        }
         sql
     }
 
-    /// The same lookup on PostgreSQL as one primary-key probe per key. A plain `IN` list is
-    /// planned from table statistics, and while a table grows quickly (the first big sync)
-    /// they lag behind: the planner then scans the whole tenant through another index for
-    /// every batch. A `LATERAL … LIMIT 1` equality on the full key can only be an index probe.
-    fn probe_keys_pg<R: Row>(&self, scope: &[(&str, &str)], keys: &[&str], extra: &[&str]) -> Sql {
+    /// `SELECT k.column1…, t.version, t.fp, t.deleted, t.extra…` for the wanted conflict
+    /// keys, `k` being a `VALUES` list. On PostgreSQL a `LATERAL … LIMIT 1` equality on the
+    /// full key: a plain join or `IN` list is planned from table statistics, and while a table
+    /// grows quickly (the first big sync) they lag behind, and the planner then scans the whole
+    /// tenant through another index for every batch; this form can only be an index probe. On
+    /// SQLite a `CROSS JOIN`, which keeps the list as the outer loop (a probe per key).
+    fn probe_rows<R: Row>(&self, wanted: &[Vec<&str>], extra: &[&str]) -> Sql {
         let mut sql = self.sql();
-        sql.push("SELECT k.wanted, t.version, t.fp, t.deleted");
+        sql.push("SELECT ");
+        for i in 1..=R::CONFLICT.len() {
+            sql.push("k.column").push(&i.to_string()).push(", ");
+        }
+        sql.push("t.version, t.fp, t.deleted");
         for e in extra {
             sql.push(", t.").push(e);
         }
         sql.push(" FROM (VALUES ");
-        sql.joined(keys.iter(), ", ", |sql, k| {
-            sql.bind_tuple([*k]);
+        sql.joined(wanted.iter(), ", ", |sql, id| {
+            sql.bind_tuple(id.iter().copied());
         });
-        sql.push(") AS k(wanted) CROSS JOIN LATERAL (SELECT version, fp, deleted");
-        for e in extra {
-            sql.push(", ").push(e);
+        let on = |sql: &mut Sql, alias: &str| {
+            for (i, col) in R::CONFLICT.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" AND ");
+                }
+                sql.push(alias)
+                    .push(col)
+                    .push(" = k.column")
+                    .push(&(i + 1).to_string());
+            }
+        };
+        if self.backend == DbBackend::Postgres {
+            sql.push(") AS k CROSS JOIN LATERAL (SELECT version, fp, deleted");
+            for e in extra {
+                sql.push(", ").push(e);
+            }
+            sql.push(" FROM ").push(R::TABLE).push(" WHERE ");
+            on(&mut sql, "");
+            sql.push(" LIMIT 1) AS t");
+        } else {
+            sql.push(") AS k CROSS JOIN ")
+                .push(R::TABLE)
+                .push(" AS t WHERE ");
+            on(&mut sql, "t.");
         }
-        sql.push(" FROM ").push(R::TABLE).push(" WHERE ");
-        for (col, v) in scope {
-            sql.push(col).push(" = ").bind(*v).push(" AND ");
-        }
-        sql.push(R::KEY).push(" = k.wanted LIMIT 1) AS t");
         sql
     }
 
@@ -462,27 +547,23 @@ impl<'a> Cx<'a> {
         action: ActionFn<R>,
         tally: &mut Tally,
     ) -> Result<Vec<Written>, StoreError> {
+        let (rows, sent) = pick(cutoff, changes, |r| current.get(r.key()), action, tally)?;
+        let written = self.write_rows(update, rows).await?;
+        Ok(confirm(sent, &written, tally))
+    }
+
+    /// Writes `rows` (any tenants and apps; each conflict key at most once) with multi-row
+    /// `INSERT … ON CONFLICT DO UPDATE … WHERE` the row ranks higher; `update` picks the
+    /// columns an existing row takes. Returns the identities of the rows written.
+    pub(crate) async fn write_rows<R: Row>(
+        &self,
+        update: Update,
+        rows: Vec<R>,
+    ) -> Result<HashSet<String>, StoreError> {
         let update = update.columns::<R>();
-        let mut winners = Vec::with_capacity(changes.len());
-        for c in changes {
-            let cur = current.get(c.key());
-            match decide(cur.map(|c| c.rank), c.row.rank(), cutoff) {
-                Decision::Apply => winners.push(c),
-                d => tally.note(d),
-            }
-        }
-        if winners.is_empty() {
-            return Ok(Vec::new());
-        }
-        let actions = winners
-            .iter()
-            .map(|c| action(current.get(c.key()), c))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut written: HashSet<String> = HashSet::with_capacity(winners.len());
-        // The rows go into the statements; what the journal needs stays behind.
-        let mut sent: Vec<Written> = Vec::with_capacity(winners.len());
+        let mut written: HashSet<String> = HashSet::with_capacity(rows.len());
         let per_statement = rows_per_statement(R::COLUMNS.len());
-        let mut pending = winners.into_iter().zip(actions).peekable();
+        let mut pending = rows.into_iter().peekable();
         while pending.peek().is_some() {
             let mut sql = self.sql();
             sql.push("INSERT INTO ")
@@ -490,22 +571,9 @@ impl<'a> Cx<'a> {
                 .push(" (")
                 .push(&R::COLUMNS.join(", "))
                 .push(") VALUES ");
-            sql.joined(
-                pending.by_ref().take(per_statement),
-                ", ",
-                |sql, (c, action)| {
-                    let rank = c.row.rank();
-                    sent.push(Written {
-                        key: c.key().to_owned(),
-                        journal_key: c.journal_key,
-                        data: c.data,
-                        version: rank.version,
-                        test: c.row.test(),
-                        action,
-                    });
-                    sql.bind_tuple(c.row.values());
-                },
-            );
+            sql.joined(pending.by_ref().take(per_statement), ", ", |sql, row| {
+                sql.bind_tuple(row.values());
+            });
             sql.push(" ON CONFLICT (")
                 .push(&R::CONFLICT.join(", "))
                 .push(") DO UPDATE SET ");
@@ -517,22 +585,17 @@ impl<'a> Cx<'a> {
                 .push(".version, ")
                 .push(R::TABLE)
                 .push(".fp) RETURNING ")
-                .push(R::KEY);
+                .push(&R::CONFLICT.join(", "));
+            let n = R::CONFLICT.len();
             for row in self.query(sql).await? {
-                written.insert(row.try_get_by_index::<String>(0)?);
+                let mut parts: Vec<String> = Vec::with_capacity(n);
+                for i in 0..n {
+                    parts.push(row.try_get_by_index(i)?);
+                }
+                written.insert(crate::tables::identity(parts.iter().map(String::as_str)));
             }
         }
-        let mut out = Vec::with_capacity(written.len());
-        for w in sent {
-            if !written.contains(&w.key) {
-                // Lost to a concurrent writer that bypassed the tenant lock: older after all.
-                tally.note(Decision::Stale);
-                continue;
-            }
-            tally.note(Decision::Apply);
-            out.push(w);
-        }
-        Ok(out)
+        Ok(written)
     }
 
     /// Journals written changes, one row each, in the order they were made.
@@ -665,6 +728,60 @@ impl<'a> Cx<'a> {
     }
 }
 
+/// Decides each change against its stored row (`current`), tallying the losers: the winners'
+/// rows, to write, and what the journal will keep of each.
+pub(crate) fn pick<'c, R: Row>(
+    cutoff: i64,
+    changes: Vec<Change<R>>,
+    current: impl Fn(&R) -> Option<&'c Current>,
+    action: ActionFn<R>,
+    tally: &mut Tally,
+) -> Result<(Vec<R>, Vec<Written>), StoreError> {
+    let mut rows = Vec::with_capacity(changes.len());
+    let mut sent = Vec::with_capacity(changes.len());
+    for c in changes {
+        let cur = current(&c.row);
+        match decide(cur.map(|c| c.rank), c.row.rank(), cutoff) {
+            Decision::Apply => {}
+            d => {
+                tally.note(d);
+                continue;
+            }
+        }
+        let rank = c.row.rank();
+        sent.push(Written {
+            key: c.key().to_owned(),
+            identity: c.row.identity(),
+            action: action(cur, &c)?,
+            journal_key: c.journal_key,
+            data: c.data,
+            version: rank.version,
+            test: c.row.test(),
+        });
+        rows.push(c.row);
+    }
+    Ok((rows, sent))
+}
+
+/// What of `sent` the write returned (`written`, by identity), tallied as applied; a row it
+/// did not return lost to a concurrent writer that bypassed the tenant lock: older after all.
+pub(crate) fn confirm(
+    sent: Vec<Written>,
+    written: &HashSet<String>,
+    tally: &mut Tally,
+) -> Vec<Written> {
+    let mut out = Vec::with_capacity(sent.len());
+    for w in sent {
+        if written.contains(&w.identity) {
+            tally.note(Decision::Apply);
+            out.push(w);
+        } else {
+            tally.note(Decision::Stale);
+        }
+    }
+    out
+}
+
 /// Applies the commands in one transaction (see [`crate::Store::apply_batch`]), except those
 /// whose replay key `claims` finds held by another message ([`Outcome::Replayed`]).
 pub(crate) async fn apply_batch(
@@ -684,17 +801,40 @@ pub(crate) async fn apply_batch(
         .map(|(_, c)| *c)
         .collect();
     cx.record_instances(&applying).await?;
-    let mut outcomes = Vec::with_capacity(commands.len());
-    for (i, c) in commands.iter().enumerate() {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; commands.len()];
+    let mut i = 0;
+    while i < commands.len() {
+        let c = commands[i];
         if replayed.contains(&i) {
-            tracing::warn!(tenant = %c.tenant_id(), kind = %c.kind(), version = c.version().millis(), "replayed callback discarded: another message holds its replay key");
-            outcomes.push(Outcome::Replayed);
+            outcomes[i] = Some(discard(c));
+            i += 1;
             continue;
         }
         let outcome = match c {
+            Command::Auth(_) => {
+                // The authSync commands that follow, up to one writing a row already written:
+                // applied together (a replayed one among them applies nothing).
+                let mut keys = auth::GroupKeys::default();
+                let mut group: Vec<(usize, &kitsync_domain::AuthChange)> = Vec::new();
+                while let Some(next) = commands.get(i) {
+                    match next {
+                        _ if replayed.contains(&i) => outcomes[i] = Some(discard(next)),
+                        Command::Auth(a) if keys.admit(a) => group.push((i, a)),
+                        _ => break,
+                    }
+                    i += 1;
+                }
+                let changes: Vec<_> = group.iter().map(|(_, a)| *a).collect();
+                let applied = auth::apply_group(&mut cx, &changes).await?;
+                for ((at, _), outcome) in group.into_iter().zip(applied) {
+                    let c = commands[at];
+                    tracing::debug!(tenant = %c.tenant_id(), kind = %c.kind(), version = c.version().millis(), ?outcome, "applied");
+                    outcomes[at] = Some(outcome);
+                }
+                continue;
+            }
             Command::Tenant(c) => tenant::apply(&mut cx, c).await?,
             Command::App(c) => app::apply(&mut cx, c).await?,
-            Command::Auth(c) => auth::apply(&mut cx, c).await?,
             Command::Org(c) => org::apply_incremental(&mut cx, c).await?,
             Command::FullOrg(c) => {
                 let mode = org::Mode::Callback {
@@ -704,10 +844,20 @@ pub(crate) async fn apply_batch(
             }
         };
         tracing::debug!(tenant = %c.tenant_id(), kind = %c.kind(), version = c.version().millis(), ?outcome, "applied");
-        outcomes.push(outcome);
+        outcomes[i] = Some(outcome);
+        i += 1;
     }
     cx.flush_journal().await?;
-    Ok(outcomes)
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| StoreError::Corrupt("a command was left unapplied".into())))
+        .collect()
+}
+
+/// A replayed command: logged, applied nothing.
+fn discard(c: &Command) -> Outcome {
+    tracing::warn!(tenant = %c.tenant_id(), kind = %c.kind(), version = c.version().millis(), "replayed callback discarded: another message holds its replay key");
+    Outcome::Replayed
 }
 
 /// `"1"`/`"0"` for fingerprints.

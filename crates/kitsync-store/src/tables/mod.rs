@@ -41,6 +41,8 @@ pub trait Row {
 
     /// The value of [`Row::KEY`].
     fn key(&self) -> &str;
+    /// The row's identity across scopes: its [`Row::CONFLICT`] values (see [`identity`]).
+    fn identity(&self) -> String;
     /// The row's rank: its version and fingerprint.
     fn rank(&self) -> Rank;
     /// Whether the row came from a test callback.
@@ -67,6 +69,19 @@ impl Update {
 
 /// What most tables' tombstones rewrite.
 pub(crate) const TOMBSTONE: &[&str] = &["deleted", "version", "fp", "updated_at"];
+
+/// One text for the values of a conflict key (in [`Row::CONFLICT`] order), usable as a map
+/// key across tenants and apps: each value is prefixed with its length, so no two different
+/// keys share a text whatever characters the values hold.
+pub(crate) fn identity<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for v in values {
+        out.push_str(&v.len().to_string());
+        out.push(':');
+        out.push_str(v);
+    }
+    out
+}
 
 /// Reads column `column` of table `R` from a row a query returned, by name; a name that is
 /// not one of the table's columns is an error, not a silent NULL.
@@ -111,6 +126,10 @@ macro_rules! table {
 
             fn key(&self) -> &str {
                 &self.$key
+            }
+
+            fn identity(&self) -> String {
+                $crate::tables::identity([$(self.$pk.as_str()),+])
             }
 
             fn rank(&self) -> kitsync_domain::decide::Rank {
