@@ -247,20 +247,24 @@ async fn writer(
     loop {
         // A caller that timed out has answered "unavailable" already: writing its message
         // would only create a duplicate of the marketplace's retry.
-        let batch = {
+        // The turn at the write gate is taken once a publish is waiting, and the batch is
+        // gathered after it: everything that arrived while an apply held the gate commits
+        // in this one transaction, instead of the latecomers waiting for the next turn
+        // behind the next apply.
+        let (turn, batch) = {
             let mut rx = requests.lock().await;
             let Some(first) = rx.recv().await else {
                 return;
             };
-            gather(first, &mut rx, MAX_PUBLISH_BATCH, |r| r.done.is_closed())
+            let turn = gate.turn().await;
+            let batch = gather(first, &mut rx, MAX_PUBLISH_BATCH, |r| r.done.is_closed());
+            (turn, batch)
         };
         if batch.is_empty() {
             continue;
         }
-        let result = {
-            let _turn = gate.turn().await;
-            insert_batch(&db, &batch).await
-        };
+        let result = insert_batch(&db, &batch).await;
+        drop(turn);
         match result {
             Ok(published) => {
                 if published.contains(&Published::Queued) {
