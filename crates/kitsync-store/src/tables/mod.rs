@@ -41,7 +41,8 @@ pub trait Row {
 
     /// The value of [`Row::KEY`].
     fn key(&self) -> &str;
-    /// The row's identity across scopes: its [`Row::CONFLICT`] values (see [`identity`]).
+    /// The row's identity across scopes: its [`Row::CONFLICT`] values, each prefixed with its
+    /// length, in one text.
     fn identity(&self) -> String;
     /// The row's rank: its version and fingerprint.
     fn rank(&self) -> Rank;
