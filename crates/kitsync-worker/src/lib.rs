@@ -428,8 +428,8 @@ impl Worker {
     }
 
     /// Applies what was taken from the queue: decodes it, splits it into
-    /// `worker.concurrency` lanes by tenant (one on SQLite; a tenant always falls in the same lane, its messages in the order
-    /// received) and applies the lanes side by side, each in batches of `worker.batch_size`
+    /// `worker.concurrency` lanes by tenant (one on SQLite; a tenant always falls in the same
+    /// lane, its messages in the order received) and applies the lanes side by side, each in batches of `worker.batch_size`
     /// messages, one transaction per batch (retrying transient failures), acking after
     /// commit; on a non-transient failure, a batch is isolated message by message.
     ///
