@@ -216,6 +216,8 @@ pub(crate) async fn invalidate_tenants(
         return Ok(());
     }
     lock_marks(txn, backend, from_day.keys().map(String::as_str), true).await?;
+    // The first day of which this write made a window stale: day rows from it on are flagged.
+    let mut first_marked: Option<i64> = None;
     let rows: Vec<(&String, &i64)> = from_day.iter().collect();
     for chunk in rows.chunks(500) {
         let mut sql = Sql::new(backend);
@@ -228,7 +230,10 @@ pub(crate) async fn invalidate_tenants(
                 .push(")");
         });
         sql.push(")");
-        txn.execute(sql.build()).await?;
+        if txn.execute(sql.build()).await?.rows_affected() > 0 {
+            let first = chunk.iter().map(|(_, d)| **d).min().unwrap_or(i64::MIN);
+            first_marked = Some(first_marked.map_or(first, |f| f.min(first)));
+        }
     }
     let status: Vec<&String> = status.iter().collect();
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -249,9 +254,75 @@ pub(crate) async fn invalidate_tenants(
             ", TRUE FROM v, stats_days d WHERE TRUE \
              ON CONFLICT (tenant_id, day) DO NOTHING",
         );
-        txn.execute(sql.build()).await?;
+        if txn.execute(sql.build()).await?.rows_affected() > 0 {
+            first_marked = Some(i64::MIN);
+        }
+    }
+    if let Some(first) = first_marked {
+        flag_days(txn, backend, first).await?;
     }
     Ok(())
+}
+
+/// The writers' half of the day rows' `stale` flag: flags the day rows from `first_day` on,
+/// in the transaction that made one of their windows stale (a window stale while its day
+/// row is not flagged would be read as fresh).
+///
+/// On PostgreSQL the writer first takes a key-share lock on those rows, held until it
+/// commits: writers do not block one another (nor the computation, which updates the rows
+/// under a no-key-update lock), but [`settle`], which clears the flag under `FOR UPDATE`,
+/// waits for every writer that may still mark a window of the day, and then sees its marks.
+/// A writer that arrives after the flag was cleared sets it again; one that finds it set
+/// changes nothing, so concurrent activity of different tenants does not queue on today's
+/// row. On SQLite the transaction already holds the write lock.
+async fn flag_days(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    first_day: i64,
+) -> Result<(), StoreError> {
+    if backend == DbBackend::Postgres {
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT day FROM stats_days WHERE day >= ")
+            .bind(day_value(first_day))
+            .push(" ORDER BY day FOR KEY SHARE");
+        txn.execute(sql.build()).await?;
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE stats_days SET stale = TRUE WHERE day >= ")
+        .bind(day_value(first_day))
+        .push(" AND stale = FALSE");
+    txn.execute(sql.build()).await?;
+    Ok(())
+}
+
+/// The computation's half of the day rows' `stale` flag: clears it on those of `days` none
+/// of whose windows is stale now, with every writer that may still mark one shut out (see
+/// [`flag_days`]); which days it cleared.
+async fn settle(db: &DatabaseConnection, days: &[i64]) -> Result<Vec<i64>, StoreError> {
+    if days.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = db.get_database_backend();
+    let txn = db.begin().await?;
+    if backend == DbBackend::Postgres {
+        // Waits for the writers holding a key-share lock; the check below reads after them.
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT day FROM stats_days WHERE day IN (")
+            .bind_list(days.iter().map(|d| day_value(*d)))
+            .push(") ORDER BY day FOR UPDATE");
+        txn.execute(sql.build()).await?;
+    }
+    // One statement: on SQLite it takes the write lock before it reads.
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE stats_days SET stale = FALSE WHERE day IN (")
+        .bind_list(days.iter().map(|d| day_value(*d)))
+        .push(
+            ") AND stale = TRUE AND NOT EXISTS (SELECT 1 FROM stats_windows w \
+             WHERE w.day = stats_days.day AND w.stale = TRUE) RETURNING day",
+        );
+    let cleared: Vec<(i32,)> = crate::query_rows(&txn, sql.build()).await?;
+    txn.commit().await?;
+    Ok(cleared.into_iter().map(|(d,)| i64::from(d)).collect())
 }
 
 /// Adds `tenant`'s earliest affected day to `from_day`.
@@ -268,8 +339,9 @@ fn day_value(day: i64) -> i32 {
     i32::try_from(day.clamp(i64::from(i32::MIN), i64::from(i32::MAX))).unwrap_or(i32::MAX)
 }
 
-/// Creates the day rows of `days` that do not exist: each with a stale placeholder window
-/// for every production tenant (computed by [`refresh`] next), under the cursor lock.
+/// Creates the day rows of `days` that do not exist: each flagged stale, with a stale
+/// placeholder window for every production tenant (computed by [`refresh`] next), under the
+/// cursor lock.
 async fn ensure_days(db: &DatabaseConnection, days: &[i64]) -> Result<(), StoreError> {
     let backend = db.get_database_backend();
     let existing: HashSet<i64> = read_days(db, days).await?.into_keys().collect();
@@ -308,8 +380,8 @@ async fn ensure_days(db: &DatabaseConnection, days: &[i64]) -> Result<(), StoreE
         let zero = DayTotals::default();
         let mut sql = Sql::new(backend);
         sql.push(
-            "INSERT INTO stats_days (day, authorized, opened, active, projects, updated_at) \
-             VALUES ",
+            "INSERT INTO stats_days (day, authorized, opened, active, projects, updated_at, \
+             stale) VALUES ",
         )
         .bind_tuple::<_, Value>([
             day_value(day).into(),
@@ -318,6 +390,7 @@ async fn ensure_days(db: &DatabaseConnection, days: &[i64]) -> Result<(), StoreE
             DayTotals::encode(&zero.active).into(),
             DayTotals::encode(&zero.projects).into(),
             now_ms.into(),
+            true.into(),
         ]);
         txn.execute(sql.build()).await?;
         txn.commit().await?;
@@ -325,23 +398,33 @@ async fn ensure_days(db: &DatabaseConnection, days: &[i64]) -> Result<(), StoreE
     Ok(())
 }
 
-/// The day rows of `days` that exist (`lock`: `FOR UPDATE` on PostgreSQL, in day order).
+/// A day row as read: the sum of its windows, and whether one of them may be stale.
+#[derive(Debug, Clone)]
+struct DayRow {
+    totals: DayTotals,
+    stale: bool,
+}
+
+/// The day rows of `days` that exist.
 async fn read_days(
     db: &impl ConnectionTrait,
     days: &[i64],
-) -> Result<BTreeMap<i64, DayTotals>, StoreError> {
+) -> Result<BTreeMap<i64, DayRow>, StoreError> {
     read_days_where(db, days, None, false).await
 }
 
+/// The day rows of `days`, or of the range `[from, to]` if given (`lock`: on PostgreSQL,
+/// `FOR NO KEY UPDATE` in day order — computations add their differences one after the
+/// other, while writers take key-share locks on the rows undisturbed, see [`flag_days`]).
 async fn read_days_where(
     db: &impl ConnectionTrait,
     days: &[i64],
     range: Option<(i64, i64)>,
     lock: bool,
-) -> Result<BTreeMap<i64, DayTotals>, StoreError> {
+) -> Result<BTreeMap<i64, DayRow>, StoreError> {
     let backend = db.get_database_backend();
     let mut sql = Sql::new(backend);
-    sql.push("SELECT day, authorized, opened, active, projects FROM stats_days WHERE ");
+    sql.push("SELECT day, authorized, opened, active, projects, stale FROM stats_days WHERE ");
     match range {
         Some((from, to)) => {
             sql.push("day >= ")
@@ -360,11 +443,12 @@ async fn read_days_where(
     }
     sql.push(" ORDER BY day");
     if lock && backend == DbBackend::Postgres {
-        sql.push(" FOR UPDATE");
+        sql.push(" FOR NO KEY UPDATE");
     }
-    let rows: Vec<(i32, i64, i64, String, String)> = crate::query_rows(db, sql.build()).await?;
+    let rows: Vec<(i32, i64, i64, String, String, bool)> =
+        crate::query_rows(db, sql.build()).await?;
     let mut out = BTreeMap::new();
-    for (day, authorized, opened, active, projects) in rows {
+    for (day, authorized, opened, active, projects, stale) in rows {
         let (Some(active), Some(projects)) =
             (DayTotals::decode(&active), DayTotals::decode(&projects))
         else {
@@ -373,17 +457,49 @@ async fn read_days_where(
                  integers expected in active and projects)"
             )));
         };
-        out.insert(
-            i64::from(day),
-            DayTotals {
-                authorized,
-                opened,
-                active,
-                projects,
-            },
-        );
+        let totals = DayTotals {
+            authorized,
+            opened,
+            active,
+            projects,
+        };
+        out.insert(i64::from(day), DayRow { totals, stale });
     }
     Ok(out)
+}
+
+/// The day rows of `days` (sorted, distinct), exact for everything committed before the
+/// call: rows that do not exist are created, and the stale windows of flagged rows are
+/// computed first. A row that is not flagged is read and nothing else.
+async fn current(
+    db: &DatabaseConnection,
+    days: &[i64],
+) -> Result<BTreeMap<i64, DayTotals>, StoreError> {
+    let mut rows = read_days(db, days).await?;
+    if rows.len() < days.len() {
+        let missing: Vec<i64> = days
+            .iter()
+            .copied()
+            .filter(|d| !rows.contains_key(d))
+            .collect();
+        ensure_days(db, &missing).await?;
+        rows.extend(read_days(db, &missing).await?);
+    }
+    let stale: Vec<i64> = rows
+        .iter()
+        .filter(|(_, r)| r.stale)
+        .map(|(d, _)| *d)
+        .collect();
+    if !stale.is_empty() {
+        refresh(db, &stale).await?;
+        rows.extend(read_days(db, &stale).await?);
+    }
+    if let Some(day) = days.iter().find(|d| !rows.contains_key(d)) {
+        return Err(StoreError::Corrupt(format!(
+            "the statistics row of day {day} was removed while it was read"
+        )));
+    }
+    Ok(rows.into_iter().map(|(d, r)| (d, r.totals)).collect())
 }
 
 /// Days of activity one mask of [`compute`] covers (bits of an `i64`, sign bit unused).
@@ -571,7 +687,11 @@ async fn fill(
     // First the locks (on SQLite, this write also makes the transaction the writer, so what
     // it reads next is the latest committed data).
     lock_marks(&txn, backend, tenants.iter().map(String::as_str), false).await?;
-    let mut totals = read_days_where(&txn, days, None, true).await?;
+    let mut totals: BTreeMap<i64, DayTotals> = read_days_where(&txn, days, None, true)
+        .await?
+        .into_iter()
+        .map(|(d, r)| (d, r.totals))
+        .collect();
     let stored: Vec<i64> = totals.keys().copied().collect();
     if stored.is_empty() {
         txn.commit().await?;
@@ -725,9 +845,11 @@ async fn fill(
     Ok(written.len())
 }
 
-/// Computes the stale windows of `days` (those with a row), a chunk of tenants per
-/// transaction (each chunk's history read once for all its stale days); how many
-/// tenant-days it computed.
+/// Computes the stale windows of `days` (flagged rows), a chunk of tenants per transaction
+/// (each chunk's history read once for all its stale days), then clears the flag of the
+/// days left with none ([`settle`]); how many tenant-days it computed. The windows stale
+/// when it started are all computed when it returns, whether or not a later write flagged
+/// a day again meanwhile.
 async fn refresh(db: &DatabaseConnection, days: &[i64]) -> Result<usize, StoreError> {
     if days.is_empty() {
         return Ok(0);
@@ -745,6 +867,7 @@ async fn refresh(db: &DatabaseConnection, days: &[i64]) -> Result<usize, StoreEr
     for chunk in stale.chunks(TENANTS_PER_FILL) {
         computed += fill(db, days, chunk).await?;
     }
+    settle(db, days).await?;
     Ok(computed)
 }
 
@@ -760,23 +883,26 @@ fn length(from_day: i64, to_day: i64) -> Result<usize, StoreError> {
     }
 }
 
-/// The figures of UTC+8 days `[from_day, to_day]` (at most 30 days): the day row of
-/// `to_day`, once its stale windows are computed.
-pub(crate) async fn period(
+/// The figures of each period of UTC+8 days `[from_day, to_day]` (at most 30 days): the
+/// day row of its `to_day`. The rows are read together, and their stale windows computed
+/// in one pass (the overview's period and previous period cost one read of the history).
+pub(crate) async fn periods(
     db: &DatabaseConnection,
-    from_day: i64,
-    to_day: i64,
-) -> Result<PeriodFigures, StoreError> {
-    let n = length(from_day, to_day)?;
-    ensure_days(db, &[to_day]).await?;
-    refresh(db, &[to_day]).await?;
-    let totals = read_days(db, &[to_day]).await?;
-    let day = totals.get(&to_day).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "the statistics row of day {to_day} was removed while it was read"
-        ))
-    })?;
-    Ok(day.figures(n))
+    periods: &[(i64, i64)],
+) -> Result<Vec<PeriodFigures>, StoreError> {
+    let lengths = periods
+        .iter()
+        .map(|&(from, to)| length(from, to))
+        .collect::<Result<Vec<usize>, StoreError>>()?;
+    let mut days: Vec<i64> = periods.iter().map(|p| p.1).collect();
+    days.sort_unstable();
+    days.dedup();
+    let rows = current(db, &days).await?;
+    Ok(periods
+        .iter()
+        .zip(lengths)
+        .map(|(p, n)| rows.get(&p.1).map(|r| r.figures(n)).unwrap_or_default())
+        .collect())
 }
 
 /// How the tenants table is ordered: a column (as the API names it) and its direction.
@@ -835,8 +961,7 @@ pub(crate) async fn tenants_page(
     page: TenantsPage,
 ) -> Result<(Vec<TenantFigures>, bool), StoreError> {
     let n = length(from_day, to_day)?;
-    ensure_days(db, &[to_day]).await?;
-    refresh(db, &[to_day]).await?;
+    current(db, &[to_day]).await?;
     let backend = db.get_database_backend();
     let dir = if page.descending { "DESC" } else { "ASC" };
     let key = match page.order {
@@ -934,26 +1059,31 @@ pub(crate) async fn tenants(
 
 /// Per UTC+8 day of `[from_day, to_day]`: `(day, active users, active projects)` — users
 /// authorised at the end of the day with activity on it, and their tenants; days without
-/// any are absent. A day with a row is read from it (a one-day period ending on it, once its
-/// stale windows are computed); the others are computed from the history, without creating
-/// rows (a custom range far back should not cost 30 days of windows).
+/// any are absent. A day with a row is read from it (a one-day period ending on it; the
+/// stale windows of the flagged rows are computed first, in one pass); the others are
+/// computed from the history, without creating rows (a custom range far back should not
+/// cost 30 days of windows).
 pub(crate) async fn daily(
     db: &DatabaseConnection,
     from_day: i64,
     to_day: i64,
 ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
-    let present: Vec<i64> = read_days_where(db, &[], Some((from_day, to_day)), false)
-        .await?
-        .into_keys()
+    let mut rows = read_days_where(db, &[], Some((from_day, to_day)), false).await?;
+    let stale: Vec<i64> = rows
+        .iter()
+        .filter(|(_, r)| r.stale)
+        .map(|(d, _)| *d)
         .collect();
-    refresh(db, &present).await?;
-    let rows = read_days_where(db, &[], Some((from_day, to_day)), false).await?;
+    if !stale.is_empty() {
+        refresh(db, &stale).await?;
+        rows.extend(read_days(db, &stale).await?);
+    }
     let mut out = Vec::new();
     let mut missing: Option<(i64, i64)> = None;
     for day in from_day..=to_day {
         match rows.get(&day) {
-            Some(totals) => {
-                let f = totals.figures(1);
+            Some(row) => {
+                let f = row.totals.figures(1);
                 if f.members_active > 0 {
                     out.push((day, f.members_active, f.projects_active));
                 }
@@ -997,7 +1127,13 @@ pub(crate) async fn fingerprint(db: &DatabaseConnection) -> Result<(i64, i64), S
 pub(crate) async fn warm(db: &DatabaseConnection, today: i64) -> Result<usize, StoreError> {
     let days: Vec<i64> = (today - WINDOW_DAYS..=today).collect();
     ensure_days(db, &days).await?;
-    refresh(db, &days).await
+    let stale: Vec<i64> = read_days(db, &days)
+        .await?
+        .into_iter()
+        .filter(|(_, r)| r.stale)
+        .map(|(d, _)| d)
+        .collect();
+    refresh(db, &stale).await
 }
 
 #[cfg(test)]
