@@ -147,11 +147,11 @@ pub(crate) async fn run<S: Service>(settings: S, a: StatsArgs) -> anyhow::Result
     cold_runs.sort();
     let cold = percentile_ms(&cold_runs, 0.5);
     if pg {
-        // What autovacuum does (2 % dead rows, migration m20261129_000010): the mass marking
-        // and computing above left every window's old versions in the stale-window index,
-        // which readers would otherwise scan until a vacuum (a server with autovacuum off
-        // keeps them).
-        db.execute_unprepared("VACUUM ANALYZE stats_windows, stats_days")
+        // Statistics for the planner, and no vacuum: the mass marking and computing above
+        // left every window's old versions in the stale-window index (a server with
+        // autovacuum off keeps them), and the readers must not depend on their removal (a
+        // day row that is not flagged is read alone, decision 0049).
+        db.execute_unprepared("ANALYZE stats_windows, stats_days")
             .await?;
     }
     let _ = drive(&client, &overview[..n.min(10)], &token, 1).await?;

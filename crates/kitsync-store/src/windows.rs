@@ -1,5 +1,5 @@
-//! Precomputed statistics (migrations `m20261129_000010_stats_windows` and
-//! `m20261204_000014_stats_days`): what every period ending on a UTC+8 day needs, per
+//! Precomputed statistics (migrations `m20261129_000010_stats_windows`,
+//! `m20261204_000014_stats_days` and `m20261204_000015_stats_days_stale`): what every period ending on a UTC+8 day needs, per
 //! production tenant ("windows") and summed over all of them ("day rows"), so the
 //! all-tenants overview and daily series read one row per day, whatever the number of
 //! tenants, and the tenants table reads one window per tenant it shows.
@@ -24,9 +24,18 @@
 //! activity rollup of day `a` marks the tenant's windows of days `≥ a`, an authorisation span
 //! opened or closed at marketplace time `v` those of days `≥ day(v)`, and a tenant row in
 //! the journal (created, renamed, deleted, flagged as test data) all of the tenant's windows.
-//! A reader first computes the stale windows of the days it reads (found through a partial
-//! index, so none is a probe), then reads the day row: exact for the data committed so far.
 //! The statistics maintainer keeps the last 31 days' windows fresh in the background.
+//!
+//! **The day's flag.** `stats_days.stale` is set while some window of the day may be stale:
+//! the write that makes a window stale flags the day rows from the window's day on, in the
+//! same transaction ([`flag_days`]); a new day row starts flagged (its placeholders are
+//! stale). Only [`settle`] clears it, after a computation, when none of the day's windows
+//! is stale, with every writer that may still mark one shut out. So a day row that is not
+//! flagged has no stale window, and a reader reads it and nothing else: the overview reads
+//! two rows, the daily series its period's rows. A flagged day's stale windows are found
+//! through a partial index and computed first. The reader's cost so depends neither on the
+//! tenants nor on the dead entries the marks and computations leave in that index on
+//! PostgreSQL until a vacuum (decision 0049).
 //!
 //! **Every production tenant has a window of every day that has a row.** A day row is
 //! created with a stale zero-valued placeholder window for every production tenant; when
@@ -43,9 +52,13 @@
 //! committed) a writer that locks second marks the window after it is committed, and a
 //! computation that locks second reads after the write is committed; on SQLite both are
 //! write transactions and run one at a time. Lock order: the indexer's cursor, then marks in
-//! tenant order, then day rows in day order (`FOR UPDATE` on PostgreSQL, so two computations
-//! of different tenants add their differences one after the other). Writers never lock a
-//! day row: concurrent activity of different tenants does not queue on today's row.
+//! tenant order, then day rows in day order. On PostgreSQL the computation takes the day
+//! rows `FOR NO KEY UPDATE` (two computations of different tenants add their differences
+//! one after the other), writers take them `FOR KEY SHARE` (which conflicts with neither
+//! that nor another writer's: concurrent activity of different tenants does not queue on
+//! today's row; only the first writer after a clear updates a row, to flag it) and
+//! [`settle`] `FOR UPDATE SKIP LOCKED` (it never waits: a row held by a writer or a
+//! computation stays flagged for the next reader).
 use crate::error::StoreError;
 use crate::sql::{rows_per_statement, Sql};
 use crate::stats::{end_of_day_ms, PeriodFigures, TenantFigures};
@@ -270,59 +283,103 @@ pub(crate) async fn invalidate_tenants(
 ///
 /// On PostgreSQL the writer first takes a key-share lock on those rows, held until it
 /// commits: writers do not block one another (nor the computation, which updates the rows
-/// under a no-key-update lock), but [`settle`], which clears the flag under `FOR UPDATE`,
-/// waits for every writer that may still mark a window of the day, and then sees its marks.
-/// A writer that arrives after the flag was cleared sets it again; one that finds it set
-/// changes nothing, so concurrent activity of different tenants does not queue on today's
-/// row. On SQLite the transaction already holds the write lock.
+/// under a no-key-update lock), but [`settle`], which clears the flag only on rows it can
+/// lock `FOR UPDATE`, never clears one while a writer that may still mark a window of the
+/// day is in flight, and sees the marks of those that committed.
+/// Only the rows found clear are updated, one at a time in day order (two writers setting
+/// the flags of the same days take them in the same order): the first writer after a clear
+/// sets the flag, the others find it set and change nothing, so concurrent activity of
+/// different tenants does not queue on today's row. On SQLite the transaction already holds
+/// the write lock.
 async fn flag_days(
     txn: &impl ConnectionTrait,
     backend: DbBackend,
     first_day: i64,
 ) -> Result<(), StoreError> {
-    if backend == DbBackend::Postgres {
+    if backend != DbBackend::Postgres {
         let mut sql = Sql::new(backend);
-        sql.push("SELECT day FROM stats_days WHERE day >= ")
+        sql.push("UPDATE stats_days SET stale = TRUE WHERE day >= ")
             .bind(day_value(first_day))
-            .push(" ORDER BY day FOR KEY SHARE");
+            .push(" AND stale = FALSE");
         txn.execute(sql.build()).await?;
+        return Ok(());
     }
     let mut sql = Sql::new(backend);
-    sql.push("UPDATE stats_days SET stale = TRUE WHERE day >= ")
+    sql.push("SELECT day, stale FROM stats_days WHERE day >= ")
         .bind(day_value(first_day))
-        .push(" AND stale = FALSE");
-    txn.execute(sql.build()).await?;
+        .push(" ORDER BY day FOR KEY SHARE");
+    let rows: Vec<(i32, bool)> = crate::query_rows(txn, sql.build()).await?;
+    for (day, _) in rows.into_iter().filter(|(_, stale)| !stale) {
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE stats_days SET stale = TRUE WHERE day = ")
+            .bind(day)
+            .push(" AND stale = FALSE");
+        txn.execute(sql.build()).await?;
+    }
     Ok(())
 }
 
 /// The computation's half of the day rows' `stale` flag: clears it on those of `days` none
 /// of whose windows is stale now, with every writer that may still mark one shut out (see
 /// [`flag_days`]); which days it cleared.
+///
+/// On PostgreSQL it locks the rows `FOR UPDATE SKIP LOCKED`: a row that a writer (key
+/// share) or a computation holds is left flagged for the next reader, so a reader never
+/// waits for writers here, and a stream of writers cannot hold it up.
 async fn settle(db: &DatabaseConnection, days: &[i64]) -> Result<Vec<i64>, StoreError> {
     if days.is_empty() {
         return Ok(Vec::new());
     }
     let backend = db.get_database_backend();
-    let txn = db.begin().await?;
-    if backend == DbBackend::Postgres {
-        // Waits for the writers holding a key-share lock; the check below reads after them.
+    if backend != DbBackend::Postgres {
+        // One statement, which takes the write lock before it reads.
         let mut sql = Sql::new(backend);
-        sql.push("SELECT day FROM stats_days WHERE day IN (")
+        sql.push("UPDATE stats_days SET stale = FALSE WHERE day IN (")
             .bind_list(days.iter().map(|d| day_value(*d)))
-            .push(") ORDER BY day FOR UPDATE");
+            .push(
+                ") AND stale = TRUE AND NOT EXISTS (SELECT 1 FROM stats_windows w \
+                 WHERE w.day = stats_days.day AND w.stale = TRUE) RETURNING day",
+            );
+        let cleared: Vec<(i32,)> = crate::query_rows(db, sql.build()).await?;
+        return Ok(cleared.into_iter().map(|(d,)| i64::from(d)).collect());
+    }
+    let txn = db.begin().await?;
+    // No writer that may mark a window of a locked day is in flight: the check below reads
+    // after every one of them.
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT day FROM stats_days WHERE day IN (")
+        .bind_list(days.iter().map(|d| day_value(*d)))
+        .push(") AND stale = TRUE ORDER BY day FOR UPDATE SKIP LOCKED");
+    let locked: BTreeSet<i64> = crate::query_rows::<(i32,)>(&txn, sql.build())
+        .await?
+        .into_iter()
+        .map(|(d,)| i64::from(d))
+        .collect();
+    let mut clear: Vec<i64> = Vec::new();
+    if !locked.is_empty() {
+        let locked_days: Vec<i64> = locked.iter().copied().collect();
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT v.day FROM ");
+        each_day_stale(&mut sql, true, &locked_days, true);
+        let stale: HashSet<i64> = crate::query_rows::<(i32,)>(&txn, sql.build())
+            .await?
+            .into_iter()
+            .map(|(d,)| i64::from(d))
+            .collect();
+        clear = locked_days
+            .into_iter()
+            .filter(|d| !stale.contains(d))
+            .collect();
+    }
+    if !clear.is_empty() {
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE stats_days SET stale = FALSE WHERE day IN (")
+            .bind_list(clear.iter().map(|d| day_value(*d)))
+            .push(")");
         txn.execute(sql.build()).await?;
     }
-    // One statement: on SQLite it takes the write lock before it reads.
-    let mut sql = Sql::new(backend);
-    sql.push("UPDATE stats_days SET stale = FALSE WHERE day IN (")
-        .bind_list(days.iter().map(|d| day_value(*d)))
-        .push(
-            ") AND stale = TRUE AND NOT EXISTS (SELECT 1 FROM stats_windows w \
-             WHERE w.day = stats_days.day AND w.stale = TRUE) RETURNING day",
-        );
-    let cleared: Vec<(i32,)> = crate::query_rows(&txn, sql.build()).await?;
     txn.commit().await?;
-    Ok(cleared.into_iter().map(|(d,)| i64::from(d)).collect())
+    Ok(clear)
 }
 
 /// Adds `tenant`'s earliest affected day to `from_day`.
@@ -711,12 +768,27 @@ async fn fill(
         .map(|(t,)| t)
         .collect();
     // The stored windows: their values (what the day rows hold for them) and staleness.
+    // On PostgreSQL a probe of the primary key per tenant (LATERAL behind `OFFSET 0`): with
+    // the windows' statistics behind, an `IN` list was planned as a scan of every window.
     let mut sql = Sql::new(backend);
-    sql.push("SELECT tenant_id, day, authorized, active, stale FROM stats_windows WHERE ");
-    in_tenants(&mut sql);
-    sql.push(" AND day IN (")
+    if backend == DbBackend::Postgres {
+        sql.push("SELECT w.tenant_id, w.day, w.authorized, w.active, w.stale FROM (VALUES ");
+        sql.joined(tenants.iter(), ", ", |sql, t| {
+            sql.push("(").bind(t.as_str()).push(")");
+        });
+        sql.push(
+            ") AS v (tenant_id) CROSS JOIN LATERAL (SELECT * FROM stats_windows x \
+             WHERE x.tenant_id = v.tenant_id AND x.day IN (",
+        )
         .bind_list(stored.iter().map(|d| day_value(*d)))
-        .push(")");
+        .push(") OFFSET 0) w");
+    } else {
+        sql.push("SELECT tenant_id, day, authorized, active, stale FROM stats_windows WHERE ");
+        in_tenants(&mut sql);
+        sql.push(" AND day IN (")
+            .bind_list(stored.iter().map(|d| day_value(*d)))
+            .push(")");
+    }
     let mut old: HashMap<(String, i64), (Window, bool)> = HashMap::new();
     for (t, day, authorized, active, stale) in
         crate::query_rows::<(String, i32, i64, String, bool)>(&txn, sql.build()).await?
@@ -845,6 +917,34 @@ async fn fill(
     Ok(written.len())
 }
 
+/// Appends the days `v` (`VALUES`) joined to the stale windows `s` of each day
+/// (`first`: on PostgreSQL only the first, by tenant id): a walk of the stale-window index
+/// per day, never a scan of the windows. On PostgreSQL a LATERAL subquery, behind
+/// `OFFSET 0` or ordered by the index, which the planner cannot turn into a scan of every
+/// window when the table's statistics lag behind (it grows by a day of tenants at a time,
+/// and autovacuum may be off); SQLite runs a `CROSS JOIN` in the order written, the days
+/// outside.
+fn each_day_stale(sql: &mut Sql, pg: bool, days: &[i64], first: bool) {
+    sql.push("(SELECT x.column1 AS day FROM (VALUES ");
+    sql.joined(days.iter(), ", ", |sql, d| {
+        sql.push("(").bind(day_value(*d)).push(")");
+    });
+    sql.push(") AS x) AS v");
+    if pg {
+        sql.push(
+            " CROSS JOIN LATERAL (SELECT w.tenant_id FROM stats_windows w \
+             WHERE w.day = v.day AND w.stale = TRUE",
+        )
+        .push(if first {
+            " ORDER BY w.tenant_id LIMIT 1) s"
+        } else {
+            " OFFSET 0) s"
+        });
+    } else {
+        sql.push(" CROSS JOIN stats_windows s ON s.day = v.day AND s.stale = TRUE");
+    }
+}
+
 /// Computes the stale windows of `days` (flagged rows), a chunk of tenants per transaction
 /// (each chunk's history read once for all its stale days), then clears the flag of the
 /// days left with none ([`settle`]); how many tenant-days it computed. The windows stale
@@ -854,10 +954,11 @@ async fn refresh(db: &DatabaseConnection, days: &[i64]) -> Result<usize, StoreEr
     if days.is_empty() {
         return Ok(0);
     }
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("SELECT DISTINCT tenant_id FROM stats_windows WHERE day IN (")
-        .bind_list(days.iter().map(|d| day_value(*d)))
-        .push(") AND stale = TRUE ORDER BY tenant_id");
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT DISTINCT s.tenant_id FROM ");
+    each_day_stale(&mut sql, backend == DbBackend::Postgres, days, false);
+    sql.push(" ORDER BY s.tenant_id");
     let stale: Vec<String> = crate::query_rows::<(String,)>(db, sql.build())
         .await?
         .into_iter()
