@@ -22,6 +22,8 @@
 //!   a key is kept, now that the worker writes it.
 //! - `m20261204_000014_stats_days`: global per-day statistics kept with the per-tenant
 //!   windows; windows are marked stale instead of deleted.
+//! - `m20261204_000015_stats_days_stale`: whether some window of a day may be stale, on the
+//!   day's row.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off) and `testing` gives each test its own fresh database (behind the `testing` feature,
@@ -45,6 +47,7 @@ mod m20261203_000011_replay_keys;
 mod m20261203_000012_login;
 mod m20261204_000013_replay_ledger_owner;
 mod m20261204_000014_stats_days;
+mod m20261204_000015_stats_days_stale;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -72,6 +75,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_login::Migration),
             Box::new(m20261204_000013_replay_ledger_owner::Migration),
             Box::new(m20261204_000014_stats_days::Migration),
+            Box::new(m20261204_000015_stats_days_stale::Migration),
         ]
     }
 }

@@ -386,8 +386,12 @@ pub async fn overview(
     let (today, as_of) = prepare(&state, &caller).await?;
     let period = q.period(today)?;
     let previous = period.previous();
-    let (p, m) = figures(&state.store.stats_period(period.from, period.to).await?);
-    let (pp, pm) = figures(&state.store.stats_period(previous.from, previous.to).await?);
+    let [now, before] = state
+        .store
+        .stats_periods([(period.from, period.to), (previous.from, previous.to)])
+        .await?;
+    let (p, m) = figures(&now);
+    let (pp, pm) = figures(&before);
     Ok(Json(OverviewBody {
         period: period.body(),
         previous_period: previous.body(),

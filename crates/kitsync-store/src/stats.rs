@@ -370,7 +370,26 @@ impl Store {
         from_day: i64,
         to_day: i64,
     ) -> Result<PeriodFigures, StoreError> {
-        crate::windows::period(&self.db, from_day, to_day).await
+        let figures = crate::windows::periods(&self.db, &[(from_day, to_day)]).await?;
+        Ok(figures.into_iter().next().unwrap_or_default())
+    }
+
+    /// [`Store::stats_period`] of each `(from_day, to_day)`, in order: the day rows are read
+    /// together and their stale windows computed in one pass (an overview's period and
+    /// previous period).
+    ///
+    /// # Errors
+    /// As [`Store::stats_period`].
+    pub async fn stats_periods<const K: usize>(
+        &self,
+        periods: [(i64, i64); K],
+    ) -> Result<[PeriodFigures; K], StoreError> {
+        let figures = crate::windows::periods(&self.db, &periods).await?;
+        let mut out = [PeriodFigures::default(); K];
+        for (slot, f) in out.iter_mut().zip(figures) {
+            *slot = f;
+        }
+        Ok(out)
     }
 
     /// Computes the statistics windows of the 31 UTC+8 days up to `today` that are stale or

@@ -1,5 +1,5 @@
-//! Precomputed statistics (migrations `m20261129_000010_stats_windows` and
-//! `m20261204_000014_stats_days`): what every period ending on a UTC+8 day needs, per
+//! Precomputed statistics (migrations `m20261129_000010_stats_windows`,
+//! `m20261204_000014_stats_days` and `m20261204_000015_stats_days_stale`): what every period ending on a UTC+8 day needs, per
 //! production tenant ("windows") and summed over all of them ("day rows"), so the
 //! all-tenants overview and daily series read one row per day, whatever the number of
 //! tenants, and the tenants table reads one window per tenant it shows.
@@ -24,9 +24,18 @@
 //! activity rollup of day `a` marks the tenant's windows of days `≥ a`, an authorisation span
 //! opened or closed at marketplace time `v` those of days `≥ day(v)`, and a tenant row in
 //! the journal (created, renamed, deleted, flagged as test data) all of the tenant's windows.
-//! A reader first computes the stale windows of the days it reads (found through a partial
-//! index, so none is a probe), then reads the day row: exact for the data committed so far.
 //! The statistics maintainer keeps the last 31 days' windows fresh in the background.
+//!
+//! **The day's flag.** `stats_days.stale` is set while some window of the day may be stale:
+//! the write that makes a window stale flags the day rows from the window's day on, in the
+//! same transaction ([`flag_days`]); a new day row starts flagged (its placeholders are
+//! stale). Only [`settle`] clears it, after a computation, when none of the day's windows
+//! is stale, with every writer that may still mark one shut out. So a day row that is not
+//! flagged has no stale window, and a reader reads it and nothing else: the overview reads
+//! two rows, the daily series its period's rows. A flagged day's stale windows are found
+//! through a partial index and computed first. The reader's cost so depends neither on the
+//! tenants nor on the dead entries the marks and computations leave in that index on
+//! PostgreSQL until a vacuum (decision 0049).
 //!
 //! **Every production tenant has a window of every day that has a row.** A day row is
 //! created with a stale zero-valued placeholder window for every production tenant; when
@@ -43,9 +52,13 @@
 //! committed) a writer that locks second marks the window after it is committed, and a
 //! computation that locks second reads after the write is committed; on SQLite both are
 //! write transactions and run one at a time. Lock order: the indexer's cursor, then marks in
-//! tenant order, then day rows in day order (`FOR UPDATE` on PostgreSQL, so two computations
-//! of different tenants add their differences one after the other). Writers never lock a
-//! day row: concurrent activity of different tenants does not queue on today's row.
+//! tenant order, then day rows in day order. On PostgreSQL the computation takes the day
+//! rows `FOR NO KEY UPDATE` (two computations of different tenants add their differences
+//! one after the other), writers take them `FOR KEY SHARE` (which conflicts with neither
+//! that nor another writer's: concurrent activity of different tenants does not queue on
+//! today's row; only the first writer after a clear updates a row, to flag it) and
+//! [`settle`] `FOR UPDATE SKIP LOCKED` (it never waits: a row held by a writer or a
+//! computation stays flagged for the next reader).
 use crate::error::StoreError;
 use crate::sql::{rows_per_statement, Sql};
 use crate::stats::{end_of_day_ms, PeriodFigures, TenantFigures};
@@ -216,6 +229,8 @@ pub(crate) async fn invalidate_tenants(
         return Ok(());
     }
     lock_marks(txn, backend, from_day.keys().map(String::as_str), true).await?;
+    // The first day of which this write made a window stale: day rows from it on are flagged.
+    let mut first_marked: Option<i64> = None;
     let rows: Vec<(&String, &i64)> = from_day.iter().collect();
     for chunk in rows.chunks(500) {
         let mut sql = Sql::new(backend);
@@ -228,7 +243,10 @@ pub(crate) async fn invalidate_tenants(
                 .push(")");
         });
         sql.push(")");
-        txn.execute(sql.build()).await?;
+        if txn.execute(sql.build()).await?.rows_affected() > 0 {
+            let first = chunk.iter().map(|(_, d)| **d).min().unwrap_or(i64::MIN);
+            first_marked = Some(first_marked.map_or(first, |f| f.min(first)));
+        }
     }
     let status: Vec<&String> = status.iter().collect();
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -249,9 +267,119 @@ pub(crate) async fn invalidate_tenants(
             ", TRUE FROM v, stats_days d WHERE TRUE \
              ON CONFLICT (tenant_id, day) DO NOTHING",
         );
+        if txn.execute(sql.build()).await?.rows_affected() > 0 {
+            first_marked = Some(i64::MIN);
+        }
+    }
+    if let Some(first) = first_marked {
+        flag_days(txn, backend, first).await?;
+    }
+    Ok(())
+}
+
+/// The writers' half of the day rows' `stale` flag: flags the day rows from `first_day` on,
+/// in the transaction that made one of their windows stale (a window stale while its day
+/// row is not flagged would be read as fresh).
+///
+/// On PostgreSQL the writer first takes a key-share lock on those rows, held until it
+/// commits: writers do not block one another (nor the computation, which updates the rows
+/// under a no-key-update lock), but [`settle`], which clears the flag only on rows it can
+/// lock `FOR UPDATE`, never clears one while a writer that may still mark a window of the
+/// day is in flight, and sees the marks of those that committed.
+/// Only the rows found clear are updated, one at a time in day order (two writers setting
+/// the flags of the same days take them in the same order): the first writer after a clear
+/// sets the flag, the others find it set and change nothing, so concurrent activity of
+/// different tenants does not queue on today's row. On SQLite the transaction already holds
+/// the write lock.
+async fn flag_days(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    first_day: i64,
+) -> Result<(), StoreError> {
+    if backend != DbBackend::Postgres {
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE stats_days SET stale = TRUE WHERE day >= ")
+            .bind(day_value(first_day))
+            .push(" AND stale = FALSE");
+        txn.execute(sql.build()).await?;
+        return Ok(());
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT day, stale FROM stats_days WHERE day >= ")
+        .bind(day_value(first_day))
+        .push(" ORDER BY day FOR KEY SHARE");
+    let rows: Vec<(i32, bool)> = crate::query_rows(txn, sql.build()).await?;
+    for (day, _) in rows.into_iter().filter(|(_, stale)| !stale) {
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE stats_days SET stale = TRUE WHERE day = ")
+            .bind(day)
+            .push(" AND stale = FALSE");
         txn.execute(sql.build()).await?;
     }
     Ok(())
+}
+
+/// The computation's half of the day rows' `stale` flag: clears it on those of `days` none
+/// of whose windows is stale now, with every writer that may still mark one shut out (see
+/// [`flag_days`]); which days it cleared.
+///
+/// On PostgreSQL it locks the rows `FOR UPDATE SKIP LOCKED`: a row that a writer (key
+/// share) or a computation holds is left flagged for the next reader, so a reader never
+/// waits for writers here, and a stream of writers cannot hold it up.
+async fn settle(db: &DatabaseConnection, days: &[i64]) -> Result<Vec<i64>, StoreError> {
+    if days.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Postgres {
+        // One statement, which takes the write lock before it reads.
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE stats_days SET stale = FALSE WHERE day IN (")
+            .bind_list(days.iter().map(|d| day_value(*d)))
+            .push(
+                ") AND stale = TRUE AND NOT EXISTS (SELECT 1 FROM stats_windows w \
+                 WHERE w.day = stats_days.day AND w.stale = TRUE) RETURNING day",
+            );
+        let cleared: Vec<(i32,)> = crate::query_rows(db, sql.build()).await?;
+        return Ok(cleared.into_iter().map(|(d,)| i64::from(d)).collect());
+    }
+    let txn = db.begin().await?;
+    // No writer that may mark a window of a locked day is in flight: the check below reads
+    // after every one of them.
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT day FROM stats_days WHERE day IN (")
+        .bind_list(days.iter().map(|d| day_value(*d)))
+        .push(") AND stale = TRUE ORDER BY day FOR UPDATE SKIP LOCKED");
+    let locked: BTreeSet<i64> = crate::query_rows::<(i32,)>(&txn, sql.build())
+        .await?
+        .into_iter()
+        .map(|(d,)| i64::from(d))
+        .collect();
+    let mut clear: Vec<i64> = Vec::new();
+    if !locked.is_empty() {
+        let locked_days: Vec<i64> = locked.iter().copied().collect();
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT v.day FROM ");
+        each_day_stale(&mut sql, true, &locked_days, true);
+        let stale: HashSet<i64> = crate::query_rows::<(i32,)>(&txn, sql.build())
+            .await?
+            .into_iter()
+            .map(|(d,)| i64::from(d))
+            .collect();
+        clear = locked_days
+            .into_iter()
+            .filter(|d| !stale.contains(d))
+            .collect();
+    }
+    if !clear.is_empty() {
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE stats_days SET stale = FALSE WHERE day IN (")
+            .bind_list(clear.iter().map(|d| day_value(*d)))
+            .push(")");
+        txn.execute(sql.build()).await?;
+    }
+    txn.commit().await?;
+    Ok(clear)
 }
 
 /// Adds `tenant`'s earliest affected day to `from_day`.
@@ -268,8 +396,9 @@ fn day_value(day: i64) -> i32 {
     i32::try_from(day.clamp(i64::from(i32::MIN), i64::from(i32::MAX))).unwrap_or(i32::MAX)
 }
 
-/// Creates the day rows of `days` that do not exist: each with a stale placeholder window
-/// for every production tenant (computed by [`refresh`] next), under the cursor lock.
+/// Creates the day rows of `days` that do not exist: each flagged stale, with a stale
+/// placeholder window for every production tenant (computed by [`refresh`] next), under the
+/// cursor lock.
 async fn ensure_days(db: &DatabaseConnection, days: &[i64]) -> Result<(), StoreError> {
     let backend = db.get_database_backend();
     let existing: HashSet<i64> = read_days(db, days).await?.into_keys().collect();
@@ -308,8 +437,8 @@ async fn ensure_days(db: &DatabaseConnection, days: &[i64]) -> Result<(), StoreE
         let zero = DayTotals::default();
         let mut sql = Sql::new(backend);
         sql.push(
-            "INSERT INTO stats_days (day, authorized, opened, active, projects, updated_at) \
-             VALUES ",
+            "INSERT INTO stats_days (day, authorized, opened, active, projects, updated_at, \
+             stale) VALUES ",
         )
         .bind_tuple::<_, Value>([
             day_value(day).into(),
@@ -318,6 +447,7 @@ async fn ensure_days(db: &DatabaseConnection, days: &[i64]) -> Result<(), StoreE
             DayTotals::encode(&zero.active).into(),
             DayTotals::encode(&zero.projects).into(),
             now_ms.into(),
+            true.into(),
         ]);
         txn.execute(sql.build()).await?;
         txn.commit().await?;
@@ -325,23 +455,33 @@ async fn ensure_days(db: &DatabaseConnection, days: &[i64]) -> Result<(), StoreE
     Ok(())
 }
 
-/// The day rows of `days` that exist (`lock`: `FOR UPDATE` on PostgreSQL, in day order).
+/// A day row as read: the sum of its windows, and whether one of them may be stale.
+#[derive(Debug, Clone)]
+struct DayRow {
+    totals: DayTotals,
+    stale: bool,
+}
+
+/// The day rows of `days` that exist.
 async fn read_days(
     db: &impl ConnectionTrait,
     days: &[i64],
-) -> Result<BTreeMap<i64, DayTotals>, StoreError> {
+) -> Result<BTreeMap<i64, DayRow>, StoreError> {
     read_days_where(db, days, None, false).await
 }
 
+/// The day rows of `days`, or of the range `[from, to]` if given (`lock`: on PostgreSQL,
+/// `FOR NO KEY UPDATE` in day order — computations add their differences one after the
+/// other, while writers take key-share locks on the rows undisturbed, see [`flag_days`]).
 async fn read_days_where(
     db: &impl ConnectionTrait,
     days: &[i64],
     range: Option<(i64, i64)>,
     lock: bool,
-) -> Result<BTreeMap<i64, DayTotals>, StoreError> {
+) -> Result<BTreeMap<i64, DayRow>, StoreError> {
     let backend = db.get_database_backend();
     let mut sql = Sql::new(backend);
-    sql.push("SELECT day, authorized, opened, active, projects FROM stats_days WHERE ");
+    sql.push("SELECT day, authorized, opened, active, projects, stale FROM stats_days WHERE ");
     match range {
         Some((from, to)) => {
             sql.push("day >= ")
@@ -360,11 +500,12 @@ async fn read_days_where(
     }
     sql.push(" ORDER BY day");
     if lock && backend == DbBackend::Postgres {
-        sql.push(" FOR UPDATE");
+        sql.push(" FOR NO KEY UPDATE");
     }
-    let rows: Vec<(i32, i64, i64, String, String)> = crate::query_rows(db, sql.build()).await?;
+    let rows: Vec<(i32, i64, i64, String, String, bool)> =
+        crate::query_rows(db, sql.build()).await?;
     let mut out = BTreeMap::new();
-    for (day, authorized, opened, active, projects) in rows {
+    for (day, authorized, opened, active, projects, stale) in rows {
         let (Some(active), Some(projects)) =
             (DayTotals::decode(&active), DayTotals::decode(&projects))
         else {
@@ -373,17 +514,49 @@ async fn read_days_where(
                  integers expected in active and projects)"
             )));
         };
-        out.insert(
-            i64::from(day),
-            DayTotals {
-                authorized,
-                opened,
-                active,
-                projects,
-            },
-        );
+        let totals = DayTotals {
+            authorized,
+            opened,
+            active,
+            projects,
+        };
+        out.insert(i64::from(day), DayRow { totals, stale });
     }
     Ok(out)
+}
+
+/// The day rows of `days` (sorted, distinct), exact for everything committed before the
+/// call: rows that do not exist are created, and the stale windows of flagged rows are
+/// computed first. A row that is not flagged is read and nothing else.
+async fn current(
+    db: &DatabaseConnection,
+    days: &[i64],
+) -> Result<BTreeMap<i64, DayTotals>, StoreError> {
+    let mut rows = read_days(db, days).await?;
+    if rows.len() < days.len() {
+        let missing: Vec<i64> = days
+            .iter()
+            .copied()
+            .filter(|d| !rows.contains_key(d))
+            .collect();
+        ensure_days(db, &missing).await?;
+        rows.extend(read_days(db, &missing).await?);
+    }
+    let stale: Vec<i64> = rows
+        .iter()
+        .filter(|(_, r)| r.stale)
+        .map(|(d, _)| *d)
+        .collect();
+    if !stale.is_empty() {
+        refresh(db, &stale).await?;
+        rows.extend(read_days(db, &stale).await?);
+    }
+    if let Some(day) = days.iter().find(|d| !rows.contains_key(d)) {
+        return Err(StoreError::Corrupt(format!(
+            "the statistics row of day {day} was removed while it was read"
+        )));
+    }
+    Ok(rows.into_iter().map(|(d, r)| (d, r.totals)).collect())
 }
 
 /// Days of activity one mask of [`compute`] covers (bits of an `i64`, sign bit unused).
@@ -571,7 +744,11 @@ async fn fill(
     // First the locks (on SQLite, this write also makes the transaction the writer, so what
     // it reads next is the latest committed data).
     lock_marks(&txn, backend, tenants.iter().map(String::as_str), false).await?;
-    let mut totals = read_days_where(&txn, days, None, true).await?;
+    let mut totals: BTreeMap<i64, DayTotals> = read_days_where(&txn, days, None, true)
+        .await?
+        .into_iter()
+        .map(|(d, r)| (d, r.totals))
+        .collect();
     let stored: Vec<i64> = totals.keys().copied().collect();
     if stored.is_empty() {
         txn.commit().await?;
@@ -591,12 +768,27 @@ async fn fill(
         .map(|(t,)| t)
         .collect();
     // The stored windows: their values (what the day rows hold for them) and staleness.
+    // On PostgreSQL a probe of the primary key per tenant (LATERAL behind `OFFSET 0`): with
+    // the windows' statistics behind, an `IN` list was planned as a scan of every window.
     let mut sql = Sql::new(backend);
-    sql.push("SELECT tenant_id, day, authorized, active, stale FROM stats_windows WHERE ");
-    in_tenants(&mut sql);
-    sql.push(" AND day IN (")
+    if backend == DbBackend::Postgres {
+        sql.push("SELECT w.tenant_id, w.day, w.authorized, w.active, w.stale FROM (VALUES ");
+        sql.joined(tenants.iter(), ", ", |sql, t| {
+            sql.push("(").bind(t.as_str()).push(")");
+        });
+        sql.push(
+            ") AS v (tenant_id) CROSS JOIN LATERAL (SELECT * FROM stats_windows x \
+             WHERE x.tenant_id = v.tenant_id AND x.day IN (",
+        )
         .bind_list(stored.iter().map(|d| day_value(*d)))
-        .push(")");
+        .push(") OFFSET 0) w");
+    } else {
+        sql.push("SELECT tenant_id, day, authorized, active, stale FROM stats_windows WHERE ");
+        in_tenants(&mut sql);
+        sql.push(" AND day IN (")
+            .bind_list(stored.iter().map(|d| day_value(*d)))
+            .push(")");
+    }
     let mut old: HashMap<(String, i64), (Window, bool)> = HashMap::new();
     for (t, day, authorized, active, stale) in
         crate::query_rows::<(String, i32, i64, String, bool)>(&txn, sql.build()).await?
@@ -725,17 +917,48 @@ async fn fill(
     Ok(written.len())
 }
 
-/// Computes the stale windows of `days` (those with a row), a chunk of tenants per
-/// transaction (each chunk's history read once for all its stale days); how many
-/// tenant-days it computed.
+/// Appends the days `v` (`VALUES`) joined to the stale windows `s` of each day
+/// (`first`: on PostgreSQL only the first, by tenant id): a walk of the stale-window index
+/// per day, never a scan of the windows. On PostgreSQL a LATERAL subquery, behind
+/// `OFFSET 0` or ordered by the index, which the planner cannot turn into a scan of every
+/// window when the table's statistics lag behind (it grows by a day of tenants at a time,
+/// and autovacuum may be off); SQLite runs a `CROSS JOIN` in the order written, the days
+/// outside.
+fn each_day_stale(sql: &mut Sql, pg: bool, days: &[i64], first: bool) {
+    sql.push("(SELECT x.column1 AS day FROM (VALUES ");
+    sql.joined(days.iter(), ", ", |sql, d| {
+        sql.push("(").bind(day_value(*d)).push(")");
+    });
+    sql.push(") AS x) AS v");
+    if pg {
+        sql.push(
+            " CROSS JOIN LATERAL (SELECT w.tenant_id FROM stats_windows w \
+             WHERE w.day = v.day AND w.stale = TRUE",
+        )
+        .push(if first {
+            " ORDER BY w.tenant_id LIMIT 1) s"
+        } else {
+            " OFFSET 0) s"
+        });
+    } else {
+        sql.push(" CROSS JOIN stats_windows s ON s.day = v.day AND s.stale = TRUE");
+    }
+}
+
+/// Computes the stale windows of `days` (flagged rows), a chunk of tenants per transaction
+/// (each chunk's history read once for all its stale days), then clears the flag of the
+/// days left with none ([`settle`]); how many tenant-days it computed. The windows stale
+/// when it started are all computed when it returns, whether or not a later write flagged
+/// a day again meanwhile.
 async fn refresh(db: &DatabaseConnection, days: &[i64]) -> Result<usize, StoreError> {
     if days.is_empty() {
         return Ok(0);
     }
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push("SELECT DISTINCT tenant_id FROM stats_windows WHERE day IN (")
-        .bind_list(days.iter().map(|d| day_value(*d)))
-        .push(") AND stale = TRUE ORDER BY tenant_id");
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT DISTINCT s.tenant_id FROM ");
+    each_day_stale(&mut sql, backend == DbBackend::Postgres, days, false);
+    sql.push(" ORDER BY s.tenant_id");
     let stale: Vec<String> = crate::query_rows::<(String,)>(db, sql.build())
         .await?
         .into_iter()
@@ -745,6 +968,7 @@ async fn refresh(db: &DatabaseConnection, days: &[i64]) -> Result<usize, StoreEr
     for chunk in stale.chunks(TENANTS_PER_FILL) {
         computed += fill(db, days, chunk).await?;
     }
+    settle(db, days).await?;
     Ok(computed)
 }
 
@@ -760,23 +984,26 @@ fn length(from_day: i64, to_day: i64) -> Result<usize, StoreError> {
     }
 }
 
-/// The figures of UTC+8 days `[from_day, to_day]` (at most 30 days): the day row of
-/// `to_day`, once its stale windows are computed.
-pub(crate) async fn period(
+/// The figures of each period of UTC+8 days `[from_day, to_day]` (at most 30 days): the
+/// day row of its `to_day`. The rows are read together, and their stale windows computed
+/// in one pass (the overview's period and previous period cost one read of the history).
+pub(crate) async fn periods(
     db: &DatabaseConnection,
-    from_day: i64,
-    to_day: i64,
-) -> Result<PeriodFigures, StoreError> {
-    let n = length(from_day, to_day)?;
-    ensure_days(db, &[to_day]).await?;
-    refresh(db, &[to_day]).await?;
-    let totals = read_days(db, &[to_day]).await?;
-    let day = totals.get(&to_day).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "the statistics row of day {to_day} was removed while it was read"
-        ))
-    })?;
-    Ok(day.figures(n))
+    periods: &[(i64, i64)],
+) -> Result<Vec<PeriodFigures>, StoreError> {
+    let lengths = periods
+        .iter()
+        .map(|&(from, to)| length(from, to))
+        .collect::<Result<Vec<usize>, StoreError>>()?;
+    let mut days: Vec<i64> = periods.iter().map(|p| p.1).collect();
+    days.sort_unstable();
+    days.dedup();
+    let rows = current(db, &days).await?;
+    Ok(periods
+        .iter()
+        .zip(lengths)
+        .map(|(p, n)| rows.get(&p.1).map(|r| r.figures(n)).unwrap_or_default())
+        .collect())
 }
 
 /// How the tenants table is ordered: a column (as the API names it) and its direction.
@@ -835,8 +1062,7 @@ pub(crate) async fn tenants_page(
     page: TenantsPage,
 ) -> Result<(Vec<TenantFigures>, bool), StoreError> {
     let n = length(from_day, to_day)?;
-    ensure_days(db, &[to_day]).await?;
-    refresh(db, &[to_day]).await?;
+    current(db, &[to_day]).await?;
     let backend = db.get_database_backend();
     let dir = if page.descending { "DESC" } else { "ASC" };
     let key = match page.order {
@@ -934,26 +1160,31 @@ pub(crate) async fn tenants(
 
 /// Per UTC+8 day of `[from_day, to_day]`: `(day, active users, active projects)` — users
 /// authorised at the end of the day with activity on it, and their tenants; days without
-/// any are absent. A day with a row is read from it (a one-day period ending on it, once its
-/// stale windows are computed); the others are computed from the history, without creating
-/// rows (a custom range far back should not cost 30 days of windows).
+/// any are absent. A day with a row is read from it (a one-day period ending on it; the
+/// stale windows of the flagged rows are computed first, in one pass); the others are
+/// computed from the history, without creating rows (a custom range far back should not
+/// cost 30 days of windows).
 pub(crate) async fn daily(
     db: &DatabaseConnection,
     from_day: i64,
     to_day: i64,
 ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
-    let present: Vec<i64> = read_days_where(db, &[], Some((from_day, to_day)), false)
-        .await?
-        .into_keys()
+    let mut rows = read_days_where(db, &[], Some((from_day, to_day)), false).await?;
+    let stale: Vec<i64> = rows
+        .iter()
+        .filter(|(_, r)| r.stale)
+        .map(|(d, _)| *d)
         .collect();
-    refresh(db, &present).await?;
-    let rows = read_days_where(db, &[], Some((from_day, to_day)), false).await?;
+    if !stale.is_empty() {
+        refresh(db, &stale).await?;
+        rows.extend(read_days(db, &stale).await?);
+    }
     let mut out = Vec::new();
     let mut missing: Option<(i64, i64)> = None;
     for day in from_day..=to_day {
         match rows.get(&day) {
-            Some(totals) => {
-                let f = totals.figures(1);
+            Some(row) => {
+                let f = row.totals.figures(1);
                 if f.members_active > 0 {
                     out.push((day, f.members_active, f.projects_active));
                 }
@@ -997,7 +1228,13 @@ pub(crate) async fn fingerprint(db: &DatabaseConnection) -> Result<(i64, i64), S
 pub(crate) async fn warm(db: &DatabaseConnection, today: i64) -> Result<usize, StoreError> {
     let days: Vec<i64> = (today - WINDOW_DAYS..=today).collect();
     ensure_days(db, &days).await?;
-    refresh(db, &days).await
+    let stale: Vec<i64> = read_days(db, &days)
+        .await?
+        .into_iter()
+        .filter(|(_, r)| r.stale)
+        .map(|(d, _)| d)
+        .collect();
+    refresh(db, &stale).await
 }
 
 #[cfg(test)]

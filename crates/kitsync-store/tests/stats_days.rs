@@ -83,9 +83,33 @@ async fn random_write(store: &Store, rng: &mut Rng, tenants: &[String], first_da
     }
 }
 
-/// Every day row against the sum of its fresh windows of production tenants.
+/// The day rows that are not flagged stale but have a stale window, read in one statement
+/// (one snapshot, so it may run while others write): the readers trust the flag and read
+/// such a row alone, so there must be none.
+const UNFLAGGED_STALE: &str = "SELECT COUNT(*) FROM stats_days d WHERE d.stale = FALSE \
+     AND EXISTS (SELECT 1 FROM stats_windows w WHERE w.day = d.day AND w.stale = TRUE)";
+
+async fn unflagged_stale_days(db: &DatabaseConnection) -> i64 {
+    db.query_one(Statement::from_string(
+        db.get_database_backend(),
+        UNFLAGGED_STALE,
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get_by_index::<i64>(0)
+    .unwrap()
+}
+
+/// Every day row against the sum of its fresh windows of production tenants; no day row
+/// with a stale window is unflagged.
 async fn check_day_rows_are_sums(db: &DatabaseConnection) {
     let backend = db.get_database_backend();
+    assert_eq!(
+        unflagged_stale_days(db).await,
+        0,
+        "a day with a stale window is flagged"
+    );
     let rows = db
         .query_all(Statement::from_string(
             backend,
@@ -305,6 +329,125 @@ async fn the_overview_reads_one_row_per_day_not_one_per_tenant() {
     db.cleanup().await;
 }
 
+/// A reader trusts the day row's flag: a row that is not flagged is read alone (its
+/// windows are not probed), a flagged one has its stale windows computed, and the flag is
+/// cleared only once none is left. Each write that makes a window stale flags its day
+/// rows, from the window's day on; one that marks nothing new flags nothing.
+#[tokio::test]
+async fn readers_trust_the_day_flag_and_writes_set_it() {
+    let (db, store) = common::store().await;
+    let today = today();
+    let v = start_of(today - 3);
+    for t in ["a", "b"] {
+        store.apply(&tenant(t, v)).await.unwrap();
+        store.apply(&grant(t, "app", v + 1, &["u1"])).await.unwrap();
+    }
+    store.catch_up_stats(10).await.unwrap();
+    store.warm_stats(today).await.unwrap();
+    let flags = |db: DatabaseConnection| async move {
+        let rows = db
+            .query_all(Statement::from_string(
+                db.get_database_backend(),
+                format!(
+                    "SELECT day, stale FROM stats_days WHERE day >= {} ORDER BY day",
+                    today - 3
+                ),
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    i64::from(r.try_get_by_index::<i32>(0).unwrap()),
+                    r.try_get_by_index::<bool>(1).unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let stale_windows = |db: DatabaseConnection| async move {
+        db.query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) FROM stats_windows WHERE stale = TRUE",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap()
+    };
+    assert!(flags(db.conn.clone()).await.iter().all(|(_, s)| !s));
+    let before = store.stats_period(today - 6, today).await.unwrap();
+    // A window made stale behind the store's back, without its flag: not even probed.
+    db.conn
+        .execute_unprepared(&format!(
+            "UPDATE stats_windows SET stale = TRUE WHERE tenant_id = 'b' AND day = {today}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.stats_period(today - 6, today).await.unwrap(), before);
+    store.stats_daily(today - 6, today).await.unwrap();
+    assert_eq!(
+        stale_windows(db.conn.clone()).await,
+        1,
+        "the reader read the row alone"
+    );
+    db.conn
+        .execute_unprepared(&format!(
+            "UPDATE stats_windows SET stale = FALSE WHERE tenant_id = 'b' AND day = {today}"
+        ))
+        .await
+        .unwrap();
+    // Late activity (two days ago) flags that day and every later one, and nothing before.
+    store
+        .record_activity(&[ActivityEvent {
+            tenant_id: "a".into(),
+            user_name: "u1".into(),
+            kind: ActivityKind::Use,
+            at_ms: start_of(today - 2) + 1000,
+        }])
+        .await
+        .unwrap();
+    let flagged: Vec<(i64, bool)> = flags(db.conn.clone()).await;
+    assert_eq!(
+        flagged,
+        (today - 3..=today)
+            .map(|d| (d, d >= today - 2))
+            .collect::<Vec<_>>()
+    );
+    // The reader of today computes today's stale window and clears today's flag only.
+    let after = store.stats_period(today - 6, today).await.unwrap();
+    assert_eq!(after.members_active, 1);
+    assert_eq!(
+        flags(db.conn.clone()).await,
+        (today - 3..=today)
+            .map(|d| (d, d == today - 2 || d == today - 1))
+            .collect::<Vec<_>>()
+    );
+    // Activity of a tenant without windows (not in the directory) marks none: no flag.
+    store
+        .record_activity(&[ActivityEvent {
+            tenant_id: "nobody".into(),
+            user_name: "u1".into(),
+            kind: ActivityKind::Login,
+            at_ms: chrono::Utc::now().timestamp_millis(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(flags(db.conn.clone()).await.last(), Some(&(today, false)));
+    // A tenant's own row marks all its windows: every day is flagged, and the daily series
+    // computes them in one pass and clears the flags of its days.
+    store
+        .apply(&tenant_named("b", "Renamed", v + 10))
+        .await
+        .unwrap();
+    store.catch_up_stats(10).await.unwrap();
+    assert!(flags(db.conn.clone()).await.iter().all(|(_, s)| *s));
+    store.stats_daily(today - 29, today).await.unwrap();
+    assert!(flags(db.conn.clone()).await.iter().all(|(_, s)| !s));
+    check_day_rows_are_sums(&db.conn).await;
+    db.cleanup().await;
+}
+
 /// Day rows and windows computed while tenants, authorisations and activity change, the
 /// indexer runs and readers compute windows are exact afterwards: the same as computed
 /// again from nothing, and every day row the sum of its windows.
@@ -356,6 +499,23 @@ async fn day_rows_computed_during_concurrent_writes_are_exact() {
             reads
         }));
     }
+    // Meanwhile, no committed state has an unflagged day with a stale window.
+    let checker = {
+        let (conn, done) = (db.conn.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut checks = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                assert_eq!(
+                    unflagged_stale_days(&conn).await,
+                    0,
+                    "check {checks}: a day with a stale window is flagged"
+                );
+                checks += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            checks
+        })
+    };
     for w in writers {
         w.await.unwrap();
     }
@@ -366,6 +526,7 @@ async fn day_rows_computed_during_concurrent_writes_are_exact() {
         reads += r.await.unwrap();
     }
     assert!(reads > 0);
+    assert!(checker.await.unwrap() > 0);
     store.catch_up_stats(u32::MAX).await.unwrap();
     let read = read_all(&store, &periods).await;
     check_day_rows_are_sums(&db.conn).await;
