@@ -188,7 +188,7 @@ impl WorkerStats {
         register(
             r,
             "kitsync_apply_batches_total",
-            "Batches taken from the queue by the workers of this process.",
+            "Batches applied by the workers of this process (a lane's share of what one take from the queue brought).",
             self.batches.clone(),
         );
         register(
