@@ -212,15 +212,6 @@ impl Store {
         // queue inserts among them), so an apply never starves them.
         let _turn = self.gate.turn().await;
         let txn = self.db.begin().await?;
-        if !self.is_sqlite() {
-            // Each statement planned for the table as it is now. A prepared statement's cached
-            // generic plan is made once, early; while a first large sync fills an empty table,
-            // PostgreSQL rates every index of the probed key columns alike and may keep one
-            // that scans the whole tenant per key (`members_org_user`): measured, a
-            // 100 000-member tenant took 87 s instead of 5.
-            txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
-                .await?;
-        }
         let outcomes =
             apply::apply_batch(&txn, self.settings.mass_delete_share, commands, claims).await?;
         txn.commit().await?;
