@@ -283,21 +283,12 @@ impl<'a> Cx<'a> {
 
     /// The app's purge cutoff (0 when the app has no row), cached for the transaction.
     pub(crate) async fn app_purge(&mut self, tenant: &str, app: &str) -> Result<i64, StoreError> {
-        let k = (tenant.to_owned(), app.to_owned());
-        if let Some(v) = self.app_purges.get(&k) {
-            return Ok(*v);
-        }
-        let mut sql = self.sql();
-        sql.push("SELECT purged_version FROM apps WHERE tenant_id = ")
-            .bind(tenant)
-            .push(" AND app_id = ")
-            .bind(app);
-        let v = match self.query(sql).await?.first() {
-            Some(row) => row.try_get_by_index::<i64>(0)?,
-            None => 0,
-        };
-        self.app_purges.insert(k, v);
-        Ok(v)
+        self.load_app_purges([(tenant, app)]).await?;
+        Ok(self
+            .app_purges
+            .get(&(tenant.to_owned(), app.to_owned()))
+            .copied()
+            .unwrap_or(0))
     }
 
     /// Caches the purge cutoffs of the `(tenant, app)` pairs not cached yet, with one
