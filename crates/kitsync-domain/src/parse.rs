@@ -8,13 +8,23 @@
 //!
 //! Rejected, naming the field: missing mandatory fields, values over the documented lengths,
 //! flags or roles outside their enums, malformed times.
+//!
+//! The body is read into a borrowed tree (`json::J`) rather than a `serde_json::Value`, which
+//! cost most of the parse (an `IndexMap` per object, an allocation per string); the answers,
+//! error texts included, are the same as `Value`'s (the `differential` tests compare every
+//! answer with the former parser, kept in `reference`).
 use crate::command::*;
 use crate::error::FieldError;
 use crate::time::KitTime;
-use serde_json::{Map, Value};
+use json::{Obj, J};
 use std::borrow::Cow;
 
-type Obj = Map<String, Value>;
+mod json;
+
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod reference;
 
 /// Parses and validates one callback body.
 ///
@@ -24,9 +34,9 @@ type Obj = Map<String, Value>;
 /// # Errors
 /// The first problem found, naming the field (`userList[3].role`).
 pub fn parse(kind: CallbackKind, body: &[u8]) -> Result<Command, FieldError> {
-    let value: Value = serde_json::from_slice(body)
+    let value: J<'_> = serde_json::from_slice(body)
         .map_err(|e| FieldError::new("", format!("body is not valid JSON ({e})")))?;
-    let Value::Object(obj) = value else {
+    let J::Obj(obj) = value else {
         return Err(FieldError::new("", "body must be a JSON object"));
     };
     match kind {
@@ -38,7 +48,7 @@ pub fn parse(kind: CallbackKind, body: &[u8]) -> Result<Command, FieldError> {
     }
 }
 
-fn tenant(o: &Obj) -> Result<TenantChange, FieldError> {
+fn tenant(o: &Obj<'_>) -> Result<TenantChange, FieldError> {
     let op = upsert_or_delete(o)?;
     let deleting = op == Op::Delete;
     Ok(TenantChange {
@@ -55,7 +65,7 @@ fn tenant(o: &Obj) -> Result<TenantChange, FieldError> {
     })
 }
 
-fn app(o: &Obj) -> Result<AppChange, FieldError> {
+fn app(o: &Obj<'_>) -> Result<AppChange, FieldError> {
     let op = upsert_or_delete(o)?;
     let deleting = op == Op::Delete;
     Ok(AppChange {
@@ -71,7 +81,7 @@ fn app(o: &Obj) -> Result<AppChange, FieldError> {
     })
 }
 
-fn auth(o: &Obj) -> Result<AuthChange, FieldError> {
+fn auth(o: &Obj<'_>) -> Result<AuthChange, FieldError> {
     let op = match flag(o, &[0, 1, 2, 3])? {
         0 => AuthOp::Delete,
         1 => AuthOp::Add,
@@ -108,22 +118,24 @@ fn auth(o: &Obj) -> Result<AuthChange, FieldError> {
     })
 }
 
-fn auth_user(u: &Obj, removing: bool) -> Result<AuthUser, FieldError> {
+fn auth_user(u: &Obj<'_>, removing: bool) -> Result<AuthUser, FieldError> {
     let ext = get(u, &["extension"]).filter(|v| !v.is_null());
-    let ext_obj: Option<Cow<'_, Obj>> = match ext {
-        Some(Value::Object(m)) => Some(Cow::Borrowed(m)),
-        Some(Value::String(s)) => serde_json::from_str::<Obj>(s).ok().map(Cow::Owned),
+    // An extension sent as a string is read as `serde_json::Map` would read it: an object or
+    // nothing (`json::parse_object`).
+    let ext_parsed: Option<Obj<'_>> = match ext {
+        Some(J::Str(s)) => json::parse_object(s),
         _ => None,
     };
-    let from_ext = |name: &str| ext_obj.as_ref().and_then(|m| get(m, &[name]).cloned());
-    let employee_type = match get(u, &["employeeType"])
-        .cloned()
-        .or_else(|| from_ext("employeeType"))
-    {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.trim().is_empty() => None,
+    let ext_obj: Option<&Obj<'_>> = match ext {
+        Some(J::Obj(m)) => Some(m),
+        _ => ext_parsed.as_ref(),
+    };
+    let from_ext = |name: &str| ext_obj.and_then(|m| get(m, &[name]));
+    let employee_type = match get(u, &["employeeType"]).or_else(|| from_ext("employeeType")) {
+        None | Some(J::Null) => None,
+        Some(J::Str(s)) if s.trim().is_empty() => None,
         Some(v) => {
-            let n = as_int(&v)
+            let n = as_int(v)
                 .ok_or_else(|| FieldError::new("employeeType", "must be an integer 1-4"))?;
             if !(1..=4).contains(&n) {
                 return Err(FieldError::new(
@@ -137,16 +149,19 @@ fn auth_user(u: &Obj, removing: bool) -> Result<AuthUser, FieldError> {
         }
     };
     let role = match opt_str(u, &["role"], 32)? {
-        Some(r) => match r.to_ascii_lowercase().as_str() {
-            "user" => Role::User,
-            "admin" => Role::Admin,
-            _ => {
+        Some(r) => {
+            // `to_ascii_lowercase() == "user"`, without the copy.
+            if r.eq_ignore_ascii_case("user") {
+                Role::User
+            } else if r.eq_ignore_ascii_case("admin") {
+                Role::Admin
+            } else {
                 return Err(FieldError::new(
                     "role",
                     format!("must be `user` or `admin`, got `{r}`"),
-                ))
+                ));
             }
-        },
+        }
         None if removing => Role::User,
         None => return Err(FieldError::new("role", "is required (`user` or `admin`)")),
     };
@@ -167,7 +182,7 @@ fn auth_user(u: &Obj, removing: bool) -> Result<AuthUser, FieldError> {
         match opt_str(u, &[field], max)? {
             Some(v) => Ok(Some(v)),
             None => from_ext(field)
-                .and_then(|v| scalar_string(&v))
+                .and_then(scalar_string)
                 .map(|s| check_len(field, s, max))
                 .transpose(),
         }
@@ -176,7 +191,7 @@ fn auth_user(u: &Obj, removing: bool) -> Result<AuthUser, FieldError> {
     let entry_date = here_or_in_ext("entryDate", 64)?;
     // Kept as received, so JSON text may hold line breaks; but U+0000 fits no database
     // column (PostgreSQL text refuses it) and would fail the apply instead of the callback.
-    if matches!(ext, Some(Value::String(s)) if s.contains('\0')) {
+    if matches!(ext, Some(J::Str(s)) if s.contains('\0')) {
         return Err(FieldError::new("extension", "must not contain U+0000"));
     }
     Ok(AuthUser {
@@ -201,13 +216,14 @@ fn auth_user(u: &Obj, removing: bool) -> Result<AuthUser, FieldError> {
         work_place,
         entry_date,
         extension: ext.map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+            J::Str(s) => s.as_ref().to_owned(),
+            // As `Value` prints it (a repeated key: first position, last value).
+            other => other.to_value().to_string(),
         }),
     })
 }
 
-fn org(o: &Obj) -> Result<OrgChange, FieldError> {
+fn org(o: &Obj<'_>) -> Result<OrgChange, FieldError> {
     let op = upsert_or_delete(o)?;
     Ok(OrgChange {
         tenant_id: req_str(o, "tenantId", 64)?,
@@ -224,7 +240,7 @@ fn org(o: &Obj) -> Result<OrgChange, FieldError> {
     })
 }
 
-fn full_org(o: &Obj) -> Result<FullOrgSnapshot, FieldError> {
+fn full_org(o: &Obj<'_>) -> Result<FullOrgSnapshot, FieldError> {
     let list = list_field(o, &["orgInfoList", "orgInfo"])?
         .ok_or_else(|| FieldError::new("orgInfoList", "is required (an array of departments)"))?;
     let orgs = unique_objects(
@@ -251,39 +267,47 @@ fn full_org(o: &Obj) -> Result<FullOrgSnapshot, FieldError> {
 // ---- field access -------------------------------------------------------------------------
 
 /// The value under the first of `names` present; failing that, under a key equal to one of
-/// them ignoring ASCII case.
-fn get<'a>(o: &'a Obj, names: &[&str]) -> Option<&'a Value> {
+/// them ignoring ASCII case (the first such key in the order received).
+///
+/// A key sent twice answers as `serde_json::Value` did (it kept the key at its first position
+/// with its last value): [`Obj::get`] searches from the end, [`Obj::get_ignore_ascii_case`]
+/// takes the first matching key in order, then that key's last value. Both are linear scans,
+/// as before: the object is never deduplicated, which would be quadratic on a hostile body.
+fn get<'o, 'a>(o: &'o Obj<'a>, names: &[&str]) -> Option<&'o J<'a>> {
     for n in names {
-        if let Some(v) = o.get(*n) {
+        if let Some(v) = o.get(n) {
             return Some(v);
         }
     }
     for n in names {
-        if let Some((_, v)) = o.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)) {
+        if let Some(v) = o.get_ignore_ascii_case(n) {
             return Some(v);
         }
     }
     None
 }
 
-fn scalar_string(v: &Value) -> Option<String> {
+fn scalar_string(v: &J<'_>) -> Option<String> {
     match v {
-        Value::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        J::Str(s) => Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned),
+        J::Num(n) => Some(n.to_string()),
+        J::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
 
 fn check_len(field: &str, s: String, max: usize) -> Result<String, FieldError> {
-    let n = s.chars().count();
-    if n > max {
-        return Err(FieldError::new(
-            field,
-            format!("is {n} characters long, at most {max} allowed"),
-        ));
+    // No more characters than bytes: only a longer text needs counting.
+    if s.len() > max {
+        let n = s.chars().count();
+        if n > max {
+            return Err(FieldError::new(
+                field,
+                format!("is {n} characters long, at most {max} allowed"),
+            ));
+        }
     }
-    if s.chars().any(char::is_control) {
+    if has_control(&s) {
         return Err(FieldError::new(
             field,
             "must not contain control characters",
@@ -292,38 +316,42 @@ fn check_len(field: &str, s: String, max: usize) -> Result<String, FieldError> {
     Ok(s)
 }
 
-fn opt_str(o: &Obj, names: &[&str], max: usize) -> Result<Option<String>, FieldError> {
+/// `s.chars().any(char::is_control)`, the bytes scanned first: a control character (Cc:
+/// U+0000–U+001F, U+007F–U+009F) is a byte below 0x20, 0x7F, or starts with the byte 0xC2.
+fn has_control(s: &str) -> bool {
+    s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) && s.chars().any(char::is_control)
+}
+
+fn opt_str(o: &Obj<'_>, names: &[&str], max: usize) -> Result<Option<String>, FieldError> {
     let field = names.first().copied().unwrap_or_default();
     match get(o, names) {
-        None | Some(Value::Null) => Ok(None),
+        None | Some(J::Null) => Ok(None),
         Some(v) => match scalar_string(v) {
             Some(s) => check_len(field, s, max).map(Some),
-            None if matches!(v, Value::String(_)) => Ok(None),
+            None if matches!(v, J::Str(_)) => Ok(None),
             None => Err(FieldError::new(field, "must be a string")),
         },
     }
 }
 
-fn req_str_any(o: &Obj, names: &[&str], max: usize) -> Result<String, FieldError> {
+fn req_str_any(o: &Obj<'_>, names: &[&str], max: usize) -> Result<String, FieldError> {
     let field = names.first().copied().unwrap_or_default();
     match get(o, names) {
-        None | Some(Value::Null) => Err(FieldError::new(field, "is required")),
+        None | Some(J::Null) => Err(FieldError::new(field, "is required")),
         Some(v) => match scalar_string(v) {
             Some(s) => check_len(field, s, max),
-            None if matches!(v, Value::String(_)) => {
-                Err(FieldError::new(field, "must not be empty"))
-            }
+            None if matches!(v, J::Str(_)) => Err(FieldError::new(field, "must not be empty")),
             None => Err(FieldError::new(field, "must be a string")),
         },
     }
 }
 
-fn req_str(o: &Obj, name: &str, max: usize) -> Result<String, FieldError> {
+fn req_str(o: &Obj<'_>, name: &str, max: usize) -> Result<String, FieldError> {
     req_str_any(o, &[name], max)
 }
 
 /// Mandatory on upserts; on deletes it may be absent (kept from the last upsert).
-fn str_or_empty(o: &Obj, name: &str, max: usize, optional: bool) -> Result<String, FieldError> {
+fn str_or_empty(o: &Obj<'_>, name: &str, max: usize, optional: bool) -> Result<String, FieldError> {
     if optional {
         Ok(opt_str(o, &[name], max)?.unwrap_or_default())
     } else {
@@ -331,46 +359,54 @@ fn str_or_empty(o: &Obj, name: &str, max: usize, optional: bool) -> Result<Strin
     }
 }
 
-fn as_int(v: &Value) -> Option<i64> {
+fn as_int(v: &J<'_>) -> Option<i64> {
     match v {
-        Value::Number(n) => n
+        J::Num(n) => n
             .as_i64()
             .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
+        J::Str(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
-fn as_bool(v: &Value) -> Option<bool> {
+fn as_bool(v: &J<'_>) -> Option<bool> {
     match v {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => match n.as_i64() {
+        J::Bool(b) => Some(*b),
+        J::Num(n) => match n.as_i64() {
             Some(1) => Some(true),
             Some(0) => Some(false),
             _ => None,
         },
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" => Some(true),
-            "false" | "0" => Some(false),
-            _ => None,
-        },
+        J::Str(s) => {
+            // `to_ascii_lowercase()` matched against "true"/"1"/"false"/"0", without the copy.
+            let s = s.trim();
+            if s.eq_ignore_ascii_case("true") || s == "1" {
+                Some(true)
+            } else if s.eq_ignore_ascii_case("false") || s == "0" {
+                Some(false)
+            } else {
+                None
+            }
+        }
         _ => None,
     }
 }
 
-fn flag(o: &Obj, allowed: &[i64]) -> Result<i64, FieldError> {
-    let shown = allowed
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+fn flag(o: &Obj<'_>, allowed: &[i64]) -> Result<i64, FieldError> {
+    let shown = || {
+        allowed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let v = get(o, &["flag"])
         .filter(|v| !v.is_null())
-        .ok_or_else(|| FieldError::new("flag", format!("is required (one of {shown})")))?;
+        .ok_or_else(|| FieldError::new("flag", format!("is required (one of {})", shown())))?;
     let n = as_int(v).ok_or_else(|| {
         FieldError::new(
             "flag",
-            format!("must be an integer (one of {shown}), got {v}"),
+            format!("must be an integer (one of {}), got {v}", shown()),
         )
     })?;
     if allowed.contains(&n) {
@@ -378,12 +414,12 @@ fn flag(o: &Obj, allowed: &[i64]) -> Result<i64, FieldError> {
     } else {
         Err(FieldError::new(
             "flag",
-            format!("must be one of {shown}, got {n}"),
+            format!("must be one of {}, got {n}", shown()),
         ))
     }
 }
 
-fn upsert_or_delete(o: &Obj) -> Result<Op, FieldError> {
+fn upsert_or_delete(o: &Obj<'_>) -> Result<Op, FieldError> {
     Ok(if flag(o, &[0, 1, 2])? == 0 {
         Op::Delete
     } else {
@@ -391,7 +427,7 @@ fn upsert_or_delete(o: &Obj) -> Result<Op, FieldError> {
     })
 }
 
-fn test_flag(o: &Obj) -> Result<bool, FieldError> {
+fn test_flag(o: &Obj<'_>) -> Result<bool, FieldError> {
     let v = get(o, &["testFlag"])
         .filter(|v| !v.is_null())
         .ok_or_else(|| FieldError::new("testFlag", "is required (0 production, 1 test)"))?;
@@ -405,7 +441,7 @@ fn test_flag(o: &Obj) -> Result<bool, FieldError> {
     }
 }
 
-fn opt_kit_time(o: &Obj, name: &str) -> Result<Option<KitTime>, FieldError> {
+fn opt_kit_time(o: &Obj<'_>, name: &str) -> Result<Option<KitTime>, FieldError> {
     match get(o, &[name]).and_then(scalar_string) {
         None => Ok(None),
         Some(s) => KitTime::parse(&s)
@@ -414,7 +450,7 @@ fn opt_kit_time(o: &Obj, name: &str) -> Result<Option<KitTime>, FieldError> {
     }
 }
 
-fn kit_time(o: &Obj, name: &str) -> Result<KitTime, FieldError> {
+fn kit_time(o: &Obj<'_>, name: &str) -> Result<KitTime, FieldError> {
     opt_kit_time(o, name)?
         .ok_or_else(|| FieldError::new(name, "is required (UTC+8 yyyyMMddHHmmssSSS)"))
 }
@@ -422,15 +458,16 @@ fn kit_time(o: &Obj, name: &str) -> Result<KitTime, FieldError> {
 /// The objects of list `name`, each parsed by `parse`. An entry whose `key` an earlier one
 /// has replaces that one in its place: the later entry wins.
 fn unique_objects<T>(
-    list: &[Value],
+    list: &[J<'_>],
     name: &str,
-    parse: impl Fn(&Obj) -> Result<T, FieldError>,
+    parse: impl Fn(&Obj<'_>) -> Result<T, FieldError>,
     key: impl Fn(&T) -> &String,
 ) -> Result<Vec<T>, FieldError> {
     let mut items: Vec<T> = Vec::with_capacity(list.len());
+    // std's keyed hasher: the keys are the sender's.
     let mut seen = std::collections::HashMap::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
-        let Value::Object(o) = item else {
+        let J::Obj(o) = item else {
             return Err(FieldError::new(format!("{name}[{i}]"), "must be an object"));
         };
         let parsed = parse(o).map_err(|e| e.within(&format!("{name}[{i}]")))?;
@@ -447,17 +484,18 @@ fn unique_objects<T>(
 
 /// A list sent as an array, as a JSON string holding an array, or as a string holding an
 /// array written with unquoted keys.
-fn list_field<'a>(o: &'a Obj, names: &[&str]) -> Result<Option<Cow<'a, [Value]>>, FieldError> {
+fn list_field<'o>(o: &'o Obj<'_>, names: &[&str]) -> Result<Option<Cow<'o, [J<'o>]>>, FieldError> {
     let field = names.first().copied().unwrap_or_default();
     match get(o, names) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(Cow::Borrowed(a.as_slice()))),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(Cow::Owned(Vec::new()))),
-        Some(Value::String(s)) => {
-            let parsed = serde_json::from_str::<Value>(s)
-                .or_else(|_| serde_json::from_str::<Value>(&quote_bare_keys(s)));
+        None | Some(J::Null) => Ok(None),
+        Some(J::Arr(a)) => Ok(Some(Cow::Borrowed(a.as_slice()))),
+        Some(J::Str(s)) if s.trim().is_empty() => Ok(Some(Cow::Owned(Vec::new()))),
+        Some(J::Str(s)) => {
+            // The second try reads a string made here: it owns what it keeps.
+            let parsed = serde_json::from_str::<J<'o>>(s)
+                .or_else(|_| serde_json::from_str::<J<'_>>(&quote_bare_keys(s)).map(J::into_owned));
             match parsed {
-                Ok(Value::Array(a)) => Ok(Some(Cow::Owned(a))),
+                Ok(J::Arr(a)) => Ok(Some(Cow::Owned(a))),
                 Ok(_) => Err(FieldError::new(
                     field,
                     "must be an array (or a string holding one)",
