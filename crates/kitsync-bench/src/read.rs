@@ -235,10 +235,56 @@ fn backend_name(db: &sea_orm::DatabaseConnection) -> &'static str {
     }
 }
 
+/// What the walking client reads of a page, as a typed client would: every item's
+/// `userName` and how many apps it has, and `nextCursor` (the rest of the JSON is checked for
+/// syntax and skipped, without building values).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WalkPage<'a> {
+    #[serde(borrow)]
+    items: Vec<WalkItem<'a>>,
+    #[serde(borrow)]
+    next_cursor: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WalkItem<'a> {
+    #[serde(borrow)]
+    user_name: std::borrow::Cow<'a, str>,
+    apps: Count,
+}
+
+/// The length of a JSON array whose elements are skipped.
+struct Count(usize);
+
+impl<'de> serde::Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Count, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Count(n))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 /// One timed walk.
 struct Walk {
     seconds: f64,
-    /// Of which parsing the pages' JSON (`serde_json::Value`).
+    /// Of which parsing the pages' JSON ([`WalkPage`]).
     parse: f64,
     pages: usize,
     p50: f64,
@@ -279,25 +325,19 @@ async fn walk(
             String::from_utf8_lossy(&body)
         );
         let parsing = Instant::now();
-        let page: serde_json::Value = serde_json::from_slice(&body)?;
+        let page: WalkPage<'_> = serde_json::from_slice(&body)?;
         parse += parsing.elapsed();
-        let items = page["items"].as_array().context("a page without `items`")?;
-        for item in items {
-            let name = item["userName"]
-                .as_str()
-                .context("an item without userName")?;
+        for item in &page.items {
+            let name = item.user_name.as_ref();
             anyhow::ensure!(
                 last.as_deref().is_none_or(|l| l < name),
                 "{name} after {last:?}: not in strictly increasing order"
             );
-            anyhow::ensure!(
-                item["apps"].as_array().is_some_and(|a| !a.is_empty()),
-                "{name} without apps"
-            );
+            anyhow::ensure!(item.apps.0 > 0, "{name} without apps");
             last = Some(name.to_owned());
         }
-        seen += items.len();
-        match page["nextCursor"].as_str() {
+        seen += page.items.len();
+        match page.next_cursor {
             Some(c) => url = format!("{first}&cursor={c}"),
             None => break,
         }
@@ -320,19 +360,17 @@ const RAW_COLUMNS: &str = "m.user_name, m.name, m.org_code, m.position, m.employ
 
 /// The raw rows, decoded as a program would: how many members they hold.
 fn decode_raw(rows: &[sea_orm::QueryResult]) -> anyhow::Result<usize> {
+    use kitsync_sql::get;
     let mut distinct = 0;
     let mut last: Option<String> = None;
     for r in rows {
-        let user: String = r.try_get_by_index(0)?;
+        // Read as the store reads a page (`kitsync_sql::get`, straight from the driver's row).
+        let user: String = get(r, 0)?;
         for i in [1, 2, 3, 4, 6, 7, 8, 9] {
-            let _: Option<String> = r.try_get_by_index(i)?;
+            let _: Option<String> = get(r, i)?;
         }
-        let _: Option<i32> = r.try_get_by_index(5)?;
-        let _: (String, String, bool) = (
-            r.try_get_by_index(10)?,
-            r.try_get_by_index(11)?,
-            r.try_get_by_index(12)?,
-        );
+        let _: Option<i32> = get(r, 5)?;
+        let _: (String, String, bool) = (get(r, 10)?, get(r, 11)?, get(r, 12)?);
         if last.as_deref() != Some(user.as_str()) {
             distinct += 1;
             last = Some(user);

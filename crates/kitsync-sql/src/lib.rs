@@ -14,7 +14,9 @@
 use sea_orm::{DbBackend, Statement, Value};
 use std::fmt::Write as _;
 
+mod col;
 mod gate;
+pub use col::get;
 pub use gate::{WriteGate, WriteTurn};
 
 /// Keys per `IN (...)` list or rows per multi-row statement, at most.
