@@ -1142,12 +1142,6 @@ async fn two_ingresses_and_two_workers_share_the_work() {
     let mut env = Env::new("scale-out").await;
     let ingress_a = env.start("ingress").await;
     let ingress_b = env.start("ingress").await;
-    // Each worker's own counters, to show that both took part; small batches, so that one
-    // worker cannot take the whole burst in two batches.
-    env.push_var("KITSYNC_METRICS__ADDR", "127.0.0.1:0");
-    env.push_var("KITSYNC_WORKER__BATCH_SIZE", "4");
-    let mut worker_1 = env.start("worker").await;
-    let mut worker_2 = env.start("worker").await;
     let (kit_a, kit_b) = (ingress_a.kit(), ingress_b.kit());
     let tenants = ["tenant-so-1", "tenant-so-2", "tenant-so-3"];
 
@@ -1201,6 +1195,17 @@ async fn two_ingresses_and_two_workers_share_the_work() {
             assert_accepted(&format!("callback {i}"), &r, env.key());
         }
     }
+
+    // The workers start together on the backlog, each with its own counters to show that
+    // both took part, one message per transaction (and on RabbitMQ two in hand at most) so
+    // that the backlog outlasts the time one takes to start after the other. (Started before the burst, with batches of 4, one of
+    // them now and then applied every callback as it came, faster than they arrived, and
+    // left the other nothing: seen 121 and 0.)
+    env.push_var("KITSYNC_METRICS__ADDR", "127.0.0.1:0");
+    env.push_var("KITSYNC_WORKER__BATCH_SIZE", "1");
+    // RabbitMQ pushes a backlog to the first consumer up to its prefetch: keep it small.
+    env.push_var("KITSYNC_QUEUE__PREFETCH", "2");
+    let (mut worker_1, mut worker_2) = tokio::join!(env.start("worker"), env.start("worker"));
 
     let expected = CALLBACKS as i64 + 1;
     wait_until("every authorisation is applied", APPLY_TIMEOUT, || async {

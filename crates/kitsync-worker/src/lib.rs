@@ -234,6 +234,20 @@ impl BatchReport {
     }
 }
 
+/// What one round of the consume loop starts from.
+struct Round {
+    /// Messages held over from the previous round, before this round's in every lane.
+    carried: Vec<(Delivery, QueuedCallback)>,
+    /// Whether a lane's last batch, when partial and made only of this round's messages, is
+    /// held over to the next round instead of being applied now. Set when the fetch came back
+    /// full (more is waiting): with `concurrency` lanes, `batch_size × concurrency` messages
+    /// split by tenant rarely fill every lane's batches exactly, and a remainder of a few
+    /// messages would cost a transaction (a commit, the probes, the journal lock) of its own.
+    /// A message is held over once at most, so a quiet lane next to a busy one still gets
+    /// applied in the next round.
+    hold_partial: bool,
+}
+
 /// Splits decoded messages into `lanes` lanes by tenant (each tenant's messages in one lane,
 /// in order), each lane into batches of at most `batch_size`; empty lanes are left out.
 fn split_lanes<T>(
@@ -252,6 +266,35 @@ fn split_lanes<T>(
     }
     out.retain(|lane| !lane.is_empty());
     out
+}
+
+/// Takes each lane's last batch out of `lanes` when `hold` is set and that batch is partial
+/// and made only of messages not carried before (`(_, true)`): the lanes to apply now, and the
+/// messages held, in order (see [`Round::hold_partial`]).
+#[allow(clippy::type_complexity)]
+fn hold_partials<D>(
+    lanes: Vec<Vec<Vec<((D, bool), QueuedCallback)>>>,
+    batch_size: usize,
+    hold: bool,
+) -> (Vec<Vec<Vec<(D, QueuedCallback)>>>, Vec<(D, QueuedCallback)>) {
+    let mut held = Vec::new();
+    let mut out = Vec::with_capacity(lanes.len());
+    for mut lane in lanes {
+        let partial_and_new = lane.last().is_some_and(|last| {
+            last.len() < batch_size && !last.iter().any(|((_, carried), _)| *carried)
+        });
+        if hold && partial_and_new {
+            held.extend(lane.pop().into_iter().flatten().map(|((d, _), q)| (d, q)));
+        }
+        if !lane.is_empty() {
+            out.push(
+                lane.into_iter()
+                    .map(|b| b.into_iter().map(|((d, _), q)| (d, q)).collect())
+                    .collect(),
+            );
+        }
+    }
+    (out, held)
 }
 
 /// The lane of a tenant: FNV-1a of its id, so the choice is the same in every process.
@@ -373,20 +416,33 @@ impl Worker {
     async fn consume(&self, consumer: &mut Consumer, mut shutdown: watch::Receiver<bool>) {
         let linger = Duration::from_millis(self.settings.linger_ms);
         let mut idle_backoff = self.transient_backoff();
+        let capacity = self.settings.batch_size.max(1) * self.lanes();
+        // A lane's partial last batch, held over to the next round (see `Round::carry`).
+        let mut carry: Vec<(Delivery, QueuedCallback)> = Vec::new();
         loop {
             if *shutdown.borrow() {
+                // Closing the consumer hands the carried deliveries back with the rest.
                 return;
             }
+            let want = capacity.saturating_sub(carry.len()).max(1);
             let batch = tokio::select! {
-                b = consumer.next_batch(self.settings.batch_size.max(1) * self.lanes(), linger) => b,
+                b = consumer.next_batch(want, linger) => b,
                 _ = shutdown.wait_for(|s| *s) => return,
             };
             match batch {
-                Ok(batch) if batch.is_empty() => continue,
+                Ok(batch) if batch.is_empty() && carry.is_empty() => continue,
                 Ok(batch) => {
                     idle_backoff = self.transient_backoff();
-                    match self.process_delivery(consumer, batch, &shutdown).await {
-                        Ok(_) | Err(WorkerError::ShuttingDown) => {}
+                    // A full fetch means more is waiting: a lane's partial batch may wait for
+                    // the next round to fill up (once), instead of costing a transaction of
+                    // its own.
+                    let round = Round {
+                        carried: std::mem::take(&mut carry),
+                        hold_partial: self.lanes() > 1 && batch.len() >= want,
+                    };
+                    match self.process_round(consumer, batch, round, &shutdown).await {
+                        Ok((_, held)) => carry = held,
+                        Err(WorkerError::ShuttingDown) => {}
                         Err(e) => {
                             tracing::error!(error = %e, "batch left unacked; it will be delivered again")
                         }
@@ -449,11 +505,32 @@ impl Worker {
         batch: Vec<Delivery>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<BatchReport, WorkerError> {
+        let round = Round {
+            carried: Vec::new(),
+            hold_partial: false,
+        };
+        let (report, held) = self.process_round(consumer, batch, round, shutdown).await?;
+        debug_assert!(held.is_empty());
+        Ok(report)
+    }
+
+    /// [`Worker::process_delivery`] after the messages `round` carried over, holding back
+    /// what `round` allows: the messages held, in order.
+    async fn process_round(
+        &self,
+        consumer: &Consumer,
+        batch: Vec<Delivery>,
+        round: Round,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(BatchReport, Vec<(Delivery, QueuedCallback)>), WorkerError> {
         let mut report = BatchReport::default();
-        let mut decoded: Vec<(Delivery, QueuedCallback)> = Vec::with_capacity(batch.len());
+        // Carried messages first (they were received first), marked as such.
+        let mut decoded: Vec<((Delivery, bool), QueuedCallback)> =
+            Vec::with_capacity(round.carried.len() + batch.len());
+        decoded.extend(round.carried.into_iter().map(|(d, q)| ((d, true), q)));
         for d in batch {
             match QueuedCallback::from_bytes(&d.body) {
-                Ok(q) => decoded.push((d, q)),
+                Ok(q) => decoded.push(((d, false), q)),
                 Err(e) => {
                     tracing::error!(message_id = %d.message_id, error = %e, "undecodable message");
                     consumer
@@ -464,7 +541,12 @@ impl Worker {
                 }
             }
         }
-        let lanes = split_lanes(decoded, self.lanes(), self.settings.batch_size.max(1));
+        let batch_size = self.settings.batch_size.max(1);
+        let (lanes, held) = hold_partials(
+            split_lanes(decoded, self.lanes(), batch_size),
+            batch_size,
+            round.hold_partial,
+        );
         let done = futures_util::future::join_all(
             lanes
                 .into_iter()
@@ -480,7 +562,16 @@ impl Worker {
                 }
             }
         }
-        first_err.map_or(Ok(report), Err)
+        match first_err {
+            None => Ok((report, held)),
+            Some(e) => {
+                // What a failed lane left is handed back; what was held of it must not be
+                // applied before that, so it goes back too.
+                let held: Vec<Delivery> = held.into_iter().map(|(d, _)| d).collect();
+                self.release(consumer, &held).await;
+                Err(e)
+            }
+        }
     }
 
     /// Applies one lane's batches in order; after a failed one, hands the rest back.
@@ -764,5 +855,60 @@ mod tests {
         assert_eq!(seen, (0..500).collect::<Vec<_>>());
         assert_eq!(split_lanes(vec![callback("t", 0)], 1, 64).len(), 1);
         assert!(split_lanes(Vec::<(usize, QueuedCallback)>::new(), 2, 64).is_empty());
+    }
+
+    #[test]
+    fn only_a_partial_batch_of_new_messages_is_held_and_only_when_asked() {
+        // Lane 0: a full batch of 4 and a partial one of new messages; lane 1: a partial
+        // batch holding a message carried before; lane 2: full batches only.
+        let mark = |(n, q): (usize, QueuedCallback), carried: bool| ((n, carried), q);
+        let lanes = || {
+            vec![
+                vec![
+                    (0..4).map(|n| mark(callback("a", n), false)).collect(),
+                    (4..6).map(|n| mark(callback("a", n), false)).collect(),
+                ],
+                vec![vec![
+                    mark(callback("b", 10), true),
+                    mark(callback("b", 11), false),
+                ]],
+                vec![(20..24).map(|n| mark(callback("c", n), false)).collect()],
+            ]
+        };
+        let numbers = |lanes: &Vec<Vec<Vec<(usize, QueuedCallback)>>>| -> Vec<Vec<Vec<usize>>> {
+            lanes
+                .iter()
+                .map(|l| {
+                    l.iter()
+                        .map(|b| b.iter().map(|(n, _)| *n).collect())
+                        .collect()
+                })
+                .collect()
+        };
+        let (now, held) = hold_partials(lanes(), 4, true);
+        assert_eq!(
+            numbers(&now),
+            vec![
+                vec![vec![0, 1, 2, 3]],
+                vec![vec![10, 11]],
+                vec![vec![20, 21, 22, 23]]
+            ]
+        );
+        assert_eq!(held.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![4, 5]);
+        // A lane whose only batch is held is left out.
+        let (now, held) = hold_partials(vec![vec![vec![mark(callback("a", 0), false)]]], 4, true);
+        assert!(now.is_empty());
+        assert_eq!(held.len(), 1);
+        // Not asked: everything is applied now.
+        let (now, held) = hold_partials(lanes(), 4, false);
+        assert!(held.is_empty());
+        assert_eq!(
+            numbers(&now),
+            vec![
+                vec![vec![0, 1, 2, 3], vec![4, 5]],
+                vec![vec![10, 11]],
+                vec![vec![20, 21, 22, 23]]
+            ]
+        );
     }
 }
