@@ -619,17 +619,24 @@ async fn killed_worker_loses_and_doubles_nothing() {
     let app = "app-kill";
     let users_of =
         |i: usize| -> Vec<String> { (0..1 + i % 3).map(|j| format!("user-{i:03}-{j}")).collect() };
-    let mut expected: Vec<String> = (0..CALLBACKS).flat_map(users_of).collect();
-    expected.sort();
 
+    // The senders send at least `CALLBACKS`, and go on until both kills have landed: a worker
+    // faster than the callbacks would otherwise have drained them all before the second kill
+    // and never hold a message again (seen: "timed out waiting until the worker holds
+    // messages").
     let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut senders = tokio::task::JoinSet::new();
     for k in 0..SENDERS {
         let kit = kit.clone();
         let answered = Arc::clone(&answered);
+        let stop = Arc::clone(&stop);
         senders.spawn(async move {
             let mut replies = Vec::new();
-            for i in (k..CALLBACKS).step_by(SENDERS) {
+            for i in (k..20 * CALLBACKS).step_by(SENDERS) {
+                if i >= CALLBACKS && stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 let users: Vec<User> = users_of(i)
                     .iter()
                     .map(|u| User::new(u, "D1", "user", true))
@@ -651,6 +658,7 @@ async fn killed_worker_loses_and_doubles_nothing() {
     // new worker takes over. A kill must land while the worker holds messages it has not
     // acknowledged (mid-batch); one that lands between batches does not count, and the next
     // worker is killed again.
+    let mut kills = Vec::new();
     for (round, share) in [(1, 4), (2, 2)] {
         let before = env.live_authorizations().await;
         wait_until("the worker applies callbacks", APPLY_TIMEOUT, || async {
@@ -697,22 +705,29 @@ async fn killed_worker_loses_and_doubles_nothing() {
             );
         };
         eprintln!(
-            "kill {round}: worker killed with {at_kill} of {} authorisations applied, {} callbacks answered, {held} messages held unacknowledged, attempt {attempts}",
-            expected.len(),
+            "kill {round}: worker killed with {at_kill} authorisations applied, {} callbacks answered, {held} messages held unacknowledged, attempt {attempts}",
             answered.load(Ordering::SeqCst)
         );
+        kills.push(at_kill);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut worker2 = worker;
+
+    let mut sent = Vec::new();
+    while let Some(done) = senders.join_next().await {
+        for (i, r) in done.unwrap() {
+            assert_accepted(&format!("callback {i}"), &r, env.key());
+            sent.push(i);
+        }
+    }
+    let mut expected: Vec<String> = sent.into_iter().flat_map(users_of).collect();
+    expected.sort();
+    for at_kill in kills {
         assert!(
             at_kill < expected.len() as i64,
             "the worker was killed mid-stream ({at_kill} of {} applied)",
             expected.len()
         );
-    }
-    let mut worker2 = worker;
-
-    while let Some(done) = senders.join_next().await {
-        for (i, r) in done.unwrap() {
-            assert_accepted(&format!("callback {i}"), &r, env.key());
-        }
     }
 
     wait_until(
