@@ -207,7 +207,8 @@ fn members_with_apps(backend: sea_orm::DbBackend, members: impl FnOnce(&mut Sql)
 }
 
 /// The members of one page: after `after`, at most `limit`, matching `filter`, in `userName`
-/// order, each with all its live authorisations. One statement (one snapshot), unless many
+/// order, each with all its live authorisations. One snapshot: a filtered page is one
+/// statement, an unfiltered one two range scans in a read-only transaction, unless many
 /// members in a row are listed without any live authorisation (see below).
 pub(crate) async fn page(
     db: &DatabaseConnection,
@@ -226,7 +227,7 @@ pub(crate) async fn page(
     // Members no app authorises any more keep their profiles but are not listed, so a range
     // of `limit` members may list fewer. Read a sixteenth more than needed; should the range
     // still fall short, read on from its end, each time twice as far (bounded), until the page
-    // is full or the tenant ends. Each range is its own statement: a page made of two is the
+    // is full or the tenant ends. Each range is its own snapshot: a page made of two is the
     // same as two pages read one after the other, which a walk tolerates anyway.
     let mut views: Vec<MemberView> = Vec::new();
     let mut from = after.map(str::to_owned);

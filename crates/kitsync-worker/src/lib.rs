@@ -528,14 +528,24 @@ impl Worker {
         let mut decoded: Vec<((Delivery, bool), QueuedCallback)> =
             Vec::with_capacity(round.carried.len() + batch.len());
         decoded.extend(round.carried.into_iter().map(|(d, q)| ((d, true), q)));
-        for d in batch {
+        let mut batch = batch.into_iter();
+        while let Some(d) = batch.next() {
             match QueuedCallback::from_bytes(&d.body) {
                 Ok(q) => decoded.push(((d, false), q)),
                 Err(e) => {
                     tracing::error!(message_id = %d.message_id, error = %e, "undecodable message");
-                    consumer
-                        .dead_letter(d, &format!("undecodable message: {e}"))
-                        .await?;
+                    let reason = format!("undecodable message: {e}");
+                    if let Err(e) = consumer.dead_letter(d, &reason).await {
+                        // Nothing of this round is applied: hand it all back now rather than
+                        // hold it (carried messages included) until the channel closes.
+                        let left: Vec<Delivery> = decoded
+                            .into_iter()
+                            .map(|((d, _), _)| d)
+                            .chain(batch)
+                            .collect();
+                        self.release(consumer, &left).await;
+                        return Err(e.into());
+                    }
                     self.stats.dead_lettered.inc();
                     report.dead_lettered += 1;
                 }
