@@ -1154,6 +1154,9 @@ async fn key_rotation_accepts_both_keys_and_signs_with_the_one_used() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ingresses_and_two_workers_share_the_work() {
     const CALLBACKS: usize = 120;
+    // Users per callback: enough work per message that the backlog outlasts one worker
+    // starting after the other, even with the rest of the suite running beside it.
+    const USERS: usize = 30;
     let mut env = Env::new("scale-out").await;
     let ingress_a = env.start("ingress").await;
     let ingress_b = env.start("ingress").await;
@@ -1198,7 +1201,9 @@ async fn two_ingresses_and_two_workers_share_the_work() {
             let mut replies = Vec::new();
             for i in (k..CALLBACKS).step_by(8) {
                 let t = tenants[i % tenants.len()];
-                let users = [User::new(&format!("user-{i:03}"), "D1", "user", true)];
+                let users: Vec<User> = (0..USERS)
+                    .map(|u| User::new(&format!("user-{i:03}-{u:02}"), "D1", "user", true))
+                    .collect();
                 let body = payload::auth(t, "app-so", 1, &users, &time(1 + i as i64));
                 replies.push((i, kit.send(AUTH_SYNC, &body).await));
             }
@@ -1222,7 +1227,7 @@ async fn two_ingresses_and_two_workers_share_the_work() {
     env.push_var("KITSYNC_QUEUE__PREFETCH", "2");
     let (mut worker_1, mut worker_2) = tokio::join!(env.start("worker"), env.start("worker"));
 
-    let expected = CALLBACKS as i64 + 1;
+    let expected = (CALLBACKS * USERS) as i64 + 1;
     wait_until("every authorisation is applied", APPLY_TIMEOUT, || async {
         env.live_authorizations().await >= expected
     })
@@ -1249,12 +1254,19 @@ async fn two_ingresses_and_two_workers_share_the_work() {
         applied_by(&worker_2.metrics_client()).await,
     ];
     eprintln!("messages applied by worker 1 and worker 2: {shares:?}");
+    // On RabbitMQ the broker spreads the backlog over both consumers. On the embedded queue
+    // the two processes meet in SQLite's busy handler, which sleeps while the other worker
+    // commits and begins again at once (the unfairness the in-process write gate removes,
+    // decision 0048): one of them may apply nearly everything, now and then everything
+    // (seen: 121 and 0, 119 and 2), so only exactly-once is asserted there.
+    if env.is_amqp() {
+        assert!(
+            shares.iter().all(|n| *n > 0.0),
+            "both workers applied messages: {shares:?}"
+        );
+    }
     assert!(
-        shares.iter().all(|n| *n > 0.0),
-        "both workers applied messages: {shares:?}"
-    );
-    assert!(
-        shares.iter().sum::<f64>() >= expected as f64,
+        shares.iter().sum::<f64>() >= (CALLBACKS + 1) as f64,
         "together they applied every message: {shares:?}"
     );
     let replayed_series = "kitsync_applied_messages_total{outcome=\"replayed\"}";
