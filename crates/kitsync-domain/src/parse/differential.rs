@@ -339,26 +339,28 @@ fn object(fields: Vec<Field>, bare: bool) -> BoxedStrategy<String> {
         .boxed()
 }
 
+/// `employeeType`, at the top level of a user or inside its extension: mostly valid.
+fn employee_type() -> BoxedStrategy<String> {
+    mostly(
+        &["1", "2", "\"3\"", "4", "\" \"", "\"\"", "null", "2.0"],
+        &[
+            "5",
+            "0",
+            "-1",
+            "2.5",
+            "\"x\"",
+            "1e3",
+            "9223372036854775807",
+            "4294967298",
+        ],
+    )
+}
+
 fn extension() -> BoxedStrategy<String> {
     let obj = |bare| {
         object(
             vec![
-                (
-                    "employeeType",
-                    mostly(
-                        &["1", "2", "\"3\"", "4", "\" \"", "\"\"", "null", "2.0"],
-                        &[
-                            "5",
-                            "0",
-                            "-1",
-                            "2.5",
-                            "\"x\"",
-                            "1e3",
-                            "9223372036854775807",
-                            "4294967298",
-                        ],
-                    ),
-                ),
+                ("employeeType", employee_type()),
                 ("workPlace", text()),
                 ("entryDate", text()),
                 ("ledger", odd_tree().boxed()),
@@ -390,22 +392,7 @@ fn user(bare: bool) -> BoxedStrategy<String> {
             ("orgCode", id()),
             ("position", text()),
             ("employeeCode", id()),
-            (
-                "employeeType",
-                mostly(
-                    &["1", "2", "\"3\"", "4", "\" \"", "\"\"", "null", "2.0"],
-                    &[
-                        "5",
-                        "0",
-                        "-1",
-                        "2.5",
-                        "\"x\"",
-                        "1e3",
-                        "9223372036854775807",
-                        "4294967298",
-                    ],
-                ),
-            ),
+            ("employeeType", employee_type()),
             (
                 "role",
                 mostly(

@@ -1,7 +1,8 @@
 //! The parser as it was before `parse` moved off `serde_json::Value` (commit a696f18), kept
-//! verbatim (only `parse` is `pub(super)` and the module docs differ) as the oracle of the
-//! differential tests (`super::differential`): the new parser must answer every body exactly
-//! as this one does.
+//! verbatim (only `parse` is `pub(super)`, the module docs differ, and `quote_bare_keys`, which
+//! never touched a `Value`, is the parser's own) as the oracle of the differential tests
+//! (`super::differential`): the new parser must answer every body exactly as this one does.
+use super::quote_bare_keys;
 use crate::command::*;
 use crate::error::FieldError;
 use crate::time::KitTime;
@@ -464,55 +465,4 @@ fn list_field<'a>(o: &'a Obj, names: &[&str]) -> Result<Option<Cow<'a, [Value]>>
         }
         Some(_) => Err(FieldError::new(field, "must be an array")),
     }
-}
-
-/// `[{orgCode:"1", orgName:"x"}]` → `[{"orgCode":"1", "orgName":"x"}]`: quotes identifiers
-/// that stand where an object key is expected. Strings (with escapes) pass through untouched.
-fn quote_bare_keys(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 16);
-    let mut chars = s.chars().peekable();
-    let mut in_string: Option<char> = None;
-    let mut last_significant = ' ';
-    while let Some(c) = chars.next() {
-        if let Some(q) = in_string {
-            out.push(c);
-            if c == '\\' {
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            } else if c == q {
-                in_string = None;
-                last_significant = c;
-            }
-            continue;
-        }
-        if c == '"' {
-            in_string = Some('"');
-            out.push(c);
-            continue;
-        }
-        if (c.is_ascii_alphabetic() || c == '_' || c == '$')
-            && matches!(last_significant, '{' | ',')
-        {
-            let mut ident = String::from(c);
-            while let Some(&n) = chars.peek() {
-                if n.is_ascii_alphanumeric() || n == '_' || n == '$' {
-                    ident.push(n);
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-            out.push('"');
-            out.push_str(&ident);
-            out.push('"');
-            last_significant = '"';
-            continue;
-        }
-        if !c.is_whitespace() {
-            last_significant = c;
-        }
-        out.push(c);
-    }
-    out
 }
