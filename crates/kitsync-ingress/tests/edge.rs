@@ -360,7 +360,7 @@ fn uncanonical_tenant() -> (String, String) {
 }
 
 async fn queued_tenant(queue: &Queue) -> String {
-    let mut consumer = queue.consumer("edge-test").await.unwrap();
+    let consumer = queue.consumer("edge-test").await.unwrap();
     let batch = consumer
         .next_batch(10, Duration::from_millis(50))
         .await

@@ -203,7 +203,7 @@ async fn client_secret_is_decrypted_and_sealed_before_queueing() {
     assert_eq!(r.code, "000002");
     assert!(r.msg.starts_with("clientSecret:"), "{}", r.msg);
 
-    let mut consumer = f.queue.consumer("test").await.unwrap();
+    let consumer = f.queue.consumer("test").await.unwrap();
     let batch = consumer
         .next_batch(10, Duration::from_millis(50))
         .await
@@ -251,7 +251,7 @@ async fn the_same_secret_encrypted_twice_gets_the_same_fingerprint() {
         let r = send(&f.app, "applicationSync", "k", nonce, now_ms(), &body, None).await;
         assert_eq!(r.code, "000000", "{}", r.msg);
     }
-    let mut consumer = f.queue.consumer("fp").await.unwrap();
+    let consumer = f.queue.consumer("fp").await.unwrap();
     let batch = consumer
         .next_batch(10, Duration::from_millis(50))
         .await

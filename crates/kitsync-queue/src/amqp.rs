@@ -204,15 +204,17 @@ impl AmqpQueue {
     pub async fn consumer(&self, consumer_tag: &str) -> Result<AmqpConsumer, QueueError> {
         let tag = ShortString::try_new(consumer_tag)
             .map_err(|e| QueueError::Config(format!("consumer tag: {e}")))?;
-        let mut consumer = AmqpConsumer {
-            queue: Arc::clone(&self.inner),
-            tag,
+        let mut receiving = Receiving {
             current: None,
             stream: None,
             pending: Vec::new(),
         };
-        consumer.open().await?;
-        Ok(consumer)
+        receiving.open(&self.inner, &tag).await?;
+        Ok(AmqpConsumer {
+            queue: Arc::clone(&self.inner),
+            tag,
+            receiving: tokio::sync::Mutex::new(receiving),
+        })
     }
 
     /// Messages ready in the main queue (not those waiting in retry queues).
@@ -721,19 +723,27 @@ impl ConsumerChannel {
 }
 
 /// Consumes the main queue on a channel of its own; see [`crate::Consumer`].
+///
+/// Receiving takes the `receiving` lock; settling (ack, nack, retry, dead letter) goes through
+/// each delivery's own channel handle, so it never waits for a receive in progress.
 pub struct AmqpConsumer {
     queue: Arc<Inner>,
     tag: ShortString,
+    receiving: tokio::sync::Mutex<Receiving>,
+}
+
+/// The receiving side of a consumer: its current channel and what it has received.
+struct Receiving {
     current: Option<Arc<ConsumerChannel>>,
     stream: Option<lapin::Consumer>,
     /// Deliveries received but not yet returned, so a cancelled `next_batch` loses nothing.
     pending: Vec<Delivery>,
 }
 
-impl AmqpConsumer {
-    async fn open(&mut self) -> Result<(), QueueError> {
-        let q = Arc::clone(&self.queue);
-        let tag = self.tag.clone();
+impl Receiving {
+    async fn open(&mut self, queue: &Arc<Inner>, tag: &ShortString) -> Result<(), QueueError> {
+        let q = Arc::clone(queue);
+        let tag = tag.clone();
         let (channel, stream) = with_timeout(q.op_timeout(), "opening a consumer", async {
             let link = q.link().await?;
             let ch = open_channel(&link.conn).await?;
@@ -798,28 +808,31 @@ impl AmqpConsumer {
             body: d.data,
         });
     }
+}
 
+impl AmqpConsumer {
     pub(crate) async fn next_batch(
-        &mut self,
+        &self,
         max: usize,
         linger: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
         let max = max.max(1);
-        while self.pending.is_empty() {
-            if self.stream.is_none() {
-                self.open().await?;
+        let mut r = self.receiving.lock().await;
+        while r.pending.is_empty() {
+            if r.stream.is_none() {
+                r.open(&self.queue, &self.tag).await?;
             }
-            let Some(stream) = self.stream.as_mut() else {
+            let Some(stream) = r.stream.as_mut() else {
                 continue;
             };
             match stream.next().await {
-                Some(Ok(d)) => self.accept(d),
-                Some(Err(_)) | None => return Err(self.reset()),
+                Some(Ok(d)) => r.accept(d),
+                Some(Err(_)) | None => return Err(r.reset()),
             }
         }
         let deadline = Instant::now() + linger;
-        while self.pending.len() < max {
-            let Some(stream) = self.stream.as_mut() else {
+        while r.pending.len() < max {
+            let Some(stream) = r.stream.as_mut() else {
                 break;
             };
             // Take what is already buffered without waiting, then linger for the rest.
@@ -832,11 +845,11 @@ impl AmqpConsumer {
                 },
             };
             match next {
-                Some(Ok(d)) => self.accept(d),
-                Some(Err(_)) | None => return Err(self.reset()),
+                Some(Ok(d)) => r.accept(d),
+                Some(Err(_)) | None => return Err(r.reset()),
             }
         }
-        Ok(std::mem::take(&mut self.pending))
+        Ok(std::mem::take(&mut r.pending))
     }
 
     pub(crate) async fn ack(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
@@ -847,10 +860,11 @@ impl AmqpConsumer {
     }
 
     /// Closes the consumer's channel: RabbitMQ requeues every unacked delivery at once.
-    pub(crate) async fn close(mut self) {
-        self.stream = None;
-        self.pending.clear();
-        if let Some(chan) = self.current.take() {
+    pub(crate) async fn close(self) {
+        let mut r = self.receiving.into_inner();
+        r.stream = None;
+        r.pending.clear();
+        if let Some(chan) = r.current.take() {
             let _ = tokio::time::timeout(
                 self.queue.op_timeout(),
                 chan.channel.close(200, "consumer closed".into()),

@@ -151,8 +151,7 @@ impl EmbeddedQueue {
         EmbeddedConsumer {
             queue: Arc::clone(&self.inner),
             owner: format!("{consumer_tag}/{}", uuid::Uuid::new_v4().simple()),
-            pending: Vec::new(),
-            claiming: None,
+            receiving: tokio::sync::Mutex::new(Receiving::default()),
         }
     }
 
@@ -423,9 +422,18 @@ async fn claim_keys(
 }
 
 /// Leases rows of the embedded queue; see [`crate::Consumer`].
+///
+/// Receiving takes the `receiving` lock; settling (ack, release, retry, dead letter) needs only
+/// the lease owner, so it never waits for a receive in progress.
 pub struct EmbeddedConsumer {
     queue: Arc<Inner>,
     owner: String,
+    receiving: tokio::sync::Mutex<Receiving>,
+}
+
+/// The receiving side of a consumer.
+#[derive(Default)]
+struct Receiving {
     /// Claimed rows not yet returned, so a cancelled `next_batch` loses nothing.
     pending: Vec<Delivery>,
     /// The claim statement in flight, if any. It runs as its own task: a `next_batch` that
@@ -436,22 +444,23 @@ pub struct EmbeddedConsumer {
 
 impl EmbeddedConsumer {
     pub(crate) async fn next_batch(
-        &mut self,
+        &self,
         max: usize,
         linger: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
         let max = max.max(1);
         let poll = Duration::from_millis(self.queue.settings.poll_interval_ms.max(1));
-        while self.pending.is_empty() {
+        let mut r = self.receiving.lock().await;
+        while r.pending.is_empty() {
             // Registered before the claim, so a commit between the claim and the wait
             // still wakes us.
             let queue = Arc::clone(&self.queue);
             let woken = queue.new_work.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let got = self.claim(max).await?;
+            let got = self.claim(&mut r, max).await?;
             if !got.is_empty() {
-                self.pending = got;
+                r.pending = got;
                 break;
             }
             tokio::select! {
@@ -459,7 +468,7 @@ impl EmbeddedConsumer {
                 () = tokio::time::sleep(poll) => {}
             }
         }
-        if self.pending.len() < max && !linger.is_zero() {
+        if r.pending.len() < max && !linger.is_zero() {
             let deadline = Instant::now() + linger;
             loop {
                 let queue = Arc::clone(&self.queue);
@@ -470,25 +479,25 @@ impl EmbeddedConsumer {
                     () = &mut woken => false,
                     () = tokio::time::sleep_until(deadline) => true,
                 };
-                let more = self.claim(max - self.pending.len()).await?;
-                self.pending.extend(more);
-                if last || self.pending.len() >= max || Instant::now() >= deadline {
+                let want = max - r.pending.len();
+                let more = self.claim(&mut r, want).await?;
+                r.pending.extend(more);
+                if last || r.pending.len() >= max || Instant::now() >= deadline {
                     break;
                 }
             }
         }
-        Ok(std::mem::take(&mut self.pending))
+        Ok(std::mem::take(&mut r.pending))
     }
 
-    /// Claims up to `max` rows (see the `claiming` field for why in a task of its own).
-    async fn claim(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+    /// Claims up to `max` rows (see [`Receiving::claiming`] for why in a task of its own).
+    async fn claim(&self, r: &mut Receiving, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let (queue, owner) = (Arc::clone(&self.queue), self.owner.clone());
-        let claiming =
-            self.claiming.insert(tokio::spawn(
-                async move { claim(&queue, &owner, max).await },
-            ));
+        let claiming = r.claiming.insert(tokio::spawn(
+            async move { claim(&queue, &owner, max).await },
+        ));
         let claimed = claiming.await;
-        self.claiming = None;
+        r.claiming = None;
         claimed.map_err(|e| QueueError::Unavailable(format!("the claim task failed: {e}")))?
     }
 }
@@ -638,9 +647,9 @@ impl EmbeddedConsumer {
         Ok(())
     }
 
-    pub(crate) async fn close(mut self) -> Result<(), QueueError> {
+    pub(crate) async fn close(self) -> Result<(), QueueError> {
         // A claim cut short by shutdown still commits its leases: let it finish first.
-        if let Some(claiming) = self.claiming.take() {
+        if let Some(claiming) = self.receiving.into_inner().claiming.take() {
             let _ = claiming.await;
         }
         let db = &self.queue.db;

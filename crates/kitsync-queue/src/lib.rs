@@ -298,6 +298,10 @@ impl Queue {
 
 /// Receives batches from a [`Queue`]; one per consume loop.
 ///
+/// One receive runs at a time ([`Consumer::next_batch`] waits for a receive in progress);
+/// settling ([`Consumer::ack`], [`Consumer::fail`], …) never waits for one, so a consumer can be
+/// shared (`Arc`) between a task that receives and tasks that apply and settle.
+///
 /// Dropping a consumer gives its unsettled messages back: RabbitMQ requeues them when the
 /// channel closes, the embedded queue when their lease (`lease_ms`) runs out.
 pub struct Consumer(ConsumerKind);
@@ -319,11 +323,11 @@ impl Consumer {
     /// The broker or database became unreachable. The consumer stays usable: the next call
     /// reopens its channel (RabbitMQ) or retries the claim, so callers back off and retry.
     pub async fn next_batch(
-        &mut self,
+        &self,
         max: usize,
         linger: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
-        match &mut self.0 {
+        match &self.0 {
             ConsumerKind::Amqp(c) => c.next_batch(max, linger).await,
             ConsumerKind::Embedded(c) => c.next_batch(max, linger).await,
         }

@@ -232,7 +232,7 @@ async fn publishes_are_delivered_once_and_intact(adapter: Adapter) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut workers = tokio::task::JoinSet::new();
     for c in 0..3 {
-        let mut consumer = f.queue.consumer(&format!("c{c}")).await.expect("consumer");
+        let consumer = f.queue.consumer(&format!("c{c}")).await.expect("consumer");
         let (seen, total) = (Arc::clone(&seen), Arc::clone(&total));
         workers.spawn(async move {
             while total.load(Ordering::SeqCst) < N {
@@ -685,7 +685,7 @@ async fn amqp_publish_fails_fast_while_the_broker_is_away_and_reconnects_after()
     let mut confirmed = vec!["a-0".to_owned()];
     publish(&f.queue, "a-0", b"x").await;
     // A consumer that lives through the outage, as a worker's does.
-    let mut consumer = f.queue.consumer("c").await.expect("consumer");
+    let consumer = f.queue.consumer("c").await.expect("consumer");
 
     // The broker hangs: the publish gives up on time.
     proxy.hang();

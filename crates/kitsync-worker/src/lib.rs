@@ -1,11 +1,12 @@
 //! The worker: consume batches from the queue, apply them to the store, ack after commit.
 //!
-//! - [`Worker::run`] runs one consume loop until the shutdown signal. It takes
-//!   `batch_size × concurrency` messages at a time and applies them in `concurrency` lanes
-//!   side by side, split by tenant so that no two lanes wait on each other's tenant locks
-//!   (one lane on SQLite). It finishes the messages in hand before it stops (nothing acked
-//!   is unapplied, nothing applied is lost: an unacked message is simply delivered again and
-//!   applies as a duplicate).
+//! - [`Worker::run`] runs one consume loop until the shutdown signal. A receiving task
+//!   decodes messages and hands each to its tenant's lane; `concurrency` lanes (one on
+//!   SQLite) apply side by side, each a task taking whatever waits for it, up to
+//!   `batch_size` messages, as one batch. Lanes are split by tenant, so no two wait on each
+//!   other's tenant locks, and never wait for each other otherwise. Each lane finishes its
+//!   batch in hand before it stops (nothing acked is unapplied, nothing applied is lost: an
+//!   unacked message is simply delivered again and applies as a duplicate).
 //! - [`Worker::process_delivery`] handles one batch and is public so tests can drive it.
 //!
 //! Retry policy, in one place:
@@ -234,20 +235,6 @@ impl BatchReport {
     }
 }
 
-/// What one round of the consume loop starts from.
-struct Round {
-    /// Messages held over from the previous round, before this round's in every lane.
-    carried: Vec<(Delivery, QueuedCallback)>,
-    /// Whether a lane's last batch, when partial and made only of this round's messages, is
-    /// held over to the next round instead of being applied now. Set when the fetch came back
-    /// full (more is waiting): with `concurrency` lanes, `batch_size × concurrency` messages
-    /// split by tenant rarely fill every lane's batches exactly, and a remainder of a few
-    /// messages would cost a transaction (a commit, the probes, the journal lock) of its own.
-    /// A message is held over once at most, so a quiet lane next to a busy one still gets
-    /// applied in the next round.
-    hold_partial: bool,
-}
-
 /// Splits decoded messages into `lanes` lanes by tenant (each tenant's messages in one lane,
 /// in order), each lane into batches of at most `batch_size`; empty lanes are left out.
 fn split_lanes<T>(
@@ -268,37 +255,10 @@ fn split_lanes<T>(
     out
 }
 
-/// Takes each lane's last batch out of `lanes` when `hold` is set and that batch is partial
-/// and made only of messages not carried before (`(_, true)`): the lanes to apply now, and the
-/// messages held, in order (see [`Round::hold_partial`]).
-#[allow(clippy::type_complexity)]
-fn hold_partials<D>(
-    lanes: Vec<Vec<Vec<((D, bool), QueuedCallback)>>>,
-    batch_size: usize,
-    hold: bool,
-) -> (Vec<Vec<Vec<(D, QueuedCallback)>>>, Vec<(D, QueuedCallback)>) {
-    let mut held = Vec::new();
-    let mut out = Vec::with_capacity(lanes.len());
-    for mut lane in lanes {
-        let partial_and_new = lane.last().is_some_and(|last| {
-            last.len() < batch_size && !last.iter().any(|((_, carried), _)| *carried)
-        });
-        if hold && partial_and_new {
-            held.extend(lane.pop().into_iter().flatten().map(|((d, _), q)| (d, q)));
-        }
-        if !lane.is_empty() {
-            out.push(
-                lane.into_iter()
-                    .map(|b| b.into_iter().map(|((d, _), q)| (d, q)).collect())
-                    .collect(),
-            );
-        }
-    }
-    (out, held)
-}
-
-/// The lane of a tenant: FNV-1a of its id, so the choice is the same in every process.
-fn lane_of(tenant: &str, lanes: usize) -> usize {
+/// The lane of a tenant among `lanes`: FNV-1a of its id, so the choice is the same in every
+/// process.
+#[must_use]
+pub fn lane_of(tenant: &str, lanes: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in tenant.bytes() {
         h ^= u64::from(b);
@@ -404,50 +364,70 @@ impl Worker {
         }
     }
 
-    async fn consume_loop(&self, mut consumer: Consumer, shutdown: watch::Receiver<bool>) {
-        self.consume(&mut consumer, shutdown).await;
-        // Hand back whatever this loop still holds, so another worker (or this one after a
-        // restart) gets it now rather than when its lease expires.
-        if let Err(e) = consumer.close().await {
+    async fn consume_loop(&self, consumer: Consumer, shutdown: watch::Receiver<bool>) {
+        let consumer = Arc::new(consumer);
+        self.consume(&consumer, shutdown).await;
+        // Hand back whatever is still unsettled (messages waiting for a lane), so another
+        // worker (or this one after a restart) gets it now rather than when its lease expires.
+        // Every lane has finished, so nothing else holds the consumer.
+        let closed = match Arc::try_unwrap(consumer) {
+            Ok(consumer) => consumer.close().await,
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = closed {
             tracing::warn!(error = %e, "could not release leased messages on shutdown; they come back when their lease expires");
         }
     }
 
-    async fn consume(&self, consumer: &mut Consumer, mut shutdown: watch::Receiver<bool>) {
+    /// Receives, decodes and hands each message to its tenant's lane, while the lanes apply
+    /// side by side (each a task of its own, see [`Worker::lane_loop`]), until shutdown.
+    ///
+    /// A lane takes whatever is waiting for it, up to `worker.batch_size` messages, as its
+    /// next batch, so under load a lane's batches fill up while it applies the previous one,
+    /// and no lane waits for another: receiving, decoding and every lane's statements overlap.
+    /// Each lane's channel holds at most one batch; receiving waits while the lane a message
+    /// goes to is full.
+    async fn consume(&self, consumer: &Arc<Consumer>, shutdown: watch::Receiver<bool>) {
+        let batch_size = self.settings.batch_size.max(1);
+        let mut lanes = Vec::with_capacity(self.lanes());
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..self.lanes() {
+            let (tx, rx) = tokio::sync::mpsc::channel(batch_size);
+            lanes.push(tx);
+            let (me, consumer, shutdown) = (self.clone(), Arc::clone(consumer), shutdown.clone());
+            tasks.spawn(async move { me.lane_loop(&consumer, rx, &shutdown).await });
+        }
+        self.dispatch(consumer, &lanes, shutdown).await;
+        // The lanes finish the batch in hand and stop.
+        drop(lanes);
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "worker lane panicked");
+            }
+        }
+    }
+
+    /// The receiving side of [`Worker::consume`]: until shutdown, or until a lane has
+    /// stopped.
+    async fn dispatch(
+        &self,
+        consumer: &Consumer,
+        lanes: &[tokio::sync::mpsc::Sender<(Delivery, QueuedCallback)>],
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let linger = Duration::from_millis(self.settings.linger_ms);
         let mut idle_backoff = self.transient_backoff();
-        let capacity = self.settings.batch_size.max(1) * self.lanes();
-        // A lane's partial last batch, held over to the next round (see `Round::carry`).
-        let mut carry: Vec<(Delivery, QueuedCallback)> = Vec::new();
+        let want = self.settings.batch_size.max(1) * lanes.len();
         loop {
             if *shutdown.borrow() {
-                // Closing the consumer hands the carried deliveries back with the rest.
                 return;
             }
-            let want = capacity.saturating_sub(carry.len()).max(1);
             let batch = tokio::select! {
                 b = consumer.next_batch(want, linger) => b,
                 _ = shutdown.wait_for(|s| *s) => return,
             };
-            match batch {
-                Ok(batch) if batch.is_empty() && carry.is_empty() => continue,
-                Ok(batch) => {
-                    idle_backoff = self.transient_backoff();
-                    // A full fetch means more is waiting: a lane's partial batch may wait for
-                    // the next round to fill up (once), instead of costing a transaction of
-                    // its own.
-                    let round = Round {
-                        carried: std::mem::take(&mut carry),
-                        hold_partial: self.lanes() > 1 && batch.len() >= want,
-                    };
-                    match self.process_round(consumer, batch, round, &shutdown).await {
-                        Ok((_, held)) => carry = held,
-                        Err(WorkerError::ShuttingDown) => {}
-                        Err(e) => {
-                            tracing::error!(error = %e, "batch left unacked; it will be delivered again")
-                        }
-                    }
-                }
+            let batch = match batch {
+                Ok(batch) => batch,
                 Err(e) => {
                     let wait = idle_backoff.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cannot receive from the queue");
@@ -455,7 +435,76 @@ impl Worker {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.wait_for(|s| *s) => return,
                     }
+                    continue;
                 }
+            };
+            idle_backoff = self.transient_backoff();
+            for d in batch {
+                let q = match QueuedCallback::from_bytes(&d.body) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        self.undecodable(consumer, d, &e).await;
+                        continue;
+                    }
+                };
+                let lane = &lanes[lane_of(q.command.tenant_id(), lanes.len())];
+                // What is not handed over stays unsettled: closing the consumer hands it back.
+                tokio::select! {
+                    sent = lane.send((d, q)) => if sent.is_err() { return },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+
+    /// Dead-letters a message that cannot be decoded: retrying cannot help.
+    async fn undecodable(
+        &self,
+        consumer: &Consumer,
+        d: Delivery,
+        e: &(dyn std::fmt::Display + Sync),
+    ) {
+        tracing::error!(message_id = %d.message_id, error = %e, "undecodable message");
+        let reason = format!("undecodable message: {e}");
+        match consumer.dead_letter(d, &reason).await {
+            Ok(()) => {
+                self.stats.dead_lettered.inc();
+            }
+            // Still unsettled: it comes back (and is dead-lettered then).
+            Err(e) => tracing::warn!(error = %e, "could not dead-letter an undecodable message"),
+        }
+    }
+
+    /// One lane of [`Worker::consume`]: applies what the dispatcher hands it, a batch at a
+    /// time, until the dispatcher stops or shutdown; the batch in hand is finished first, what
+    /// still waits in the channel stays unsettled (closing the consumer hands it back).
+    async fn lane_loop(
+        &self,
+        consumer: &Consumer,
+        mut rx: tokio::sync::mpsc::Receiver<(Delivery, QueuedCallback)>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let batch_size = self.settings.batch_size.max(1);
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < batch_size {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut report = BatchReport::default();
+            match self
+                .process_batch(consumer, batch, shutdown, &mut report)
+                .await
+            {
+                Ok(()) | Err(WorkerError::ShuttingDown) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "batch left unacked; it will be delivered again");
+                }
+            }
+            if *shutdown.borrow() {
+                return;
             }
         }
     }
@@ -505,44 +554,20 @@ impl Worker {
         batch: Vec<Delivery>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<BatchReport, WorkerError> {
-        let round = Round {
-            carried: Vec::new(),
-            hold_partial: false,
-        };
-        let (report, held) = self.process_round(consumer, batch, round, shutdown).await?;
-        debug_assert!(held.is_empty());
-        Ok(report)
-    }
-
-    /// [`Worker::process_delivery`] after the messages `round` carried over, holding back
-    /// what `round` allows: the messages held, in order.
-    async fn process_round(
-        &self,
-        consumer: &Consumer,
-        batch: Vec<Delivery>,
-        round: Round,
-        shutdown: &watch::Receiver<bool>,
-    ) -> Result<(BatchReport, Vec<(Delivery, QueuedCallback)>), WorkerError> {
         let mut report = BatchReport::default();
-        // Carried messages first (they were received first), marked as such.
-        let mut decoded: Vec<((Delivery, bool), QueuedCallback)> =
-            Vec::with_capacity(round.carried.len() + batch.len());
-        decoded.extend(round.carried.into_iter().map(|(d, q)| ((d, true), q)));
+        let mut decoded: Vec<(Delivery, QueuedCallback)> = Vec::with_capacity(batch.len());
         let mut batch = batch.into_iter();
         while let Some(d) = batch.next() {
             match QueuedCallback::from_bytes(&d.body) {
-                Ok(q) => decoded.push(((d, false), q)),
+                Ok(q) => decoded.push((d, q)),
                 Err(e) => {
                     tracing::error!(message_id = %d.message_id, error = %e, "undecodable message");
                     let reason = format!("undecodable message: {e}");
                     if let Err(e) = consumer.dead_letter(d, &reason).await {
-                        // Nothing of this round is applied: hand it all back now rather than
-                        // hold it (carried messages included) until the channel closes.
-                        let left: Vec<Delivery> = decoded
-                            .into_iter()
-                            .map(|((d, _), _)| d)
-                            .chain(batch)
-                            .collect();
+                        // Nothing of this batch is applied: hand it all back now rather than
+                        // hold it until the channel closes.
+                        let left: Vec<Delivery> =
+                            decoded.into_iter().map(|(d, _)| d).chain(batch).collect();
                         self.release(consumer, &left).await;
                         return Err(e.into());
                     }
@@ -551,12 +576,7 @@ impl Worker {
                 }
             }
         }
-        let batch_size = self.settings.batch_size.max(1);
-        let (lanes, held) = hold_partials(
-            split_lanes(decoded, self.lanes(), batch_size),
-            batch_size,
-            round.hold_partial,
-        );
+        let lanes = split_lanes(decoded, self.lanes(), self.settings.batch_size.max(1));
         let done = futures_util::future::join_all(
             lanes
                 .into_iter()
@@ -573,14 +593,8 @@ impl Worker {
             }
         }
         match first_err {
-            None => Ok((report, held)),
-            Some(e) => {
-                // What a failed lane left is handed back; what was held of it must not be
-                // applied before that, so it goes back too.
-                let held: Vec<Delivery> = held.into_iter().map(|(d, _)| d).collect();
-                self.release(consumer, &held).await;
-                Err(e)
-            }
+            None => Ok(report),
+            Some(e) => Err(e),
         }
     }
 
@@ -865,60 +879,5 @@ mod tests {
         assert_eq!(seen, (0..500).collect::<Vec<_>>());
         assert_eq!(split_lanes(vec![callback("t", 0)], 1, 64).len(), 1);
         assert!(split_lanes(Vec::<(usize, QueuedCallback)>::new(), 2, 64).is_empty());
-    }
-
-    #[test]
-    fn only_a_partial_batch_of_new_messages_is_held_and_only_when_asked() {
-        // Lane 0: a full batch of 4 and a partial one of new messages; lane 1: a partial
-        // batch holding a message carried before; lane 2: full batches only.
-        let mark = |(n, q): (usize, QueuedCallback), carried: bool| ((n, carried), q);
-        let lanes = || {
-            vec![
-                vec![
-                    (0..4).map(|n| mark(callback("a", n), false)).collect(),
-                    (4..6).map(|n| mark(callback("a", n), false)).collect(),
-                ],
-                vec![vec![
-                    mark(callback("b", 10), true),
-                    mark(callback("b", 11), false),
-                ]],
-                vec![(20..24).map(|n| mark(callback("c", n), false)).collect()],
-            ]
-        };
-        let numbers = |lanes: &Vec<Vec<Vec<(usize, QueuedCallback)>>>| -> Vec<Vec<Vec<usize>>> {
-            lanes
-                .iter()
-                .map(|l| {
-                    l.iter()
-                        .map(|b| b.iter().map(|(n, _)| *n).collect())
-                        .collect()
-                })
-                .collect()
-        };
-        let (now, held) = hold_partials(lanes(), 4, true);
-        assert_eq!(
-            numbers(&now),
-            vec![
-                vec![vec![0, 1, 2, 3]],
-                vec![vec![10, 11]],
-                vec![vec![20, 21, 22, 23]]
-            ]
-        );
-        assert_eq!(held.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![4, 5]);
-        // A lane whose only batch is held is left out.
-        let (now, held) = hold_partials(vec![vec![vec![mark(callback("a", 0), false)]]], 4, true);
-        assert!(now.is_empty());
-        assert_eq!(held.len(), 1);
-        // Not asked: everything is applied now.
-        let (now, held) = hold_partials(lanes(), 4, false);
-        assert!(held.is_empty());
-        assert_eq!(
-            numbers(&now),
-            vec![
-                vec![vec![0, 1, 2, 3], vec![4, 5]],
-                vec![vec![10, 11]],
-                vec![vec![20, 21, 22, 23]]
-            ]
-        );
     }
 }
