@@ -174,12 +174,16 @@ pub(super) async fn apply_group(
         .extend(r);
         sent.push(s);
     }
-    let mut written = cx.write_rows(Update::Upsert, upserts).await?;
-    written.extend(cx.write_rows(Update::Tombstone, tombstones).await?);
+    let granted = cx.write_rows(Update::Upsert, upserts).await?;
+    let removed = cx.write_rows(Update::Tombstone, tombstones).await?;
     let grants: Vec<HashMap<String, Written>> = sent
         .into_iter()
+        .zip(group)
         .zip(&mut tallies)
-        .map(|(s, tally)| by_key(confirm(s, &written, tally)))
+        .map(|((s, c), tally)| {
+            let written = if c.op.removes() { &removed } else { &granted };
+            by_key(confirm(s, written, tally))
+        })
         .collect();
 
     // One journal row per user whose profile or authorisation a command changed, in order.
