@@ -225,8 +225,12 @@ pub struct FullOrgSnapshot {
     pub version: KitTime,
 }
 
-/// A validated change, ready to apply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A validated change, ready to apply. On the queue: its fields, with `"type"` naming the
+/// variant (`tenant`, `app`, `auth`, `org`, `fullOrg`) written first. Decoding reads a first
+/// `"type"` and then the variant's fields straight from the input; a message with the tag
+/// elsewhere (not written by kitsync) still decodes, through a buffered copy (see
+/// [`tag_first`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Command {
     Tenant(TenantChange),
@@ -291,6 +295,104 @@ impl Command {
             Command::Org(c) => c.instance_id.as_deref(),
             Command::FullOrg(c) => c.instance_id.as_deref(),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(tag_first::CommandVisitor)
+    }
+}
+
+/// Decoding a [`Command`] without buffering it: serde's derived decoder for an internally
+/// tagged enum copies every message into an intermediate tree before it can look at the tag,
+/// which was a fifth of the worker's CPU on large authSync messages.
+mod tag_first {
+    use super::{AppChange, AuthChange, Command, FullOrgSnapshot, OrgChange, TenantChange};
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{self, Deserialize, MapAccess, Visitor};
+    use std::fmt;
+
+    /// The variant names, as serialised.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    enum Tag {
+        Tenant,
+        App,
+        Auth,
+        Org,
+        FullOrg,
+    }
+
+    /// A map key: `"type"` or another (kept for the buffered path).
+    enum Key {
+        Type,
+        Other(String),
+    }
+
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                    Ok(if v == "type" {
+                        Key::Type
+                    } else {
+                        Key::Other(v.to_owned())
+                    })
+                }
+            }
+            d.deserialize_identifier(V)
+        }
+    }
+
+    pub(super) struct CommandVisitor;
+
+    impl<'de> Visitor<'de> for CommandVisitor {
+        type Value = Command;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a command: an object with a \"type\"")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Command, A::Error> {
+            let first = map.next_key::<Key>()?;
+            if let Some(Key::Type) = first {
+                let tag: Tag = map.next_value()?;
+                return variant(tag, MapAccessDeserializer::new(map));
+            }
+            // The tag is elsewhere: buffer the fields, then decode them.
+            let mut fields = serde_json::Map::new();
+            let mut tag = None;
+            let mut key = first;
+            while let Some(k) = key {
+                match k {
+                    Key::Type => tag = Some(map.next_value::<serde_json::Value>()?),
+                    Key::Other(name) => {
+                        fields.insert(name, map.next_value()?);
+                    }
+                }
+                key = map.next_key()?;
+            }
+            let tag = tag.ok_or_else(|| de::Error::missing_field("type"))?;
+            let tag = Tag::deserialize(tag).map_err(de::Error::custom)?;
+            variant(tag, serde_json::Value::Object(fields)).map_err(de::Error::custom)
+        }
+    }
+
+    /// Decodes the fields of the variant `tag` from `rest`.
+    fn variant<'de, D: serde::Deserializer<'de>>(tag: Tag, rest: D) -> Result<Command, D::Error> {
+        Ok(match tag {
+            Tag::Tenant => Command::Tenant(TenantChange::deserialize(rest)?),
+            Tag::App => Command::App(AppChange::deserialize(rest)?),
+            Tag::Auth => Command::Auth(AuthChange::deserialize(rest)?),
+            Tag::Org => Command::Org(OrgChange::deserialize(rest)?),
+            Tag::FullOrg => Command::FullOrg(FullOrgSnapshot::deserialize(rest)?),
+        })
     }
 }
 

@@ -753,6 +753,60 @@ mod tests {
         );
     }
 
+    /// Every kind of command, from a documented-shape body.
+    fn one_of_each() -> Vec<Command> {
+        [
+            (CallbackKind::TenantSync, r#"{"tenantId":"t","tenantCode":"c","name":"n","domainName":"d","flag":1,"testFlag":0,"timeStamp":"20220413093539534"}"#),
+            (CallbackKind::ApplicationSync, r#"{"tenantId":"t","appId":"a","clientId":"c","clientSecret":"s","flag":1,"testFlag":0,"timeStamp":"20220413093539534"}"#),
+            (CallbackKind::AuthSync, r#"{"appId":"a","currentSyncTime":"20220420114117642","flag":1,"instanceId":"i","tenantId":"t","testFlag":1,"userList":[{"userName":"u","name":"张三","orgCode":"1","role":"admin","enable":"true"}]}"#),
+            (CallbackKind::SingleOrgSync, r#"{"tenantId":"t","orgCode":"1","orgName":"x","flag":1,"testFlag":0,"timeStamp":"20220413093539534"}"#),
+            (CallbackKind::AllOrgSync, r#"{"tenantId":"t","orgInfoList":[{"orgCode":"1","orgName":"x"}],"testFlag":0,"timeStamp":"20220413093539534"}"#),
+        ]
+        .into_iter()
+        .map(|(kind, body)| p(kind, body).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn queued_commands_decode_with_the_tag_anywhere() {
+        for command in one_of_each() {
+            let q = QueuedCallback {
+                message_id: "m".into(),
+                received_at_ms: 1,
+                replay: None,
+                command,
+            };
+            let bytes = q.to_bytes().unwrap();
+            // As written here: the tag first, decoded without buffering.
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            assert!(text.contains(r#""command":{"type":"#), "{text}");
+            assert_eq!(QueuedCallback::from_bytes(&bytes).unwrap(), q);
+            // The tag last (another writer): decoded through a buffered copy, the same.
+            let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let c = v["command"].as_object_mut().unwrap();
+            let tag = c.shift_remove("type").unwrap();
+            c.insert("type".into(), tag);
+            let moved = serde_json::to_vec(&v).unwrap();
+            assert!(!String::from_utf8_lossy(&moved).contains(r#""command":{"type":"#));
+            assert_eq!(QueuedCallback::from_bytes(&moved).unwrap(), q);
+        }
+        let bad = |command: &str| {
+            let text = format!(r#"{{"messageId":"m","receivedAtMs":1,"command":{command}}}"#);
+            QueuedCallback::from_bytes(text.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(r#"{"tenantId":"t"}"#).contains("missing field `type`"));
+        let unknown = bad(r#"{"type":"nope","tenantId":"t"}"#);
+        assert!(
+            unknown.contains("nope") && unknown.contains("fullOrg"),
+            "{unknown}"
+        );
+        assert!(bad(r#"{"tenantId":"t","type":"nope"}"#).contains("nope"));
+        assert!(bad(r#"{"type":"auth","tenantId":"t"}"#).contains("missing field"));
+        assert!(bad(r#"[1]"#).contains("a command"));
+    }
+
     #[test]
     fn commands_round_trip_through_the_queue_format() {
         let c = p(CallbackKind::ApplicationSync, r#"{"tenantId":"t","appId":"a","clientId":"c","clientSecret":"s3cr3t","flag":1,"testFlag":0,"timeStamp":"20220413093539534"}"#).unwrap();
