@@ -1,4 +1,5 @@
-//! The worker: consume batches from the queue, apply them to the store, ack after commit.
+//! The worker: consume batches from the queue, apply them to the store, and settle them: in
+//! the applying transaction on the embedded queue, after its commit on RabbitMQ.
 //!
 //! - [`Worker::run`] runs one consume loop until the shutdown signal. A receiving task
 //!   decodes messages and hands each to its tenant's lane; `concurrency` lanes (one on
@@ -679,12 +680,16 @@ impl Worker {
         // Split without copying: the callbacks go to the store, the deliveries are settled.
         let (deliveries, callbacks): (Vec<Delivery>, Vec<QueuedCallback>) =
             group.into_iter().unzip();
-        match self.apply_with_retry(&callbacks, shutdown).await {
-            Ok(outcomes) => {
+        let settle = consumer.ack_statements(&deliveries)?;
+        match self
+            .apply_with_retry(&callbacks, settle.as_deref(), shutdown)
+            .await
+        {
+            Ok((outcomes, settled)) => {
                 report.transactions += 1;
                 self.count(&outcomes);
-                consumer.ack(&deliveries).await?;
-                self.stats.acked(&deliveries);
+                self.settle(consumer, &deliveries, settle.is_some(), settled)
+                    .await?;
                 report.acked += deliveries.len();
                 Ok(())
             }
@@ -734,14 +739,16 @@ impl Worker {
         shutdown: &watch::Receiver<bool>,
         report: &mut BatchReport,
     ) -> Result<(), WorkerError> {
+        let one = std::slice::from_ref(&d);
+        let settle = consumer.ack_statements(one)?;
         match self
-            .apply_with_retry(std::slice::from_ref(&c), shutdown)
+            .apply_with_retry(std::slice::from_ref(&c), settle.as_deref(), shutdown)
             .await
         {
-            Ok(outcomes) => {
+            Ok((outcomes, settled)) => {
                 self.count(&outcomes);
-                consumer.ack(std::slice::from_ref(&d)).await?;
-                self.stats.acked(std::slice::from_ref(&d));
+                self.settle(consumer, one, settle.is_some(), settled)
+                    .await?;
                 report.acked += 1;
                 Ok(())
             }
@@ -778,21 +785,46 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies in one transaction; transient failures are retried with backoff until they
-    /// pass or shutdown is requested. Permanent failures are returned at once.
+    /// Acks applied deliveries: after the commit (RabbitMQ), or, when the commit also
+    /// settled them (`in_transaction`: the embedded queue), checks that it did, given the
+    /// rows its settling statements affected.
+    async fn settle(
+        &self,
+        consumer: &Consumer,
+        deliveries: &[Delivery],
+        in_transaction: bool,
+        settled: u64,
+    ) -> Result<(), WorkerError> {
+        if in_transaction {
+            consumer.acked_in_transaction(deliveries, settled)?;
+        } else {
+            consumer.ack(deliveries).await?;
+        }
+        self.stats.acked(deliveries);
+        Ok(())
+    }
+
+    /// Applies in one transaction, running `settle` (the embedded queue's acks) in it;
+    /// transient failures are retried with backoff until they pass or shutdown is requested.
+    /// Permanent failures are returned at once. The outcomes, and the rows `settle` affected.
     async fn apply_with_retry(
         &self,
         callbacks: &[QueuedCallback],
+        settle: Option<&[sea_orm::Statement]>,
         shutdown: &watch::Receiver<bool>,
-    ) -> Result<Vec<Outcome>, WorkerError> {
+    ) -> Result<(Vec<Outcome>, u64), WorkerError> {
         let mut backoff = self.transient_backoff();
         let mut shutdown = shutdown.clone();
         loop {
             let started = Instant::now();
-            match self.store.apply_queued(callbacks).await {
-                Ok(outcomes) => {
+            match self
+                .store
+                .apply_queued_with(callbacks, settle.unwrap_or_default())
+                .await
+            {
+                Ok(done) => {
                     observe(&self.stats.apply_duration, started.elapsed());
-                    return Ok(outcomes);
+                    return Ok(done);
                 }
                 Err(e) if e.is_transient() => {
                     self.stats.transient_errors.inc();
