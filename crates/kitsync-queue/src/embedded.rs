@@ -559,42 +559,20 @@ impl EmbeddedConsumer {
         lease_check(ids.len(), deleted)
     }
 
-    /// The statements that delete `deliveries` if this consumer still leases them, for the
-    /// caller to run in the transaction that applies them (see [`crate::Consumer::ack_statements`]).
-    pub(crate) fn ack_statements(
-        &self,
-        deliveries: &[Delivery],
-    ) -> Result<Vec<sea_orm::Statement>, QueueError> {
-        Ok(self.leased_statements(
-            "DELETE FROM queue_messages WHERE lease_owner = ",
-            &ids(deliveries)?,
-        ))
-    }
-
-    /// `head` (ending in `lease_owner = `) on this consumer's rows among `ids`, a statement
-    /// per chunk of ids.
-    fn leased_statements(&self, head: &str, ids: &[i64]) -> Vec<sea_orm::Statement> {
-        let backend = self.queue.db.get_database_backend();
-        ids.chunks(MAX_IDS_PER_STATEMENT)
-            .map(|chunk| {
-                let mut sql = Sql::new(backend);
-                sql.push(head)
-                    .bind(self.owner.as_str())
-                    .push(" AND id IN ")
-                    .bind_tuple(chunk.iter().copied());
-                sql.build()
-            })
-            .collect()
-    }
-
-    /// Runs [`EmbeddedConsumer::leased_statements`]; the rows affected.
+    /// Runs `head` (ending in `lease_owner = `) on this consumer's rows among `ids`, a
+    /// statement per chunk of ids; the rows affected.
     async fn leased_rows(&self, head: &str, ids: &[i64]) -> Result<u64, QueueError> {
         let db = &self.queue.db;
         let _turn = self.queue.gate.turn().await;
         let mut affected = 0_u64;
-        for statement in self.leased_statements(head, ids) {
+        for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+            let mut sql = Sql::new(db.get_database_backend());
+            sql.push(head)
+                .bind(self.owner.as_str())
+                .push(" AND id IN ")
+                .bind_tuple(chunk.iter().copied());
             affected += db
-                .execute(statement)
+                .execute(sql.build())
                 .await
                 .map_err(unavailable)?
                 .rows_affected();
@@ -719,7 +697,7 @@ fn ids(deliveries: &[Delivery]) -> Result<Vec<i64>, QueueError> {
         .collect()
 }
 
-pub(crate) fn lease_check(expected: usize, done: u64) -> Result<(), QueueError> {
+fn lease_check(expected: usize, done: u64) -> Result<(), QueueError> {
     let lost = (expected as u64).saturating_sub(done);
     if lost == 0 {
         Ok(())

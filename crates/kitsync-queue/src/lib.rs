@@ -349,38 +349,6 @@ impl Consumer {
         }
     }
 
-    /// For a queue kept in the database (the embedded queue): the statements that settle
-    /// `deliveries` as done, to run in the transaction that applies them, so that applying
-    /// and settling commit together (a crash in between can no longer apply a message twice).
-    /// Pass what they affected to [`Consumer::acked_in_transaction`] after the commit. `None`
-    /// for RabbitMQ: call [`Consumer::ack`] after the commit.
-    ///
-    /// # Errors
-    /// A delivery is not this queue's.
-    pub fn ack_statements(
-        &self,
-        deliveries: &[Delivery],
-    ) -> Result<Option<Vec<sea_orm::Statement>>, QueueError> {
-        match &self.0 {
-            ConsumerKind::Amqp(_) => Ok(None),
-            ConsumerKind::Embedded(c) => c.ack_statements(deliveries).map(Some),
-        }
-    }
-
-    /// After a commit that ran [`Consumer::ack_statements`] for `deliveries`, given the rows
-    /// those statements affected.
-    ///
-    /// # Errors
-    /// [`QueueError::LeaseExpired`] when some lease had run out and another consumer took the
-    /// message meanwhile: it applies it again, as a duplicate, and settles it.
-    pub fn acked_in_transaction(
-        &self,
-        deliveries: &[Delivery],
-        affected: u64,
-    ) -> Result<(), QueueError> {
-        embedded::lease_check(deliveries.len(), affected)
-    }
-
     /// Records a failed attempt: schedules a retry after [`QueueSettings::retry_delay`] of
     /// attempt `d.attempts + 1`, or dead-letters the message once that reaches
     /// `max_attempts`.

@@ -170,7 +170,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let commands: Vec<&Command> = commands.iter().collect();
-        Ok(self.apply_claimed(&commands, &[], &[]).await?.0)
+        self.apply_claimed(&commands, &[]).await
     }
 
     /// Applies queued callbacks in one transaction, like [`Store::apply_batch`], and records
@@ -185,22 +185,8 @@ impl Store {
         &self,
         callbacks: &[QueuedCallback],
     ) -> Result<Vec<Outcome>, StoreError> {
-        Ok(self.apply_queued_with(callbacks, &[]).await?.0)
-    }
-
-    /// [`Store::apply_queued`], running `also` in the same transaction after the changes (the
-    /// embedded queue's statements that settle these messages, so both commit together).
-    /// Returns the outcomes and the rows `also` affected.
-    ///
-    /// # Errors
-    /// As [`Store::apply_batch`]; a statement of `also` failing fails the transaction.
-    pub async fn apply_queued_with(
-        &self,
-        callbacks: &[QueuedCallback],
-        also: &[sea_orm::Statement],
-    ) -> Result<(Vec<Outcome>, u64), StoreError> {
         if callbacks.is_empty() {
-            return Ok((Vec::new(), 0));
+            return Ok(Vec::new());
         }
         let commands: Vec<&Command> = callbacks.iter().map(|q| &q.command).collect();
         let claims: Vec<apply::ledger::Claim<'_>> = callbacks
@@ -214,27 +200,22 @@ impl Store {
                 })
             })
             .collect();
-        self.apply_claimed(&commands, &claims, also).await
+        self.apply_claimed(&commands, &claims).await
     }
 
     async fn apply_claimed(
         &self,
         commands: &[&Command],
         claims: &[apply::ledger::Claim<'_>],
-        also: &[sea_orm::Statement],
-    ) -> Result<(Vec<Outcome>, u64), StoreError> {
+    ) -> Result<Vec<Outcome>, StoreError> {
         // On SQLite: after the writers of this process that came first (the ingress's
         // queue inserts among them), so an apply never starves them.
         let _turn = self.gate.turn().await;
         let txn = self.db.begin().await?;
         let outcomes =
             apply::apply_batch(&txn, self.settings.mass_delete_share, commands, claims).await?;
-        let mut affected = 0;
-        for statement in also {
-            affected += txn.execute(statement.clone()).await?.rows_affected();
-        }
         txn.commit().await?;
-        Ok((outcomes, affected))
+        Ok(outcomes)
     }
 
     /// Deletes the replay keys no replay can need any more: those whose signed window and

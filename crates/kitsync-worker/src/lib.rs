@@ -1,5 +1,4 @@
-//! The worker: consume batches from the queue, apply them to the store, and settle them: in
-//! the applying transaction on the embedded queue, after its commit on RabbitMQ.
+//! The worker: consume batches from the queue, apply them to the store, ack after commit.
 //!
 //! - [`Worker::run`] runs one consume loop until the shutdown signal. A receiving task
 //!   decodes messages and hands each to its tenant's lane; `concurrency` lanes (one on
@@ -680,16 +679,12 @@ impl Worker {
         // Split without copying: the callbacks go to the store, the deliveries are settled.
         let (deliveries, callbacks): (Vec<Delivery>, Vec<QueuedCallback>) =
             group.into_iter().unzip();
-        let settle = consumer.ack_statements(&deliveries)?;
-        match self
-            .apply_with_retry(&callbacks, settle.as_deref(), shutdown)
-            .await
-        {
-            Ok((outcomes, settled)) => {
+        match self.apply_with_retry(&callbacks, shutdown).await {
+            Ok(outcomes) => {
                 report.transactions += 1;
                 self.count(&outcomes);
-                self.settle(consumer, &deliveries, settle.is_some(), settled)
-                    .await?;
+                consumer.ack(&deliveries).await?;
+                self.stats.acked(&deliveries);
                 report.acked += deliveries.len();
                 Ok(())
             }
@@ -739,16 +734,14 @@ impl Worker {
         shutdown: &watch::Receiver<bool>,
         report: &mut BatchReport,
     ) -> Result<(), WorkerError> {
-        let one = std::slice::from_ref(&d);
-        let settle = consumer.ack_statements(one)?;
         match self
-            .apply_with_retry(std::slice::from_ref(&c), settle.as_deref(), shutdown)
+            .apply_with_retry(std::slice::from_ref(&c), shutdown)
             .await
         {
-            Ok((outcomes, settled)) => {
+            Ok(outcomes) => {
                 self.count(&outcomes);
-                self.settle(consumer, one, settle.is_some(), settled)
-                    .await?;
+                consumer.ack(std::slice::from_ref(&d)).await?;
+                self.stats.acked(std::slice::from_ref(&d));
                 report.acked += 1;
                 Ok(())
             }
@@ -785,46 +778,21 @@ impl Worker {
         Ok(())
     }
 
-    /// Acks applied deliveries: after the commit (RabbitMQ), or, when the commit also
-    /// settled them (`in_transaction`: the embedded queue), checks that it did, given the
-    /// rows its settling statements affected.
-    async fn settle(
-        &self,
-        consumer: &Consumer,
-        deliveries: &[Delivery],
-        in_transaction: bool,
-        settled: u64,
-    ) -> Result<(), WorkerError> {
-        if in_transaction {
-            consumer.acked_in_transaction(deliveries, settled)?;
-        } else {
-            consumer.ack(deliveries).await?;
-        }
-        self.stats.acked(deliveries);
-        Ok(())
-    }
-
-    /// Applies in one transaction, running `settle` (the embedded queue's acks) in it;
-    /// transient failures are retried with backoff until they pass or shutdown is requested.
-    /// Permanent failures are returned at once. The outcomes, and the rows `settle` affected.
+    /// Applies in one transaction; transient failures are retried with backoff until they
+    /// pass or shutdown is requested. Permanent failures are returned at once.
     async fn apply_with_retry(
         &self,
         callbacks: &[QueuedCallback],
-        settle: Option<&[sea_orm::Statement]>,
         shutdown: &watch::Receiver<bool>,
-    ) -> Result<(Vec<Outcome>, u64), WorkerError> {
+    ) -> Result<Vec<Outcome>, WorkerError> {
         let mut backoff = self.transient_backoff();
         let mut shutdown = shutdown.clone();
         loop {
             let started = Instant::now();
-            match self
-                .store
-                .apply_queued_with(callbacks, settle.unwrap_or_default())
-                .await
-            {
-                Ok(done) => {
+            match self.store.apply_queued(callbacks).await {
+                Ok(outcomes) => {
                     observe(&self.stats.apply_duration, started.elapsed());
-                    return Ok(done);
+                    return Ok(outcomes);
                 }
                 Err(e) if e.is_transient() => {
                     self.stats.transient_errors.inc();

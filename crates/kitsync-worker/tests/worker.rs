@@ -7,12 +7,11 @@
 //! - a database that is down is *not* the message's fault: the batch is retried without
 //!   counting attempts, and on shutdown it is released for immediate redelivery;
 //! - `run` applies everything in several lanes and stops on the shutdown signal;
-//! - a lane stuck on one tenant does not hold back the other lanes (PostgreSQL);
-//! - on the embedded queue a message is applied and settled in one transaction.
+//! - a lane stuck on one tenant does not hold back the other lanes (PostgreSQL).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, QueuedCallback};
-use kitsync_queue::{Consumer, Delivery, OutgoingMessage, Queue, QueueKind, QueueSettings};
+use kitsync_queue::{Consumer, Delivery, OutgoingMessage, Queue, QueueSettings};
 use kitsync_store::{Store, StoreSettings};
 use kitsync_worker::{lane_of, Worker, WorkerSettings};
 use migrations::testing::{amqp_url, fresh_db, TestDb};
@@ -110,7 +109,7 @@ impl Fixture {
         names
     }
 
-    async fn batch(&self, consumer: &Consumer, want: usize) -> Vec<Delivery> {
+    async fn batch(&self, consumer: &mut Consumer, want: usize) -> Vec<Delivery> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = Vec::new();
         while got.len() < want {
@@ -220,8 +219,8 @@ async fn a_large_batch_is_applied_in_bounded_transactions() {
         },
     );
     let (_tx, rx) = watch::channel(false);
-    let consumer = f.queue.consumer("bounded").await.unwrap();
-    let batch = f.batch(&consumer, 5).await;
+    let mut consumer = f.queue.consumer("bounded").await.unwrap();
+    let batch = f.batch(&mut consumer, 5).await;
     let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
     assert_eq!((report.transactions, report.acked), (3, 5), "{report:?}");
     assert_eq!(f.authorised().await.len(), 13);
@@ -252,8 +251,8 @@ async fn a_replay_is_acked_unapplied_and_counted() {
     f.publish("m2", stamped("m2", 1, "replayed")).await;
     let w = worker(f.store.clone(), f.queue.clone());
     let (_tx, rx) = watch::channel(false);
-    let consumer = f.queue.consumer("replays").await.unwrap();
-    let batch = f.batch(&consumer, 2).await;
+    let mut consumer = f.queue.consumer("replays").await.unwrap();
+    let batch = f.batch(&mut consumer, 2).await;
     let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
     assert_eq!(report.acked, 2);
     assert_eq!(f.authorised().await, ["first"]);
@@ -271,10 +270,10 @@ async fn poison_is_isolated_retried_then_dead_lettered() {
 
     let w = worker(f.store.clone(), f.queue.clone());
     let (_tx, rx) = watch::channel(false);
-    let consumer = f.queue.consumer("poison-test").await.unwrap();
+    let mut consumer = f.queue.consumer("poison-test").await.unwrap();
 
     // First delivery: the batch fails as a whole, is isolated, the good two are acked.
-    let batch = f.batch(&consumer, 3).await;
+    let batch = f.batch(&mut consumer, 3).await;
     let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
     assert!(report.isolated);
     assert_eq!(
@@ -286,7 +285,7 @@ async fn poison_is_isolated_retried_then_dead_lettered() {
     // The culprit comes back (after its retry delay) until max_attempts, then dead letters.
     let mut dead = 0;
     for _ in 0..2 {
-        let batch = f.batch(&consumer, 1).await;
+        let batch = f.batch(&mut consumer, 1).await;
         assert_eq!(batch[0].message_id, "m2");
         let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
         assert!(!report.isolated, "a single message needs no isolation");
@@ -320,8 +319,8 @@ async fn undecodable_message_is_dead_lettered_at_once() {
     f.publish_grant("ok", 1, &["alice"]).await;
     let w = worker(f.store.clone(), f.queue.clone());
     let (_tx, rx) = watch::channel(false);
-    let consumer = f.queue.consumer("junk-test").await.unwrap();
-    let batch = f.batch(&consumer, 2).await;
+    let mut consumer = f.queue.consumer("junk-test").await.unwrap();
+    let batch = f.batch(&mut consumer, 2).await;
     let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
     assert_eq!((report.acked, report.dead_lettered), (1, 1));
     let letters = f.queue.dead_letters().list(false, 10).await.unwrap();
@@ -351,8 +350,8 @@ async fn database_outage_is_retried_uncounted_and_released_on_shutdown() {
         f.queue.clone(),
     );
     let (tx, rx) = watch::channel(false);
-    let consumer = f.queue.consumer("outage-test").await.unwrap();
-    let batch = f.batch(&consumer, 2).await;
+    let mut consumer = f.queue.consumer("outage-test").await.unwrap();
+    let batch = f.batch(&mut consumer, 2).await;
 
     let stats = w.stats();
     let shutdown = tokio::spawn(async move {
@@ -379,7 +378,7 @@ async fn database_outage_is_retried_uncounted_and_released_on_shutdown() {
     // channel dies), as first attempts, and a healthy worker applies them.
     let good = worker(f.store.clone(), f.queue.clone());
     let started = Instant::now();
-    let batch = f.batch(&consumer, 2).await;
+    let batch = f.batch(&mut consumer, 2).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "released messages come back without waiting for the lease"
@@ -432,13 +431,13 @@ async fn closing_a_consumer_hands_its_messages_back_at_once() {
         f.publish_grant(&format!("m{i}"), 1 + i, &[&format!("u{i}")])
             .await;
     }
-    let first = f.queue.consumer("close-test-1").await.unwrap();
-    let held = f.batch(&first, 5).await;
+    let mut first = f.queue.consumer("close-test-1").await.unwrap();
+    let held = f.batch(&mut first, 5).await;
     drop(held); // received, never settled
     first.close().await.unwrap();
-    let second = f.queue.consumer("close-test-2").await.unwrap();
+    let mut second = f.queue.consumer("close-test-2").await.unwrap();
     let started = Instant::now();
-    let batch = f.batch(&second, 5).await;
+    let batch = f.batch(&mut second, 5).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     second.ack(&batch).await.unwrap();
     drop(second);
@@ -509,67 +508,6 @@ async fn a_stuck_lane_does_not_hold_back_the_other() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop(&tx, running).await;
-    assert_eq!(f.queue.depth().await.unwrap(), 0);
-    f.teardown().await;
-}
-
-/// The embedded queue settles a message in the transaction that applies it: when settling
-/// fails, nothing of the message is applied either (so a crash between the two can no longer
-/// apply it twice), and it comes back whole.
-#[tokio::test]
-async fn the_embedded_queue_applies_and_settles_in_one_transaction() {
-    let f = fixture().await;
-    if f.queue.kind() != QueueKind::Embedded {
-        f.teardown().await;
-        return;
-    }
-    let db = &f.db.conn;
-    let backend = db.get_database_backend();
-    let refuse: &[&str] = if f.db.is_postgres() {
-        &[
-            "CREATE FUNCTION kitsync_test_refuse() RETURNS trigger AS $$ BEGIN \
-             RAISE EXCEPTION 'settling refused'; END $$ LANGUAGE plpgsql",
-            "CREATE TRIGGER kitsync_test_refuse BEFORE DELETE ON queue_messages \
-             FOR EACH ROW EXECUTE FUNCTION kitsync_test_refuse()",
-        ]
-    } else {
-        &[
-            "CREATE TRIGGER kitsync_test_refuse BEFORE DELETE ON queue_messages \
-           BEGIN SELECT RAISE(ABORT, 'settling refused'); END",
-        ]
-    };
-    for sql in refuse {
-        db.execute(Statement::from_string(backend, *sql))
-            .await
-            .unwrap();
-    }
-    f.publish_grant("m1", 1, &["alice"]).await;
-    let w = worker(f.store.clone(), f.queue.clone());
-    let (_tx, rx) = watch::channel(false);
-    let consumer = f.queue.consumer("settle-test").await.unwrap();
-    let batch = f.batch(&consumer, 1).await;
-    let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
-    assert_eq!((report.acked, report.retried), (0, 1));
-    assert!(
-        f.authorised().await.is_empty(),
-        "applied although settling failed"
-    );
-    db.execute(Statement::from_string(
-        backend,
-        "DROP TRIGGER kitsync_test_refuse".to_owned()
-            + if f.db.is_postgres() {
-                " ON queue_messages"
-            } else {
-                ""
-            },
-    ))
-    .await
-    .unwrap();
-    // It comes back after its retry delay, and applies and settles now.
-    let batch = f.batch(&consumer, 1).await;
-    let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
-    assert_eq!(report.acked, 1);
-    assert_eq!(f.authorised().await, ["alice"]);
     assert_eq!(f.queue.depth().await.unwrap(), 0);
     f.teardown().await;
 }
