@@ -228,8 +228,7 @@ pub struct FullOrgSnapshot {
 /// A validated change, ready to apply. On the queue: its fields, with `"type"` naming the
 /// variant (`tenant`, `app`, `auth`, `org`, `fullOrg`) written first. Decoding reads a first
 /// `"type"` and then the variant's fields straight from the input; a message with the tag
-/// elsewhere (not written by kitsync) still decodes, through a buffered copy (see
-/// [`tag_first`]).
+/// elsewhere (not written by kitsync) still decodes, through a buffered copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Command {
