@@ -6,7 +6,8 @@
 //! - an undecodable message is dead-lettered at once;
 //! - a database that is down is *not* the message's fault: the batch is retried without
 //!   counting attempts, and on shutdown it is released for immediate redelivery;
-//! - `run` applies everything in several lanes and stops on the shutdown signal;
+//! - `run` applies everything in several lanes and stops on the shutdown signal; what still
+//!   waits for a lane then goes back to the queue at once, none of it applied or lost;
 //! - a lane stuck on one tenant does not hold back the other lanes (PostgreSQL).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
@@ -109,7 +110,7 @@ impl Fixture {
         names
     }
 
-    async fn batch(&self, consumer: &mut Consumer, want: usize) -> Vec<Delivery> {
+    async fn batch(&self, consumer: &Consumer, want: usize) -> Vec<Delivery> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = Vec::new();
         while got.len() < want {
@@ -219,8 +220,8 @@ async fn a_large_batch_is_applied_in_bounded_transactions() {
         },
     );
     let (_tx, rx) = watch::channel(false);
-    let mut consumer = f.queue.consumer("bounded").await.unwrap();
-    let batch = f.batch(&mut consumer, 5).await;
+    let consumer = f.queue.consumer("bounded").await.unwrap();
+    let batch = f.batch(&consumer, 5).await;
     let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
     assert_eq!((report.transactions, report.acked), (3, 5), "{report:?}");
     assert_eq!(f.authorised().await.len(), 13);
@@ -251,8 +252,8 @@ async fn a_replay_is_acked_unapplied_and_counted() {
     f.publish("m2", stamped("m2", 1, "replayed")).await;
     let w = worker(f.store.clone(), f.queue.clone());
     let (_tx, rx) = watch::channel(false);
-    let mut consumer = f.queue.consumer("replays").await.unwrap();
-    let batch = f.batch(&mut consumer, 2).await;
+    let consumer = f.queue.consumer("replays").await.unwrap();
+    let batch = f.batch(&consumer, 2).await;
     let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
     assert_eq!(report.acked, 2);
     assert_eq!(f.authorised().await, ["first"]);
@@ -270,10 +271,10 @@ async fn poison_is_isolated_retried_then_dead_lettered() {
 
     let w = worker(f.store.clone(), f.queue.clone());
     let (_tx, rx) = watch::channel(false);
-    let mut consumer = f.queue.consumer("poison-test").await.unwrap();
+    let consumer = f.queue.consumer("poison-test").await.unwrap();
 
     // First delivery: the batch fails as a whole, is isolated, the good two are acked.
-    let batch = f.batch(&mut consumer, 3).await;
+    let batch = f.batch(&consumer, 3).await;
     let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
     assert!(report.isolated);
     assert_eq!(
@@ -285,7 +286,7 @@ async fn poison_is_isolated_retried_then_dead_lettered() {
     // The culprit comes back (after its retry delay) until max_attempts, then dead letters.
     let mut dead = 0;
     for _ in 0..2 {
-        let batch = f.batch(&mut consumer, 1).await;
+        let batch = f.batch(&consumer, 1).await;
         assert_eq!(batch[0].message_id, "m2");
         let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
         assert!(!report.isolated, "a single message needs no isolation");
@@ -319,8 +320,8 @@ async fn undecodable_message_is_dead_lettered_at_once() {
     f.publish_grant("ok", 1, &["alice"]).await;
     let w = worker(f.store.clone(), f.queue.clone());
     let (_tx, rx) = watch::channel(false);
-    let mut consumer = f.queue.consumer("junk-test").await.unwrap();
-    let batch = f.batch(&mut consumer, 2).await;
+    let consumer = f.queue.consumer("junk-test").await.unwrap();
+    let batch = f.batch(&consumer, 2).await;
     let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
     assert_eq!((report.acked, report.dead_lettered), (1, 1));
     let letters = f.queue.dead_letters().list(false, 10).await.unwrap();
@@ -350,8 +351,8 @@ async fn database_outage_is_retried_uncounted_and_released_on_shutdown() {
         f.queue.clone(),
     );
     let (tx, rx) = watch::channel(false);
-    let mut consumer = f.queue.consumer("outage-test").await.unwrap();
-    let batch = f.batch(&mut consumer, 2).await;
+    let consumer = f.queue.consumer("outage-test").await.unwrap();
+    let batch = f.batch(&consumer, 2).await;
 
     let stats = w.stats();
     let shutdown = tokio::spawn(async move {
@@ -378,7 +379,7 @@ async fn database_outage_is_retried_uncounted_and_released_on_shutdown() {
     // channel dies), as first attempts, and a healthy worker applies them.
     let good = worker(f.store.clone(), f.queue.clone());
     let started = Instant::now();
-    let batch = f.batch(&mut consumer, 2).await;
+    let batch = f.batch(&consumer, 2).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "released messages come back without waiting for the lease"
@@ -424,6 +425,66 @@ async fn run_applies_everything_and_stops_on_shutdown() {
     f.teardown().await;
 }
 
+/// Shut down mid-stream: every lane finishes its batch in hand, and what was received but
+/// still waited for a lane goes back to the queue at once (not after a lease), unapplied;
+/// nothing is lost and nothing is applied without being acked.
+#[tokio::test]
+async fn shutdown_mid_stream_hands_back_what_waits_for_a_lane() {
+    let f = fixture().await;
+    let total = 300;
+    for i in 0..total {
+        let id = format!("m{i}");
+        let tenant = format!("t-{}", i % 7);
+        f.publish(
+            &id,
+            callback(&id, grant_in(&tenant, 1000 + i, &[&format!("u{i:03}")])),
+        )
+        .await;
+    }
+    let w = worker(f.store.clone(), f.queue.clone());
+    let stats = w.stats();
+    let (tx, rx) = watch::channel(false);
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run(rx).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.messages_acked.get() < 20 {
+        assert!(Instant::now() < deadline, "nothing applied");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop(&tx, running).await;
+    let acked = usize::try_from(stats.messages_acked.get()).unwrap();
+    assert!(
+        acked < total as usize,
+        "everything was applied before the shutdown"
+    );
+    let mut applied = 0;
+    for t in 0..7 {
+        applied += f
+            .store
+            .snapshot(&format!("t-{t}"))
+            .await
+            .unwrap()
+            .authorizations
+            .len();
+    }
+    assert_eq!(applied, acked, "applied and acked differ");
+    // The rest comes back to a new consumer at once, whole.
+    let consumer = f.queue.consumer("after-shutdown").await.unwrap();
+    let started = Instant::now();
+    let rest = f.batch(&consumer, total as usize - acked).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut ids: Vec<&str> = rest.iter().map(|d| d.message_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total as usize - acked);
+    consumer.ack(&rest).await.unwrap();
+    drop(consumer);
+    assert_eq!(f.queue.depth().await.unwrap(), 0);
+    f.teardown().await;
+}
+
 #[tokio::test]
 async fn closing_a_consumer_hands_its_messages_back_at_once() {
     let f = fixture().await;
@@ -431,13 +492,13 @@ async fn closing_a_consumer_hands_its_messages_back_at_once() {
         f.publish_grant(&format!("m{i}"), 1 + i, &[&format!("u{i}")])
             .await;
     }
-    let mut first = f.queue.consumer("close-test-1").await.unwrap();
-    let held = f.batch(&mut first, 5).await;
+    let first = f.queue.consumer("close-test-1").await.unwrap();
+    let held = f.batch(&first, 5).await;
     drop(held); // received, never settled
     first.close().await.unwrap();
-    let mut second = f.queue.consumer("close-test-2").await.unwrap();
+    let second = f.queue.consumer("close-test-2").await.unwrap();
     let started = Instant::now();
-    let batch = f.batch(&mut second, 5).await;
+    let batch = f.batch(&second, 5).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     second.ack(&batch).await.unwrap();
     drop(second);
