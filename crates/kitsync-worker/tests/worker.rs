@@ -169,11 +169,17 @@ fn callback(id: &str, command: Command) -> Vec<u8> {
     .expect("serialise")
 }
 
+type Running = tokio::task::JoinHandle<Result<(), kitsync_worker::WorkerError>>;
+
+/// Runs `w` until [`stop`].
+fn start(w: &Worker) -> (watch::Sender<bool>, Running) {
+    let (tx, rx) = watch::channel(false);
+    let w = w.clone();
+    (tx, tokio::spawn(async move { w.run(rx).await }))
+}
+
 /// Signals shutdown and waits for `run` to return.
-async fn stop(
-    tx: &watch::Sender<bool>,
-    running: tokio::task::JoinHandle<Result<(), kitsync_worker::WorkerError>>,
-) {
+async fn stop(tx: &watch::Sender<bool>, running: Running) {
     tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), running)
         .await
@@ -404,11 +410,7 @@ async fn run_applies_everything_and_stops_on_shutdown() {
     }
     let w = worker(f.store.clone(), f.queue.clone());
     let stats = w.stats();
-    let (tx, rx) = watch::channel(false);
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run(rx).await }
-    });
+    let (tx, running) = start(&w);
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats.messages_acked.get() < 120 {
         assert!(
@@ -443,11 +445,7 @@ async fn shutdown_mid_stream_hands_back_what_waits_for_a_lane() {
     }
     let w = worker(f.store.clone(), f.queue.clone());
     let stats = w.stats();
-    let (tx, rx) = watch::channel(false);
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run(rx).await }
-    });
+    let (tx, running) = start(&w);
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats.messages_acked.get() < 20 {
         assert!(Instant::now() < deadline, "nothing applied");
@@ -532,11 +530,7 @@ async fn a_stuck_lane_does_not_hold_back_the_other() {
         .unwrap();
     let w = worker(f.store.clone(), f.queue.clone());
     let stats = w.stats();
-    let (tx, rx) = watch::channel(false);
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run(rx).await }
-    });
+    let (tx, running) = start(&w);
     f.publish("s0", callback("s0", grant_in(stuck, 1, &["blocked"])))
         .await;
     // Then the other tenant's callbacks, one at a time, each applied before the next is sent:
