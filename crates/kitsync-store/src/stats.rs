@@ -190,15 +190,18 @@ async fn apply_spans(
     let mut open: HashMap<SpanKey, i64> = HashMap::new();
     for chunk in keys.chunks(rows_per_statement(3)) {
         let mut sql = Sql::new(backend);
+        let keys = |sql: &mut Sql| {
+            sql.joined(chunk.iter(), ", ", |sql, (t, u, a)| {
+                sql.bind_tuple([t.as_str(), u.as_str(), a.as_str()]);
+            });
+        };
         if backend == DbBackend::Postgres {
             // A probe of the primary key per key. As `(…) IN (VALUES …)`, PostgreSQL hashed
             // the list and scanned every open span of every tenant, for each batch: the
             // indexer's cost grew with the table (24 ms a batch at 265 000 spans, a third
             // of the database's time under `bench pipeline`).
             sql.push("SELECT k.column1, k.column2, k.column3, s.from_v FROM (VALUES ");
-            sql.joined(chunk.iter(), ", ", |sql, (t, u, a)| {
-                sql.bind_tuple([t.as_str(), u.as_str(), a.as_str()]);
-            });
+            keys(&mut sql);
             sql.push(
                 ") AS k CROSS JOIN LATERAL (SELECT from_v FROM auth_spans s \
                  WHERE s.tenant_id = k.column1 AND s.user_name = k.column2 \
@@ -209,9 +212,7 @@ async fn apply_spans(
                 "SELECT tenant_id, user_name, app_id, from_v FROM auth_spans WHERE to_v IS NULL \
                  AND (tenant_id, user_name, app_id) IN (VALUES ",
             );
-            sql.joined(chunk.iter(), ", ", |sql, (t, u, a)| {
-                sql.bind_tuple([t.as_str(), u.as_str(), a.as_str()]);
-            });
+            keys(&mut sql);
             sql.push(")");
         }
         for row in txn.query_all(sql.build()).await? {

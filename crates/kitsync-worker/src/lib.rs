@@ -443,7 +443,10 @@ impl Worker {
                 let q = match QueuedCallback::from_bytes(&d.body) {
                     Ok(q) => q,
                     Err(e) => {
-                        self.undecodable(consumer, d, &e).await;
+                        if let Err(e) = self.undecodable(consumer, d, &e).await {
+                            // Still unsettled: it comes back (and is dead-lettered then).
+                            tracing::warn!(error = %e, "could not dead-letter an undecodable message");
+                        }
                         continue;
                     }
                 };
@@ -463,16 +466,13 @@ impl Worker {
         consumer: &Consumer,
         d: Delivery,
         e: &(dyn std::fmt::Display + Sync),
-    ) {
+    ) -> Result<(), QueueError> {
         tracing::error!(message_id = %d.message_id, error = %e, "undecodable message");
-        let reason = format!("undecodable message: {e}");
-        match consumer.dead_letter(d, &reason).await {
-            Ok(()) => {
-                self.stats.dead_lettered.inc();
-            }
-            // Still unsettled: it comes back (and is dead-lettered then).
-            Err(e) => tracing::warn!(error = %e, "could not dead-letter an undecodable message"),
-        }
+        consumer
+            .dead_letter(d, &format!("undecodable message: {e}"))
+            .await?;
+        self.stats.dead_lettered.inc();
+        Ok(())
     }
 
     /// One lane of [`Worker::consume`]: applies what the dispatcher hands it, a batch at a
@@ -561,9 +561,7 @@ impl Worker {
             match QueuedCallback::from_bytes(&d.body) {
                 Ok(q) => decoded.push((d, q)),
                 Err(e) => {
-                    tracing::error!(message_id = %d.message_id, error = %e, "undecodable message");
-                    let reason = format!("undecodable message: {e}");
-                    if let Err(e) = consumer.dead_letter(d, &reason).await {
+                    if let Err(e) = self.undecodable(consumer, d, &e).await {
                         // Nothing of this batch is applied: hand it all back now rather than
                         // hold it until the channel closes.
                         let left: Vec<Delivery> =
@@ -571,7 +569,6 @@ impl Worker {
                         self.release(consumer, &left).await;
                         return Err(e.into());
                     }
-                    self.stats.dead_lettered.inc();
                     report.dead_lettered += 1;
                 }
             }
