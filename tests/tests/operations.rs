@@ -416,10 +416,17 @@ async fn worker_metrics_listener_and_bearer_token() {
     assert_eq!(r.status, 404);
 
     // Each process shows the counters of what it runs; both show the shared gauges.
-    let ws = scrape_until(&w, Some("scrape-secret"), "the worker applied it", |s| {
-        s.value("kitsync_applied_messages_total{outcome=\"applied\"}") == 1.0
-            && s.value(&ready) == 0.0
-    })
+    // The lag is observed after the ack, which follows the applied count: wait for both.
+    let ws = scrape_until(
+        &w,
+        Some("scrape-secret"),
+        "the worker applied and acked it",
+        |s| {
+            s.value("kitsync_applied_messages_total{outcome=\"applied\"}") == 1.0
+                && s.value(&ready) == 0.0
+                && s.value("kitsync_queue_lag_seconds_count") == 1.0
+        },
+    )
     .await;
     assert!(ws.value("kitsync_queue_lag_seconds_sum") > 0.05);
     assert!(!ws.types.contains_key("kitsync_callbacks_total"));
