@@ -241,7 +241,10 @@ async fn metrics_and_readiness_on_serve() {
                     ))
                 })
                 .sum();
-            s.value(&ready) == 0.0 && acked >= 4.0
+            // The lag is observed after the ack, which follows the outcome counts.
+            s.value(&ready) == 0.0
+                && acked >= 4.0
+                && s.value("kitsync_queue_lag_seconds_count") >= 4.0
         },
     )
     .await;
