@@ -26,7 +26,7 @@
 //!   day's row.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
-//! off) and `testing` gives each test its own fresh database (behind the `testing` feature,
+//! off, checkpoints by a background task instead of inside writers' commits) and `testing` gives each test its own fresh database (behind the `testing` feature,
 //! which only tests enable). [`migrate`] applies the migrations one process at a time (a lock,
 //! see `apply.rs`); [`ensure_current`] checks, without changing anything, that a database's
 //! schema is this build's.
@@ -104,8 +104,64 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .create_if_missing(true)
+            // Checkpoints run in the background (see `checkpointer`); a committing writer
+            // only checkpoints when the WAL has outgrown them by far.
+            .pragma("wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES.to_string())
     });
-    Database::connect(opts).await
+    let db = Database::connect(opts).await?;
+    if let DatabaseConnection::SqlxSqlitePoolConnection(_) = &db {
+        tokio::spawn(checkpointer(db.get_sqlite_connection_pool().clone()));
+    }
+    Ok(db)
+}
+
+/// WAL pages (4 KiB each) past which a committing writer checkpoints by itself, SQLite's
+/// own rule at ten times its default: the background [`checkpointer`] normally keeps the
+/// WAL far below it.
+const BACKSTOP_CHECKPOINT_PAGES: u32 = 10_000;
+/// How often the [`checkpointer`] looks at the WAL while it has work, and when idle.
+const CHECKPOINT_BUSY_TICK: Duration = Duration::from_millis(20);
+const CHECKPOINT_IDLE_TICK: Duration = Duration::from_millis(250);
+
+/// Copies committed WAL pages back into the database file, off the writers' path.
+///
+/// SQLite's automatic checkpoint runs inside the commit that crosses the WAL threshold:
+/// that writer copies every page written since the last checkpoint and syncs the database
+/// file before it returns, while every other writer waits on the write lock. On the
+/// embedded setup that is the worker's apply or a callback's queue insert. A `PASSIVE`
+/// checkpoint from another connection does the same copy without taking the write lock, so
+/// writers go on appending to the WAL meanwhile, on the other core. It never waits for
+/// readers or writers: what it cannot copy yet is copied on a later tick. The task holds
+/// the pool, and ends when the pool is closed or the runtime stops.
+async fn checkpointer(pool: sea_orm::sqlx::SqlitePool) {
+    use sea_orm::sqlx::Row;
+    let (mut tick, mut last) = (CHECKPOINT_IDLE_TICK, (0, 0));
+    loop {
+        tokio::select! {
+            () = pool.close_event() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+        // (busy, frames in the WAL, frames copied back). An error (the pool closing, a disk
+        // error a writer meets too) only skips this tick.
+        let seen = sea_orm::sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await
+            .ok()
+            .and_then(|row| {
+                Some((
+                    row.try_get::<i64, _>(1).ok()?,
+                    row.try_get::<i64, _>(2).ok()?,
+                ))
+            });
+        // Looked at often while the WAL moves, seldom once it stands still.
+        tick = match seen {
+            Some(now) if now != last => {
+                last = now;
+                CHECKPOINT_BUSY_TICK
+            }
+            _ => CHECKPOINT_IDLE_TICK,
+        };
+    }
 }
 
 /// Opens `url` and applies every pending migration under the migration lock ([`migrate`]).

@@ -91,6 +91,7 @@ pub use activity::{
     DAY_MS, UTC8_MS,
 };
 pub use apply::ledger::KEEP_AFTER_APPLY_MS;
+pub use apply::Prepared;
 pub use error::StoreError;
 pub use feed::{ChangeEvent, FeedFilter, FeedPage};
 pub use groups::{GroupMember, GroupWrite, GroupWriteError, IsvGroup};
@@ -170,7 +171,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let commands: Vec<&Command> = commands.iter().collect();
-        self.apply_claimed(&commands, &[]).await
+        let prepared = Prepared::of(commands.iter().copied());
+        self.apply_claimed(&commands, &[], prepared).await
     }
 
     /// Applies queued callbacks in one transaction, like [`Store::apply_batch`], and records
@@ -180,10 +182,32 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::apply_batch`].
-    #[tracing::instrument(skip_all, fields(commands = callbacks.len()))]
     pub async fn apply_queued(
         &self,
         callbacks: &[QueuedCallback],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let prepared = Store::prepare(callbacks.iter().map(|q| &q.command));
+        self.apply_prepared(callbacks, prepared).await
+    }
+
+    /// Builds, without the database, what applying `commands` will write (see
+    /// [`Prepared`]), so a caller can do it while an earlier transaction runs, on another
+    /// thread; [`Store::apply_prepared`] then only decides and writes.
+    #[must_use]
+    pub fn prepare<'c>(commands: impl IntoIterator<Item = &'c Command>) -> Prepared {
+        Prepared::of(commands)
+    }
+
+    /// [`Store::apply_queued`] with the rows [`Store::prepare`] built from the same
+    /// `callbacks`.
+    ///
+    /// # Errors
+    /// As [`Store::apply_batch`].
+    #[tracing::instrument(skip_all, fields(commands = callbacks.len()))]
+    pub async fn apply_prepared(
+        &self,
+        callbacks: &[QueuedCallback],
+        prepared: Prepared,
     ) -> Result<Vec<Outcome>, StoreError> {
         if callbacks.is_empty() {
             return Ok(Vec::new());
@@ -200,20 +224,27 @@ impl Store {
                 })
             })
             .collect();
-        self.apply_claimed(&commands, &claims).await
+        self.apply_claimed(&commands, &claims, prepared).await
     }
 
     async fn apply_claimed(
         &self,
         commands: &[&Command],
         claims: &[apply::ledger::Claim<'_>],
+        prepared: Prepared,
     ) -> Result<Vec<Outcome>, StoreError> {
         // On SQLite: after the writers of this process that came first (the ingress's
         // queue inserts among them), so an apply never starves them.
         let _turn = self.gate.turn().await;
         let txn = self.db.begin().await?;
-        let outcomes =
-            apply::apply_batch(&txn, self.settings.mass_delete_share, commands, claims).await?;
+        let outcomes = apply::apply_batch(
+            &txn,
+            self.settings.mass_delete_share,
+            commands,
+            claims,
+            prepared,
+        )
+        .await?;
         txn.commit().await?;
         Ok(outcomes)
     }

@@ -262,3 +262,28 @@ async fn concurrent_copies_apply_once() {
     assert_eq!(authorized_journal_rows(&store).await, 10);
     db.cleanup().await;
 }
+
+/// Rows built ahead (`Store::prepare`) for other callbacks than those applied are not
+/// written: each command's rows are rebuilt from the command itself.
+#[tokio::test]
+async fn rows_prepared_from_other_callbacks_are_rebuilt() {
+    let (_db, store) = store().await;
+    let meant = [queued("m-1", None, grant(T, "a", 10, &["u1", "u2"]))];
+    let applied = [queued("m-2", None, grant(T, "a", 11, &["u3"]))];
+    let prepared = Store::prepare(meant.iter().map(|q| &q.command));
+    let out = store.apply_prepared(&applied, prepared).await.unwrap();
+    assert!(matches!(out[..], [Outcome::Applied { .. }]), "{out:?}");
+    let state = store.snapshot(T).await.unwrap();
+    let members: Vec<(&str, i64)> = state
+        .members
+        .iter()
+        .map(|m| (m.user_name.as_str(), m.version))
+        .collect();
+    assert_eq!(members, [("u3", 11)]);
+    let grants: Vec<(&str, i64)> = state
+        .authorizations
+        .iter()
+        .map(|a| (a.user_name.as_str(), a.version))
+        .collect();
+    assert_eq!(grants, [("u3", 11)]);
+}

@@ -38,7 +38,7 @@ use kitsync_metrics::{
     LATENCY_BUCKETS,
 };
 use kitsync_queue::{Consumer, Delivery, FailOutcome, Queue, QueueError, QueueKind};
-use kitsync_store::{Outcome, Store, StoreError};
+use kitsync_store::{Outcome, Prepared, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -212,6 +212,15 @@ impl WorkerStats {
             }
         }
     }
+}
+
+/// [`Store::prepare`] of a group's callbacks; `None` if it panicked (the apply then builds
+/// the rows itself, and meets the same panic where the lane reports it).
+fn prepare(group: &[(Delivery, QueuedCallback)]) -> Option<Prepared> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Store::prepare(group.iter().map(|(_, q)| &q.command))
+    }))
+    .ok()
 }
 
 /// What one batch came to.
@@ -643,10 +652,44 @@ impl Worker {
                 }
             }
         }
+        // Each group's rows are built (`Store::prepare`, CPU only) on a blocking thread while
+        // the group before it is written: the lane's CPU and the database's overlap instead
+        // of taking turns.
         let mut groups = groups.into_iter();
-        while let Some(group) = groups.next() {
-            if let Err(e) = self.apply_group(consumer, group, shutdown, report).await {
-                let left: Vec<Delivery> = groups.flatten().map(|(d, _)| d).collect();
+        let mut next = groups.next().map(|g| {
+            let prepared = prepare(&g);
+            (g, prepared)
+        });
+        while let Some((group, prepared)) = next.take() {
+            let ahead = groups.next().map(|g| {
+                tokio::task::spawn_blocking(move || {
+                    let prepared = prepare(&g);
+                    (g, prepared)
+                })
+            });
+            let applied = self
+                .apply_group(consumer, group, prepared, shutdown, report)
+                .await;
+            next = match ahead {
+                // Only a runtime shutting down cancels it (a panic is caught inside): that
+                // group's leases run out, and the rest is handed back now.
+                Some(handle) => match handle.await {
+                    Ok(prepared) => Some(prepared),
+                    Err(_) => {
+                        let left: Vec<Delivery> = groups.flatten().map(|(d, _)| d).collect();
+                        self.release(consumer, &left).await;
+                        return applied.and(Err(WorkerError::ShuttingDown));
+                    }
+                },
+                None => None,
+            };
+            if let Err(e) = applied {
+                let left: Vec<Delivery> = next
+                    .into_iter()
+                    .flat_map(|(g, _)| g)
+                    .chain(groups.flatten())
+                    .map(|(d, _)| d)
+                    .collect();
                 self.release(consumer, &left).await;
                 return Err(e);
             }
@@ -670,13 +713,14 @@ impl Worker {
         &self,
         consumer: &Consumer,
         group: Vec<(Delivery, QueuedCallback)>,
+        prepared: Option<Prepared>,
         shutdown: &watch::Receiver<bool>,
         report: &mut BatchReport,
     ) -> Result<(), WorkerError> {
         // Split without copying: the callbacks go to the store, the deliveries are settled.
         let (deliveries, callbacks): (Vec<Delivery>, Vec<QueuedCallback>) =
             group.into_iter().unzip();
-        match self.apply_with_retry(&callbacks, shutdown).await {
+        match self.apply_with_retry(&callbacks, prepared, shutdown).await {
             Ok(outcomes) => {
                 report.transactions += 1;
                 self.count(&outcomes);
@@ -732,7 +776,7 @@ impl Worker {
         report: &mut BatchReport,
     ) -> Result<(), WorkerError> {
         match self
-            .apply_with_retry(std::slice::from_ref(&c), shutdown)
+            .apply_with_retry(std::slice::from_ref(&c), None, shutdown)
             .await
         {
             Ok(outcomes) => {
@@ -780,13 +824,18 @@ impl Worker {
     async fn apply_with_retry(
         &self,
         callbacks: &[QueuedCallback],
+        mut prepared: Option<Prepared>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Vec<Outcome>, WorkerError> {
         let mut backoff = self.transient_backoff();
         let mut shutdown = shutdown.clone();
         loop {
             let started = Instant::now();
-            match self.store.apply_queued(callbacks).await {
+            // A retry builds its rows again (with a fresh clock reading).
+            let prepared = prepared
+                .take()
+                .unwrap_or_else(|| Store::prepare(callbacks.iter().map(|q| &q.command)));
+            match self.store.apply_prepared(callbacks, prepared).await {
                 Ok(outcomes) => {
                     observe(&self.stats.apply_duration, started.elapsed());
                     return Ok(outcomes);

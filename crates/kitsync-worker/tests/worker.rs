@@ -234,6 +234,74 @@ async fn a_large_batch_is_applied_in_bounded_transactions() {
     f.teardown().await;
 }
 
+/// Each transaction's rows are built while the one before it is written: a failing
+/// transaction in the middle neither loses nor mixes up the rows built for the next one.
+#[tokio::test]
+async fn a_failing_transaction_between_bounded_ones_leaves_the_next_intact() {
+    let f = fixture().await;
+    f.poison_user("mallory").await;
+    // At most 2 rows a transaction: [m1], [m2], [m3], [m4].
+    f.publish_grant("m1", 1, &["a1", "a2"]).await;
+    f.publish_grant("m2", 2, &["mallory"]).await;
+    f.publish_grant("m3", 3, &["c1", "c2", "c3"]).await;
+    f.publish_grant("m4", 4, &["d1", "d2"]).await;
+    let w = Worker::new(
+        f.store.clone(),
+        f.queue.clone(),
+        WorkerSettings {
+            batch_size: 16,
+            max_transaction_rows: 2,
+            ..WorkerSettings::default()
+        },
+    );
+    let (_tx, rx) = watch::channel(false);
+    let consumer = f.queue.consumer("bounded-poison").await.unwrap();
+    let batch = f.batch(&consumer, 4).await;
+    let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
+    assert_eq!(
+        (report.transactions, report.acked, report.retried),
+        (3, 3, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        f.authorised().await,
+        ["a1", "a2", "c1", "c2", "c3", "d1", "d2"]
+    );
+    // Each user's journal row names its own command's version.
+    let db = &f.db.conn;
+    let rows = db
+        .query_all(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT entity_key, version FROM journal WHERE entity = 'member' ORDER BY id",
+        ))
+        .await
+        .unwrap();
+    let journal: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get_by_index(0).unwrap(),
+                r.try_get_by_index(1).unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64)> = [
+        ("a1", 1),
+        ("a2", 1),
+        ("c1", 3),
+        ("c2", 3),
+        ("c3", 3),
+        ("d1", 4),
+        ("d2", 4),
+    ]
+    .into_iter()
+    .map(|(u, v)| (u.to_owned(), v))
+    .collect();
+    assert_eq!(journal, expected);
+    drop(consumer);
+    f.teardown().await;
+}
+
 /// A stamped message whose key another message holds is acked, not applied, and counted.
 #[tokio::test]
 async fn a_replay_is_acked_unapplied_and_counted() {

@@ -70,6 +70,58 @@ impl<'c> GroupKeys<'c> {
     }
 }
 
+/// The rows an authSync command would write, built before its transaction (see
+/// [`super::Prepared`]): its users' profile changes (none when it removes) and
+/// authorisation changes, in the order of its deduplicated users.
+pub(crate) struct Planned {
+    /// The command it was built from: tenant, app, version and number of users.
+    from: (String, String, i64, usize),
+    members: Vec<Change<MemberRow>>,
+    grants: Vec<Change<AuthorizationRow>>,
+}
+
+impl Planned {
+    /// Builds `c`'s rows stamped `now`: CPU only, no database.
+    pub(crate) fn of(c: &AuthChange, now: i64) -> Self {
+        let users = dedup(&c.users);
+        let (t, a, v) = (c.tenant_id.as_str(), c.app_id.as_str(), c.version.millis());
+        let removes = c.op.removes();
+        let members = if removes {
+            Vec::new()
+        } else {
+            users
+                .iter()
+                .map(|u| member_change(t, u, v, c.test, now))
+                .collect()
+        };
+        let grants = users
+            .iter()
+            .map(|u| auth_change(t, a, u, v, c.test, removes, now))
+            .collect();
+        Planned {
+            from: Planned::source(c),
+            members,
+            grants,
+        }
+    }
+
+    fn source(c: &AuthChange) -> (String, String, i64, usize) {
+        (
+            c.tenant_id.clone(),
+            c.app_id.clone(),
+            c.version.millis(),
+            c.users.len(),
+        )
+    }
+
+    /// Whether it was built from `c` (a caller's mix-up must not write another command's
+    /// rows).
+    fn built_from(&self, c: &AuthChange) -> bool {
+        let (t, a, v, n) = &self.from;
+        *t == c.tenant_id && *a == c.app_id && *v == c.version.millis() && *n == c.users.len()
+    }
+}
+
 /// Applies a group of authSync commands (see [`GroupKeys`]: no two write the same row, and
 /// nothing between them moves a cutoff) as if one after the other, with one set of statements
 /// per table for the whole group: one probe of the current profiles, one of the current
@@ -78,7 +130,20 @@ impl<'c> GroupKeys<'c> {
 pub(super) async fn apply_group(
     cx: &mut Cx<'_>,
     group: &[&AuthChange],
+    planned: Vec<Option<Planned>>,
 ) -> Result<Vec<Outcome>, StoreError> {
+    // What was not built ahead is built now.
+    let now = cx.now;
+    let (mut member_changes, mut grant_changes): (Vec<_>, Vec<_>) = group
+        .iter()
+        .zip(planned.into_iter().chain(std::iter::repeat_with(|| None)))
+        .map(|(c, p)| {
+            let p = p
+                .filter(|p| p.built_from(c))
+                .unwrap_or_else(|| Planned::of(c, now));
+            (Some(p.members), Some(p.grants))
+        })
+        .unzip();
     cx.load_app_purges(
         group
             .iter()
@@ -101,16 +166,13 @@ pub(super) async fn apply_group(
     let current = cx.load_rows::<MemberRow>(&wanted, &[]).await?;
     let mut rows = Vec::with_capacity(wanted.len());
     let mut sent = Vec::with_capacity(group.len());
-    for ((c, us), tally) in group.iter().zip(&users).zip(&mut tallies) {
+    for ((c, changes), tally) in group.iter().zip(&mut member_changes).zip(&mut tallies) {
+        let changes = changes.take().unwrap_or_default();
         if c.op.removes() {
             sent.push(Vec::new());
             continue;
         }
-        let (t, v) = (c.tenant_id.as_str(), c.version.millis());
-        let changes = us
-            .iter()
-            .map(|u| member_change(t, u, v, c.test, cx.now))
-            .collect();
+        let t = c.tenant_id.as_str();
         let cutoff = cx.marks(t)?.purged;
         let (r, s) = pick(
             cutoff,
@@ -146,14 +208,11 @@ pub(super) async fn apply_group(
     let current = cx.load_rows::<AuthorizationRow>(&wanted, &[]).await?;
     let (mut upserts, mut tombstones) = (Vec::new(), Vec::new());
     let mut sent = Vec::with_capacity(group.len());
-    for ((c, us), tally) in group.iter().zip(&users).zip(&mut tallies) {
-        let (t, a, v) = (c.tenant_id.as_str(), c.app_id.as_str(), c.version.millis());
+    for ((c, changes), tally) in group.iter().zip(&mut grant_changes).zip(&mut tallies) {
+        let changes = changes.take().unwrap_or_default();
+        let (t, a) = (c.tenant_id.as_str(), c.app_id.as_str());
         let removes = c.op.removes();
         let cutoff = cx.marks(t)?.purged.max(cx.app_purge(t, a).await?);
-        let changes = us
-            .iter()
-            .map(|u| auth_change(t, a, u, v, c.test, removes, cx.now))
-            .collect();
         let action: super::ActionFn<AuthorizationRow> = if removes {
             tombstone_action
         } else {

@@ -820,15 +820,44 @@ pub(crate) fn confirm(sent: Vec<Written>, written: &Stored, tally: &mut Tally) -
     out
 }
 
+/// The part of applying a batch of commands that needs no database, done before its
+/// transaction (see [`crate::Store::prepare`]): the rows each authSync command would write,
+/// with their fingerprints and journal data, all stamped with one clock reading that the
+/// transaction then uses for everything it writes.
+pub struct Prepared {
+    now: i64,
+    /// By the command's position in the batch; `None` for other kinds.
+    auth: Vec<Option<auth::Planned>>,
+}
+
+impl Prepared {
+    pub(crate) fn of<'c>(commands: impl IntoIterator<Item = &'c Command>) -> Self {
+        let now = chrono::Utc::now().timestamp_millis();
+        let auth = commands
+            .into_iter()
+            .map(|c| match c {
+                Command::Auth(a) => Some(auth::Planned::of(a, now)),
+                _ => None,
+            })
+            .collect();
+        Prepared { now, auth }
+    }
+}
+
 /// Applies the commands in one transaction (see [`crate::Store::apply_batch`]), except those
 /// whose replay key `claims` finds held by another message ([`Outcome::Replayed`]).
+/// `prepared` holds their rows built ahead (for these `commands`, in order).
 pub(crate) async fn apply_batch(
     txn: &DatabaseTransaction,
     mass_delete_share: f64,
     commands: &[&Command],
     claims: &[ledger::Claim<'_>],
+    prepared: Prepared,
 ) -> Result<Vec<Outcome>, StoreError> {
     let mut cx = Cx::new(txn);
+    cx.now = prepared.now;
+    let mut planned = prepared.auth;
+    planned.resize_with(commands.len(), || None);
     let tenants: BTreeSet<&str> = commands.iter().map(|c| c.tenant_id()).collect();
     cx.lock(&tenants).await?;
     let replayed = ledger::record(&cx, claims).await?;
@@ -863,7 +892,8 @@ pub(crate) async fn apply_batch(
                     i += 1;
                 }
                 let changes: Vec<_> = group.iter().map(|(_, a)| *a).collect();
-                let applied = auth::apply_group(&mut cx, &changes).await?;
+                let rows = group.iter().map(|(at, _)| planned[*at].take()).collect();
+                let applied = auth::apply_group(&mut cx, &changes, rows).await?;
                 for ((at, _), outcome) in group.into_iter().zip(applied) {
                     let c = commands[at];
                     tracing::debug!(tenant = %c.tenant_id(), kind = %c.kind(), version = c.version().millis(), ?outcome, "applied");
