@@ -24,6 +24,8 @@
 //!   windows; windows are marked stale instead of deleted.
 //! - `m20261204_000015_stats_days_stale`: whether some window of a day may be stale, on the
 //!   day's row.
+//! - `m20261204_000016_queue_bodies`: the embedded queue's message bodies in a table of their
+//!   own, so leasing a message does not rewrite its body.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off, checkpoints by a background task instead of inside writers' commits) and `testing` gives each test its own fresh database (behind the `testing` feature,
@@ -48,6 +50,7 @@ mod m20261203_000012_login;
 mod m20261204_000013_replay_ledger_owner;
 mod m20261204_000014_stats_days;
 mod m20261204_000015_stats_days_stale;
+mod m20261204_000016_queue_bodies;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -76,6 +79,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000013_replay_ledger_owner::Migration),
             Box::new(m20261204_000014_stats_days::Migration),
             Box::new(m20261204_000015_stats_days_stale::Migration),
+            Box::new(m20261204_000016_queue_bodies::Migration),
         ]
     }
 }

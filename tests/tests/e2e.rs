@@ -262,7 +262,7 @@ async fn assert_secret_not_stored(env: &Env, secret: &str) {
                 .await;
             assert_eq!(n, 0, "the plaintext clientSecret is stored in {table}");
         }
-        for table in ["queue_messages", "dead_letters"] {
+        for table in ["queue_bodies", "dead_letters"] {
             let n = env
                 .scalar(&format!(
                     "SELECT COUNT(*) FROM {table} WHERE position(convert_to('{secret}', 'UTF8') in body) > 0"

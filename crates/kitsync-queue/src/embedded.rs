@@ -11,6 +11,11 @@
 //! - Consumers lease rows (`lease_owner` = a random id per consumer, `lease_until`), ack by
 //!   deleting them, and fail by pushing `available_at` into the future. A consumer that dies
 //!   leaves its lease to expire, and the rows are claimed again.
+//! - Bodies live in `queue_bodies`, keyed by message id, written with their row and deleted
+//!   with it, in the same transaction. A lease, release or retry updates only the small
+//!   `queue_messages` row: SQLite rewrites a whole row on any update, and a claim of 64
+//!   messages of 165 KB used to write 10 MB holding the write gate. A claim reads the bodies
+//!   after its leases are committed, without the gate.
 //! - On SQLite every write takes the file's [`WriteGate`] first (shared with the store of
 //!   this process), so a publish waits for at most the transaction in progress instead of
 //!   sleeping in SQLite's busy handler while a worker commits back to back.
@@ -298,24 +303,20 @@ async fn insert_batch(
     batch: &[PublishRequest],
 ) -> Result<Vec<Published>, String> {
     let database = |e: sea_orm::DbErr| format!("database: {e}");
-    if batch.iter().all(|r| r.message.replay.is_none()) {
-        // One statement is one transaction.
-        db.execute(insert_rows(db.get_database_backend(), batch.iter()))
-            .await
-            .map_err(database)?;
-        return Ok(vec![Published::Queued; batch.len()]);
-    }
     let txn = db.begin().await.map_err(database)?;
-    let published = claim_keys(&txn, batch).await.map_err(database)?;
-    let queued = batch
+    let published = if batch.iter().all(|r| r.message.replay.is_none()) {
+        vec![Published::Queued; batch.len()]
+    } else {
+        claim_keys(&txn, batch).await.map_err(database)?
+    };
+    let queued: Vec<&PublishRequest> = batch
         .iter()
         .zip(&published)
         .filter(|(_, p)| **p == Published::Queued)
-        .map(|(r, _)| r);
-    if published.contains(&Published::Queued) {
-        txn.execute(insert_rows(db.get_database_backend(), queued))
-            .await
-            .map_err(database)?;
+        .map(|(r, _)| r)
+        .collect();
+    if !queued.is_empty() {
+        insert_rows(&txn, &queued).await.map_err(database)?;
     }
     txn.commit().await.map_err(database)?;
     Ok(published)
@@ -337,26 +338,40 @@ async fn forget(db: &DatabaseConnection, stamps: &[ReplayStamp]) {
     }
 }
 
-/// The multi-row insert of `requests`' messages.
-fn insert_rows<'a>(
-    backend: DbBackend,
-    requests: impl Iterator<Item = &'a PublishRequest>,
-) -> sea_orm::Statement {
+/// Inserts `requests`' messages, their rows and their bodies, with one multi-row statement
+/// each (in the caller's transaction).
+async fn insert_rows(
+    txn: &DatabaseTransaction,
+    requests: &[&PublishRequest],
+) -> Result<(), sea_orm::DbErr> {
     let now = now_ms();
+    let backend = txn.get_database_backend();
     let mut sql = Sql::new(backend);
-    sql.push("INSERT INTO queue_messages (message_id, body, attempts, available_at, enqueued_at) VALUES ")
-        .bind_rows(requests.map(|r| -> [Value; 5] {
+    sql.push(
+        "INSERT INTO queue_messages (message_id, attempts, available_at, enqueued_at) VALUES ",
+    )
+    .bind_rows(requests.iter().map(|r| -> [Value; 4] {
+        [
+            r.message.message_id.as_str().into(),
+            0_i32.into(),
+            now.into(),
+            now.into(),
+        ]
+    }))
+    // Publishing a message that is still queued is a no-op: same id, same message.
+    .push(" ON CONFLICT (message_id) DO NOTHING");
+    txn.execute(sql.build()).await?;
+    let mut sql = Sql::new(backend);
+    sql.push("INSERT INTO queue_bodies (message_id, body) VALUES ")
+        .bind_rows(requests.iter().map(|r| -> [Value; 2] {
             [
                 r.message.message_id.as_str().into(),
                 r.message.body.clone().into(),
-                0_i32.into(),
-                now.into(),
-                now.into(),
             ]
         }))
-        // Publishing a message that is still queued is a no-op: same id, same message.
         .push(" ON CONFLICT (message_id) DO NOTHING");
-    sql.build()
+    txn.execute(sql.build()).await?;
+    Ok(())
 }
 
 /// Records the stamped requests' keys, each owned by its message; a request whose key is
@@ -515,7 +530,7 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
         _ => "",
     };
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let _turn = queue.gate.turn().await;
+    let turn = queue.gate.turn().await;
     let mut sql = Sql::new(backend);
     sql.push("UPDATE queue_messages SET lease_owner = ")
         .bind(owner)
@@ -527,14 +542,23 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
         .bind(limit)
         .push(" ")
         .push(lock)
-        .push(") RETURNING id, message_id, body, attempts, enqueued_at");
+        .push(") RETURNING id, message_id, attempts, enqueued_at");
     let rows = db.query_all(sql.build()).await.map_err(unavailable)?;
+    drop(turn);
+    // The leases are ours: the bodies are read without the write gate.
+    let mut bodies = read_bodies(
+        db,
+        rows.iter().map(|r| r.try_get::<String>("", "message_id")),
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let attempts: i32 = row.try_get("", "attempts")?;
+        let message_id: String = row.try_get("", "message_id")?;
         out.push(Delivery {
-            message_id: row.try_get("", "message_id")?,
-            body: row.try_get("", "body")?,
+            // A row without its body cannot be decoded, and is dead-lettered as such.
+            body: bodies.remove(&message_id).unwrap_or_default(),
+            message_id,
             attempts: u32::try_from(attempts).unwrap_or(0),
             enqueued_at: row.try_get("", "enqueued_at")?,
             handle: Handle::Embedded {
@@ -550,13 +574,57 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
     Ok(out)
 }
 
+/// The bodies of the messages `ids`, by message id (a statement per chunk of ids).
+async fn read_bodies(
+    db: &DatabaseConnection,
+    ids: impl Iterator<Item = Result<String, sea_orm::DbErr>>,
+) -> Result<HashMap<String, Vec<u8>>, QueueError> {
+    let ids: Vec<String> = ids.collect::<Result<_, _>>()?;
+    let mut bodies = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("SELECT message_id, body FROM queue_bodies WHERE message_id IN ")
+            .bind_tuple(chunk.iter().map(String::as_str));
+        for row in db.query_all(sql.build()).await.map_err(unavailable)? {
+            bodies.insert(row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+        }
+    }
+    Ok(bodies)
+}
+
+/// Deletes the bodies of the messages `ids` (in the caller's transaction).
+async fn delete_bodies(txn: &DatabaseTransaction, ids: &[String]) -> Result<(), sea_orm::DbErr> {
+    for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+        let mut sql = Sql::new(txn.get_database_backend());
+        sql.push("DELETE FROM queue_bodies WHERE message_id IN ")
+            .bind_tuple(chunk.iter().map(String::as_str));
+        txn.execute(sql.build()).await?;
+    }
+    Ok(())
+}
+
 impl EmbeddedConsumer {
+    /// Deletes this consumer's rows among the deliveries, and their bodies, in one
+    /// transaction.
     pub(crate) async fn ack(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
         let ids = ids(deliveries)?;
-        let deleted = self
-            .leased_rows("DELETE FROM queue_messages WHERE lease_owner = ", &ids)
-            .await?;
-        lease_check(ids.len(), deleted)
+        let _turn = self.queue.gate.turn().await;
+        let txn = self.queue.db.begin().await.map_err(unavailable)?;
+        let mut deleted: Vec<String> = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+            let mut sql = Sql::new(txn.get_database_backend());
+            sql.push("DELETE FROM queue_messages WHERE lease_owner = ")
+                .bind(self.owner.as_str())
+                .push(" AND id IN ")
+                .bind_tuple(chunk.iter().copied())
+                .push(" RETURNING message_id");
+            for row in txn.query_all(sql.build()).await.map_err(unavailable)? {
+                deleted.push(row.try_get_by_index(0)?);
+            }
+        }
+        delete_bodies(&txn, &deleted).await.map_err(unavailable)?;
+        txn.commit().await.map_err(unavailable)?;
+        lease_check(ids.len(), deleted.len() as u64)
     }
 
     /// Runs `head` (ending in `lease_owner = `) on this consumer's rows among `ids`, a
@@ -640,6 +708,7 @@ impl EmbeddedConsumer {
             .await?
             .rows_affected();
         lease_check(1, gone)?;
+        delete_bodies(&txn, std::slice::from_ref(&d.message_id)).await?;
         NewDeadLetter::of(&d, attempts, error, "embedded")
             .save(&txn)
             .await?;

@@ -234,6 +234,57 @@ async fn a_large_batch_is_applied_in_bounded_transactions() {
     f.teardown().await;
 }
 
+/// A batch's transactions are acked a few at a time: on the embedded queue one ack
+/// statement (and commit) for up to eight of them, and every message is acked before the
+/// batch returns.
+#[tokio::test]
+async fn a_batchs_transactions_are_acked_together() {
+    let f = fixture().await;
+    for i in 0..20 {
+        f.publish_grant(&format!("m{i:02}"), i + 1, &[&format!("u{i:02}")])
+            .await;
+    }
+    // The embedded queue's acks are `DELETE`s: counted on a connection of their own.
+    let deletes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut conn = f.db.conn.clone();
+    let counter = std::sync::Arc::clone(&deletes);
+    conn.set_metric_callback(move |info| {
+        if info.statement.sql.starts_with("DELETE FROM queue_messages") {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let embedded = amqp_url().is_none();
+    let queue = if embedded {
+        Queue::connect(&QueueSettings::default(), conn)
+            .await
+            .unwrap()
+    } else {
+        f.queue.clone()
+    };
+    let w = Worker::new(
+        f.store.clone(),
+        queue.clone(),
+        WorkerSettings {
+            batch_size: 32,
+            max_transaction_rows: 1,
+            ..WorkerSettings::default()
+        },
+    );
+    let (_tx, rx) = watch::channel(false);
+    let consumer = queue.consumer("acks").await.unwrap();
+    let batch = f.batch(&consumer, 20).await;
+    let report = w.process_delivery(&consumer, batch, &rx).await.unwrap();
+    assert_eq!((report.transactions, report.acked), (20, 20), "{report:?}");
+    assert_eq!(f.authorised().await.len(), 20);
+    assert_eq!(f.queue.depth().await.unwrap(), 0);
+    if embedded {
+        // 20 transactions: 8 + 8 + 4.
+        assert_eq!(deletes.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+    drop(consumer);
+    f.teardown().await;
+}
+
 /// Each transaction's rows are built while the one before it is written: a failing
 /// transaction in the middle neither loses nor mixes up the rows built for the next one.
 #[tokio::test]
