@@ -268,7 +268,8 @@ async fn concurrent_copies_apply_once() {
 #[tokio::test]
 async fn rows_prepared_from_other_callbacks_are_rebuilt() {
     let (_db, store) = store().await;
-    let meant = [queued("m-1", None, grant(T, "a", 10, &["u1", "u2"]))];
+    // Same tenant, app, version and number of users: only the names differ.
+    let meant = [queued("m-1", None, grant(T, "a", 11, &["u1"]))];
     let applied = [queued("m-2", None, grant(T, "a", 11, &["u3"]))];
     let prepared = Store::prepare(meant.iter().map(|q| &q.command));
     let out = store.apply_prepared(&applied, prepared).await.unwrap();

@@ -74,10 +74,13 @@ impl<'c> GroupKeys<'c> {
 /// [`super::Prepared`]): its users' profile changes (none when it removes) and
 /// authorisation changes, in the order of its deduplicated users.
 pub(crate) struct Planned {
-    /// The command it was built from: tenant, app, version and number of users.
-    from: (String, String, i64, usize),
+    /// The command it was built from: tenant, app, version and a hash of its user names.
+    from: (String, String, i64, u64),
     members: Vec<Change<MemberRow>>,
     grants: Vec<Change<AuthorizationRow>>,
+    /// Each user's journal payload for when both its profile and its authorisation are
+    /// written, the common case (none when the command removes).
+    journal: Vec<String>,
 }
 
 impl Planned {
@@ -94,31 +97,41 @@ impl Planned {
                 .map(|u| member_change(t, u, v, c.test, now))
                 .collect()
         };
-        let grants = users
+        let grants: Vec<Change<AuthorizationRow>> = users
             .iter()
             .map(|u| auth_change(t, a, u, v, c.test, removes, now))
+            .collect();
+        let journal = members
+            .iter()
+            .zip(&grants)
+            .map(|(m, g)| payload(&m.journal_key, a, Some(&g.data), Some(&m.data)))
             .collect();
         Planned {
             from: Planned::source(c),
             members,
             grants,
+            journal,
         }
     }
 
-    fn source(c: &AuthChange) -> (String, String, i64, usize) {
+    fn source(c: &AuthChange) -> (String, String, i64, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut users = std::collections::hash_map::DefaultHasher::new();
+        for u in &c.users {
+            u.user_name.hash(&mut users);
+        }
         (
             c.tenant_id.clone(),
             c.app_id.clone(),
             c.version.millis(),
-            c.users.len(),
+            users.finish(),
         )
     }
 
     /// Whether it was built from `c` (a caller's mix-up must not write another command's
     /// rows).
     fn built_from(&self, c: &AuthChange) -> bool {
-        let (t, a, v, n) = &self.from;
-        *t == c.tenant_id && *a == c.app_id && *v == c.version.millis() && *n == c.users.len()
+        self.from == Planned::source(c)
     }
 }
 
@@ -134,16 +147,20 @@ pub(super) async fn apply_group(
 ) -> Result<Vec<Outcome>, StoreError> {
     // What was not built ahead is built now.
     let now = cx.now;
-    let (mut member_changes, mut grant_changes): (Vec<_>, Vec<_>) = group
+    let mut member_changes = Vec::with_capacity(group.len());
+    let mut grant_changes = Vec::with_capacity(group.len());
+    let mut payloads = Vec::with_capacity(group.len());
+    for (c, p) in group
         .iter()
         .zip(planned.into_iter().chain(std::iter::repeat_with(|| None)))
-        .map(|(c, p)| {
-            let p = p
-                .filter(|p| p.built_from(c))
-                .unwrap_or_else(|| Planned::of(c, now));
-            (Some(p.members), Some(p.grants))
-        })
-        .unzip();
+    {
+        let p = p
+            .filter(|p| p.built_from(c))
+            .unwrap_or_else(|| Planned::of(c, now));
+        member_changes.push(Some(p.members));
+        grant_changes.push(Some(p.grants));
+        payloads.push(p.journal);
+    }
     cx.load_app_purges(
         group
             .iter()
@@ -246,9 +263,14 @@ pub(super) async fn apply_group(
         .collect();
 
     // One journal row per user whose profile or authorisation a command changed, in order.
-    for (((c, us), profiles), mut grants) in group.iter().zip(&users).zip(&mut profiles).zip(grants)
+    for ((((c, us), profiles), mut grants), mut built) in group
+        .iter()
+        .zip(&users)
+        .zip(&mut profiles)
+        .zip(grants)
+        .zip(payloads)
     {
-        journal(cx, c, us, profiles, &mut grants);
+        journal(cx, c, us, profiles, &mut grants, &mut built);
     }
     Ok(tallies.into_iter().map(Tally::outcome).collect())
 }
@@ -258,15 +280,18 @@ fn by_key(written: Vec<Written>) -> HashMap<String, Written> {
 }
 
 /// Journals what one command changed: one `member` row per user.
+/// `built` holds, in `users`' order, each user's payload for when both parts were written
+/// (see [`Planned`]), or nothing.
 fn journal(
     cx: &mut Cx<'_>,
     c: &AuthChange,
     users: &[&AuthUser],
     profiles: &mut HashMap<String, Written>,
     grants: &mut HashMap<String, Written>,
+    built: &mut [String],
 ) {
     let (t, a, v) = (c.tenant_id.as_str(), c.app_id.as_str(), c.version.millis());
-    for u in users {
+    for (i, u) in users.iter().enumerate() {
         let (profile, grant) = (profiles.remove(&u.user_name), grants.remove(&u.user_name));
         let action = match grant.as_ref().map(|g| g.action) {
             Some(Action::Created) => Action::Authorized,
@@ -275,13 +300,15 @@ fn journal(
             None if profile.is_some() => Action::Modified,
             None => continue,
         };
-        let data = format!(
-            r#"{{"userName":{},"appId":{},"authorization":{},"profile":{}}}"#,
-            json(&u.user_name),
-            json(&a),
-            grant.as_ref().map_or("null", |g| g.data.as_str()),
-            profile.as_ref().map_or("null", |p| p.data.as_str()),
-        );
+        let data = match (built.get_mut(i), &grant, &profile) {
+            (Some(b), Some(_), Some(_)) => std::mem::take(b),
+            _ => payload(
+                &u.user_name,
+                a,
+                grant.as_ref().map(|g| g.data.as_str()),
+                profile.as_ref().map(|p| p.data.as_str()),
+            ),
+        };
         cx.journal(
             t,
             Entity::Member,
@@ -292,6 +319,17 @@ fn journal(
             c.test,
         );
     }
+}
+
+/// A member journal row's data: the authorisation and the profile written (`null` when not).
+fn payload(user: &str, app: &str, grant: Option<&str>, profile: Option<&str>) -> String {
+    format!(
+        r#"{{"userName":{},"appId":{},"authorization":{},"profile":{}}}"#,
+        json(&user),
+        json(&app),
+        grant.unwrap_or("null"),
+        profile.unwrap_or("null"),
+    )
 }
 
 /// A user listed twice in one batch: the later entry wins (as the parser does).
