@@ -545,12 +545,24 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
         .push(") RETURNING id, message_id, attempts, enqueued_at");
     let rows = db.query_all(sql.build()).await.map_err(unavailable)?;
     drop(turn);
-    // The leases are ours: the bodies are read without the write gate.
-    let mut bodies = read_bodies(
+    // The leases are ours: the bodies are read without the write gate. Should that fail, the
+    // leases go back at once rather than hold the messages until they expire.
+    let bodies = read_bodies(
         db,
         rows.iter().map(|r| r.try_get::<String>("", "message_id")),
     )
-    .await?;
+    .await;
+    let mut bodies = match bodies {
+        Ok(bodies) => bodies,
+        Err(e) => {
+            let ids: Vec<i64> = rows
+                .iter()
+                .filter_map(|r| r.try_get::<i64>("", "id").ok())
+                .collect();
+            unlease(queue, owner, &ids).await;
+            return Err(e);
+        }
+    };
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let attempts: i32 = row.try_get("", "attempts")?;
@@ -572,6 +584,26 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
         Handle::Amqp { .. } => 0,
     });
     Ok(out)
+}
+
+/// Clears `owner`'s leases of the rows `ids`. Best effort: what it cannot clear comes back
+/// when its lease expires.
+async fn unlease(queue: &Inner, owner: &str, ids: &[i64]) {
+    let db = &queue.db;
+    let _turn = queue.gate.turn().await;
+    for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push(
+            "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ",
+        )
+        .bind(owner)
+        .push(" AND id IN ")
+        .bind_tuple(chunk.iter().copied());
+        if let Err(e) = db.execute(sql.build()).await {
+            tracing::warn!(error = %e, count = chunk.len(), "could not hand claimed messages back; they come back when their lease expires");
+        }
+    }
+    queue.new_work.notify_waiters();
 }
 
 /// The bodies of the messages `ids`, by message id (a statement per chunk of ids).

@@ -529,6 +529,58 @@ async fn embedded_publish_fails_fast_when_the_database_is_gone() {
     db.cleanup().await;
 }
 
+/// A claim whose bodies cannot be read hands its leases back at once: the messages are
+/// claimable again, not held until their lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_claim_that_cannot_read_bodies_hands_the_leases_back() {
+    let db = fresh_db().await.expect("test database");
+    let queue = Queue::connect(&test_settings(), db.conn.clone())
+        .await
+        .expect("queue");
+    publish(&queue, "m-1", b"x").await;
+    let conn = &db.conn;
+    let backend = conn.get_database_backend();
+    let exec = |sql: &str| {
+        conn.execute(migrations::sea_orm::Statement::from_string(
+            backend,
+            sql.to_owned(),
+        ))
+    };
+    exec("ALTER TABLE queue_bodies RENAME TO queue_bodies_away")
+        .await
+        .unwrap();
+    let consumer = queue.consumer("unreadable").await.expect("consumer");
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(5),
+        consumer.next_batch(1, Duration::ZERO),
+    )
+    .await
+    .expect("the claim answers");
+    assert!(claimed.is_err(), "the bodies cannot be read");
+    let row = conn
+        .query_one(migrations::sea_orm::Statement::from_string(
+            backend,
+            "SELECT COUNT(*) FROM queue_messages WHERE lease_owner IS NOT NULL".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.try_get_by_index::<i64>(0).unwrap(),
+        0,
+        "no lease is left"
+    );
+    exec("ALTER TABLE queue_bodies_away RENAME TO queue_bodies")
+        .await
+        .unwrap();
+    let got = consumer.next_batch(1, Duration::ZERO).await.expect("claim");
+    assert_eq!((got.len(), got[0].body.as_slice()), (1, &b"x"[..]));
+    consumer.ack(&got).await.expect("ack");
+    drop(consumer);
+    queue.close().await;
+    db.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_connect_fails_when_the_broker_is_down() {
     let db = fresh_db().await.expect("test database");
@@ -893,15 +945,20 @@ async fn embedded_refuses_replays_across_publishers_and_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_records_each_key_with_its_message() {
     let f = fixture(Adapter::Embedded, |_| {}).await.expect("embedded");
-    // Two keys of one batch, one of them twice (only its first publisher owns it).
+    // Two keys published together, one of them twice: exactly one of its publishers owns it.
+    // Which one is not fixed: on PostgreSQL two writers commit batches side by side, and
+    // the two publishes of `k-a` may land in different ones.
     let (a, b, c) = tokio::join!(
         publish_stamped(&f.queue, "m-a", "k-a"),
         publish_stamped(&f.queue, "m-b", "k-b"),
         publish_stamped(&f.queue, "m-c", "k-a"),
     );
-    assert_eq!(a, Published::Queued);
     assert_eq!(b, Published::Queued);
-    assert_eq!(c, Published::Replayed);
+    let owner = match (a, c) {
+        (Published::Queued, Published::Replayed) => "m-a",
+        (Published::Replayed, Published::Queued) => "m-c",
+        other => panic!("one owner of k-a expected: {other:?}"),
+    };
     let rows =
         f.db.conn
             .query_all(migrations::sea_orm::Statement::from_string(
@@ -919,10 +976,9 @@ async fn embedded_records_each_key_with_its_message() {
             )
         })
         .collect();
-    assert_eq!(
-        rows,
-        [("m-a".to_owned(), EXPIRES), ("m-b".to_owned(), EXPIRES)]
-    );
+    let mut expected = vec![(owner.to_owned(), EXPIRES), ("m-b".to_owned(), EXPIRES)];
+    expected.sort();
+    assert_eq!(rows, expected);
     f.teardown().await;
 }
 
