@@ -545,38 +545,36 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
         .push(") RETURNING id, message_id, attempts, enqueued_at");
     let rows = db.query_all(sql.build()).await.map_err(unavailable)?;
     drop(turn);
-    // The leases are ours: the bodies are read without the write gate. Should that fail, the
-    // leases go back at once rather than hold the messages until they expire.
-    let bodies = read_bodies(
-        db,
-        rows.iter().map(|r| r.try_get::<String>("", "message_id")),
-    )
-    .await;
-    let mut bodies = match bodies {
-        Ok(bodies) => bodies,
-        Err(e) => {
-            let ids: Vec<i64> = rows
-                .iter()
-                .filter_map(|r| r.try_get::<i64>("", "id").ok())
-                .collect();
-            unlease(queue, owner, &ids).await;
-            return Err(e);
-        }
-    };
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let attempts: i32 = row.try_get("", "attempts")?;
-        let message_id: String = row.try_get("", "message_id")?;
         out.push(Delivery {
-            // A row without its body cannot be decoded, and is dead-lettered as such.
-            body: bodies.remove(&message_id).unwrap_or_default(),
-            message_id,
+            message_id: row.try_get("", "message_id")?,
+            // Read below.
+            body: Vec::new(),
             attempts: u32::try_from(attempts).unwrap_or(0),
             enqueued_at: row.try_get("", "enqueued_at")?,
             handle: Handle::Embedded {
                 id: row.try_get("", "id")?,
             },
         });
+    }
+    // The leases are ours: the bodies are read without the write gate. Should that fail, the
+    // leases go back at once rather than hold the messages until they expire.
+    let mut bodies = match read_bodies(db, &out).await {
+        Ok(bodies) => bodies,
+        Err(e) => {
+            let ids = ids(&out)?;
+            if let Err(unleased) = leased_rows(queue, owner, UNLEASE, &ids).await {
+                tracing::warn!(error = %unleased, count = ids.len(), "could not hand claimed messages back; they come back when their lease expires");
+            }
+            queue.new_work.notify_waiters();
+            return Err(e);
+        }
+    };
+    for d in &mut out {
+        // A row without its body cannot be decoded, and is dead-lettered as such.
+        d.body = bodies.remove(&d.message_id).unwrap_or_default();
     }
     // RETURNING gives no order guarantee; consumers expect the oldest first.
     out.sort_by_key(|d| match d.handle {
@@ -586,37 +584,46 @@ async fn claim(queue: &Inner, owner: &str, max: usize) -> Result<Vec<Delivery>, 
     Ok(out)
 }
 
-/// Clears `owner`'s leases of the rows `ids`. Best effort: what it cannot clear comes back
-/// when its lease expires.
-async fn unlease(queue: &Inner, owner: &str, ids: &[i64]) {
+/// The head of [`leased_rows`] that hands leases back.
+const UNLEASE: &str =
+    "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ";
+
+/// Runs `head` (ending in `lease_owner = `) on `owner`'s rows among `ids`, a statement per
+/// chunk of ids, at the write gate; the rows affected.
+async fn leased_rows(
+    queue: &Inner,
+    owner: &str,
+    head: &str,
+    ids: &[i64],
+) -> Result<u64, QueueError> {
     let db = &queue.db;
     let _turn = queue.gate.turn().await;
+    let mut affected = 0_u64;
     for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
         let mut sql = Sql::new(db.get_database_backend());
-        sql.push(
-            "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ",
-        )
-        .bind(owner)
-        .push(" AND id IN ")
-        .bind_tuple(chunk.iter().copied());
-        if let Err(e) = db.execute(sql.build()).await {
-            tracing::warn!(error = %e, count = chunk.len(), "could not hand claimed messages back; they come back when their lease expires");
-        }
+        sql.push(head)
+            .bind(owner)
+            .push(" AND id IN ")
+            .bind_tuple(chunk.iter().copied());
+        affected += db
+            .execute(sql.build())
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
     }
-    queue.new_work.notify_waiters();
+    Ok(affected)
 }
 
-/// The bodies of the messages `ids`, by message id (a statement per chunk of ids).
+/// The bodies of `deliveries`, by message id (a statement per chunk).
 async fn read_bodies(
     db: &DatabaseConnection,
-    ids: impl Iterator<Item = Result<String, sea_orm::DbErr>>,
+    deliveries: &[Delivery],
 ) -> Result<HashMap<String, Vec<u8>>, QueueError> {
-    let ids: Vec<String> = ids.collect::<Result<_, _>>()?;
-    let mut bodies = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+    let mut bodies = HashMap::with_capacity(deliveries.len());
+    for chunk in deliveries.chunks(MAX_IDS_PER_STATEMENT) {
         let mut sql = Sql::new(db.get_database_backend());
         sql.push("SELECT message_id, body FROM queue_bodies WHERE message_id IN ")
-            .bind_tuple(chunk.iter().map(String::as_str));
+            .bind_tuple(chunk.iter().map(|d| d.message_id.as_str()));
         for row in db.query_all(sql.build()).await.map_err(unavailable)? {
             bodies.insert(row.try_get_by_index(0)?, row.try_get_by_index(1)?);
         }
@@ -657,27 +664,6 @@ impl EmbeddedConsumer {
         delete_bodies(&txn, &deleted).await.map_err(unavailable)?;
         txn.commit().await.map_err(unavailable)?;
         lease_check(ids.len(), deleted.len() as u64)
-    }
-
-    /// Runs `head` (ending in `lease_owner = `) on this consumer's rows among `ids`, a
-    /// statement per chunk of ids; the rows affected.
-    async fn leased_rows(&self, head: &str, ids: &[i64]) -> Result<u64, QueueError> {
-        let db = &self.queue.db;
-        let _turn = self.queue.gate.turn().await;
-        let mut affected = 0_u64;
-        for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-            let mut sql = Sql::new(db.get_database_backend());
-            sql.push(head)
-                .bind(self.owner.as_str())
-                .push(" AND id IN ")
-                .bind_tuple(chunk.iter().copied());
-            affected += db
-                .execute(sql.build())
-                .await
-                .map_err(unavailable)?
-                .rows_affected();
-        }
-        Ok(affected)
     }
 
     pub(crate) async fn fail(&self, d: Delivery, error: &str) -> Result<FailOutcome, QueueError> {
@@ -756,7 +742,7 @@ impl EmbeddedConsumer {
         let db = &self.queue.db;
         db.execute(
             Sql::new(db.get_database_backend())
-                .push("UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ")
+                .push(UNLEASE)
                 .bind(self.owner.as_str())
                 .take(),
         )
@@ -768,11 +754,7 @@ impl EmbeddedConsumer {
 
     pub(crate) async fn release(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
         let ids = ids(deliveries)?;
-        self.leased_rows(
-            "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ",
-            &ids,
-        )
-        .await?;
+        leased_rows(&self.queue, &self.owner, UNLEASE, &ids).await?;
         self.queue.new_work.notify_waiters();
         Ok(())
     }

@@ -147,7 +147,7 @@ pub(super) async fn apply_group(
 ) -> Result<Vec<Outcome>, StoreError> {
     // What was not built ahead is built now.
     let now = cx.now;
-    let mut member_changes = Vec::with_capacity(group.len());
+    let mut member_changes: Vec<Vec<Change<MemberRow>>> = Vec::with_capacity(group.len());
     let mut grant_changes = Vec::with_capacity(group.len());
     let mut payloads = Vec::with_capacity(group.len());
     for (c, p) in group
@@ -157,8 +157,8 @@ pub(super) async fn apply_group(
         let p = p
             .filter(|p| p.built_from(c))
             .unwrap_or_else(|| Planned::of(c, now));
-        member_changes.push(Some(p.members));
-        grant_changes.push(Some(p.grants));
+        member_changes.push(p.members);
+        grant_changes.push(p.grants);
         payloads.push(p.journal);
     }
     cx.load_app_purges(
@@ -183,8 +183,7 @@ pub(super) async fn apply_group(
     let current = cx.load_rows::<MemberRow>(&wanted, &[]).await?;
     let mut rows = Vec::with_capacity(wanted.len());
     let mut sent = Vec::with_capacity(group.len());
-    for ((c, changes), tally) in group.iter().zip(&mut member_changes).zip(&mut tallies) {
-        let changes = changes.take().unwrap_or_default();
+    for ((c, changes), tally) in group.iter().zip(member_changes).zip(&mut tallies) {
         if c.op.removes() {
             sent.push(Vec::new());
             continue;
@@ -225,8 +224,7 @@ pub(super) async fn apply_group(
     let current = cx.load_rows::<AuthorizationRow>(&wanted, &[]).await?;
     let (mut upserts, mut tombstones) = (Vec::new(), Vec::new());
     let mut sent = Vec::with_capacity(group.len());
-    for ((c, changes), tally) in group.iter().zip(&mut grant_changes).zip(&mut tallies) {
-        let changes = changes.take().unwrap_or_default();
+    for ((c, changes), tally) in group.iter().zip(grant_changes).zip(&mut tallies) {
         let (t, a) = (c.tenant_id.as_str(), c.app_id.as_str());
         let removes = c.op.removes();
         let cutoff = cx.marks(t)?.purged.max(cx.app_purge(t, a).await?);
