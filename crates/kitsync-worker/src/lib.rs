@@ -69,17 +69,18 @@ pub struct WorkerSettings {
     pub dlx_drain_interval_secs: u64,
     /// Rows (users of an authSync, departments of a full sync, else 1 per message) one apply
     /// transaction takes at most; a batch above it is applied in several transactions (a
-    /// single message is never split). 0 (the default): 500 on SQLite, where a transaction holds
+    /// single message is never split). 0 (the default): 1 000 on SQLite, where a transaction holds
     /// the one write lock the ingress's queue inserts also need, so a long one would hold
     /// callbacks' answers back; unbounded on PostgreSQL.
     pub max_transaction_rows: usize,
 }
 
 /// `worker.max_transaction_rows` on SQLite by default: about 20 ms of applying on the
-/// benchmark machine, so a callback's queue insert waits about that long at worst
-/// (`kitsync bench pipeline --during-apply`: 2 000 gave a sender p99 of 68 ms, 500 and 250
-/// gave 57–59 ms, all at the same members/s).
-const SQLITE_TRANSACTION_ROWS: usize = 500;
+/// benchmark machine, so a callback's queue insert waits about that long at worst. Measured
+/// with `kitsync bench pipeline --during-apply` (16 senders): 1 000 gave a sender p99 of
+/// 29 ms with the apply 4 % slower than alone, 500 gave 23 ms but a quarter fewer members/s,
+/// each transaction's fixed statements and commit weighing twice as much (decision 0056).
+const SQLITE_TRANSACTION_ROWS: usize = 1_000;
 
 /// Committed transactions of a batch whose messages are acked together: one ack statement
 /// (and, on the embedded queue, one commit) for up to this many apply transactions.
@@ -721,7 +722,7 @@ impl Worker {
         Ok(())
     }
 
-    /// `worker.max_transaction_rows`, or its default for the database: 500 on SQLite,
+    /// `worker.max_transaction_rows`, or its default for the database: 1 000 on SQLite,
     /// unbounded on PostgreSQL.
     fn max_transaction_rows(&self) -> usize {
         match self.settings.max_transaction_rows {

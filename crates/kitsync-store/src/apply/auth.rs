@@ -6,7 +6,7 @@
 //! `{"userName","appId","authorization":{"role","enabled"}|{"deleted":true}|null,"profile":{…}|null}`
 //! — `null` where that part was not written (older than what is stored, or unchanged).
 use super::{
-    confirm, flag, json, pick, tombstone_action, upsert_action, Change, Cx, Tally, Written,
+    confirm, flag, json, pick, tombstone_action, upsert_action, Change, Current, Cx, Tally, Written,
 };
 use crate::error::StoreError;
 use crate::journal::{Action, Entity};
@@ -193,7 +193,8 @@ pub(super) async fn apply_group(
         let (r, s) = pick(
             cutoff,
             changes,
-            |r| current.get(&r.identity()),
+            |r| stored(&current, r),
+            cx.names_written(),
             upsert_action,
             tally,
         )?;
@@ -236,7 +237,8 @@ pub(super) async fn apply_group(
         let (r, s) = pick(
             cutoff,
             changes,
-            |r| current.get(&r.identity()),
+            |r| stored(&current, r),
+            cx.names_written(),
             action,
             tally,
         )?;
@@ -271,6 +273,15 @@ pub(super) async fn apply_group(
         journal(cx, c, us, profiles, &mut grants, &mut built);
     }
     Ok(tallies.into_iter().map(Tally::outcome).collect())
+}
+
+/// The stored row `r` would replace, if any: nothing to look up (nor an identity to build)
+/// when none of the rows probed exists, as in a tenant's first sync.
+fn stored<'c, R: Row>(current: &'c HashMap<String, Current>, r: &R) -> Option<&'c Current> {
+    if current.is_empty() {
+        return None;
+    }
+    current.get(&r.identity())
 }
 
 fn by_key(written: Vec<Written>) -> HashMap<String, Written> {

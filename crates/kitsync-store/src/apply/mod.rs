@@ -130,8 +130,9 @@ impl<R: Row> Change<R> {
 pub(crate) struct Written {
     /// The row's [`Row::KEY`].
     pub key: String,
-    /// The row's [`Row::identity`].
-    pub identity: String,
+    /// The row's [`Row::identity`], kept where the write names the rows it stored
+    /// ([`Cx::names_written`]).
+    pub identity: Option<String>,
     pub journal_key: String,
     pub data: String,
     pub version: i64,
@@ -558,7 +559,15 @@ impl<'a> Cx<'a> {
         action: ActionFn<R>,
         tally: &mut Tally,
     ) -> Result<Vec<Written>, StoreError> {
-        let (rows, sent) = pick(cutoff, changes, |r| current.get(r.key()), action, tally)?;
+        let named = self.names_written();
+        let (rows, sent) = pick(
+            cutoff,
+            changes,
+            |r| current.get(r.key()),
+            named,
+            action,
+            tally,
+        )?;
         let written = self.write_rows(update, rows).await?;
         Ok(confirm(sent, &written, tally))
     }
@@ -572,7 +581,7 @@ impl<'a> Cx<'a> {
         rows: Vec<R>,
     ) -> Result<Stored, StoreError> {
         let update = update.columns::<R>();
-        let returning = self.backend == DbBackend::Postgres;
+        let returning = self.names_written();
         let mut written: HashSet<String> =
             HashSet::with_capacity(if returning { rows.len() } else { 0 });
         let per_statement = rows_per_statement(R::COLUMNS.len());
@@ -617,6 +626,12 @@ impl<'a> Cx<'a> {
         } else {
             Stored::All
         })
+    }
+
+    /// Whether [`Cx::write_rows`] names the rows it stored ([`Stored::Only`], PostgreSQL)
+    /// rather than storing all it was given ([`Stored::All`], SQLite).
+    pub(crate) fn names_written(&self) -> bool {
+        self.backend == DbBackend::Postgres
     }
 
     /// Journals written changes, one row each, in the order they were made.
@@ -750,11 +765,13 @@ impl<'a> Cx<'a> {
 }
 
 /// Decides each change against its stored row (`current`), tallying the losers: the winners'
-/// rows, to write, and what the journal will keep of each.
+/// rows, to write, and what the journal will keep of each (with each row's identity when
+/// `named`: the write will name what it stored, see [`Cx::names_written`]).
 pub(crate) fn pick<'c, R: Row>(
     cutoff: i64,
     changes: Vec<Change<R>>,
     current: impl Fn(&R) -> Option<&'c Current>,
+    named: bool,
     action: ActionFn<R>,
     tally: &mut Tally,
 ) -> Result<(Vec<R>, Vec<Written>), StoreError> {
@@ -772,7 +789,7 @@ pub(crate) fn pick<'c, R: Row>(
         let rank = c.row.rank();
         sent.push(Written {
             key: c.key().to_owned(),
-            identity: c.row.identity(),
+            identity: named.then(|| c.row.identity()),
             action: action(cur, &c)?,
             journal_key: c.journal_key,
             data: c.data,
@@ -797,10 +814,10 @@ pub(crate) enum Stored {
 }
 
 impl Stored {
-    fn contains(&self, identity: &str) -> bool {
+    fn contains(&self, identity: Option<&str>) -> bool {
         match self {
             Stored::All => true,
-            Stored::Only(written) => written.contains(identity),
+            Stored::Only(written) => identity.is_some_and(|id| written.contains(id)),
         }
     }
 }
@@ -810,7 +827,7 @@ impl Stored {
 pub(crate) fn confirm(sent: Vec<Written>, written: &Stored, tally: &mut Tally) -> Vec<Written> {
     let mut out = Vec::with_capacity(sent.len());
     for w in sent {
-        if written.contains(&w.identity) {
+        if written.contains(w.identity.as_deref()) {
             tally.note(Decision::Apply);
             out.push(w);
         } else {

@@ -75,11 +75,11 @@ pub(crate) const TOMBSTONE: &[&str] = &["deleted", "version", "fp", "updated_at"
 /// key across tenants and apps: each value is prefixed with its length, so no two different
 /// keys share a text whatever characters the values hold.
 pub(crate) fn identity<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
-    let mut out = String::new();
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(64);
     for v in values {
-        out.push_str(&v.len().to_string());
-        out.push(':');
-        out.push_str(v);
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{}:{v}", v.len());
     }
     out
 }
