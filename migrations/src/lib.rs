@@ -26,6 +26,7 @@
 //!   day's row.
 //! - `m20261204_000016_queue_bodies`: the embedded queue's message bodies in a table of their
 //!   own, so leasing a message does not rewrite its body.
+//! - `m20261205_000017_admin_audit`: the administration audit log, one row per operator change.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off, checkpoints by a background task instead of inside writers' commits) and `testing` gives each test its own fresh database (behind the `testing` feature,
@@ -51,6 +52,7 @@ mod m20261204_000013_replay_ledger_owner;
 mod m20261204_000014_stats_days;
 mod m20261204_000015_stats_days_stale;
 mod m20261204_000016_queue_bodies;
+mod m20261205_000017_admin_audit;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -80,6 +82,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000014_stats_days::Migration),
             Box::new(m20261204_000015_stats_days_stale::Migration),
             Box::new(m20261204_000016_queue_bodies::Migration),
+            Box::new(m20261205_000017_admin_audit::Migration),
         ]
     }
 }

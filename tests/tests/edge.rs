@@ -124,7 +124,12 @@ async fn a_huge_unauthenticated_upload_is_answered_before_it_is_sent() {
     let env = Env::new("edge-huge").await;
     let (_, token) = env
         .store
-        .create_token("stats only", &[kitsync_domain::Scope::StatsRead], None)
+        .create_token(
+            &kitsync_store::Actor::Cli,
+            "stats only",
+            &[kitsync_domain::Scope::StatsRead],
+            None,
+        )
         .await
         .unwrap();
     let token = secrecy::ExposeSecret::expose_secret(&token).to_owned();

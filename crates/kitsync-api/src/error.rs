@@ -16,6 +16,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The resource's state refuses the change (a plan no longer held, a token revoked
+    /// already, …); the message says which.
+    #[error("{0}")]
+    Conflict(String),
     /// A bad query or path parameter; the message names it.
     #[error("{param}: {message}")]
     BadRequest { param: String, message: String },
@@ -47,6 +51,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
@@ -67,6 +72,7 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     NotFound,
+    Conflict,
     BadRequest,
     PayloadTooLarge,
     RequestTimeout,
@@ -77,7 +83,8 @@ pub enum ErrorCode {
 /// The body of every `/api/v1` error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// `unauthorized` (401), `forbidden` (403), `not_found` (404), `bad_request` (400),
+    /// `unauthorized` (401), `forbidden` (403), `not_found` (404), `conflict` (409),
+    /// `bad_request` (400),
     /// `payload_too_large` (413), `request_timeout` (408), `unavailable` (503) or `internal`
     /// (500).
     pub code: ErrorCode,
@@ -90,9 +97,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
-            StoreError::Database(_) | StoreError::Conflict(_) | StoreError::Corrupt(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            StoreError::Conflict(why) => ApiError::Conflict(why),
+            StoreError::Database(_) | StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

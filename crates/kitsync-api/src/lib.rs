@@ -17,12 +17,15 @@
 //!   from the handlers' annotations and types; the router serves exactly its operations
 //!   ([`api_v1_operations`]).
 //! - [`dashboard`]: the HTML dashboard at `/dashboard` (one embedded page over [`stats`]).
+//! - [`admin`]: `/admin/v1`, operating kitsync (held plans, dead letters, webhook endpoints,
+//!   tokens, OIDC clients, the audit log), scope `admin`; in the same document.
 //! - [`scim`]: SCIM 2.0 at `/scim/v2/{tenantId}/` (Users read-only, Groups CRUD).
 //!
 //! Handlers are thin: extract, call one store query, map the result.
 #![forbid(unsafe_code)]
 
 pub mod activity;
+pub mod admin;
 pub mod auth;
 pub mod dashboard;
 pub mod directory;
@@ -49,17 +52,25 @@ use utoipa::openapi::path::HttpMethod;
 pub struct ApiState {
     pub store: Store,
     pub settings: ApiSettings,
+    /// The queue's dead letters, where this process has a queue (`/admin/v1/dead-letters`).
+    pub dead_letters: Option<kitsync_queue::DeadLetters>,
     /// One permit per request being handled ([`limits::limit`]).
     slots: tokio::sync::Semaphore,
 }
 
-/// The `/api/v1` and `/scim/v2` routes, and `/dashboard`, with the default [`ApiSettings`].
+/// The `/api/v1`, `/admin/v1` and `/scim/v2` routes, and `/dashboard`, with the default
+/// [`ApiSettings`] and no queue (the dead-letter operations answer 404).
 pub fn router(store: Store) -> Router {
-    router_with(store, ApiSettings::default())
+    router_with(store, ApiSettings::default(), None)
 }
 
-/// The `/api/v1` and `/scim/v2` routes, and `/dashboard`.
-pub fn router_with(store: Store, settings: ApiSettings) -> Router {
+/// The `/api/v1`, `/admin/v1` and `/scim/v2` routes, and `/dashboard`; `dead_letters` serves
+/// `/admin/v1/dead-letters` (`None`: 404).
+pub fn router_with(
+    store: Store,
+    settings: ApiSettings,
+    dead_letters: Option<kitsync_queue::DeadLetters>,
+) -> Router {
     let slots = tokio::sync::Semaphore::new(
         settings
             .max_concurrent_requests
@@ -69,6 +80,7 @@ pub fn router_with(store: Store, settings: ApiSettings) -> Router {
     let state = Arc::new(ApiState {
         store,
         settings,
+        dead_letters,
         slots,
     });
     // `/api/v1` only from `api_v1()`: a route there without a documented operation does not
@@ -142,6 +154,26 @@ fn api_v1() -> Vec<Operation> {
         operation::<stats::__path_daily, _, _>(stats::daily),
         operation::<stats::__path_tenants, _, _>(stats::tenants),
         operation::<openapi::__path_document, _, _>(openapi::document),
+        operation::<admin::plans::__path_list, _, _>(admin::plans::list),
+        operation::<admin::plans::__path_get, _, _>(admin::plans::get),
+        operation::<admin::plans::__path_approve, _, _>(admin::plans::approve),
+        operation::<admin::plans::__path_reject, _, _>(admin::plans::reject),
+        operation::<admin::dead_letters::__path_list, _, _>(admin::dead_letters::list),
+        operation::<admin::dead_letters::__path_get, _, _>(admin::dead_letters::get),
+        operation::<admin::dead_letters::__path_replay, _, _>(admin::dead_letters::replay),
+        operation::<admin::dead_letters::__path_replay_all, _, _>(admin::dead_letters::replay_all),
+        operation::<admin::webhooks::__path_list, _, _>(admin::webhooks::list),
+        operation::<admin::webhooks::__path_deliveries, _, _>(admin::webhooks::deliveries),
+        operation::<admin::webhooks::__path_retry, _, _>(admin::webhooks::retry),
+        operation::<admin::webhooks::__path_disable, _, _>(admin::webhooks::disable),
+        operation::<admin::webhooks::__path_enable, _, _>(admin::webhooks::enable),
+        operation::<admin::tokens::__path_list, _, _>(admin::tokens::list),
+        operation::<admin::tokens::__path_create, _, _>(admin::tokens::create),
+        operation::<admin::tokens::__path_revoke, _, _>(admin::tokens::revoke),
+        operation::<admin::clients::__path_list, _, _>(admin::clients::list),
+        operation::<admin::clients::__path_create, _, _>(admin::clients::create),
+        operation::<admin::clients::__path_remove, _, _>(admin::clients::remove),
+        operation::<admin::audit::__path_list, _, _>(admin::audit::list),
     ]
 }
 

@@ -8,6 +8,7 @@
 //! list the same operations and that every answer matches its schema; CI also runs
 //! `openapi-spec-validator` and `schemathesis` against the real server
 //! (`tests/tests/openapi.rs` of the workspace).
+use crate::admin;
 use crate::error::ErrorBody;
 use crate::{activity, directory, events, stats};
 use axum::Json;
@@ -29,7 +30,8 @@ pub const BEARER: &str = "bearer";
     info(
         title = "kitsync",
         version = env!("CARGO_PKG_VERSION"),
-        description = "The directory, change feed, activity and statistics API of kitsync. \
+        description = "The directory, change feed, activity and statistics API of kitsync, \
+                       and its administration (`/admin/v1`). \
                        Every operation but this document's takes `Authorization: Bearer \
                        kst_…` (`kitsync token create`) and names the scope it needs. Lists \
                        answer `{\"items\",\"nextCursor\"}` and take `cursor`/`limit`; every \
@@ -50,6 +52,26 @@ pub const BEARER: &str = "bearer";
         stats::daily,
         stats::tenants,
         document,
+        admin::plans::list,
+        admin::plans::get,
+        admin::plans::approve,
+        admin::plans::reject,
+        admin::dead_letters::list,
+        admin::dead_letters::get,
+        admin::dead_letters::replay,
+        admin::dead_letters::replay_all,
+        admin::webhooks::list,
+        admin::webhooks::deliveries,
+        admin::webhooks::retry,
+        admin::webhooks::disable,
+        admin::webhooks::enable,
+        admin::tokens::list,
+        admin::tokens::create,
+        admin::tokens::revoke,
+        admin::clients::list,
+        admin::clients::create,
+        admin::clients::remove,
+        admin::audit::list,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerScheme),
@@ -63,6 +85,10 @@ pub const BEARER: &str = "bearer";
         (name = "statistics", description = "Opened and active projects and users (scope \
                                              `stats:read`, a token bound to no tenant)."),
         (name = "documentation", description = "This document (no token)."),
+        (name = "admin", description = "Operating kitsync: held plans, dead letters, webhook \
+                                        endpoints, API tokens, OIDC clients and the audit log \
+                                        of every change made to them (scope `admin`, a token \
+                                        bound to no tenant)."),
     ),
 )]
 pub struct ApiDoc;
@@ -200,6 +226,36 @@ pub struct TenantReadErrors;
 impl IntoResponses for TenantReadErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         let mut all = NotFound::responses();
+        all.extend(ReadErrors::responses());
+        all
+    }
+}
+
+/// What an `/admin/v1` operation on one resource may answer besides its success: 404 and
+/// 409, and [`ReadErrors`].
+pub struct AdminErrors;
+
+impl IntoResponses for AdminErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = responses(&[
+            (
+                "404",
+                error(
+                    "`not_found`: the plan, dead letter, endpoint, token or client named in \
+                     the path is unknown (or, for dead letters, this process serves no queue).",
+                    &[],
+                ),
+            ),
+            (
+                "409",
+                error(
+                    "`conflict`: its state refuses the change (a plan no longer held, a dead \
+                     letter replayed already, a token revoked already, an endpoint disabled); \
+                     nothing was changed.",
+                    &[],
+                ),
+            ),
+        ]);
         all.extend(ReadErrors::responses());
         all
     }

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{assert_bad_params, fresh_store, strs, token};
 use kitsync_domain::{Command, KitTime, Op, Scope, TenantChange};
+use kitsync_store::Actor;
 use kitsync_store::Store;
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -70,10 +71,13 @@ async fn tenant_reads_are_authenticated_scoped_and_tenant_bound() {
     let bound = token(&store, "t1 app", &[Scope::DirectoryRead], Some("t1")).await;
     let stats = token(&store, "dashboard", &[Scope::StatsRead], None).await;
     let (revoked_token, revoked) = store
-        .create_token("old", &[Scope::Admin], None)
+        .create_token(&Actor::Cli, "old", &[Scope::Admin], None)
         .await
         .unwrap();
-    store.revoke_token(&revoked_token.id).await.unwrap();
+    store
+        .revoke_token(&Actor::Cli, &revoked_token.id)
+        .await
+        .unwrap();
 
     // 401: no token, a malformed one, a revoked one.
     for token in [None, Some("nonsense"), Some(revoked.expose_secret())] {

@@ -44,7 +44,7 @@ struct Fixture {
 async fn fixture(settings: ApiSettings) -> Fixture {
     let (db, store) = common::fresh_store().await;
     Fixture {
-        app: kitsync_api::router_with(store.clone(), settings),
+        app: kitsync_api::router_with(store.clone(), settings, None),
         store,
         _db: db,
     }

@@ -401,6 +401,15 @@ fn conformance(doc: &Value, op: &Value, answer: &Answer) -> Vec<String> {
 struct Seeded {
     _db: migrations::testing::TestDb,
     store: Store,
+    /// An embedded queue on the same database, holding one dead letter.
+    queue: kitsync_queue::Queue,
+    /// `admin`, unbound.
+    admin: String,
+    /// The ids `/admin/v1` paths name: a held plan, a dead letter, a webhook endpoint, a
+    /// token, an OIDC client (leaked: the cases' parameters are `'static`).
+    ids: &'static [(&'static str, &'static str)],
+    /// `planId` of a second held plan.
+    second_plan: &'static [(&'static str, &'static str)],
     /// `directory:read,activity:write,stats:read`, unbound.
     all: String,
     /// `stats:read` only.
@@ -479,12 +488,131 @@ async fn seeded() -> Seeded {
     let all = token(&store, "all", EVERY, None).await;
     let stats_only = token(&store, "stats", &[Scope::StatsRead], None).await;
     let bound = token(&store, "bound", EVERY, Some("t1")).await;
+    let admin = token(&store, "admin", &[Scope::Admin], None).await;
+
+    // What /admin/v1 operates on: a held plan (a full sync keeping one of three departments),
+    // a webhook endpoint, a dead letter, a spare token and an OIDC client.
+    let full = Command::FullOrg(kitsync_domain::FullOrgSnapshot {
+        tenant_id: "t1".into(),
+        instance_id: None,
+        orgs: vec![kitsync_domain::OrgInfo {
+            org_code: "d1".into(),
+            org_name: "d1".into(),
+            parent_code: None,
+        }],
+        test: false,
+        version: KitTime(v + 10),
+    });
+    let kitsync_store::Outcome::Held { plan_id } = store.apply(&full).await.unwrap() else {
+        panic!("the full sync was not held");
+    };
+    // A second tenant with a plan of its own (a newer snapshot of the same tenant would
+    // supersede the first plan).
+    let mut t2 = vec![tenant("t2", false, v)];
+    for code in ["e1", "e2", "e3"] {
+        t2.push(org("t2", code, None, v + 1));
+    }
+    store.apply_batch(&t2).await.unwrap();
+    let mut later = full.clone();
+    if let Command::FullOrg(f) = &mut later {
+        f.tenant_id = "t2".into();
+        f.orgs[0].org_code = "e1".into();
+    }
+    let kitsync_store::Outcome::Held { plan_id: second } = store.apply(&later).await.unwrap()
+    else {
+        panic!("the second full sync was not held");
+    };
+    let endpoint = store
+        .create_webhook(&kitsync_store::NewWebhook {
+            url: "https://hooks.example.com/kit".into(),
+            sealed_secret: "sealed".into(),
+            tenant_id: None,
+            types: None,
+            include_test: false,
+            after: None,
+        })
+        .await
+        .unwrap();
+    let queue = kitsync_queue::Queue::connect(
+        &kitsync_queue::QueueSettings {
+            name: format!("kitsync.test.{}", uuid::Uuid::new_v4().simple()),
+            poll_interval_ms: 20,
+            ..kitsync_queue::QueueSettings::default()
+        },
+        db.conn.clone(),
+    )
+    .await
+    .unwrap();
+    queue
+        .publish(kitsync_queue::OutgoingMessage {
+            message_id: "poison".into(),
+            body: b"{\"tenant\":\"t1\"}".to_vec(),
+            replay: None,
+        })
+        .await
+        .unwrap();
+    let consumer = queue.consumer("openapi").await.unwrap();
+    let mut got = Vec::new();
+    while got.is_empty() {
+        got = consumer
+            .next_batch(1, Duration::from_millis(50))
+            .await
+            .unwrap();
+    }
+    let dead = got.remove(0);
+    consumer.dead_letter(dead, "boom").await.unwrap();
+    let dead_id = queue.dead_letters().page(None, None, 1).await.unwrap()[0].id;
+    let (spare, _) = store
+        .create_token(
+            &kitsync_store::Actor::Cli,
+            "spare",
+            &[Scope::StatsRead],
+            None,
+        )
+        .await
+        .unwrap();
+    let (client, _) = kitsync_login::clients::register(
+        store.db(),
+        &kitsync_store::Actor::Cli,
+        &kitsync_login::clients::NewClient {
+            name: String::new(),
+            app_id: "app".into(),
+            redirect_uris: vec!["https://app.example.com/cb".into()],
+            post_logout_redirect_uris: Vec::new(),
+            public: true,
+        },
+    )
+    .await
+    .unwrap();
+    let leak = |v: String| -> &'static str { Box::leak(v.into_boxed_str()) };
+    let ids: Vec<(&'static str, &'static str)> = vec![
+        ("planId", leak(plan_id.to_string())),
+        ("deadLetterId", leak(dead_id.to_string())),
+        ("webhookId", leak(endpoint.id)),
+        ("tokenId", leak(spare.id)),
+        ("clientId", leak(client.client_id)),
+    ];
     Seeded {
         _db: db,
         store,
+        queue,
+        admin,
+        ids: Box::leak(ids.into_boxed_slice()),
+        second_plan: Box::leak(vec![("planId", leak(second.to_string()))].into_boxed_slice()),
         all,
         stats_only,
         bound,
+    }
+}
+
+impl Seeded {
+    /// The router, serving the seeded queue's dead letters.
+    fn app(&self) -> axum::Router {
+        kitsync_api::router_with(
+            self.store.clone(),
+            ApiSettings::default(),
+            Some(self.queue.dead_letters()),
+        )
     }
 }
 
@@ -533,7 +661,9 @@ async fn the_document_is_public_openapi_3_1_and_lists_exactly_the_routes() {
         "the document's operations and the router's /api/v1 routes differ"
     );
     assert!(routed.len() >= 14, "{routed:?}");
-    assert!(documented.iter().all(|(_, p)| p.starts_with("/api/v1/")));
+    assert!(documented
+        .iter()
+        .all(|(_, p)| p.starts_with("/api/v1/") || p.starts_with("/admin/v1/")));
     // The /api/v1 routes come from `api_v1()` alone: no source file of the crate routes an
     // /api/v1 path written as a literal, where it could bypass the document.
     let mut dirs = vec![std::path::PathBuf::from(concat!(
@@ -564,10 +694,10 @@ async fn the_document_is_public_openapi_3_1_and_lists_exactly_the_routes() {
     assert!(sources > 10, "{sources} source files");
 
     let tags: BTreeSet<&str> = strs(&doc["tags"], "name").into_iter().collect();
-    for t in ["directory", "events", "activity", "statistics"] {
+    for t in ["directory", "events", "activity", "statistics", "admin"] {
         assert!(tags.contains(t), "tag {t}");
     }
-    let scopes = ["directory:read", "activity:write", "stats:read"];
+    let scopes = ["directory:read", "activity:write", "stats:read", "admin"];
     for (id, (method, path, op)) in &ops {
         let op_tags: Vec<&str> = op["tags"]
             .as_array()
@@ -631,14 +761,22 @@ async fn the_document_is_public_openapi_3_1_and_lists_exactly_the_routes() {
                 .contains(&format!("`{scope}`")),
             "{id}: the description does not name the scope {scope}"
         );
-        for status in ["200", "400", "401", "403", "500", "503"] {
+        assert!(
+            responses.keys().any(|k| k.starts_with('2')),
+            "{id}: no success answer"
+        );
+        for status in ["400", "401", "403", "500", "503"] {
             assert!(responses.contains_key(status), "{id}: {status}");
         }
         let body_statuses = responses.contains_key("413") && responses.contains_key("408");
         assert_eq!(
             body_statuses,
-            method == "post",
+            op.get("requestBody").is_some(),
             "{id}: 408/413 are for operations that read a body"
+        );
+        assert!(
+            method != "post" || op.get("requestBody").is_some() || path.starts_with("/admin/v1/"),
+            "{id}: a POST without a body"
         );
     }
 
@@ -746,6 +884,7 @@ enum Tok {
     All,
     StatsOnly,
     Bound,
+    Admin,
 }
 
 fn case(
@@ -768,7 +907,7 @@ fn case(
 #[tokio::test]
 async fn every_operation_answers_a_documented_status_with_a_valid_body() {
     let s = seeded().await;
-    let app = kitsync_api::router(s.store.clone());
+    let app = s.app();
     let doc = document(&app).await;
     let ops = operations(&doc);
     let t1: &[(&str, &str)] = &[("tenantId", "t1")];
@@ -892,6 +1031,53 @@ async fn every_operation_answers_a_documented_status_with_a_valid_body() {
         ),
         case("statsTenants", &[], "sort=revenue", Tok::All, 400),
     ];
+    let ids = s.ids;
+    let admin_cases = [
+        case("adminListPlans", &[], "status=held", Tok::Admin, 200),
+        case("adminListPlans", &[], "", Tok::All, 403),
+        case("adminGetPlan", ids, "", Tok::Admin, 200),
+        case("adminGetPlan", &[("planId", "999999")], "", Tok::Admin, 404),
+        case("adminApprovePlan", ids, "", Tok::Admin, 200),
+        case("adminRejectPlan", ids, "", Tok::Admin, 409),
+        case("adminRejectPlan", s.second_plan, "", Tok::Admin, 200),
+        case("adminListDeadLetters", &[], "state=all", Tok::Admin, 200),
+        case("adminGetDeadLetter", ids, "", Tok::Admin, 200),
+        case("adminReplayDeadLetter", ids, "", Tok::Admin, 200),
+        case("adminReplayDeadLetter", ids, "", Tok::Admin, 409),
+        case("adminReplayAllDeadLetters", &[], "", Tok::Admin, 200),
+        case("adminListWebhooks", &[], "", Tok::Admin, 200),
+        case(
+            "adminListWebhookDeliveries",
+            ids,
+            "limit=5",
+            Tok::Admin,
+            200,
+        ),
+        case("adminDisableWebhook", ids, "", Tok::Admin, 200),
+        case("adminRetryWebhook", ids, "", Tok::Admin, 409),
+        case("adminEnableWebhook", ids, "", Tok::Admin, 200),
+        case("adminRetryWebhook", ids, "", Tok::Admin, 200),
+        case("adminListTokens", &[], "", Tok::Admin, 200),
+        case("adminRevokeToken", ids, "", Tok::Admin, 200),
+        case("adminRevokeToken", ids, "", Tok::Bound, 403),
+        case("adminListOidcClients", &[], "", Tok::Admin, 200),
+        case("adminDeleteOidcClient", ids, "", Tok::Admin, 204),
+        case("adminDeleteOidcClient", ids, "", Tok::Admin, 404),
+        case("adminListAudit", &[], "limit=5", Tok::Admin, 200),
+    ];
+    cases.extend(admin_cases);
+    cases.push(Case {
+        body: Some(r#"{"name": "ci", "scopes": ["stats:read"]}"#.into()),
+        ..case("adminCreateToken", &[], "", Tok::Admin, 201)
+    });
+    cases.push(Case {
+        body: Some(r#"{"name": "ci", "scopes": ["root"]}"#.into()),
+        ..case("adminCreateToken", &[], "", Tok::Admin, 400)
+    });
+    cases.push(Case {
+        body: Some(r#"{"appId": "app", "redirectUris": ["https://a.example.com/cb"]}"#.into()),
+        ..case("adminCreateOidcClient", &[], "", Tok::Admin, 201)
+    });
     for (token, status) in [(Tok::All, 200), (Tok::StatsOnly, 403), (Tok::None, 401)] {
         cases.push(Case {
             body: Some(batch.clone()),
@@ -916,6 +1102,7 @@ async fn every_operation_answers_a_documented_status_with_a_valid_body() {
             Tok::All => Some(s.all.as_str()),
             Tok::StatsOnly => Some(s.stats_only.as_str()),
             Tok::Bound => Some(s.bound.as_str()),
+            Tok::Admin => Some(s.admin.as_str()),
         };
         let body = c.body.clone().map_or_else(Body::empty, Body::from);
         let a = call(&app, request(method, &target, token, body)).await;
@@ -934,21 +1121,23 @@ async fn every_operation_answers_a_documented_status_with_a_valid_body() {
         for e in conformance(&doc, op, &a) {
             failures.push(format!("{label}: {e}"));
         }
-        if a.status == 200 {
+        if (200..300).contains(&a.status) {
             ok_ops.insert(c.op);
         }
         statuses.insert(a.status);
     }
-    // Nothing left unchecked: every operation answered 200 at least once, and the pages and
+    assert!(failures.is_empty(), "{failures:#?}");
+    // Nothing left unchecked: every operation succeeded at least once, and the pages and
     // trees above were not empty.
     let all_ops: BTreeSet<&str> = ops.keys().map(String::as_str).collect();
-    assert_eq!(ok_ops, all_ops, "operations without a 200 case");
+    assert_eq!(ok_ops, all_ops, "operations without a 2xx case");
     assert_eq!(
         statuses,
-        [200, 400, 401, 403, 404].into_iter().collect(),
+        [200, 201, 204, 400, 401, 403, 404, 409]
+            .into_iter()
+            .collect(),
         "statuses seen"
     );
-    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 #[tokio::test]
@@ -962,6 +1151,7 @@ async fn body_limits_and_load_shedding_answer_as_documented() {
             max_concurrent_requests: 1,
             ..ApiSettings::default()
         },
+        None,
     );
     let doc = document(&app).await;
     let ops = operations(&doc);
@@ -1056,9 +1246,10 @@ fn values(schema: &Value) -> (Vec<String>, Vec<String>) {
 #[tokio::test]
 async fn documented_parameter_values_are_accepted_and_others_refused_by_name() {
     let s = seeded().await;
-    let app = kitsync_api::router(s.store.clone());
+    let app = s.app();
     let doc = document(&app).await;
-    let params = [("tenantId", "t1"), ("userName", "alice"), ("appId", "app")];
+    let mut params = vec![("tenantId", "t1"), ("userName", "alice"), ("appId", "app")];
+    params.extend_from_slice(s.ids);
     let mut failures = Vec::new();
     let mut tried = 0;
     for (id, (method, path, op)) in operations(&doc) {
@@ -1078,7 +1269,12 @@ async fn documented_parameter_values_are_accepted_and_others_refused_by_name() {
             {
                 tried += 1;
                 let target = uri(&path, &params, &format!("{name}={value}"));
-                let a = call(&app, request(&method, &target, Some(&s.all), Body::empty())).await;
+                let token = if path.starts_with("/admin/") {
+                    &s.admin
+                } else {
+                    &s.all
+                };
+                let a = call(&app, request(&method, &target, Some(token), Body::empty())).await;
                 if a.status != expect {
                     failures.push(format!(
                         "{id} {target}: {} instead of {expect} ({})",

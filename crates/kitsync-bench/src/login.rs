@@ -44,6 +44,7 @@ use kitsync_marketplace::Marketplace;
 use kitsync_queue::Queue;
 use kitsync_secrets::{OaepVariant, TestKeyPair};
 use kitsync_sql::Sql;
+use kitsync_store::Actor;
 use kitsync_store::Store;
 use sea_orm::{ConnectionTrait as _, Statement};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -182,6 +183,7 @@ pub(crate) async fn run<S: Service>(mut settings: S, a: LoginArgs) -> anyhow::Re
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let (client, secret) = kitsync_login::clients::register(
         &db,
+        &Actor::Cli,
         &kitsync_login::clients::NewClient {
             name: format!("bench login {}", &run_id[..8]),
             app_id: APP.into(),
@@ -200,7 +202,7 @@ pub(crate) async fn run<S: Service>(mut settings: S, a: LoginArgs) -> anyhow::Re
     // revoked) or the signing key it created, so the next run (or a real kitsync) finds it
     // as before.
     let cleaned = async {
-        kitsync_login::clients::remove(&db, &client.client_id).await?;
+        kitsync_login::clients::remove(&db, &Actor::Cli, &client.client_id).await?;
         for (kid, _) in signing_keys(&db).await? {
             if !keys_before.iter().any(|(k, _)| *k == kid) {
                 db.execute(

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Empty};
 use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Role, Scope, TenantChange};
+use kitsync_store::Actor;
 use kitsync_store::Store;
 use sea_orm::ConnectionTrait as _;
 use secrecy::ExposeSecret;
@@ -77,7 +78,7 @@ pub(crate) async fn run<S: Service>(settings: S, a: ReadArgs) -> anyhow::Result<
             .await?;
     }
     let (_, token) = store
-        .create_token("bench read", &[Scope::DirectoryRead], None)
+        .create_token(&Actor::Cli, "bench read", &[Scope::DirectoryRead], None)
         .await?;
     let token = token.expose_secret().to_owned();
 

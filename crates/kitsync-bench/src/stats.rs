@@ -13,6 +13,7 @@ use crate::Service;
 use anyhow::Context as _;
 use clap::Args;
 use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Role, Scope, TenantChange};
+use kitsync_store::Actor;
 use kitsync_store::{ActivityEvent, ActivityKind, Store, DAY_MS};
 use sea_orm::{ConnectionTrait as _, Statement};
 use secrecy::ExposeSecret;
@@ -93,7 +94,7 @@ pub(crate) async fn run<S: Service>(settings: S, a: StatsArgs) -> anyhow::Result
     }
 
     let (_, token) = store
-        .create_token("bench stats", &[Scope::StatsRead], None)
+        .create_token(&Actor::Cli, "bench stats", &[Scope::StatsRead], None)
         .await?;
     let token = token.expose_secret().to_owned();
     let router = kitsync_api::router(store.clone());

@@ -6,7 +6,8 @@
 //! or native app) has none and must use PKCE. Redirect URIs are compared exactly, as strings.
 use crate::db::{self, ClientRow};
 use crate::{now_ms, random_token, LoginError};
-use sea_orm::DatabaseConnection;
+use kitsync_sql::audit::{self, Actor};
+use sea_orm::{DatabaseConnection, TransactionTrait as _};
 use secrecy::SecretString;
 
 pub use crate::db::ClientRow as Client;
@@ -50,11 +51,13 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
 }
 
 /// Registers a client; returns it and, for a confidential client, its secret (shown once).
+/// The audit log records `actor` adding it, in the same transaction.
 ///
 /// # Errors
 /// [`LoginError::Invalid`] names the bad field; the database failed.
 pub async fn register(
     db: &DatabaseConnection,
+    actor: &Actor,
     new: &NewClient,
 ) -> Result<(ClientRow, Option<SecretString>), LoginError> {
     let app = new.app_id.trim();
@@ -96,7 +99,20 @@ pub async fn register(
         post_logout_redirect_uris: dedup(&new.post_logout_redirect_uris),
         created_at: now_ms(),
     };
-    db::insert_client(db, &row).await?;
+    let txn = db.begin().await?;
+    db::insert_client(&txn, &row).await?;
+    let detail = serde_json::json!({
+        "name": row.name, "appId": row.app_id, "public": row.secret_hash.is_none(),
+        "redirectUris": row.redirect_uris,
+    });
+    let change = audit::Change {
+        action: "oidc_client.add",
+        target: &row.client_id,
+        tenant_id: None,
+        detail: detail.to_string(),
+    };
+    audit::record(&txn, actor, &change, row.created_at).await?;
+    txn.commit().await?;
     Ok((row, secret.map(SecretString::from)))
 }
 
@@ -118,12 +134,17 @@ pub async fn list(db: &DatabaseConnection) -> Result<Vec<ClientRow>, LoginError>
     db::clients(db).await
 }
 
-/// Removes a client and ends its sessions; `false` when there was none.
+/// Removes a client and ends its sessions; `false` when there was none. The audit log
+/// records `actor` removing it, in the same transaction.
 ///
 /// # Errors
 /// The database failed.
-pub async fn remove(db: &DatabaseConnection, client_id: &str) -> Result<bool, LoginError> {
-    db::remove_client(db, client_id).await
+pub async fn remove(
+    db: &DatabaseConnection,
+    actor: &Actor,
+    client_id: &str,
+) -> Result<bool, LoginError> {
+    db::remove_client(db, actor, client_id).await
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The login bridge's rows (migration `m20261203_000012_login`): clients, signing keys, flows,
 //! sessions and tokens. Tokens, codes and flow ids are stored as their SHA-256 only.
 use crate::LoginError;
+use kitsync_sql::audit::{self, Actor};
 use kitsync_sql::Sql;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, FromQueryResult, QueryResult, Statement, Value,
@@ -133,7 +134,7 @@ fn client(row: &QueryResult) -> Result<ClientRow, LoginError> {
     })
 }
 
-pub async fn insert_client(db: &DatabaseConnection, c: &ClientRow) -> Result<(), LoginError> {
+pub async fn insert_client(db: &impl ConnectionTrait, c: &ClientRow) -> Result<(), LoginError> {
     let insert = sql(db)
         .push(&format!(
             "INSERT INTO oidc_clients ({CLIENT_COLUMNS}) VALUES "
@@ -179,7 +180,13 @@ pub async fn client_by_id(
 }
 
 /// Removes a client and ends its sessions; `false` when there was none.
-pub async fn remove_client(db: &DatabaseConnection, client_id: &str) -> Result<bool, LoginError> {
+/// Removes a client, its sessions and flows; the audit log records `actor` doing it, in the
+/// same transaction (when there was one to remove).
+pub async fn remove_client(
+    db: &DatabaseConnection,
+    actor: &Actor,
+    client_id: &str,
+) -> Result<bool, LoginError> {
     use sea_orm::TransactionTrait as _;
     let txn = db.begin().await?;
     let delete = sql(db)
@@ -193,6 +200,15 @@ pub async fn remove_client(db: &DatabaseConnection, client_id: &str) -> Result<b
         .bind(client_id)
         .take();
     exec(&txn, flows).await?;
+    if gone {
+        let change = audit::Change {
+            action: "oidc_client.remove",
+            target: client_id,
+            tenant_id: None,
+            detail: "{}".into(),
+        };
+        audit::record(&txn, actor, &change, crate::now_ms()).await?;
+    }
     txn.commit().await?;
     Ok(gone)
 }

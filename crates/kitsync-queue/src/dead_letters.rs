@@ -6,8 +6,11 @@
 use crate::sql::int;
 use crate::{Delivery, OutgoingMessage, Queue, QueueError};
 use kitsync_domain::time::now_ms;
+use kitsync_sql::audit::{self, Actor};
 use kitsync_sql::Sql;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait, Value,
+};
 use serde::{Serialize, Serializer};
 use std::borrow::Cow;
 
@@ -100,6 +103,38 @@ impl DeadLetters {
         rows.iter().map(decode).collect()
     }
 
+    /// A page of dead letters, newest first: at most `limit` older than dead letter `before`
+    /// (from the newest when `None`); `replayed` picks pending (`false`) or replayed (`true`)
+    /// ones, `None` both.
+    ///
+    /// # Errors
+    /// The database query failed.
+    pub async fn page(
+        &self,
+        replayed: Option<bool>,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let mut sql = Sql::new(self.backend());
+        sql.push(&format!("SELECT {COLUMNS} FROM dead_letters WHERE TRUE"));
+        match replayed {
+            Some(true) => {
+                sql.push(" AND replayed_at IS NOT NULL");
+            }
+            Some(false) => {
+                sql.push(" AND replayed_at IS NULL");
+            }
+            None => {}
+        }
+        if let Some(b) = before {
+            sql.push(" AND id < ").bind(b);
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.db.query_all(sql.build()).await?;
+        rows.iter().map(decode).collect()
+    }
+
     /// One dead letter by id.
     ///
     /// # Errors
@@ -121,15 +156,17 @@ impl DeadLetters {
     /// idempotency still recognises it) and with its attempts reset, then marks it replayed.
     ///
     /// The row is marked first, conditionally, so two operators replaying at once publish
-    /// it once; if the publish then fails the mark is taken back.
+    /// it once; the audit log records `actor` replaying it in the same transaction. If the
+    /// publish then fails, the mark is taken back and the audit log says so
+    /// (`deadletter.replay_undone`, with the error).
     ///
     /// # Errors
     /// The database failed, or the queue refused the publish (the dead letter then stays
     /// pending).
-    pub async fn replay(&self, id: i64) -> Result<ReplayOutcome, QueueError> {
+    pub async fn replay(&self, actor: &Actor, id: i64) -> Result<ReplayOutcome, QueueError> {
         let backend = self.backend();
-        let marked = self
-            .db
+        let txn = self.db.begin().await?;
+        let marked = txn
             .query_one(
                 Sql::new(backend)
                     .push("UPDATE dead_letters SET replayed_at = ")
@@ -141,8 +178,7 @@ impl DeadLetters {
             )
             .await?;
         let Some(row) = marked else {
-            let exists = self
-                .db
+            let exists = txn
                 .query_one(
                     Sql::new(backend)
                         .push("SELECT id FROM dead_letters WHERE id = ")
@@ -150,6 +186,7 @@ impl DeadLetters {
                         .take(),
                 )
                 .await?;
+            txn.commit().await?;
             return Ok(match exists {
                 Some(_) => ReplayOutcome::AlreadyReplayed,
                 None => ReplayOutcome::NotFound,
@@ -162,17 +199,22 @@ impl DeadLetters {
             // ingress wrote, if any, is this message's own.
             replay: None,
         };
+        let tenant = tenant_of(&message.body);
+        let target = id.to_string();
+        let detail = format!(
+            r#"{{"messageId":{}}}"#,
+            serde_json::Value::from(message.message_id.as_str())
+        );
+        let change = audit::Change {
+            action: "deadletter.replay",
+            target: &target,
+            tenant_id: tenant.as_deref(),
+            detail,
+        };
+        audit::record(&txn, actor, &change, now_ms()).await?;
+        txn.commit().await?;
         if let Err(e) = self.queue.publish(message).await {
-            let undo = self
-                .db
-                .execute(
-                    Sql::new(backend)
-                        .push("UPDATE dead_letters SET replayed_at = NULL WHERE id = ")
-                        .bind(id)
-                        .take(),
-                )
-                .await;
-            if let Err(undo) = undo {
+            if let Err(undo) = self.undo_replay(actor, id, tenant.as_deref(), &e).await {
                 tracing::error!(id, error = %undo, "dead letter marked replayed but not republished");
             }
             return Err(e);
@@ -180,11 +222,44 @@ impl DeadLetters {
         Ok(ReplayOutcome::Replayed)
     }
 
-    /// Replays every pending dead letter, oldest first; returns how many were replayed.
+    /// Takes back the replay mark of dead letter `id` whose publish failed with `error`, and
+    /// says so in the audit log, in one transaction.
+    async fn undo_replay(
+        &self,
+        actor: &Actor,
+        id: i64,
+        tenant: Option<&str>,
+        error: &QueueError,
+    ) -> Result<(), QueueError> {
+        let txn = self.db.begin().await?;
+        txn.execute(
+            Sql::new(self.backend())
+                .push("UPDATE dead_letters SET replayed_at = NULL WHERE id = ")
+                .bind(id)
+                .take(),
+        )
+        .await?;
+        let target = id.to_string();
+        let change = audit::Change {
+            action: "deadletter.replay_undone",
+            target: &target,
+            tenant_id: tenant,
+            detail: format!(
+                r#"{{"error":{}}}"#,
+                serde_json::Value::from(error.to_string())
+            ),
+        };
+        audit::record(&txn, actor, &change, now_ms()).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Replays every pending dead letter, oldest first, each as [`DeadLetters::replay`] does
+    /// (an audit row each); returns how many were replayed.
     ///
     /// # Errors
     /// Stops at the first failure (those replayed so far stay replayed).
-    pub async fn replay_all(&self) -> Result<u64, QueueError> {
+    pub async fn replay_all(&self, actor: &Actor) -> Result<u64, QueueError> {
         let mut replayed = 0;
         let mut after = 0_i64;
         loop {
@@ -204,7 +279,7 @@ impl DeadLetters {
             for row in rows {
                 let id: i64 = row.try_get("", "id")?;
                 after = id;
-                if self.replay(id).await? == ReplayOutcome::Replayed {
+                if self.replay(actor, id).await? == ReplayOutcome::Replayed {
                     replayed += 1;
                 }
             }
@@ -234,6 +309,13 @@ impl DeadLetters {
     fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }
+}
+
+/// The tenant a queued body's callback concerns, when the body decodes.
+fn tenant_of(body: &[u8]) -> Option<String> {
+    kitsync_domain::QueuedCallback::from_bytes(body)
+        .ok()
+        .map(|q| q.command.tenant_id().to_owned())
 }
 
 fn decode(row: &QueryResult) -> Result<DeadLetter, QueueError> {

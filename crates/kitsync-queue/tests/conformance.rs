@@ -10,6 +10,7 @@ use kitsync_queue::{
     Delivery, FailOutcome, OutgoingMessage, Published, Queue, QueueError, QueueKind, QueueSettings,
     ReplayKey, ReplayOutcome, ReplayStamp,
 };
+use kitsync_sql::audit::Actor;
 use migrations::sea_orm::ConnectionTrait as _;
 use migrations::testing::{amqp_url, fresh_db, TestDb};
 use std::collections::{HashMap, HashSet};
@@ -329,7 +330,7 @@ async fn failures_retry_then_dead_letter_and_replay(adapter: Adapter) {
     assert_eq!(json["body"], "{\"tenant\":\"t1\"}");
 
     assert_eq!(
-        dl.replay(dead.id).await.expect("replay"),
+        dl.replay(&Actor::Cli, dead.id).await.expect("replay"),
         ReplayOutcome::Replayed
     );
     let replayed = receive(&mut consumer, 1, Duration::from_secs(10)).await;
@@ -338,11 +339,13 @@ async fn failures_retry_then_dead_letter_and_replay(adapter: Adapter) {
     assert_eq!(replayed[0].body, body);
     consumer.ack(&replayed).await.expect("ack");
     assert_eq!(
-        dl.replay(dead.id).await.expect("replay twice"),
+        dl.replay(&Actor::Cli, dead.id).await.expect("replay twice"),
         ReplayOutcome::AlreadyReplayed
     );
     assert_eq!(
-        dl.replay(dead.id + 1000).await.expect("replay"),
+        dl.replay(&Actor::Cli, dead.id + 1000)
+            .await
+            .expect("replay"),
         ReplayOutcome::NotFound
     );
     assert!(dl
@@ -368,11 +371,11 @@ async fn failures_retry_then_dead_letter_and_replay(adapter: Adapter) {
         ("garbage", 1)
     );
     assert_eq!(dead[0].error, "undecodable message");
-    assert_eq!(dl.replay_all().await.expect("replay_all"), 1);
+    assert_eq!(dl.replay_all(&Actor::Cli).await.expect("replay_all"), 1);
     let back = receive(&mut consumer, 1, Duration::from_secs(10)).await;
     assert_eq!(back[0].message_id, "garbage");
     consumer.ack(&back).await.expect("ack");
-    assert_eq!(dl.replay_all().await.expect("replay_all"), 0);
+    assert_eq!(dl.replay_all(&Actor::Cli).await.expect("replay_all"), 0);
     drop(consumer);
     f.teardown().await;
 }

@@ -8,12 +8,14 @@
 //! 30 000-parameter insert costs about 10 ms with `?` and 1.4 s with `?NNN` (decision 0042 in
 //! `docs/decisions/`). The store, the queue and the binary's maintenance commands all use it.
 //!
-//! It also holds [`WriteGate`]: SQLite's one writer per file, taken in arrival order by the
+//! It also holds [`audit`], the administration audit log every operator change writes in its
+//! own transaction, and [`WriteGate`]: SQLite's one writer per file, taken in arrival order by the
 //! writers of one process (the store's apply, the embedded queue) instead of in SQLite's
 //! sleeping busy handler.
 use sea_orm::{DbBackend, Statement, Value};
 use std::fmt::Write as _;
 
+pub mod audit;
 mod col;
 mod gate;
 pub use col::get;

@@ -69,6 +69,7 @@
 
 mod activity;
 mod apply;
+mod audit;
 pub mod entity;
 mod error;
 pub mod feed;
@@ -92,14 +93,17 @@ pub use activity::{
 };
 pub use apply::ledger::KEEP_AFTER_APPLY_MS;
 pub use apply::Prepared;
+pub use audit::AuditEntry;
 pub use error::StoreError;
 pub use feed::{ChangeEvent, FeedFilter, FeedPage};
 pub use groups::{GroupMember, GroupWrite, GroupWriteError, IsvGroup};
+pub use kitsync_sql::audit::Actor;
 pub use members::{CmpOp, MemberApp, MemberCond, MemberField, MemberFilter, MemberView};
 pub use model::{
     AppState, AuthorizationState, Counts, DepartmentState, DerivedGroup, DirectoryState,
     JournalEntry, MemberState, Outcome, Plan, StoreSettings, TenantState, TenantView,
 };
+pub use plans::{PlanDetail, PlannedDelete};
 pub use read::JournalFilter;
 pub use stats::{end_of_day_ms, PeriodFigures, TenantFigures};
 pub use tokens::ApiToken;

@@ -5,8 +5,9 @@ use crate::Store;
 use kitsync_domain::time::now_ms;
 use kitsync_domain::Scope;
 use kitsync_secrets::token;
+use kitsync_sql::audit::Actor;
 use kitsync_sql::Sql;
-use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, TransactionTrait, Value};
 use secrecy::SecretString;
 
 /// A stored token (never its secret).
@@ -40,7 +41,7 @@ impl ApiToken {
 
 const COLUMNS: &str = "id, name, scopes, tenant_id, created_at, revoked_at, last_used_at";
 
-fn sql(db: &DatabaseConnection) -> Sql {
+fn sql(db: &impl ConnectionTrait) -> Sql {
     Sql::new(db.get_database_backend())
 }
 
@@ -59,7 +60,7 @@ fn from_row(row: &QueryResult) -> Result<ApiToken, StoreError> {
 }
 
 pub(crate) async fn create(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     name: &str,
     scopes: &[Scope],
     tenant_id: Option<&str>,
@@ -122,7 +123,7 @@ pub(crate) async fn list(db: &DatabaseConnection) -> Result<Vec<ApiToken>, Store
     rows.iter().map(from_row).collect()
 }
 
-pub(crate) async fn revoke(db: &DatabaseConnection, id: &str) -> Result<(), StoreError> {
+pub(crate) async fn revoke(db: &impl ConnectionTrait, id: &str) -> Result<(), StoreError> {
     let n = db
         .execute(
             sql(db)
@@ -184,17 +185,24 @@ pub(crate) async fn authenticate(
 }
 
 impl Store {
-    /// Issues an API token; the returned secret is shown once and never stored.
+    /// Issues an API token; the returned secret is shown once and never stored. The audit log
+    /// records `actor` issuing it, in the same transaction.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] without scopes; [`StoreError::Database`] when the insert fails.
     pub async fn create_token(
         &self,
+        actor: &Actor,
         name: &str,
         scopes: &[kitsync_domain::Scope],
         tenant_id: Option<&str>,
     ) -> Result<(ApiToken, secrecy::SecretString), StoreError> {
-        create(&self.db, name, scopes, tenant_id).await
+        let txn = self.db.begin().await?;
+        let (token, secret) = create(&txn, name, scopes, tenant_id).await?;
+        let detail = serde_json::json!({ "name": name, "scopes": token.scopes });
+        crate::audit::record(&txn, actor, "token.create", &token.id, tenant_id, detail).await?;
+        txn.commit().await?;
+        Ok((token, secret))
     }
 
     /// Every token issued, revoked ones included, oldest first.
@@ -205,12 +213,16 @@ impl Store {
         list(&self.db).await
     }
 
-    /// Revokes token `id`.
+    /// Revokes token `id`; the audit log records `actor` doing it, in the same transaction.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown id, [`StoreError::Conflict`] when already revoked.
-    pub async fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
-        revoke(&self.db, id).await
+    pub async fn revoke_token(&self, actor: &Actor, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        revoke(&txn, id).await?;
+        crate::audit::record(&txn, actor, "token.revoke", id, None, serde_json::json!({})).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// The live token a bearer string is, or `None` (unknown, malformed, revoked, wrong

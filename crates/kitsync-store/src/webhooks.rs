@@ -20,6 +20,7 @@ use crate::feed::parse_event_types;
 use crate::sql::Sql;
 use crate::Store;
 use kitsync_domain::time::now_ms;
+use kitsync_sql::audit::Actor;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, FromQueryResult, QueryResult, TransactionTrait, Value,
 };
@@ -300,7 +301,7 @@ pub(crate) async fn list(db: &DatabaseConnection) -> Result<Vec<WebhookEndpoint>
 }
 
 pub(crate) async fn get(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     id: &str,
 ) -> Result<Option<WebhookEndpoint>, StoreError> {
     db.query_one(
@@ -321,8 +322,13 @@ fn not_found(id: &str) -> StoreError {
     StoreError::NotFound(format!("webhook endpoint {id}"))
 }
 
-pub(crate) async fn remove(db: &DatabaseConnection, id: &str) -> Result<(), StoreError> {
+pub(crate) async fn remove(
+    db: &DatabaseConnection,
+    actor: &Actor,
+    id: &str,
+) -> Result<(), StoreError> {
     let txn = db.begin().await?;
+    let tenant = get(&txn, id).await?.and_then(|e| e.tenant_id);
     let n = txn
         .execute(
             sql(&txn)
@@ -342,6 +348,8 @@ pub(crate) async fn remove(db: &DatabaseConnection, id: &str) -> Result<(), Stor
             .take(),
     )
     .await?;
+    let detail = serde_json::json!({});
+    crate::audit::record(&txn, actor, "webhook.remove", id, tenant.as_deref(), detail).await?;
     txn.commit().await?;
     Ok(())
 }
@@ -349,7 +357,7 @@ pub(crate) async fn remove(db: &DatabaseConnection, id: &str) -> Result<(), Stor
 /// Disables (`enabled = false`) or re-enables an endpoint; re-enabling makes it due now
 /// (as `active`: it turns `failing` again if its next attempts keep failing).
 pub(crate) async fn set_enabled(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     id: &str,
     enabled: bool,
 ) -> Result<WebhookEndpoint, StoreError> {
@@ -376,7 +384,7 @@ pub(crate) async fn set_enabled(
 /// Makes an endpoint due now and restarts its backoff (the failure count goes back to 0;
 /// `failing` stays until a delivery succeeds).
 pub(crate) async fn retry_now(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     id: &str,
 ) -> Result<WebhookEndpoint, StoreError> {
     let Some(current) = get(db, id).await? else {
@@ -679,34 +687,65 @@ impl Store {
         get(&self.db, id).await
     }
 
-    /// Removes a webhook endpoint and its delivery log.
+    /// Removes a webhook endpoint and its delivery log; the audit log records `actor` doing
+    /// it, in the same transaction.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown id; [`StoreError::Database`].
-    pub async fn remove_webhook(&self, id: &str) -> Result<(), StoreError> {
-        remove(&self.db, id).await
+    pub async fn remove_webhook(&self, actor: &Actor, id: &str) -> Result<(), StoreError> {
+        remove(&self.db, actor, id).await
     }
 
     /// Disables a webhook endpoint (`enabled = false`: nothing is sent, its cursor stays) or
-    /// enables it again (due now).
+    /// enables it again (due now); the audit log records `actor` doing it, in the same
+    /// transaction.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown id; [`StoreError::Database`].
     pub async fn set_webhook_enabled(
         &self,
+        actor: &Actor,
         id: &str,
         enabled: bool,
     ) -> Result<WebhookEndpoint, StoreError> {
-        set_enabled(&self.db, id, enabled).await
+        let txn = self.db.begin().await?;
+        let e = set_enabled(&txn, id, enabled).await?;
+        let action = if enabled {
+            "webhook.enable"
+        } else {
+            "webhook.disable"
+        };
+        let detail = serde_json::json!({ "state": e.state });
+        crate::audit::record(&txn, actor, action, id, e.tenant_id.as_deref(), detail).await?;
+        txn.commit().await?;
+        Ok(e)
     }
 
-    /// Makes a webhook endpoint due now and restarts its backoff.
+    /// Makes a webhook endpoint due now and restarts its backoff; the audit log records
+    /// `actor` doing it, in the same transaction.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown id, [`StoreError::Conflict`] when it is
     /// disabled; [`StoreError::Database`].
-    pub async fn retry_webhook(&self, id: &str) -> Result<WebhookEndpoint, StoreError> {
-        retry_now(&self.db, id).await
+    pub async fn retry_webhook(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<WebhookEndpoint, StoreError> {
+        let txn = self.db.begin().await?;
+        let e = retry_now(&txn, id).await?;
+        let detail = serde_json::json!({ "state": e.state });
+        crate::audit::record(
+            &txn,
+            actor,
+            "webhook.retry",
+            id,
+            e.tenant_id.as_deref(),
+            detail,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(e)
     }
 
     /// The latest delivery attempts of an endpoint, newest first.

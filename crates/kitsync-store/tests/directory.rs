@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use kitsync_domain::{AuthOp, Command, Role};
 use kitsync_store::journal::PlanStatus;
+use kitsync_store::Actor;
 use kitsync_store::{JournalEntry, Outcome, Store, StoreError};
 use migrations::testing::TestDb;
 
@@ -526,7 +527,7 @@ async fn mass_deletion_is_held_until_approved() {
     s.apply(&org("t", "c", "C newer", None, 25)).await.unwrap();
     // a rewritten, x created, b and d deleted; c is newer than the snapshot.
     assert_eq!(
-        s.approve_plan(plan_id).await.unwrap(),
+        s.approve_plan(&Actor::Cli, plan_id).await.unwrap(),
         Outcome::Applied { changed: 4 }
     );
     assert_eq!(dept_codes(&s, "t").await, ["a", "c", "x"]);
@@ -552,10 +553,10 @@ async fn mass_deletion_is_held_until_approved() {
             .len(),
         1
     );
-    assert!(conflict(s.approve_plan(plan_id).await));
-    assert!(conflict(s.reject_plan(plan_id).await));
+    assert!(conflict(s.approve_plan(&Actor::Cli, plan_id).await));
+    assert!(conflict(s.reject_plan(&Actor::Cli, plan_id).await));
     assert!(matches!(
-        s.approve_plan(9999).await,
+        s.approve_plan(&Actor::Cli, 9999).await,
         Err(StoreError::NotFound(_))
     ));
     // Approval set the snapshot cutoff.
@@ -575,7 +576,7 @@ async fn mass_deletion_is_held_until_approved() {
 async fn rejected_plans_stay_unapplied() {
     let (db, s) = store_of(&["a", "b", "c"]).await;
     let plan_id = held(&s, &full_codes("t", 20, &[])).await;
-    s.reject_plan(plan_id).await.unwrap();
+    s.reject_plan(&Actor::Cli, plan_id).await.unwrap();
     assert_eq!(
         s.list_plans(Some(PlanStatus::Rejected)).await.unwrap()[0].id,
         plan_id
@@ -639,7 +640,7 @@ async fn plans_are_superseded_by_newer_snapshots() {
     assert_eq!(status[0], (p1, PlanStatus::Superseded));
     assert_eq!(status[1], (p2, PlanStatus::Held));
     assert_eq!(status[2].1, PlanStatus::Superseded);
-    assert!(conflict(s.approve_plan(p1).await));
+    assert!(conflict(s.approve_plan(&Actor::Cli, p1).await));
     // A snapshot within the guard applies and supersedes the held plan.
     assert!(applied(
         &s.apply(&full_codes("t", 40, &["a", "b", "c"]))
@@ -659,7 +660,7 @@ async fn plans_are_superseded_by_newer_snapshots() {
     s.apply(&tenant_del("t", 70)).await.unwrap();
     let last = s.list_plans(None).await.unwrap().pop().unwrap();
     assert_eq!((last.id, last.status.as_str()), (p3, "superseded"));
-    assert!(conflict(s.approve_plan(p3).await));
+    assert!(conflict(s.approve_plan(&Actor::Cli, p3).await));
     db.cleanup().await;
 }
 

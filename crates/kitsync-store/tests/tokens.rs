@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use kitsync_domain::Scope;
+use kitsync_store::Actor;
 use kitsync_store::StoreError;
 use sea_orm::{ConnectionTrait, Statement};
 use secrecy::ExposeSecret;
@@ -13,11 +14,21 @@ use secrecy::ExposeSecret;
 async fn tokens_authenticate_until_revoked_and_are_stored_hashed() {
     let (db, s) = store().await;
     let (reader, secret) = s
-        .create_token("dashboard", &[Scope::StatsRead, Scope::DirectoryRead], None)
+        .create_token(
+            &Actor::Cli,
+            "dashboard",
+            &[Scope::StatsRead, Scope::DirectoryRead],
+            None,
+        )
         .await
         .unwrap();
     let (bound, bound_secret) = s
-        .create_token("app of t1", &[Scope::DirectoryRead], Some("t1"))
+        .create_token(
+            &Actor::Cli,
+            "app of t1",
+            &[Scope::DirectoryRead],
+            Some("t1"),
+        )
         .await
         .unwrap();
 
@@ -71,14 +82,14 @@ async fn tokens_authenticate_until_revoked_and_are_stored_hashed() {
         assert!(!h.contains(secret.expose_secret().rsplit('_').next().unwrap()));
     }
 
-    s.revoke_token(&reader.id).await.unwrap();
+    s.revoke_token(&Actor::Cli, &reader.id).await.unwrap();
     assert_eq!(s.authenticate(secret.expose_secret()).await.unwrap(), None);
     assert!(matches!(
-        s.revoke_token(&reader.id).await,
+        s.revoke_token(&Actor::Cli, &reader.id).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        s.revoke_token("nope").await,
+        s.revoke_token(&Actor::Cli, "nope").await,
         Err(StoreError::NotFound(_))
     ));
     let listed = s.list_tokens().await.unwrap();

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use kitsync_domain::Command;
+use kitsync_store::Actor;
 use kitsync_store::{
     AttemptOutcome, FeedFilter, NewWebhook, Store, StoreError, WebhookAttempt, WebhookEndpoint,
     WebhookLease, WebhookState, DELIVERY_LOG_KEEP,
@@ -97,9 +98,9 @@ async fn endpoints_are_created_listed_and_removed_without_their_secret() {
     let json = serde_json::to_string(&listed).unwrap();
     assert!(!json.contains("v1:sealed"), "{json}");
 
-    s.remove_webhook(&from_now.id).await.unwrap();
+    s.remove_webhook(&Actor::Cli, &from_now.id).await.unwrap();
     assert!(matches!(
-        s.remove_webhook(&from_now.id).await,
+        s.remove_webhook(&Actor::Cli, &from_now.id).await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(s.list_webhooks().await.unwrap(), vec![everything]);
@@ -204,7 +205,7 @@ async fn failures_schedule_retries_turn_failing_and_a_success_recovers() {
     assert!(log.iter().all(|d| d.status == Some(500)));
 
     // `retry`: due now, backoff restarted, still failing until a success.
-    let r = s.retry_webhook(&e.id).await.unwrap();
+    let r = s.retry_webhook(&Actor::Cli, &e.id).await.unwrap();
     assert_eq!(
         (r.consecutive_failures, r.state),
         (0, WebhookState::Failing)
@@ -238,7 +239,10 @@ async fn failures_schedule_retries_turn_failing_and_a_success_recovers() {
 #[tokio::test]
 async fn disabled_endpoints_are_never_due_and_retry_refuses_them() {
     let (db, s, e) = store_with_hook(&[tenant("t1", 1)]).await;
-    let d = s.set_webhook_enabled(&e.id, false).await.unwrap();
+    let d = s
+        .set_webhook_enabled(&Actor::Cli, &e.id, false)
+        .await
+        .unwrap();
     assert_eq!(d.state, WebhookState::Disabled);
     let later = d.next_attempt_at + 1;
     assert!(s.due_webhooks(later, 10).await.unwrap().is_empty());
@@ -248,18 +252,23 @@ async fn disabled_endpoints_are_never_due_and_retry_refuses_them() {
         .unwrap()
         .is_none());
     assert!(matches!(
-        s.retry_webhook(&e.id).await,
+        s.retry_webhook(&Actor::Cli, &e.id).await,
         Err(StoreError::Conflict(_))
     ));
-    let d = s.set_webhook_enabled(&e.id, true).await.unwrap();
+    let d = s
+        .set_webhook_enabled(&Actor::Cli, &e.id, true)
+        .await
+        .unwrap();
     assert_eq!(d.state, WebhookState::Active);
     assert_eq!(
         s.due_webhooks(d.next_attempt_at, 10).await.unwrap(),
         vec![e.id.clone()]
     );
     for missing in [
-        s.set_webhook_enabled("whk_nope", true).await.err(),
-        s.retry_webhook("whk_nope").await.err(),
+        s.set_webhook_enabled(&Actor::Cli, "whk_nope", true)
+            .await
+            .err(),
+        s.retry_webhook(&Actor::Cli, "whk_nope").await.err(),
         s.webhook_deliveries("whk_nope", 1).await.err(),
     ] {
         assert!(
@@ -293,7 +302,7 @@ async fn the_delivery_log_keeps_the_latest_attempts() {
         log.last().unwrap().attempt as i64,
         total - DELIVERY_LOG_KEEP + 1
     );
-    s.remove_webhook(&e.id).await.unwrap();
+    s.remove_webhook(&Actor::Cli, &e.id).await.unwrap();
     let left = db
         .conn
         .query_one(Statement::from_string(

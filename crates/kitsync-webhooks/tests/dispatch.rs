@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime};
 use kitsync_secrets::Sealer;
 use kitsync_store::feed::ChangeEvent;
+use kitsync_store::Actor;
 use kitsync_store::{Store, StoreSettings, WebhookEndpoint, WebhookState};
 use kitsync_webhooks::{register, Dispatcher, Registration, WebhookSettings};
 use migrations::testing::TestDb;
@@ -822,7 +823,10 @@ async fn https_endpoints_get_signed_deliveries_and_untrusted_certificates_fail_v
     );
 
     // With `webhooks.ca_file` naming the CA, the delivery arrives over TLS, signed.
-    w.store.retry_webhook(&endpoint.id).await.unwrap();
+    w.store
+        .retry_webhook(&Actor::Cli, &endpoint.id)
+        .await
+        .unwrap();
     let trusting = run(w.dispatcher(WebhookSettings {
         ca_file: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/ca.pem")),
         ..fast()

@@ -491,7 +491,11 @@ pub async fn start_with(settings: Settings, mode: Mode, schema: Schema) -> anyho
         let prefix = settings.kit.normalized_prefix();
         // Each part bounds its own bodies, concurrency and time, answering in its own terms
         // (the ingress `000005`, the API 413/503); the listener bounds connections and heads.
-        let api = kitsync_api::router_with(store.clone(), settings.api.clone());
+        let api = kitsync_api::router_with(
+            store.clone(),
+            settings.api.clone(),
+            Some(queue.dead_letters()),
+        );
         let listener = tokio::net::TcpListener::bind(&settings.http.addr)
             .await
             .with_context(|| format!("listening on {}", settings.http.addr))?;

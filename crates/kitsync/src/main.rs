@@ -20,6 +20,7 @@ mod settings;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kitsync_store::journal::PlanStatus;
+use kitsync_store::Actor;
 use settings::Settings;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -425,7 +426,7 @@ async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
         } => {
             let scopes = kitsync_domain::Scope::parse_list(&scope)?;
             let (t, secret) = store
-                .create_token(&name, &scopes, tenant.as_deref())
+                .create_token(&Actor::Cli, &name, &scopes, tenant.as_deref())
                 .await?;
             eprintln!(
                 "token {} ({}) for {}; shown once, keep it:",
@@ -452,7 +453,7 @@ async fn token(settings: Settings, command: TokenCmd) -> anyhow::Result<()> {
             }
         }
         TokenCmd::Revoke { id } => {
-            store.revoke_token(&id).await?;
+            store.revoke_token(&Actor::Cli, &id).await?;
             println!("token {id} revoked");
         }
     }
@@ -503,7 +504,7 @@ async fn oidc_client(settings: Settings, command: OidcClientCmd) -> anyhow::Resu
                 post_logout_redirect_uris,
                 public,
             };
-            let (client, secret) = kitsync_login::clients::register(&db, &new).await?;
+            let (client, secret) = kitsync_login::clients::register(&db, &Actor::Cli, &new).await?;
             println!("{}", client.client_id);
             let public_url = settings.login.public_url.trim().trim_end_matches('/');
             let base = if public_url.is_empty() {
@@ -532,7 +533,7 @@ async fn oidc_client(settings: Settings, command: OidcClientCmd) -> anyhow::Resu
             }
         }
         OidcClientCmd::Remove { client_id } => {
-            if !kitsync_login::clients::remove(&db, &client_id).await? {
+            if !kitsync_login::clients::remove(&db, &Actor::Cli, &client_id).await? {
                 anyhow::bail!("no OIDC client {client_id}");
             }
             println!("OIDC client {client_id} removed; its sessions are ended");
@@ -606,7 +607,7 @@ async fn webhooks(settings: Settings, command: WebhookCmd) -> anyhow::Result<()>
             }
         }
         WebhookCmd::Remove { id } => {
-            store.remove_webhook(&id).await?;
+            store.remove_webhook(&Actor::Cli, &id).await?;
             println!("webhook {id} removed");
         }
         WebhookCmd::Deliveries { id, limit } => {
@@ -621,15 +622,15 @@ async fn webhooks(settings: Settings, command: WebhookCmd) -> anyhow::Result<()>
             }
         }
         WebhookCmd::Retry { id } => {
-            let e = store.retry_webhook(&id).await?;
+            let e = store.retry_webhook(&Actor::Cli, &id).await?;
             println!("webhook {id} ({}) is due now", e.state);
         }
         WebhookCmd::Disable { id } => {
-            store.set_webhook_enabled(&id, false).await?;
+            store.set_webhook_enabled(&Actor::Cli, &id, false).await?;
             println!("webhook {id} disabled");
         }
         WebhookCmd::Enable { id } => {
-            let e = store.set_webhook_enabled(&id, true).await?;
+            let e = store.set_webhook_enabled(&Actor::Cli, &id, true).await?;
             println!("webhook {id} enabled ({})", e.state);
         }
     }
@@ -686,14 +687,14 @@ async fn deadletters(settings: Settings, command: DeadLetterCmd) -> anyhow::Resu
             }
         }
         DeadLetterCmd::Replay { id: Some(id), .. } => {
-            let outcome = dl.replay(id).await?;
+            let outcome = dl.replay(&Actor::Cli, id).await?;
             println!("dead letter {id}: {outcome:?}");
         }
         DeadLetterCmd::Replay {
             id: None,
             all: true,
         } => {
-            let n = dl.replay_all().await?;
+            let n = dl.replay_all(&Actor::Cli).await?;
             println!("replayed {n} dead letters");
         }
         DeadLetterCmd::Replay {
@@ -720,11 +721,11 @@ async fn plans(settings: Settings, command: PlanCmd) -> anyhow::Result<()> {
             }
         }
         PlanCmd::Approve { id } => {
-            let outcome = store.approve_plan(id).await?;
+            let outcome = store.approve_plan(&Actor::Cli, id).await?;
             println!("plan {id} approved: {outcome:?}");
         }
         PlanCmd::Reject { id } => {
-            store.reject_plan(id).await?;
+            store.reject_plan(&Actor::Cli, id).await?;
             println!("plan {id} rejected");
         }
     }

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use kitsync_domain::{AuthChange, AuthOp, AuthUser, Command, KitTime, Op, Scope, TenantChange};
+use kitsync_store::Actor;
 use kitsync_store::{Store, StoreSettings};
 use migrations::testing::TestDb;
 use proptest::test_runner::{Config, TestRunner};
@@ -22,7 +23,10 @@ pub async fn fresh_store() -> (TestDb, Store) {
 
 /// The secret of a new token `name` with `scopes`, bound to `tenant` when given.
 pub async fn token(store: &Store, name: &str, scopes: &[Scope], tenant: Option<&str>) -> String {
-    let (_, secret) = store.create_token(name, scopes, tenant).await.unwrap();
+    let (_, secret) = store
+        .create_token(&Actor::Cli, name, scopes, tenant)
+        .await
+        .unwrap();
     secret.expose_secret().to_owned()
 }
 

@@ -51,18 +51,19 @@ pub(super) async fn apply_incremental(
 
 /// Why a full snapshot is being applied.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Mode {
+pub(super) enum Mode<'a> {
     /// From the marketplace: the mass-deletion guard holds a snapshot that would delete
     /// more than this share of the live departments.
     Callback { guard: f64 },
-    /// An operator approved held plan `id`: applied whatever it deletes.
-    Approve(i64),
+    /// An operator approved held plan `id`: applied whatever it deletes. `by` says who
+    /// ([`kitsync_sql::audit::Actor::describe`]).
+    Approve { id: i64, by: &'a str },
 }
 
 pub(super) async fn apply_full(
     cx: &mut Cx<'_>,
     snapshot: &FullOrgSnapshot,
-    mode: Mode,
+    mode: Mode<'_>,
 ) -> Result<Outcome, StoreError> {
     let snapshot = dedup(snapshot);
     let t = snapshot.tenant_id.as_str();
@@ -81,7 +82,7 @@ pub(super) async fn apply_full(
         .collect();
     let plan = plan_full_sync(&existing, &snapshot, cutoff);
     if plan.superseded {
-        if let Mode::Approve(id) = mode {
+        if let Mode::Approve { id, .. } = mode {
             let reason = "a later snapshot or tenant delete already covers it";
             set_status(cx, t, &[id], PlanStatus::Superseded, reason).await?;
         }
@@ -91,7 +92,7 @@ pub(super) async fn apply_full(
     let mut confirmed: Vec<i64> = Vec::new();
     let guard = match mode {
         Mode::Callback { guard } => Some(guard),
-        Mode::Approve(_) => None,
+        Mode::Approve { .. } => None,
     };
     if let Some(guard) = guard.filter(|g| plan.exceeds_guard(*g)) {
         let text = serde_json::to_string(&snapshot)
@@ -158,15 +159,9 @@ pub(super) async fn apply_full(
             format!("confirmed by the snapshot of version {v}, which deletes the same departments");
         set_status(cx, t, &confirmed, PlanStatus::Confirmed, &reason).await?;
     }
-    if let Mode::Approve(id) = mode {
-        set_status(
-            cx,
-            t,
-            &[id],
-            PlanStatus::Approved,
-            "approved by an operator",
-        )
-        .await?;
+    if let Mode::Approve { id, by } = mode {
+        let reason = format!("approved by {by}");
+        set_status(cx, t, &[id], PlanStatus::Approved, &reason).await?;
     }
     let reason = format!("the snapshot of version {v} was applied");
     supersede_held(cx, t, v, reason).await?;
@@ -543,12 +538,13 @@ pub(crate) async fn approve_plan(
     txn: &DatabaseTransaction,
     tenant: &str,
     id: i64,
+    by: &str,
 ) -> Result<Outcome, StoreError> {
     let mut cx = Cx::new(txn);
     let plan = locked_held_plan(&mut cx, txn, tenant, id, "approved").await?;
     let snapshot: FullOrgSnapshot = serde_json::from_str(&plan.snapshot)
         .map_err(|e| StoreError::Corrupt(format!("plan {id}: snapshot: {e}")))?;
-    let outcome = apply_full(&mut cx, &snapshot, Mode::Approve(id)).await?;
+    let outcome = apply_full(&mut cx, &snapshot, Mode::Approve { id, by }).await?;
     cx.flush_journal().await?;
     Ok(outcome)
 }
@@ -558,15 +554,17 @@ pub(crate) async fn reject_plan(
     txn: &DatabaseTransaction,
     tenant: &str,
     id: i64,
+    by: &str,
 ) -> Result<(), StoreError> {
     let mut cx = Cx::new(txn);
     let plan = locked_held_plan(&mut cx, txn, tenant, id, "rejected").await?;
+    let reason = format!("rejected by {by}");
     set_status(
         &mut cx,
         &plan.tenant_id,
         &[id],
         PlanStatus::Rejected,
-        "rejected by an operator",
+        &reason,
     )
     .await?;
     cx.flush_journal().await?;
