@@ -27,6 +27,7 @@
 //! - `m20261204_000016_queue_bodies`: the embedded queue's message bodies in a table of their
 //!   own, so leasing a message does not rewrite its body.
 //! - `m20261205_000017_admin_audit`: the administration audit log, one row per operator change.
+//! - `m20261205_000018_member_history`: an index for one member's changes in the journal.
 //!
 //! [`connect`] applies the SQLite settings kitsync relies on (WAL, busy timeout, foreign keys
 //! off, checkpoints by a background task instead of inside writers' commits) and `testing` gives each test its own fresh database (behind the `testing` feature,
@@ -53,6 +54,7 @@ mod m20261204_000014_stats_days;
 mod m20261204_000015_stats_days_stale;
 mod m20261204_000016_queue_bodies;
 mod m20261205_000017_admin_audit;
+mod m20261205_000018_member_history;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -83,6 +85,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000015_stats_days_stale::Migration),
             Box::new(m20261204_000016_queue_bodies::Migration),
             Box::new(m20261205_000017_admin_audit::Migration),
+            Box::new(m20261205_000018_member_history::Migration),
         ]
     }
 }

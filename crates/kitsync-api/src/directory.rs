@@ -228,6 +228,12 @@ pub struct DepartmentQuery {
     #[serde(default)]
     #[param(inline, value_type = DepartmentView)]
     view: Option<String>,
+    /// One level of the tree, for expanding it lazily: the departments whose parent is this
+    /// `orgCode` (empty: the roots, orphans included), each with `memberCount` and
+    /// `childCount`. Pages like the list (`view=tree` does not apply).
+    #[serde(default)]
+    #[param(value_type = String, max_length = 64)]
+    parent: Option<String>,
     #[serde(flatten)]
     #[param(ignore)]
     list: ListQuery,
@@ -242,6 +248,13 @@ pub struct DepartmentItem {
     /// `null` at the root.
     #[schema(required = true)]
     parent_code: Option<String>,
+    /// With `parent`: its members that some app authorises (not those of the departments
+    /// under it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member_count: Option<u64>,
+    /// With `parent`: the departments whose parent it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    child_count: Option<u64>,
 }
 
 impl Keyed for DepartmentItem {
@@ -359,7 +372,43 @@ pub async fn departments(
     };
     let limit = q.list.page.limit()?;
     let after = q.list.page.after(DepartmentItem::KIND)?;
+    if let Some(parent) = q.parent.as_deref() {
+        if tree {
+            return Err(ApiError::bad_param(
+                "parent",
+                "one level of the tree is a list: leave out `view=tree`",
+            ));
+        }
+        if parent.chars().count() > 64 {
+            return Err(ApiError::bad_param(
+                "parent",
+                "an orgCode is at most 64 characters",
+            ));
+        }
+    }
     visible_tenant(&state, &tenant_id, include_test).await?;
+    if let Some(parent) = q.parent.as_deref() {
+        let level = if parent.is_empty() {
+            kitsync_store::Level::Roots
+        } else {
+            kitsync_store::Level::ChildrenOf(parent)
+        };
+        let rows = state
+            .store
+            .department_level(&tenant_id, level, after.as_deref(), limit + 1, include_test)
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(|d| DepartmentItem {
+                org_code: d.org_code,
+                org_name: d.org_name,
+                parent_code: d.parent_code,
+                member_count: Some(d.member_count),
+                child_count: Some(d.child_count),
+            })
+            .collect();
+        return Ok(Json(DepartmentsBody::List(Page::keyed(items, limit))));
+    }
     if tree {
         let all = state
             .store
@@ -380,6 +429,8 @@ pub async fn departments(
             org_code: d.org_code,
             org_name: d.org_name,
             parent_code: d.parent_code.filter(|p| !p.is_empty()),
+            member_count: None,
+            child_count: None,
         })
         .collect();
     Ok(Json(DepartmentsBody::List(Page::keyed(items, limit))))
@@ -806,6 +857,51 @@ pub async fn member(
             "member {user_name} not found in tenant {tenant_id} (or no app authorises it)"
         ))),
     }
+}
+
+/// `GET /api/v1/tenants/{tenantId}/members/{userName}/changes`: the member's changes from
+/// the change feed, newest first.
+///
+/// # Errors
+/// 401/403 per [`Caller`]; 404 for an unknown tenant; 400 for a bad cursor or limit.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenantId}/members/{userName}/changes",
+    operation_id = "listMemberChanges",
+    tag = "directory",
+    summary = "A member's changes from the change feed, newest first",
+    description = "Scope `directory:read`. The `member.*` events of this user in this tenant \
+                   (authorised, modified, deauthorized, removed), as `/api/v1/events` serves \
+                   them; a member no app authorises any more still has its history.",
+    params(
+        TenantPath,
+        ("userName" = String, Path, description = "The member's Kit `userName`."),
+        TestFilter,
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of events, newest first.", body = Page<kitsync_store::ChangeEvent>),
+        crate::openapi::TenantReadErrors,
+    ),
+    security(("bearer" = ["directory:read"])),
+)]
+pub async fn member_changes(
+    TenantRead(state, (tenant_id, user_name), q): TenantRead<ListQuery, (String, String)>,
+) -> Result<Json<Page<kitsync_store::ChangeEvent>>, ApiError> {
+    let include_test = q.test.include_test()?;
+    let limit = q.page.limit()?;
+    let before = crate::admin::before(&q.page, "change")?;
+    visible_tenant(&state, &tenant_id, include_test).await?;
+    let rows = state
+        .store
+        .member_history(&tenant_id, &user_name, before, limit + 1)
+        .await?;
+    Ok(Json(crate::admin::newest_first(
+        rows,
+        limit,
+        "change",
+        |e: &kitsync_store::ChangeEvent| e.journal_id,
+    )))
 }
 
 /// `?includeTest=&cursor=&limit=`.

@@ -145,6 +145,7 @@ fn api_v1() -> Vec<Operation> {
         operation::<directory::__path_departments, _, _>(directory::departments),
         operation::<directory::__path_members, _, _>(directory::members),
         operation::<directory::__path_member, _, _>(directory::member),
+        operation::<directory::__path_member_changes, _, _>(directory::member_changes),
         operation::<directory::__path_apps, _, _>(directory::apps),
         operation::<directory::__path_authorizations, _, _>(directory::authorizations),
         operation::<directory::__path_groups, _, _>(directory::groups),

@@ -43,6 +43,7 @@ pub const BEARER: &str = "bearer";
         directory::departments,
         directory::members,
         directory::member,
+        directory::member_changes,
         directory::apps,
         directory::authorizations,
         directory::groups,

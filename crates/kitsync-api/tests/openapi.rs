@@ -986,6 +986,15 @@ async fn every_operation_answers_a_documented_status_with_a_valid_body() {
             Tok::All,
             404,
         ),
+        case(
+            "listMemberChanges",
+            &[("tenantId", "t1"), ("userName", "alice")],
+            "limit=1",
+            Tok::All,
+            200,
+        ),
+        case("listDepartments", t1, "parent=", Tok::All, 200),
+        case("listDepartments", t1, "parent=d1", Tok::All, 200),
         case("listApps", t1, "", Tok::All, 200),
         case("listApps", &[("tenantId", "nope")], "", Tok::All, 404),
         case(

@@ -254,6 +254,32 @@ pub(crate) async fn page(
 }
 
 impl Store {
+    /// The change-feed events about one member of `tenant`, newest first: at most `limit`
+    /// below event id `before` (from the newest when `None`).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], or [`StoreError::Corrupt`] for an unreadable entry.
+    pub async fn member_history(
+        &self,
+        tenant: &str,
+        user_name: &str,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<ChangeEvent>, StoreError> {
+        read::entity_history(
+            &self.db,
+            tenant,
+            crate::journal::Entity::Member.as_str(),
+            user_name,
+            before,
+            limit,
+        )
+        .await?
+        .into_iter()
+        .map(ChangeEvent::try_from)
+        .collect()
+    }
+
     /// Up to `limit` journal entries with id above `after_id` that match `filter`, in id
     /// order, which is commit order (see "Journal order" above): polling from the last id seen
     /// misses nothing.

@@ -82,6 +82,7 @@ mod read;
 mod stats;
 pub mod tables;
 mod tokens;
+mod tree;
 mod webhooks;
 mod windows;
 
@@ -107,6 +108,7 @@ pub use plans::{PlanDetail, PlannedDelete};
 pub use read::JournalFilter;
 pub use stats::{end_of_day_ms, PeriodFigures, TenantFigures};
 pub use tokens::ApiToken;
+pub use tree::{DepartmentCounts, Level};
 pub use webhooks::{
     new_webhook_id, AttemptOutcome, NewWebhook, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
     WebhookLease, WebhookState, DELIVERY_LOG_KEEP,

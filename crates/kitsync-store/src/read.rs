@@ -421,6 +421,48 @@ pub(crate) async fn journal_page(
 }
 
 /// Like [`journal_page`], and only up to id `until` (included) when given.
+/// The journal entries about one entity of a tenant (`entity`, `entity_key`), newest first:
+/// at most `limit` below id `before` (from the newest when `None`). An index range.
+pub(crate) async fn entity_history(
+    db: &DatabaseConnection,
+    tenant: &str,
+    entity: &str,
+    key: &str,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    let mut q = journal::Entity::find()
+        .filter(journal::Column::TenantId.eq(tenant))
+        .filter(journal::Column::Entity.eq(entity))
+        .filter(journal::Column::EntityKey.eq(key));
+    if let Some(b) = before {
+        q = q.filter(journal::Column::Id.lt(b));
+    }
+    q.order_by_desc(journal::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(journal_entry)
+        .collect()
+}
+
+fn journal_entry(m: journal::Model) -> Result<JournalEntry, StoreError> {
+    let data = serde_json::from_str(&m.data)
+        .map_err(|e| StoreError::Corrupt(format!("journal {}: data: {e}", m.id)))?;
+    Ok(JournalEntry {
+        id: m.id,
+        tenant_id: m.tenant_id,
+        entity: m.entity,
+        entity_key: m.entity_key,
+        action: m.action,
+        version: m.version,
+        data,
+        test: m.test,
+        applied_at: m.applied_at,
+    })
+}
+
 pub(crate) async fn journal_range(
     db: &DatabaseConnection,
     after_id: i64,
@@ -446,21 +488,7 @@ pub(crate) async fn journal_range(
         .all(db)
         .await?
         .into_iter()
-        .map(|m| {
-            let data = serde_json::from_str(&m.data)
-                .map_err(|e| StoreError::Corrupt(format!("journal {}: data: {e}", m.id)))?;
-            Ok(JournalEntry {
-                id: m.id,
-                tenant_id: m.tenant_id,
-                entity: m.entity,
-                entity_key: m.entity_key,
-                action: m.action,
-                version: m.version,
-                data,
-                test: m.test,
-                applied_at: m.applied_at,
-            })
-        })
+        .map(journal_entry)
         .collect()
 }
 
