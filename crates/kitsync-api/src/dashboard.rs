@@ -50,15 +50,20 @@ pub fn content_security_policy(page: &str) -> String {
 
 /// `GET /dashboard`: the page, never cached (a new binary may serve a new page).
 pub async fn page() -> impl IntoResponse {
+    embedded(PAGE, &CSP)
+}
+
+/// An embedded page (`page`, with its `csp`): never cached, never sniffed, no referrer.
+pub(crate) fn embedded(page: &'static str, csp: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, CSP.as_str()),
+            (header::CONTENT_SECURITY_POLICY, csp),
             (header::CACHE_CONTROL, "no-store"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "no-referrer"),
         ],
-        PAGE,
+        page,
     )
 }
 
@@ -69,16 +74,18 @@ mod tests {
 
     #[test]
     fn the_policy_names_the_pages_inline_script_and_style() {
-        let csp = content_security_policy(PAGE);
-        let script = inline_hashes(PAGE, "script");
-        let style = inline_hashes(PAGE, "style");
-        assert_eq!((script.len(), style.len()), (1, 1), "one of each: {csp}");
-        assert!(csp.contains(&format!("script-src {};", script[0])), "{csp}");
-        assert!(csp.contains(&format!("style-src {};", style[0])), "{csp}");
-        assert!(!csp.contains("unsafe"), "{csp}");
-        // Nothing loaded from elsewhere (the SVG namespace URI is a name, not a load).
-        for load in ["src=", "href=\"http", "href=\"//", "@import", "url("] {
-            assert!(!PAGE.contains(load), "{load}");
+        for page in [PAGE, crate::console::PAGE] {
+            let csp = content_security_policy(page);
+            let script = inline_hashes(page, "script");
+            let style = inline_hashes(page, "style");
+            assert_eq!((script.len(), style.len()), (1, 1), "one of each: {csp}");
+            assert!(csp.contains(&format!("script-src {};", script[0])), "{csp}");
+            assert!(csp.contains(&format!("style-src {};", style[0])), "{csp}");
+            assert!(!csp.contains("unsafe"), "{csp}");
+            // Nothing loaded from elsewhere (the SVG namespace URI is a name, not a load).
+            for load in ["src=", "href=\"http", "href=\"//", "@import", "url("] {
+                assert!(!page.contains(load), "{load}");
+            }
         }
     }
 

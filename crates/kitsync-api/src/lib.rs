@@ -17,6 +17,8 @@
 //!   from the handlers' annotations and types; the router serves exactly its operations
 //!   ([`api_v1_operations`]).
 //! - [`dashboard`]: the HTML dashboard at `/dashboard` (one embedded page over [`stats`]).
+//! - [`console`]: the HTML console at `/console` (one embedded page over `/api/v1` and
+//!   `/admin/v1`).
 //! - [`admin`]: `/admin/v1`, operating kitsync (held plans, dead letters, webhook endpoints,
 //!   tokens, OIDC clients, the audit log), scope `admin`; in the same document.
 //! - [`scim`]: SCIM 2.0 at `/scim/v2/{tenantId}/` (Users read-only, Groups CRUD).
@@ -27,6 +29,7 @@
 pub mod activity;
 pub mod admin;
 pub mod auth;
+pub mod console;
 pub mod dashboard;
 pub mod directory;
 pub mod error;
@@ -89,6 +92,7 @@ pub fn router_with(
         .into_iter()
         .fold(Router::new(), |r, op| r.route(&op.path, op.route));
     api.route("/dashboard", get(dashboard::page))
+        .route("/console", get(console::page))
         .with_state(state.clone())
         .merge(scim::router(state.clone()))
         // Handlers read bodies themselves after authorising (`limits::read_body`); this limit
