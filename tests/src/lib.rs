@@ -48,12 +48,16 @@ static BIN: OnceLock<PathBuf> = OnceLock::new();
 ///
 /// `kitsync` is a binary-only crate of another package, so `CARGO_BIN_EXE_kitsync` is not
 /// available here: this runs `cargo build -p kitsync --bin kitsync` and reads the path from
-/// the `compiler-artifact` message.
+/// the `compiler-artifact` message. `KITSYNC_TEST_BIN` names another one instead (a release
+/// build, for `examples/console_timings.rs`).
 ///
 /// # Panics
 /// The build fails or reports no executable.
 pub fn kitsync_bin() -> &'static Path {
-    BIN.get_or_init(build_kitsync)
+    BIN.get_or_init(|| {
+        // A binary built elsewhere (a release build, for measurements), when named.
+        std::env::var_os("KITSYNC_TEST_BIN").map_or_else(build_kitsync, PathBuf::from)
+    })
 }
 
 fn workspace_root() -> PathBuf {

@@ -166,6 +166,22 @@ async fn an_operator_walks_the_directory_and_decides_from_the_console() {
         "the token leaves the address bar"
     );
 
+    // The tenant search is the API's.
+    page.click("[data-testid=tenant-search]").await;
+    page.type_text("zzz").await;
+    page.wait_for("document.querySelectorAll('#tenants tr').length === 0")
+        .await;
+    page.eval(
+        "(() => { const s = document.getElementById('tenant-search'); s.value = 'ACME'; \
+         s.dispatchEvent(new Event('input')); })()",
+    )
+    .await;
+    page.wait_for(&format!(
+        "document.querySelector('[data-testid=tenant-{T}]') !== null"
+    ))
+    .await;
+    page.settle().await;
+
     // The tenant, then the tree's first level: the root and its member count.
     let dom = page
         .click_and_settle(&format!("[data-testid=tenant-{T}]"))

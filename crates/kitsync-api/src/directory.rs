@@ -104,8 +104,9 @@ pub async fn tenant(
     operation_id = "listTenants",
     tag = "directory",
     summary = "Live tenants, by tenant id",
-    description = "Scope `directory:read`. A tenant-bound token sees its own tenant only.",
-    params(TestFilter, PageQuery),
+    description = "Scope `directory:read`. A tenant-bound token sees its own tenant only. \
+                   `q` searches ids and names.",
+    params(TenantSearch, TestFilter, PageQuery),
     responses(
         (status = 200, description = "A page of tenants.", body = Page<TenantBody>),
         crate::openapi::ReadErrors,
@@ -115,11 +116,12 @@ pub async fn tenant(
 pub async fn tenants(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<TenantListQuery>,
 ) -> Result<Json<Page<TenantBody>>, ApiError> {
-    let include_test = q.test.include_test()?;
-    let limit = q.page.limit()?;
-    let after = q.page.after(TenantBody::KIND)?;
+    let include_test = q.list.test.include_test()?;
+    let limit = q.list.page.limit()?;
+    let after = q.list.page.after(TenantBody::KIND)?;
+    let search = q.search.q()?;
     let rows = match caller.0.tenant_id.clone() {
         Some(bound) => {
             caller.require(Scope::DirectoryRead, Some(&bound))?;
@@ -127,13 +129,16 @@ pub async fn tenants(
             own.into_iter()
                 .filter(|t| include_test || !t.test)
                 .filter(|t| after.as_deref().is_none_or(|a| t.tenant_id.as_str() > a))
+                .filter(|t| {
+                    search.is_none_or(|s| contains(&t.tenant_id, s) || contains(&t.name, s))
+                })
                 .collect()
         }
         None => {
             caller.require(Scope::DirectoryRead, None)?;
             state
                 .store
-                .tenants(after.as_deref(), limit + 1, include_test)
+                .tenants(after.as_deref(), limit + 1, include_test, search)
                 .await?
         }
     };
@@ -902,6 +907,44 @@ pub async fn member_changes(
         "change",
         |e: &kitsync_store::ChangeEvent| e.journal_id,
     )))
+}
+
+/// `?q=`: a search of the tenant list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantSearch {
+    /// Only tenants whose `tenantId` or name contains this text (ASCII case ignored; 1–64
+    /// characters).
+    #[serde(default)]
+    #[param(value_type = String, max_length = 64)]
+    q: Option<String>,
+}
+
+impl TenantSearch {
+    /// # Errors
+    /// 400 naming `q` when it is longer than 64 characters.
+    fn q(&self) -> Result<Option<&str>, ApiError> {
+        match self.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            Some(q) if q.chars().count() > 64 => {
+                Err(ApiError::bad_param("q", "at most 64 characters"))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// Whether `text` contains `part`, ASCII case ignored (as the store's search).
+fn contains(text: &str, part: &str) -> bool {
+    text.to_lowercase().contains(&part.to_lowercase())
+}
+
+/// `GET /api/v1/tenants`'s query.
+#[derive(Debug, Default, Deserialize)]
+pub struct TenantListQuery {
+    #[serde(flatten)]
+    search: TenantSearch,
+    #[serde(flatten)]
+    list: ListQuery,
 }
 
 /// `?includeTest=&cursor=&limit=`.

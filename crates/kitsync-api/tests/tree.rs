@@ -184,3 +184,58 @@ async fn a_members_changes_come_newest_first_and_page() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn tenants_are_searched_by_id_and_name() {
+    let (db, store) = fresh_store().await;
+    let named = |id: &str, name: &str| {
+        let Command::Tenant(mut t) = tenant(id, false, 1) else {
+            unreachable!()
+        };
+        t.name = name.into();
+        Command::Tenant(t)
+    };
+    let batch = [
+        named("acme-1", "Acme Corp"),
+        named("beta", "Beta 100%"),
+        named("gamma_x", "Gamma"),
+    ];
+    store.apply_batch(&batch).await.unwrap();
+    let app = kitsync_api::router(store.clone());
+    let reader = token(&store, "reader", &[Scope::DirectoryRead], None).await;
+    for (q, want) in [
+        ("ACME", vec!["acme-1"]),
+        ("corp", vec!["acme-1"]),
+        ("%25", vec!["beta"]),
+        ("_", vec!["gamma_x"]),
+        ("a", vec!["acme-1", "beta", "gamma_x"]),
+        ("nothing", vec![]),
+    ] {
+        let (status, page) = get(&app, &format!("/api/v1/tenants?q={q}"), &reader).await;
+        assert_eq!(status, StatusCode::OK, "{q}: {page}");
+        assert_eq!(strs(&page["items"], "tenantId"), want, "{q}");
+    }
+    let (_, first) = get(&app, "/api/v1/tenants?q=a&limit=2", &reader).await;
+    assert_eq!(strs(&first["items"], "tenantId"), ["acme-1", "beta"]);
+    let next = first["nextCursor"].as_str().unwrap();
+    let (_, rest) = get(
+        &app,
+        &format!("/api/v1/tenants?q=a&limit=2&cursor={next}"),
+        &reader,
+    )
+    .await;
+    assert_eq!(strs(&rest["items"], "tenantId"), ["gamma_x"]);
+    let bound = token(&store, "bound", &[Scope::DirectoryRead], Some("beta")).await;
+    let (_, own) = get(&app, "/api/v1/tenants?q=BETA", &bound).await;
+    assert_eq!(strs(&own["items"], "tenantId"), ["beta"]);
+    let (_, none) = get(&app, "/api/v1/tenants?q=acme", &bound).await;
+    assert!(none["items"].as_array().unwrap().is_empty());
+    assert_bad_params(
+        &app,
+        "/api/v1/tenants",
+        &reader,
+        &[(&format!("q={}", "x".repeat(65)), "q")],
+    )
+    .await;
+    db.cleanup().await;
+}

@@ -128,11 +128,32 @@ pub(crate) async fn tenants_page(
     after: Option<&str>,
     limit: u64,
     include_test: bool,
+    search: Option<&str>,
 ) -> Result<Vec<TenantView>, StoreError> {
+    use sea_orm::sea_query::{Expr, Func, LikeExpr};
     use tenants::Column as C;
+    let mut find = tenants::Entity::find();
+    if let Some(text) = search.filter(|t| !t.is_empty()) {
+        // Contains, ignoring ASCII case, on both backends: both sides lowered, the text's
+        // own wildcards escaped.
+        let escaped: String = text
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let like = || LikeExpr::new(format!("%{escaped}%")).escape('\\');
+        find = find.filter(
+            sea_orm::Condition::any()
+                .add(Expr::expr(Func::lower(Expr::col(C::TenantId))).like(like()))
+                .add(Expr::expr(Func::lower(Expr::col(C::Name))).like(like())),
+        );
+    }
     let rows = live_page(
         db,
-        tenants::Entity::find(),
+        find,
         [C::Deleted, C::Test, C::TenantId],
         after,
         Some(limit),
@@ -616,7 +637,8 @@ impl Store {
     }
 
     /// A page of live tenants in `tenant_id` order after `after` (keyset pagination); test
-    /// tenants only with `include_test`.
+    /// tenants only with `include_test`; with `search`, only those whose id or name contains
+    /// it (ASCII case ignored; it reads every live tenant, for an operator's search).
     ///
     /// # Errors
     /// [`StoreError::Database`] when the database fails.
@@ -625,8 +647,9 @@ impl Store {
         after: Option<&str>,
         limit: u64,
         include_test: bool,
+        search: Option<&str>,
     ) -> Result<Vec<TenantView>, StoreError> {
-        tenants_page(&self.db, after, limit, include_test).await
+        tenants_page(&self.db, after, limit, include_test, search).await
     }
 
     /// A page of a tenant's live departments in `org_code` order, after `after` (keyset
