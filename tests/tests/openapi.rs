@@ -23,6 +23,8 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(45);
 const EXAMPLES: &str = "50";
 /// Fixed, so that a CI failure can be replayed (`--seed 1`).
 const SEED: &str = "1";
+/// The one operation schemathesis leaves out (see its run).
+const NOT_FUZZED: &str = "adminRevokeToken";
 
 async fn send_ok(kit: &Kit, kind: &str, body: &str) {
     let r = kit.send(kind, body).await;
@@ -42,8 +44,8 @@ fn failures(out: &str) -> &str {
 
 /// Scenario: a tenant built by signed callbacks (departments with an orphan, two apps, users
 /// of both roles, some disabled), a test tenant, activity; then the validator on the served
-/// document and schemathesis on the live server with a `directory:read,activity:write,
-/// stats:read` token. Path parameters are mostly drawn from the seeded tenant, users and
+/// document and schemathesis on the live server with an `admin` token (every operation but
+/// token revocation). Path parameters are mostly drawn from the seeded tenant, users and
 /// apps (so that the 200 answers are checked against their schemas), otherwise generated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs openapi-spec-validator and schemathesis: .ci/openapi/install.sh, then KITSYNC_CI_OPENAPI_TOOLS=<venv>/bin"]
@@ -110,9 +112,9 @@ async fn the_live_api_answers_as_its_openapi_document_says() {
         &payload::auth(t, "app-b", 1, &users[..2], &time(4)),
     )
     .await;
-    let tok = env
-        .create_token("openapi", "directory:read,activity:write,stats:read", None)
-        .await;
+    // `admin`: every operation, /admin/v1 included, is exercised with a token that may call
+    // it (schemathesis warns about operations that answer only 401/403).
+    let tok = env.create_token("openapi", "admin", None).await;
     let members = format!("/api/v1/tenants/{t}/members");
     wait_until("the seed is applied", APPLY_TIMEOUT, || async {
         let (_, body) = kit.api_get(&members, Some(&tok)).await;
@@ -145,6 +147,61 @@ async fn the_live_api_answers_as_its_openapi_document_says() {
         r.body
     );
 
+    // What /admin/v1 operates on, whose ids become the likely path parameters: a held plan (a
+    // full sync keeping one of the four departments), a dead letter (a message no worker can
+    // decode), a webhook endpoint and an OIDC client.
+    send_ok(
+        &kit,
+        ALL_ORG_SYNC,
+        &payload::all_org(t, &[("D1", "Head office", "")], &time(5)),
+    )
+    .await;
+    env.test_queue()
+        .await
+        .publish(kitsync_queue::OutgoingMessage {
+            message_id: "openapi-undecodable".into(),
+            body: b"not a callback".to_vec(),
+            replay: None,
+        })
+        .await
+        .unwrap();
+    wait_until(
+        "the plan is held and the message dead-lettered",
+        APPLY_TIMEOUT,
+        || async {
+            env.scalar("SELECT COUNT(*) FROM org_plans WHERE status = 'held'")
+                .await
+                == 1
+                && env.scalar("SELECT COUNT(*) FROM dead_letters").await == 1
+        },
+    )
+    .await;
+    let plan = env.scalar("SELECT id FROM org_plans").await;
+    let dead_letter = env.scalar("SELECT id FROM dead_letters").await;
+    let first_line = |out: std::process::Output| {
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let webhook = first_line(
+        env.cli_ok(&["webhooks", "add", "https://hooks.example.com/kit"])
+            .await,
+    );
+    let client = first_line(
+        env.cli_ok(&[
+            "oidc-client",
+            "add",
+            "--app",
+            "app-a",
+            "--redirect-uri",
+            "https://app.example.com/cb",
+        ])
+        .await,
+    );
+
     // The document: public, and valid OpenAPI 3.1.
     let doc = kit
         .api("GET", "/api/v1/openapi.json", None, &[], None)
@@ -163,7 +220,11 @@ async fn the_live_api_answers_as_its_openapi_document_says() {
     println!("openapi-spec-validator: {}", out.trim());
 
     // schemathesis on the live server. Its configuration: no example database left behind,
-    // and the seeded names as the likely values of the path parameters.
+    // and the seeded names as the likely values of the path parameters. Four operations only
+    // warn about authentication: the first decision consumes the one held plan (so the other
+    // answers 404 or 409), and a token or client needs values random data rarely hits (known
+    // scopes, an https or loopback redirect URI); tests/admin.rs and tests/openapi.rs of
+    // crates/kitsync-api cover their successes.
     let config = env.dir().join("schemathesis.toml");
     let names = |list: &[&str]| {
         list.iter()
@@ -178,14 +239,27 @@ async fn the_live_api_answers_as_its_openapi_document_says() {
             "[generation]\ndatabase = \"none\"\n\n\
              [dictionaries.tenants]\nvalues = [{}]\n\
              [dictionaries.users]\nvalues = [{}]\n\
-             [dictionaries.apps]\nvalues = [{}]\n\n\
+             [dictionaries.apps]\nvalues = [{}]\n\
+             [dictionaries.plans]\nvalues = [{plan}]\n\
+             [dictionaries.deadletters]\nvalues = [{dead_letter}]\n\
+             [dictionaries.webhooks]\nvalues = [{}]\n\
+             [dictionaries.clients]\nvalues = [{}]\n\n\
              [parameters]\n\
              \"path.tenantId\" = {{ dictionary = \"tenants\", probability = 0.8 }}\n\
              \"path.userName\" = {{ dictionary = \"users\", probability = 0.8 }}\n\
-             \"path.appId\" = {{ dictionary = \"apps\", probability = 0.8 }}\n",
+             \"path.appId\" = {{ dictionary = \"apps\", probability = 0.8 }}\n\
+             \"path.planId\" = {{ dictionary = \"plans\", probability = 0.8 }}\n\
+             \"path.deadLetterId\" = {{ dictionary = \"deadletters\", probability = 0.8 }}\n\
+             \"path.webhookId\" = {{ dictionary = \"webhooks\", probability = 0.8 }}\n\
+             \"path.clientId\" = {{ dictionary = \"clients\", probability = 0.8 }}\n\n\
+             [[operations]]\n\
+             include-operation-id-regex = \"^(adminApprovePlan|adminRejectPlan|adminCreateToken|adminCreateOidcClient)$\"\n\
+             warnings = [\"missing_auth\"]\n",
             names(&[t, sandbox]),
             names(&user_names),
             names(&["app-a", "app-b"]),
+            names(&[&webhook]),
+            names(&[&client]),
         ),
     )
     .unwrap();
@@ -219,6 +293,10 @@ async fn the_live_api_answers_as_its_openapi_document_says() {
                     SEED,
                     "--request-timeout",
                     "30",
+                    // Revoking a token could revoke the one this run sends (a stateful link
+                    // from the token list); crates/kitsync-api/tests/openapi.rs calls it.
+                    "--exclude-operation-id",
+                    NOT_FUZZED,
                 ],
                 Some(&dir),
             )
@@ -253,7 +331,7 @@ async fn the_live_api_answers_as_its_openapi_document_says() {
         .values()
         .map(|item| item.as_object().unwrap().len())
         .sum::<usize>();
-    assert_eq!(tested, documented, "{out}");
+    assert_eq!(tested, documented - 1, "all but {NOT_FUZZED}: {out}");
     drop(server);
     env.finish().await;
 }

@@ -72,7 +72,7 @@ pub struct DeadLetterBody {
     item: DeadLetterItem,
     /// The queued message as JSON, every `clientSecret` replaced by `"[redacted]"`; `null`
     /// when it is not JSON (then see `bodyText`).
-    #[schema(required = true, value_type = Object)]
+    #[schema(required = true, value_type = Option<Object>)]
     body: Option<Value>,
     /// A body that is not JSON, as text (invalid UTF-8 replaced), cut at 64 KiB; `null`
     /// otherwise.
@@ -128,7 +128,7 @@ pub struct DeadLetterQuery {
 #[into_params(parameter_in = Path)]
 pub struct DeadLetterPath {
     /// The dead letter's id.
-    #[param(rename = "deadLetterId")]
+    #[param(rename = "deadLetterId", value_type = i64, minimum = 1)]
     #[serde(rename = "deadLetterId")]
     dead_letter_id: String,
 }

@@ -161,7 +161,7 @@ pub struct PlanQuery {
 #[into_params(parameter_in = Path)]
 pub struct PlanPath {
     /// The plan's id.
-    #[param(rename = "planId")]
+    #[param(rename = "planId", value_type = i64, minimum = 1)]
     #[serde(rename = "planId")]
     plan_id: String,
 }

@@ -61,14 +61,29 @@ pub struct NewToken {
     /// What it is for (1–100 characters).
     #[schema(min_length = 1, max_length = 100)]
     name: String,
-    /// At least one of `directory:read`, `directory:write`, `activity:write`, `stats:read`,
-    /// `admin`.
-    #[schema(min_items = 1)]
+    /// At least one scope.
+    #[schema(min_items = 1, value_type = Vec<ScopeName>)]
     scopes: Vec<String>,
     /// Bind it to one tenant (1–64 characters); absent: every tenant.
     #[serde(default)]
     #[schema(min_length = 1, max_length = 64)]
     tenant_id: Option<String>,
+}
+
+/// A scope a token may hold (`admin`: all of them).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documentation only: the scopes are parsed by `Scope::parse_list`
+pub enum ScopeName {
+    #[schema(rename = "directory:read")]
+    DirectoryRead,
+    #[schema(rename = "directory:write")]
+    DirectoryWrite,
+    #[schema(rename = "activity:write")]
+    ActivityWrite,
+    #[schema(rename = "stats:read")]
+    StatsRead,
+    #[schema(rename = "admin")]
+    Admin,
 }
 
 /// A new token, with its secret: shown in this answer only (kitsync keeps only its hash).

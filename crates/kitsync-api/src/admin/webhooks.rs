@@ -56,10 +56,7 @@ impl From<WebhookEndpoint> for WebhookItem {
             tenant_id: e.tenant_id,
             types: e.types,
             include_test: e.include_test,
-            state: serde_json::to_value(e.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            state: e.state.as_str().to_owned(),
             cursor: e.cursor.to_string(),
             consecutive_failures: e.consecutive_failures,
             last_status: e.last_status,
