@@ -104,6 +104,8 @@ pub const APPLICATION_SYNC: &str = "applicationSync";
 pub const AUTH_SYNC: &str = "authSync";
 pub const SINGLE_ORG_SYNC: &str = "singleOrgSync";
 pub const ALL_ORG_SYNC: &str = "allOrgSync";
+/// The user whose authorisation [`Env::install_poison_trigger`] refuses.
+pub const POISON_USER: &str = "poison-user";
 
 /// A test's database, working directory and configuration; servers started from it share
 /// them. Change the public fields before starting servers.
@@ -453,6 +455,47 @@ impl Env {
             .execute_unprepared(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// A trigger refusing every authorisation of [`POISON_USER`]: a callback granting it
+    /// fails to apply, retries and ends dead-lettered (until [`Env::drop_poison_trigger`]).
+    ///
+    /// # Panics
+    /// As [`Env::exec`].
+    pub async fn install_poison_trigger(&self) {
+        if self.is_postgres() {
+            self.exec(&format!(
+                "CREATE FUNCTION e2e_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.user_name = '{POISON_USER}' THEN \
+                 RAISE EXCEPTION 'e2e poison: insert refused by trigger'; END IF; RETURN NEW; END $$"
+            ))
+            .await;
+            self.exec(
+                "CREATE TRIGGER e2e_poison BEFORE INSERT ON authorizations \
+                 FOR EACH ROW EXECUTE FUNCTION e2e_poison()",
+            )
+            .await;
+        } else {
+            self.exec(&format!(
+                "CREATE TRIGGER e2e_poison BEFORE INSERT ON authorizations FOR EACH ROW \
+                 WHEN NEW.user_name = '{POISON_USER}' \
+                 BEGIN SELECT RAISE(ABORT, 'e2e poison: insert refused by trigger'); END"
+            ))
+            .await;
+        }
+    }
+
+    /// Removes [`Env::install_poison_trigger`]'s trigger.
+    ///
+    /// # Panics
+    /// As [`Env::exec`].
+    pub async fn drop_poison_trigger(&self) {
+        if self.is_postgres() {
+            self.exec("DROP TRIGGER e2e_poison ON authorizations").await;
+            self.exec("DROP FUNCTION e2e_poison()").await;
+        } else {
+            self.exec("DROP TRIGGER e2e_poison").await;
+        }
     }
 
     /// The first column of the first row of `sql`, as an integer (`COUNT(*)` and the like).

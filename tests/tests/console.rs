@@ -9,45 +9,10 @@
 use std::time::Duration;
 use tests::browser::{Dom, Page};
 use tests::payload::{self, time, User};
-use tests::{wait_until, Env, Kit, ALL_ORG_SYNC, AUTH_SYNC, TENANT_SYNC};
+use tests::{wait_until, Env, Kit, ALL_ORG_SYNC, AUTH_SYNC, POISON_USER, TENANT_SYNC};
 
 const WAIT: Duration = Duration::from_secs(45);
 const T: &str = "t-console";
-const POISON_USER: &str = "poison-user";
-
-/// A trigger that refuses `POISON_USER`'s authorisation: its callback is dead-lettered.
-async fn install_poison_trigger(env: &Env) {
-    if env.is_postgres() {
-        env.exec(&format!(
-            "CREATE FUNCTION console_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF NEW.user_name = '{POISON_USER}' THEN \
-             RAISE EXCEPTION 'console poison: insert refused by trigger'; END IF; RETURN NEW; END $$"
-        ))
-        .await;
-        env.exec(
-            "CREATE TRIGGER console_poison BEFORE INSERT ON authorizations \
-             FOR EACH ROW EXECUTE FUNCTION console_poison()",
-        )
-        .await;
-    } else {
-        env.exec(&format!(
-            "CREATE TRIGGER console_poison BEFORE INSERT ON authorizations FOR EACH ROW \
-             WHEN NEW.user_name = '{POISON_USER}' \
-             BEGIN SELECT RAISE(ABORT, 'console poison: insert refused by trigger'); END"
-        ))
-        .await;
-    }
-}
-
-async fn drop_poison_trigger(env: &Env) {
-    if env.is_postgres() {
-        env.exec("DROP TRIGGER console_poison ON authorizations")
-            .await;
-        env.exec("DROP FUNCTION console_poison()").await;
-    } else {
-        env.exec("DROP TRIGGER console_poison").await;
-    }
-}
 
 async fn send_ok(kit: &Kit, kind: &str, body: &str) {
     let r = kit.send(kind, body).await;
@@ -139,7 +104,7 @@ async fn an_operator_walks_the_directory_and_decides_from_the_console() {
     env.queue.max_attempts = 2;
     env.queue.retry_min_delay_ms = 100;
     env.queue.retry_max_delay_ms = 200;
-    install_poison_trigger(&env).await;
+    env.install_poison_trigger().await;
     let server = env.start("serve").await;
     let kit = server.kit();
     seed(&env, &kit).await;
@@ -305,7 +270,7 @@ async fn an_operator_walks_the_directory_and_decides_from_the_console() {
         .click_and_settle(&format!("[data-testid=dl-show-{dl}]"))
         .await;
     assert!(dom.text("dl-body").contains(POISON_USER));
-    drop_poison_trigger(&env).await;
+    env.drop_poison_trigger().await;
     let dom = confirm(&mut page, &format!("[data-testid=replay-{dl}]")).await;
     assert!(
         dom.text("notice").contains("replayed"),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tests::payload::{self, time, User};
 use tests::{
     amqp_url, now_ms, url_socket_addr, wait_until, Env, Kit, Reply, TcpProxy, ALL_ORG_SYNC,
-    APPLICATION_SYNC, AUTH_SYNC, SINGLE_ORG_SYNC, TENANT_SYNC,
+    APPLICATION_SYNC, AUTH_SYNC, POISON_USER, SINGLE_ORG_SYNC, TENANT_SYNC,
 };
 
 /// Generous for a loaded 2-core machine, short enough that a stuck pipeline fails the test.
@@ -814,40 +814,6 @@ async fn unacknowledged(env: &Env) -> i64 {
         .unwrap_or(0)
 }
 
-const POISON_USER: &str = "poison-user";
-
-async fn install_poison_trigger(env: &Env) {
-    if env.is_postgres() {
-        env.exec(&format!(
-            "CREATE FUNCTION e2e_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF NEW.user_name = '{POISON_USER}' THEN \
-             RAISE EXCEPTION 'e2e poison: insert refused by trigger'; END IF; RETURN NEW; END $$"
-        ))
-        .await;
-        env.exec(
-            "CREATE TRIGGER e2e_poison BEFORE INSERT ON authorizations \
-             FOR EACH ROW EXECUTE FUNCTION e2e_poison()",
-        )
-        .await;
-    } else {
-        env.exec(&format!(
-            "CREATE TRIGGER e2e_poison BEFORE INSERT ON authorizations FOR EACH ROW \
-             WHEN NEW.user_name = '{POISON_USER}' \
-             BEGIN SELECT RAISE(ABORT, 'e2e poison: insert refused by trigger'); END"
-        ))
-        .await;
-    }
-}
-
-async fn drop_poison_trigger(env: &Env) {
-    if env.is_postgres() {
-        env.exec("DROP TRIGGER e2e_poison ON authorizations").await;
-        env.exec("DROP FUNCTION e2e_poison()").await;
-    } else {
-        env.exec("DROP TRIGGER e2e_poison").await;
-    }
-}
-
 /// Scenario 5: a message that cannot be applied does not block the others, ends in the
 /// dead letters with its reason after `max_attempts`, and applies once replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -861,7 +827,7 @@ async fn poison_message_is_dead_lettered_and_replayed() {
     env.queue.max_attempts = 3;
     env.queue.retry_min_delay_ms = 200;
     env.queue.retry_max_delay_ms = 400;
-    install_poison_trigger(&env).await;
+    env.install_poison_trigger().await;
     let ingress = env.start("ingress").await;
     let kit = ingress.kit();
     let t = "tenant-poison";
@@ -923,7 +889,7 @@ async fn poison_message_is_dead_lettered_and_replayed() {
     assert_eq!(metric(&metrics, "kitsync_dead_letters").await, Some(1.0));
 
     // Repair, replay, and the user appears.
-    drop_poison_trigger(&env).await;
+    env.drop_poison_trigger().await;
     let out = env.cli_ok(&["deadletters", "replay", "--all"]).await;
     let replayed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(replayed.contains("replayed 1 dead letter"), "{replayed}");

@@ -47,16 +47,10 @@ impl Store {
         else {
             return Ok(None);
         };
-        let snapshot: FullOrgSnapshot = serde_json::from_str(&model.snapshot)
+        let (plan, snapshot) = crate::read::plan_and_snapshot(model)?;
+        let snapshot: FullOrgSnapshot = serde_json::from_str(&snapshot)
             .map_err(|e| StoreError::Corrupt(format!("plan {id}: snapshot: {e}")))?;
-        let tenant = model.tenant_id.clone();
-        let Some(plan) = crate::read::list_plans(&self.db, None)
-            .await?
-            .into_iter()
-            .find(|p| p.id == id)
-        else {
-            return Ok(None);
-        };
+        let tenant = plan.tenant_id.clone();
         let mut codes = plan.deletes.clone();
         codes.sort();
         codes.dedup();

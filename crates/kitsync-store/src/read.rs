@@ -593,26 +593,46 @@ pub(crate) async fn list_plans(
         .all(db)
         .await?
         .into_iter()
-        .map(|m| {
-            let deletes: Vec<String> = serde_json::from_str(&m.deletes)
-                .map_err(|e| StoreError::Corrupt(format!("plan {}: deletes: {e}", m.id)))?;
-            Ok(Plan {
-                id: m.id,
-                tenant_id: m.tenant_id,
-                version: m.version,
-                status: PlanStatus::parse(&m.status).ok_or_else(|| {
-                    StoreError::Corrupt(format!("plan {}: status {:?}", m.id, m.status))
-                })?,
-                org_count: m.org_count,
-                live_before: m.live_before,
-                delete_count: m.delete_count,
-                deletes,
-                created_at: m.created_at,
-                decided_at: m.decided_at,
-                reason: m.reason,
-            })
-        })
+        .map(plan_of)
         .collect()
+}
+
+/// A plan as read (its snapshot left out).
+fn plan_of(m: PlanRow) -> Result<Plan, StoreError> {
+    let deletes: Vec<String> = serde_json::from_str(&m.deletes)
+        .map_err(|e| StoreError::Corrupt(format!("plan {}: deletes: {e}", m.id)))?;
+    Ok(Plan {
+        id: m.id,
+        tenant_id: m.tenant_id,
+        version: m.version,
+        status: PlanStatus::parse(&m.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("plan {}: status {:?}", m.id, m.status)))?,
+        org_count: m.org_count,
+        live_before: m.live_before,
+        delete_count: m.delete_count,
+        deletes,
+        created_at: m.created_at,
+        decided_at: m.decided_at,
+        reason: m.reason,
+    })
+}
+
+/// A whole `org_plans` row: the plan, and its snapshot's JSON.
+pub(crate) fn plan_and_snapshot(m: org_plans::Model) -> Result<(Plan, String), StoreError> {
+    let row = PlanRow {
+        id: m.id,
+        tenant_id: m.tenant_id,
+        version: m.version,
+        deletes: m.deletes,
+        delete_count: m.delete_count,
+        live_before: m.live_before,
+        org_count: m.org_count,
+        status: m.status,
+        created_at: m.created_at,
+        decided_at: m.decided_at,
+        reason: m.reason,
+    };
+    Ok((plan_of(row)?, m.snapshot))
 }
 
 impl Store {
